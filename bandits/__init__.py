@@ -1,0 +1,1 @@
+"""bandits: arrives with its issue."""

@@ -1,0 +1,205 @@
+"""Turn one tracking request into validated, enriched messages, or refuse it whole.
+
+A batch is atomic: if any message in it is invalid, none is accepted and the 400 lists every
+invalid message by path and index, so a client can drop those and resend the rest. Nothing valid
+is dropped without the client being told, and nothing invalid reaches the spool.
+
+The work here is pure (no I/O) so the request path stays a single Redis round trip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import re
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from hashlib import blake2b
+from typing import Any
+
+import msgspec
+
+from collector import wire
+from collector.errors import InvalidInput
+
+__all__ = ["Intake", "read_request", "truncate_ip", "ID_BYTES"]
+
+ID_BYTES = 16  # blake2b-128 of the messageId: fixed size in the dedup sets, no collisions in practice
+_MEDIA_TYPES = {"application/json", "text/plain"}  # text/plain: what sendBeacon posts
+_MAX_ERRORS = 20
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$(.*)`)?$")
+_AT = re.compile(r"^(.*) - at `\$(.*)`$")
+
+
+@dataclass(slots=True)
+class Intake:
+    """What one request carries once validated: the messages and their dedup ids, in order."""
+
+    messages: list[wire.Message]
+    ids: list[bytes]
+    write_key: str | None
+    duplicates: int = 0  # repeats of a messageId within this very request
+
+    def packed_ids(self) -> bytes:
+        return b"".join(self.ids)
+
+    def payload(self) -> bytes:
+        return msgspec.json.encode(self.messages)
+
+
+def read_request(
+    body: bytes,
+    *,
+    kind: str,
+    content_type: str | None,
+    content_encoding: str | None,
+    received_at: datetime,
+    ip: str | None,
+) -> Intake:
+    """Validate one request body for endpoint ``kind`` ("batch", "track", "page", …)."""
+    _check_media_type(content_type)
+    limit = wire.MAX_BATCH_BYTES if kind == "batch" else wire.MAX_MESSAGE_BYTES
+    body = _decode_body(body, content_encoding, limit)
+    if kind == "batch":
+        messages, write_key, sent_at, context = _read_batch(body)
+    else:
+        messages, write_key, sent_at, context = [_decode(wire.BY_TYPE[kind], body, "$")], None, None, None
+        write_key = _decode(wire.ENVELOPE, body, "$").write_key
+    return _enrich(messages, write_key, received_at, sent_at, context, ip, kind == "batch")
+
+
+def _check_media_type(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in _MEDIA_TYPES:
+        raise InvalidInput(
+            "unsupported_media_type",
+            f"Content-Type must be application/json (or text/plain from sendBeacon), "
+            f"got {content_type!r}",
+        )
+
+
+def _decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "gzip":
+        try:
+            inflater = zlib.decompressobj(wbits=31)
+            body = inflater.decompress(body, limit + 1)
+            if not inflater.eof and len(body) <= limit:
+                raise InvalidInput("invalid_gzip", "the gzip body is truncated")
+        except (zlib.error, gzip.BadGzipFile, EOFError) as exc:
+            raise InvalidInput("invalid_gzip", f"the body is not valid gzip: {exc}") from exc
+    elif encoding != "identity":
+        raise InvalidInput(
+            "unsupported_encoding", f"Content-Encoding must be gzip or absent, got {encoding!r}"
+        )
+    if len(body) > limit:
+        what = "batch" if limit == wire.MAX_BATCH_BYTES else "message"
+        raise InvalidInput(
+            f"{what}_too_large", f"the {what} is over {limit // 1024} KB ({len(body)} bytes)"
+        )
+    return body
+
+
+def _read_batch(body: bytes) -> tuple[list[wire.Message], str | None, datetime | None, Any]:
+    batch = _decode(wire.BATCH, body, "$")
+    if not batch.batch:
+        raise InvalidInput("invalid_message", "$.batch: must hold at least one message")
+    messages: list[wire.Message] = []
+    errors: list[dict[str, object]] = []
+    code = ""
+    for index, raw in enumerate(batch.batch):
+        where = f"$.batch[{index}]"
+        try:
+            if len(raw) > wire.MAX_MESSAGE_BYTES:
+                raise InvalidInput(
+                    "message_too_large",
+                    f"{where}: the message is over {wire.MAX_MESSAGE_BYTES // 1024} KB "
+                    f"({len(raw)} bytes)",
+                )
+            messages.append(_decode(wire.MESSAGE, raw, where))
+        except InvalidInput as exc:
+            path, _, text = exc.message.partition(": ")
+            errors.append({"index": index, "path": path, "message": text})
+            code = code or exc.code
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more invalid messages)" if len(errors) > 1 else ""
+        raise InvalidInput(code, f"{first['path']}: {first['message']}{more}", errors[:_MAX_ERRORS])
+    return messages, batch.write_key, batch.sent_at, batch.context
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes | msgspec.Raw, where: str) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput("invalid_message", _with_path(str(exc), where)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("invalid_json", f"{where}: {exc}") from None
+
+
+def _with_path(text: str, where: str) -> str:
+    """Rewrite msgspec's ``… - at `$.x``` into ``$.batch[3].x: …`` so the path leads."""
+    missing = _MISSING.match(text)
+    if missing:
+        return f"{where}{missing.group(2) or ''}.{missing.group(1)}: required field is missing"
+    at = _AT.match(text)
+    if at:
+        return f"{where}{at.group(2)}: {at.group(1)}"
+    return f"{where}: {text}"
+
+
+def _enrich(
+    messages: list[wire.Message],
+    write_key: str | None,
+    received_at: datetime,
+    sent_at: datetime | None,
+    context: dict[str, Any] | None,
+    ip: str | None,
+    in_batch: bool,
+) -> Intake:
+    request_ip = truncate_ip(ip) if ip else None
+    ids: list[bytes] = []
+    seen: set[bytes] = set()
+    kept: list[wire.Message] = []
+    for index, msg in enumerate(messages):
+        if msg.message_id is None:
+            msg.message_id = str(uuid.uuid4())
+        digest = blake2b(msg.message_id.encode(), digest_size=ID_BYTES).digest()
+        if digest in seen:  # the same message twice in one request: keep the first
+            continue
+        seen.add(digest)
+        msg.received_at = received_at
+        if msg.sent_at is None:
+            msg.sent_at = sent_at
+        if context:
+            msg.context = {**context, **msg.context}
+        own_ip = msg.context.get("ip")
+        if own_ip is None:
+            if request_ip:
+                msg.context["ip"] = request_ip
+        else:
+            try:
+                msg.context["ip"] = truncate_ip(own_ip)
+            except ValueError:
+                where = f"$.batch[{index}]" if in_batch else "$"
+                raise InvalidInput(
+                    "invalid_message", f"{where}.context.ip: not an IP address: {own_ip!r}"
+                ) from None
+        ids.append(digest)
+        kept.append(msg)
+    return Intake(kept, ids, write_key, len(messages) - len(kept))
+
+
+def truncate_ip(value: object) -> str:
+    """Keep the network, drop the host: IPv4 to /24, IPv6 to /48 (privacy by default).
+
+    >>> truncate_ip("203.0.113.77"), truncate_ip("2001:db8:abcd:12::1")
+    ('203.0.113.0', '2001:db8:abcd::')
+    """
+    if not isinstance(value, str):
+        raise ValueError(value)
+    address = ipaddress.ip_address(value.strip())
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)

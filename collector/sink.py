@@ -1,0 +1,170 @@
+"""The sink: drains the spool into ClickHouse's ``events`` table, exactly once.
+
+Batches close on size (messages or entries) or on time. A batch is acknowledged in the spool only
+after ClickHouse took it. Each insert carries a dedup token made of its first and last entry ids,
+and a consumer keeps one batch in flight, so a batch replayed after a crash (by the same sink
+re-reading its pending list, or by a peer claiming it) is the same batch with the same token and
+ClickHouse stores it once. While ClickHouse is down the sink backs off and retries; the spool
+holds the data meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from collector.rows import to_columns
+from collector.schema import EVENT_COLUMNS
+from collector.spool import Entry, SpoolReader, trim
+
+__all__ = ["INSERT_BUCKETS", "Sink"]
+
+log = logging.getLogger("kairos.sink")
+
+INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_HOUSEKEEPING_SECONDS = 5.0
+
+
+class Sink:
+    """One sink consumer; ``run`` loops until ``stop`` is set (a thread or a process of its own)."""
+
+    def __init__(
+        self,
+        reader: SpoolReader,
+        store: Any,
+        max_messages: int = 20_000,
+        max_entries: int = 2_000,
+        interval: float = 1.0,
+        dead_after: float = 60.0,
+    ):
+        self.reader = reader
+        self.store = store
+        self.max_messages = max_messages
+        self.max_entries = max_entries
+        self.interval = interval
+        self.dead_after = dead_after
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("sink started", extra={"consumer": self.reader.consumer})
+        recover = True  # at start, and after a Redis error, our pending list comes first
+        next_housekeeping = 0.0
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                if recover:
+                    self.reader.ensure_group()
+                    batch = self.reader.pending(self.max_entries)
+                    if batch:
+                        log.info("replaying unacknowledged batch", extra={"entries": len(batch)})
+                    recover = False
+                else:
+                    batch = self._collect(stop)
+                if batch and not self._flush(batch, stop):
+                    break
+                if time.monotonic() >= next_housekeeping:
+                    self._housekeeping(stop)
+                    next_housekeeping = time.monotonic() + _HOUSEKEEPING_SECONDS
+                delay = 0.5
+            except redis.RedisError as exc:
+                log.warning("spool unreachable; retrying", extra={"error": str(exc), "in": delay})
+                recover = True
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        log.info("sink stopped")
+
+    def _collect(self, stop: threading.Event) -> list[Entry]:
+        entries: list[Entry] = []
+        messages = 0
+        deadline = time.monotonic() + self.interval
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            got = self.reader.read(self.max_entries - len(entries), max(1, int(remaining * 1000)))
+            entries.extend(got)
+            messages += sum(len(e.messages) for e in got)
+            if messages >= self.max_messages or len(entries) >= self.max_entries:
+                break
+        return entries
+
+    def _flush(self, entries: list[Entry], stop: threading.Event) -> bool:
+        """Store then acknowledge ``entries``; False if stopped before ClickHouse took them."""
+        elapsed = self.store_batch(entries, stop)
+        if elapsed is None:
+            return False
+        rows = sum(len(entry.messages) for entry in entries)
+        counters: dict[str, float] = {
+            "sink_inserted": rows,
+            "sink_batches": 1,
+            "sink_insert_seconds_sum": elapsed,
+        }
+        for bound in INSERT_BUCKETS:
+            if elapsed <= bound:
+                counters[f"sink_insert_seconds_le_{bound}"] = 1
+        self._ack(entries, counters, stop)
+        log.debug("batch stored", extra={"rows": rows, "seconds": round(elapsed, 4)})
+        return True
+
+    def store_batch(self, entries: list[Entry], stop: threading.Event) -> float | None:
+        """Insert ``entries`` under their dedup token, retrying until it works or ``stop``.
+
+        Returns the seconds the successful insert took, or None when stopped first.
+        """
+        messages = [m for entry in entries for m in entry.messages]
+        if not messages:
+            return 0.0
+        token = f"spool:{entries[0].id}:{entries[-1].id}:{len(entries)}"
+        columns = to_columns(messages)
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                self.store.insert(
+                    "events",
+                    columns,
+                    column_names=EVENT_COLUMNS,
+                    column_oriented=True,
+                    settings={"insert_deduplication_token": token},
+                )
+                return time.monotonic() - started
+            except Exception as exc:  # any ClickHouse failure: the spool keeps the batch
+                log.warning(
+                    "insert into ClickHouse failed; retrying",
+                    extra={"error": str(exc).strip().splitlines()[0][:300], "rows": len(messages), "in": delay},
+                )
+                self._count({"sink_insert_errors": 1})
+                if stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 30.0)
+
+    def _ack(self, entries: list[Entry], counters: dict[str, float], stop: threading.Event) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.reader.ack(entries, counters)
+                return
+            except redis.RedisError as exc:
+                # Stored but not acknowledged: a replay would be deduplicated by its token anyway.
+                log.warning("acknowledge failed; retrying", extra={"error": str(exc)})
+                if stop.wait(delay):
+                    raise
+                delay = min(delay * 2, 10.0)
+
+    def _housekeeping(self, stop: threading.Event) -> None:
+        trimmed = trim(self.reader.client)
+        if trimmed:
+            log.debug("spool trimmed", extra={"entries": trimmed})
+        orphans = self.reader.claim_dead(int(self.dead_after * 1000), self.max_entries)
+        if orphans:
+            log.info("claimed a silent peer's batch", extra={"entries": len(orphans)})
+            self._flush(orphans, stop)
+
+    def _count(self, counters: dict[str, int]) -> None:
+        try:
+            self.reader.ack([], counters)
+        except redis.RedisError:
+            pass

@@ -1,0 +1,1 @@
+"""Kairos edge: the HTTP face, the CLI and process supervision."""

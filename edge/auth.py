@@ -1,0 +1,39 @@
+"""Key checks. The write key is public (browsers, SDKs); the secret key guards everything else.
+
+Both are accepted as HTTP Basic username (what the Segment and Rudder SDKs send) or as a Bearer
+token; the write key may also travel as ``writeKey`` in the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from collector.errors import Unauthorized
+
+__all__ = ["key_from_header", "require_key"]
+
+
+def key_from_header(authorization: str | None) -> str | None:
+    """The key in an ``Authorization`` header (Basic username or Bearer token), if any."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("the Authorization header is not valid HTTP Basic") from None
+        return decoded.partition(":")[0] or None
+    raise Unauthorized(f"unsupported Authorization scheme {scheme!r}: use Basic or Bearer")
+
+
+def require_key(given: str | None, expected: str, what: str) -> None:
+    if given is None:
+        raise Unauthorized(f"missing {what}: send it as HTTP Basic username or Bearer token")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized(f"wrong {what}")

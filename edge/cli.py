@@ -1,0 +1,302 @@
+"""The ``kairos`` command: ``up`` runs the engine, ``sql`` queries it, ``worker`` runs a worker."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+log = logging.getLogger("kairos.cli")
+
+_EPILOG = """\
+environment:
+  KAIROS_DATA_DIR     data directory (default ./kairos-data)
+  KAIROS_HOST         address to listen on (default 127.0.0.1)
+  KAIROS_PORT         port to listen on (default 8000)
+  KAIROS_WRITE_KEY    public key for browsers and SDKs (default: generated, kept in the data dir)
+  KAIROS_SECRET_KEY   key for servers and the growth team (default: generated likewise)
+  KAIROS_REDIS_URL, KAIROS_CLICKHOUSE_URL   external servers instead of the embedded ones
+"""
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return os.environ.get(name, default)
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("KAIROS_DATA_DIR", "kairos-data")),
+        help="where the embedded stores and the keys live (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=_env("KAIROS_REDIS_URL"),
+        metavar="URL",
+        help="use this Redis (redis://host:6379/0) instead of a private redis-server",
+    )
+    parser.add_argument(
+        "--clickhouse-url",
+        default=_env("KAIROS_CLICKHOUSE_URL"),
+        metavar="URL",
+        help="use this ClickHouse server (http://user:password@host:8123/db) instead of chdb",
+    )
+    parser.add_argument(
+        "--log-format", choices=["auto", "json", "text"], default="auto",
+        help="log lines as JSON or key=value text (auto: text on a terminal)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kairos",
+        description="Kairos: customer-data platform and experimentation engine.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="start the engine (embedded Redis and ClickHouse unless URLs are given)",
+        description="Start the engine. With no URLs it runs a private redis-server (AOF on) and "
+        "the embedded ClickHouse engine, both in the data dir. Ctrl-C stops everything.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    up.add_argument("--host", default=_env("KAIROS_HOST", "127.0.0.1"), help="default: %(default)s")
+    up.add_argument("--port", type=int, default=int(_env("KAIROS_PORT", 8000)), help="default: %(default)s")
+    _store_options(up)
+    up.add_argument("--write-key", default=None, help="overrides KAIROS_WRITE_KEY")
+    up.add_argument("--secret-key", default=None, help="overrides KAIROS_SECRET_KEY")
+    up.add_argument(
+        "--spool-limit", type=int, default=100_000, metavar="N",
+        help="answer 503 + Retry-After once the spool holds N entries (0: no limit; default %(default)s)",
+    )
+    up.add_argument(
+        "--no-sink", action="store_true",
+        help="do not drain the spool in this process (run `kairos worker sink` instead)",
+    )
+    up.add_argument(
+        "--fsync", choices=["everysec", "always"], default="everysec",
+        help="embedded Redis AOF fsync policy: a machine crash loses up to 1 s (everysec) "
+        "or nothing (always, slower); default %(default)s",
+    )
+    up.set_defaults(run=_up)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run one pipeline worker in this process",
+        description="Run a worker on its own: for the multi-process layout (docker-compose).",
+    )
+    worker.add_argument("name", choices=["sink"], help="sink: drains the spool into ClickHouse")
+    _store_options(worker)
+    worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
+    worker.set_defaults(run=_worker)
+
+    sql = commands.add_parser(
+        "sql",
+        help="run a read-only SQL query against the event store",
+        description="Run read-only SQL through POST /v1/sql of a running engine and print it.",
+        epilog='example:\n  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sql.add_argument("query", help="the SQL statement")
+    sql.add_argument(
+        "--url",
+        default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
+        help="the engine's base URL (default: %(default)s)",
+    )
+    sql.add_argument("--secret-key", default=None, help="default: KAIROS_SECRET_KEY, else the data dir's")
+    sql.add_argument("--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data")))
+    sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    sql.set_defaults(run=_sql)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+def _stores(args: argparse.Namespace) -> tuple[str, str, Any]:
+    """(redis url, clickhouse url, embedded redis or None) for ``args``."""
+    from collector import embedded_url
+    from edge.redis_server import EmbeddedRedis
+
+    embedded = None
+    redis_url = args.redis_url
+    if not redis_url:
+        embedded = EmbeddedRedis(args.data_dir, getattr(args, "fsync", "everysec"))
+        redis_url = embedded.url
+    return redis_url, args.clickhouse_url or embedded_url(args.data_dir), embedded
+
+
+def _up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from edge.app import create_app
+    from edge.logs import setup_logging
+    from edge.redis_server import RedisStartError
+    from edge.settings import Settings, load_keys
+
+    setup_logging(args.log_format, args.log_level)
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = load_keys(args.data_dir, args.write_key, args.secret_key)
+    redis_url, clickhouse_url, embedded = _stores(args)
+    if embedded is not None:
+        try:
+            embedded.start()
+        except RedisStartError as exc:
+            print(f"kairos: {exc}", file=sys.stderr)
+            return 1
+    settings = Settings(
+        data_dir=args.data_dir.resolve(),
+        redis_url=redis_url,
+        clickhouse_url=clickhouse_url,
+        write_key=keys.write_key,
+        secret_key=keys.secret_key,
+        host=args.host,
+        port=args.port,
+        spool_limit=args.spool_limit,
+        run_sink=not args.no_sink,
+    )
+    _banner(settings, keys.created, embedded is not None)
+    config = uvicorn.Config(
+        create_app(settings), host=args.host, port=args.port, log_config=None,
+        access_log=False, server_header=False,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _banner(settings: Any, created: bool, embedded_redis: bool) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else ""
+    ch_note = " (embedded)" if settings.clickhouse_url.startswith("chdb://") else ""
+    keys_note = f"  (new: kept in {settings.data_dir / 'keys.json'})" if created else ""
+    print(
+        f"\nKairos is starting on {base}\n"
+        f"  data dir    {settings.data_dir}\n"
+        f"  redis       {settings.redis_url}{redis_note}\n"
+        f"  clickhouse  {settings.clickhouse_url}{ch_note}\n"
+        f"  write key   {settings.write_key}{keys_note}\n"
+        f"  secret key  {settings.secret_key}\n\n"
+        f"  send:   curl -u {settings.write_key}: -H 'content-type: application/json' \\\n"
+        f"            -d '{{\"userId\": \"u1\", \"event\": \"Signed Up\"}}' {base}/v1/track\n"
+        f"  query:  kairos sql \"SELECT type, event, count() FROM events GROUP BY ALL\"\n"
+        f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import redis
+
+    from collector import Sink, SpoolReader, connect
+    from edge.app import SINK_GROUP
+    from edge.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)
+    redis_url, clickhouse_url, _ = _stores(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    consumer = args.consumer or os.uname().nodename
+    reader = SpoolReader(redis.Redis.from_url(redis_url), SINK_GROUP, consumer)
+    Sink(reader, connect(clickhouse_url)).run(stop)
+    return 0
+
+
+def _sql(args: argparse.Namespace) -> int:
+    secret = args.secret_key or os.environ.get("KAIROS_SECRET_KEY")
+    if not secret:
+        keys_file = args.data_dir / "keys.json"
+        if not keys_file.exists():
+            print(
+                f"kairos sql: no secret key: set KAIROS_SECRET_KEY, pass --secret-key, or run "
+                f"from where {keys_file} exists",
+                file=sys.stderr,
+            )
+            return 2
+        secret = json.loads(keys_file.read_text())["secret_key"]
+    request = urllib.request.Request(
+        args.url.rstrip("/") + "/v1/sql",
+        data=json.dumps({"query": args.query}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(f"{secret}:".encode()).decode(),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            result = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+            message = f"{body.get('code')}: {body.get('message')}"
+        except ValueError:
+            message = str(exc)
+        print(f"kairos sql: {message}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"kairos sql: cannot reach the engine at {args.url}: {exc.reason}", file=sys.stderr)
+        return 1
+    _print_result(result, args.format)
+    return 0
+
+
+def _print_result(result: dict[str, Any], fmt: str) -> None:
+    columns, rows = result["columns"], result["rows"]
+    if fmt == "json":
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(" " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print(line)
+    for row in cells:
+        print(" " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)))
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value: Any) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

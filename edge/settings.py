@@ -1,0 +1,60 @@
+"""Engine settings: command-line options over environment variables over defaults.
+
+Keys: ``KAIROS_WRITE_KEY`` (public, for browsers and SDKs) and ``KAIROS_SECRET_KEY`` (servers and
+the growth team). When unset they are generated on first start and kept in ``keys.json`` in the
+data dir, so a restart finds the same keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DEFAULT_DATA_DIR", "Keys", "Settings", "load_keys"]
+
+DEFAULT_DATA_DIR = Path("kairos-data")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    write_key: str
+    secret_key: str
+    created: bool = False  # True when this start generated them
+
+
+def load_keys(data_dir: Path, write_key: str | None = None, secret_key: str | None = None) -> Keys:
+    """Keys from the arguments, else the environment, else ``keys.json``, else new ones."""
+    write_key = write_key or os.environ.get("KAIROS_WRITE_KEY")
+    secret_key = secret_key or os.environ.get("KAIROS_SECRET_KEY")
+    path = data_dir / "keys.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    created = False
+    if not (write_key or stored.get("write_key")) or not (secret_key or stored.get("secret_key")):
+        stored.setdefault("write_key", "wk_" + secrets.token_urlsafe(18))
+        stored.setdefault("secret_key", "sk_" + secrets.token_urlsafe(24))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stored, indent=2) + "\n")
+        path.chmod(0o600)
+        created = True
+    return Keys(write_key or stored["write_key"], secret_key or stored["secret_key"], created)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the app needs to start; the CLI builds it, tests build it directly."""
+
+    data_dir: Path
+    redis_url: str
+    clickhouse_url: str
+    write_key: str
+    secret_key: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    spool_limit: int = 100_000  # stream entries (one per accepted request); 0 = no limit
+    run_sink: bool = True  # drain the spool in this process (embedded ClickHouse must)
+    consumer: str = field(default_factory=socket.gethostname)
+    sink_interval: float = 1.0

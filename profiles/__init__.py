@@ -1,0 +1,1 @@
+"""profiles: arrives with its issue."""

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from collector import STATS, Sink, Spool, SpoolReader, connect, migrate, read_request
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def fill(redis_url: str, batches: int, size: int, prefix: str = "m") -> None:
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        spool = Spool(client)
+        for b in range(batches):
+            body = {
+                "batch": [
+                    {"type": "track", "event": "Order Completed", "userId": f"u{i % 7}",
+                     "messageId": f"{prefix}{b}-{i}", "properties": {"revenue": i}}
+                    for i in range(size)
+                ]
+            }
+            intake = read_request(
+                json.dumps(body).encode(), kind="batch", content_type="application/json",
+                content_encoding=None, received_at=NOW, ip="198.51.100.7",
+            )
+            await spool.append(intake)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def run_sink(redis_url: str, clickhouse_url: str, until: Any, consumer: str = "s1") -> Sink:
+    reader = SpoolReader(redis.Redis.from_url(redis_url), "sink", consumer)
+    sink = Sink(reader, connect(clickhouse_url), interval=0.1)
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    return sink
+
+
+def count(ch: Any) -> int:
+    return int(ch.query("SELECT count() FROM events").result_rows[0][0])
+
+
+def test_sink_drains_the_spool_into_events(redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis) -> None:
+    migrate(ch)
+    fill(redis_url, batches=30, size=100)
+    run_sink(redis_url, clickhouse_url, until=lambda: count(ch) >= 3000)
+    assert count(ch) == 3000
+    row = ch.query(
+        "SELECT type, event, user_id, ip, JSONExtractInt(properties, 'revenue') FROM events "
+        "WHERE message_id = 'm3-42'"
+    ).result_rows
+    assert row == [("track", "Order Completed", "u0", "198.51.100.0", 42)]
+    assert r.hget(STATS, "sink_inserted") == b"3000"
+    assert r.xpending("{spool}:log", "sink")["pending"] == 0
+
+
+def test_a_batch_stored_but_not_acknowledged_is_replayed_once(
+    redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis
+) -> None:
+    """The crash window of the sink: ClickHouse took the batch, the ack never happened."""
+    migrate(ch)
+    fill(redis_url, batches=5, size=100)
+    reader = SpoolReader(redis.Redis.from_url(redis_url), "sink", "s1")
+    reader.ensure_group()
+    crashed = Sink(reader, connect(clickhouse_url))
+    in_flight = reader.read(3, 100)
+    assert crashed.store_batch(in_flight, threading.Event()) is not None  # then "dies"
+    assert count(ch) == 300
+    run_sink(redis_url, clickhouse_url, until=lambda: r.xpending("{spool}:log", "sink")["pending"] == 0
+             and r.hget(STATS, "sink_inserted") == b"500")
+    assert count(ch) == 500
+    assert ch.query("SELECT uniqExact(message_id) FROM events").result_rows[0][0] == 500
+
+
+def test_a_dead_peers_batch_is_stored_once_by_another_sink(
+    redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis
+) -> None:
+    migrate(ch)
+    fill(redis_url, batches=4, size=50)
+    reader = SpoolReader(redis.Redis.from_url(redis_url), "sink", "dead-peer")
+    reader.ensure_group()
+    held = reader.read(2, 100)
+    Sink(reader, connect(clickhouse_url)).store_batch(held, threading.Event())
+    reader_alive = SpoolReader(redis.Redis.from_url(redis_url), "sink", "alive")
+    sink = Sink(reader_alive, connect(clickhouse_url), interval=0.1, dead_after=0.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while r.xpending("{spool}:log", "sink")["pending"] or r.hget(STATS, "sink_inserted") != b"200":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stop.set()
+    thread.join(30)
+    assert count(ch) == 200
+
+
+def test_timestamps_are_corrected_for_clock_skew(redis_url: str, ch: Any, clickhouse_url: str) -> None:
+    migrate(ch)
+    skewed = {  # the device clock runs 1 hour fast
+        "type": "track", "event": "E", "userId": "u", "messageId": "skew",
+        "timestamp": (NOW + timedelta(minutes=59)).isoformat(),
+        "sentAt": (NOW + timedelta(hours=1)).isoformat(),
+    }
+    future = {"type": "track", "event": "E", "userId": "u", "messageId": "future",
+              "timestamp": (NOW + timedelta(days=3)).isoformat()}
+    plain = {"type": "page", "anonymousId": "a", "messageId": "plain",
+             "properties": {"url": "https://shop.example/p/1?x=1", "path": "/p/1"}}
+
+    async def put() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        intake = read_request(
+            json.dumps({"batch": [skewed, future, plain]}).encode(), kind="batch",
+            content_type="application/json", content_encoding=None, received_at=NOW, ip=None,
+        )
+        await Spool(client).append(intake)
+        await client.aclose()
+
+    asyncio.run(put())
+    run_sink(redis_url, clickhouse_url, until=lambda: count(ch) >= 3)
+    rows = dict(ch.query("SELECT message_id, timestamp FROM events").result_rows)
+    assert rows["skew"] == (NOW - timedelta(minutes=1)).replace(tzinfo=None)
+    assert rows["future"] == NOW.replace(tzinfo=None)  # never later than receivedAt
+    assert rows["plain"] == NOW.replace(tzinfo=None)
+    page = ch.query("SELECT page_url, page_path FROM events WHERE type = 'page'").result_rows
+    assert page == [("https://shop.example/p/1?x=1", "/p/1")]

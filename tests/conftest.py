@@ -1,0 +1,225 @@
+"""Fixtures: a real redis-server and the real embedded ClickHouse engine, started for the suite.
+
+chdb allows one data directory per process, so the suite shares one and each test starts from
+empty tables. Redis is flushed before every test.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from collector import connect, embedded_url
+from edge.app import create_app
+from edge.redis_server import EmbeddedRedis
+from edge.settings import Settings
+
+WRITE_KEY = "wk_test"
+SECRET_KEY = "sk_test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """CLICKHOUSE_URL when set (a real server), else the embedded engine in a temp dir."""
+    return os.environ.get("CLICKHOUSE_URL") or embedded_url(tmp_path_factory.mktemp("ch"))
+
+
+@pytest.fixture
+def clickhouse_url(clickhouse_server: str) -> str:
+    client = connect(clickhouse_server)
+    for table in ("events", "schema_migrations"):
+        client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+    return clickhouse_server
+
+
+@pytest.fixture
+def ch(clickhouse_url: str) -> Any:
+    return connect(clickhouse_url)
+
+
+@pytest.fixture
+def settings(redis_url: str, clickhouse_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        redis_url=redis_url,
+        clickhouse_url=clickhouse_url,
+        write_key=WRITE_KEY,
+        secret_key=SECRET_KEY,
+        consumer="test-sink",
+        sink_interval=0.2,
+    )
+
+
+@dataclass
+class Engine:
+    url: str
+    settings: Settings
+    client: httpx.Client
+
+    def post(self, path: str, body: Any, key: str | None = WRITE_KEY, **kwargs: Any) -> httpx.Response:
+        headers = {**(basic(key) if key else {}), **kwargs.pop("headers", {})}
+        return self.client.post(self.url + path, json=body, headers=headers, **kwargs)
+
+    def sql(self, query: str) -> list[list[Any]]:
+        answer = self.client.post(
+            self.url + "/v1/sql", json={"query": query}, headers=basic(SECRET_KEY)
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["rows"]
+
+    def wait_stored(self, count: int, timeout: float = 30.0) -> int:
+        """Wait until ``events`` holds ``count`` rows; returns what it holds then."""
+        deadline = time.monotonic() + timeout
+        stored = -1
+        while time.monotonic() < deadline:
+            stored = self.sql("SELECT count() FROM events")[0][0]
+            if stored >= count:
+                break
+            time.sleep(0.1)
+        return stored
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test runner owns signals
+        pass
+
+
+@pytest.fixture
+def engine_factory() -> Iterator[Callable[..., Engine]]:
+    """Start the real app (uvicorn, real stores) in a thread; stops them all at teardown."""
+    running: list[tuple[_Server, threading.Thread, httpx.Client]] = []
+
+    def start(settings: Settings, **changes: Any) -> Engine:
+        settings = replace(settings, port=free_port(), **changes)
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.port, log_config=None,
+            access_log=False, lifespan="on",
+        )
+        server = _Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "engine did not start"
+            time.sleep(0.02)
+        client = httpx.Client(timeout=30)
+        running.append((server, thread, client))
+        return Engine(f"http://127.0.0.1:{settings.port}", settings, client)
+
+    yield start
+    for server, thread, client in running:
+        server.should_exit = True
+        thread.join(timeout=30)
+        client.close()
+
+
+@pytest.fixture
+def engine(engine_factory: Callable[..., Engine], settings: Settings) -> Engine:
+    return engine_factory(settings)
+
+
+@dataclass
+class Process:
+    """``kairos up`` as a child process on its own data dir (its own chdb and Redis)."""
+
+    data_dir: Path
+    port: int
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> Process:
+        log = open(self.data_dir / "engine.log", "ab")  # noqa: SIM115 - lives with the child
+        env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("kairos")), "up", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--log-format", "json", *self.args],
+            stdout=log, stderr=log, env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.data_dir / "engine.log").read_text()[-3000:]
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("kairos up did not become healthy")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(2)  # Ctrl-C
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def kairos_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    made: list[Process] = []
+
+    def make(*args: str) -> Process:
+        process = Process(tmp_path / "data", free_port(), list(args))
+        process.data_dir.mkdir(exist_ok=True)
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        if process.proc is not None and process.proc.poll() is None:
+            process.kill()
