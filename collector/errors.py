@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-__all__ = ["InvalidInput", "SpoolFull", "Unauthorized"]
+import re
+
+__all__ = ["InvalidInput", "SpoolFull", "Unauthorized", "with_path"]
+
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$(.*)`)?$")
+_AT = re.compile(r"^(.*) - at `\$(.*)`$")
+
+
+def with_path(text: str, where: str = "$") -> str:
+    """Rewrite a msgspec message ``… - at `$.x``` as ``$.batch[3].x: …``: the path leads.
+
+    >>> with_path("Object missing required field `event`", "$.batch[3]")
+    '$.batch[3].event: required field is missing'
+    >>> with_path("Expected `object`, got `str` - at `$.context`")
+    '$.context: Expected `object`, got `str`'
+    """
+    missing = _MISSING.match(text)
+    if missing:
+        return f"{where}{missing.group(2) or ''}.{missing.group(1)}: required field is missing"
+    at = _AT.match(text)
+    if at:
+        return f"{where}{at.group(2)}: {at.group(1)}"
+    return f"{where}: {text}"
 
 
 class InvalidInput(Exception):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-import re
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -22,15 +21,13 @@ from typing import Any
 import msgspec
 
 from collector import wire
-from collector.errors import InvalidInput
+from collector.errors import InvalidInput, with_path
 
 __all__ = ["Intake", "read_request", "truncate_ip", "ID_BYTES"]
 
 ID_BYTES = 16  # blake2b-128 of the messageId: fixed size in the dedup sets, no collisions in practice
 _MEDIA_TYPES = {"application/json", "text/plain"}  # text/plain: what sendBeacon posts
 _MAX_ERRORS = 20
-_MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$(.*)`)?$")
-_AT = re.compile(r"^(.*) - at `\$(.*)`$")
 
 
 @dataclass(slots=True)
@@ -134,20 +131,9 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes | msgspec.Raw, where
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise InvalidInput("invalid_message", _with_path(str(exc), where)) from None
+        raise InvalidInput("invalid_message", with_path(str(exc), where)) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput("invalid_json", f"{where}: {exc}") from None
-
-
-def _with_path(text: str, where: str) -> str:
-    """Rewrite msgspec's ``… - at `$.x``` into ``$.batch[3].x: …`` so the path leads."""
-    missing = _MISSING.match(text)
-    if missing:
-        return f"{where}{missing.group(2) or ''}.{missing.group(1)}: required field is missing"
-    at = _AT.match(text)
-    if at:
-        return f"{where}{at.group(2)}: {at.group(1)}"
-    return f"{where}: {text}"
 
 
 def _enrich(

@@ -47,6 +47,7 @@ class Sink:
         self.max_entries = max_entries
         self.interval = interval
         self.dead_after = dead_after
+        self._per_entry = 100  # messages per spool entry, as last seen
 
     def run(self, stop: threading.Event) -> None:
         log.info("sink started", extra={"consumer": self.reader.consumer})
@@ -84,9 +85,16 @@ class Sink:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            got = self.reader.read(self.max_entries - len(entries), max(1, int(remaining * 1000)))
+            # Entries hold 1..thousands of messages: ask for as many as should fill the batch.
+            want = -(-(self.max_messages - messages) // self._per_entry)
+            want = max(1, min(want, self.max_entries - len(entries)))
+            got = self.reader.read(want, max(1, int(remaining * 1000)))
+            if not got:
+                continue
             entries.extend(got)
-            messages += sum(len(e.messages) for e in got)
+            read = sum(len(e.messages) for e in got)
+            messages += read
+            self._per_entry = max(1, read // len(got))
             if messages >= self.max_messages or len(entries) >= self.max_entries:
                 break
         return entries

@@ -33,7 +33,12 @@ SINK_GROUP = "sink"
 def start_sink(settings: Settings, stop: threading.Event) -> threading.Thread:
     """Run a sink on its own Redis and ClickHouse clients in a daemon thread."""
     reader = SpoolReader(redis.Redis.from_url(settings.redis_url), SINK_GROUP, settings.consumer)
-    sink = Sink(reader, connect(settings.clickhouse_url), interval=settings.sink_interval)
+    sink = Sink(
+        reader,
+        connect(settings.clickhouse_url),
+        max_messages=settings.sink_batch,
+        interval=settings.sink_interval,
+    )
     thread = threading.Thread(target=sink.run, args=(stop,), name="sink", daemon=True)
     thread.start()
     return thread

@@ -59,6 +59,10 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         help="log lines as JSON or key=value text (auto: text on a terminal)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--sink-batch", type=int, default=20_000, metavar="N",
+        help="messages per ClickHouse insert at most (default %(default)s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,6 +178,7 @@ def _up(args: argparse.Namespace) -> int:
         port=args.port,
         spool_limit=args.spool_limit,
         run_sink=not args.no_sink,
+        sink_batch=args.sink_batch,
     )
     _banner(settings, keys.created, embedded is not None)
     config = uvicorn.Config(
@@ -181,11 +186,28 @@ def _up(args: argparse.Namespace) -> int:
         access_log=False, server_header=False,
     )
     try:
-        uvicorn.Server(config).run()
+        _server_class()(config).run()
     finally:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _server_class() -> Any:
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises the signal that stopped it; a stop we asked for is a clean exit."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server
 
 
 def _banner(settings: Any, created: bool, embedded_redis: bool) -> None:
@@ -223,7 +245,7 @@ def _worker(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     consumer = args.consumer or os.uname().nodename
     reader = SpoolReader(redis.Redis.from_url(redis_url), SINK_GROUP, consumer)
-    Sink(reader, connect(clickhouse_url)).run(stop)
+    Sink(reader, connect(clickhouse_url), max_messages=args.sink_batch).run(stop)
     return 0
 
 

@@ -57,4 +57,5 @@ class Settings:
     spool_limit: int = 100_000  # stream entries (one per accepted request); 0 = no limit
     run_sink: bool = True  # drain the spool in this process (embedded ClickHouse must)
     consumer: str = field(default_factory=socket.gethostname)
-    sink_interval: float = 1.0
+    sink_interval: float = 1.0  # seconds a sink batch may wait to fill
+    sink_batch: int = 20_000  # messages per ClickHouse insert at most

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector import Unauthorized
+from collector.errors import with_path
 from edge.auth import key_from_header, require_key
 from edge.responses import error, json
 
@@ -38,7 +39,7 @@ async def sql(request: Request) -> Response:
     try:
         query = _decode(await request.body()).query
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", f"{exc}".replace(" - at `$", " at `$"))
+        return error(400, "invalid_request", with_path(str(exc)))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     try:

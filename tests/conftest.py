@@ -179,14 +179,16 @@ class Process:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> Process:
-        log = open(self.data_dir / "engine.log", "ab")  # noqa: SIM115 - lives with the child
+    def start(self, timeout: float = 60.0, wait: bool = True) -> Process:
         env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("kairos")), "up", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--log-format", "json", *self.args],
-            stdout=log, stderr=log, env=env,
-        )
+        with open(self.data_dir / "engine.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).with_name("kairos")), "up", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir), "--log-format", "json", *self.args],
+                stdout=log, stderr=log, env=env,
+            )
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.data_dir / "engine.log").read_text()[-3000:]

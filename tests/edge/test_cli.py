@@ -1,0 +1,133 @@
+"""``kairos up`` as users run it: a child process with its own Redis and ClickHouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic, free_port
+
+KAIROS = str(Path(sys.executable).with_name("kairos"))
+
+
+def send(process: Process, batches: int, size: int, prefix: str = "m") -> int:
+    with httpx.Client(timeout=30, headers=basic(WRITE_KEY)) as client:
+        for b in range(batches):
+            batch = [{"type": "track", "event": "Product Viewed", "anonymousId": f"a{i}",
+                      "messageId": f"{prefix}{b}-{i}"} for i in range(size)]
+            answer = client.post(process.url + "/v1/batch", json={"batch": batch})
+            assert answer.status_code == 200, answer.text
+    return batches * size
+
+
+def sql(process: Process, query: str) -> Any:
+    answer = httpx.post(process.url + "/v1/sql", json={"query": query}, headers=basic(SECRET_KEY), timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["rows"]
+
+
+def wait_rows(process: Process, count: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while (rows := sql(process, "SELECT count() FROM events")[0][0]) < count:
+        assert time.monotonic() < deadline, f"{rows} of {count} rows after {timeout} s"
+        time.sleep(0.2)
+    return int(rows)
+
+
+def test_keys_are_generated_once_kept_and_printed(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIROS_")}
+    proc = subprocess.Popen(
+        [KAIROS, "up", "--data-dir", str(data), "--port", str(port), "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (data / "keys.json").exists() or _unhealthy(port):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        keys = json.loads((data / "keys.json").read_text())
+        assert keys["write_key"].startswith("wk_") and keys["secret_key"].startswith("sk_")
+        assert oct((data / "keys.json").stat().st_mode & 0o777) == "0o600"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert keys["write_key"] in out and keys["secret_key"] in out
+    # `kairos sql` finds the secret key in the data dir by itself.
+    assert json.loads((data / "keys.json").read_text()) == keys
+
+
+def _unhealthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code != 200
+    except httpx.HTTPError:
+        return True
+
+
+def test_ctrl_c_stops_cleanly_and_a_restart_finds_all_data(kairos_process: Any) -> None:
+    engine = kairos_process().start()
+    sent = send(engine, 20, 50)
+    assert wait_rows(engine, sent) == sent
+    # Accepted but not yet stored when Ctrl-C comes: the spool keeps them.
+    late = send(engine, 5, 50, prefix="late")
+    assert engine.stop() == 0
+    assert not (engine.data_dir / "redis" / "redis.sock").exists()  # Redis stopped with it
+    engine.start()
+    assert wait_rows(engine, sent + late) == sent + late
+    # A duplicate of something sent before the restart is still recognised.
+    send(engine, 1, 50)
+    time.sleep(1.5)
+    assert sql(engine, "SELECT count() FROM events")[0][0] == sent + late
+
+
+def test_a_second_engine_on_the_same_data_dir_refuses_to_start(kairos_process: Any) -> None:
+    first = kairos_process().start()
+    second = subprocess.run(
+        [KAIROS, "up", "--data-dir", str(first.data_dir), "--port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert second.returncode == 1
+    assert "another Kairos running on" in second.stderr
+
+
+def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(kairos_process: Any) -> None:
+    engine = kairos_process("--no-sink").start()
+    sent = send(engine, 500, 100)  # 50,000 messages wait in the spool
+    engine.kill()
+    engine.args = ["--sink-batch", "200"]  # 250 inserts: time to kill in the middle
+    stats = redis.Redis(unix_socket_path=str(engine.data_dir / "redis" / "redis.sock"))
+    engine.start(wait=False)
+    deadline = time.monotonic() + 60
+    while True:  # watch the sink's own counter, kill when some but not all is stored
+        try:
+            stored = int(stats.hget("{spool}:stats", "sink_inserted") or 0)
+        except redis.ConnectionError:  # Redis is not up yet
+            stored = 0
+        if 0 < stored < sent:
+            break
+        assert stored < sent, "drained before the kill could land"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    engine.kill()
+    stats.close()
+    engine.start()
+    assert wait_rows(engine, sent) == sent
+    time.sleep(1.5)  # nothing more trickles in
+    assert sql(engine, "SELECT count(), uniqExact(message_id) FROM events") == [[sent, sent]]
+
+
+def test_help_names_the_commands_and_environment() -> None:
+    done = subprocess.run([KAIROS, "up", "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    for text in ("--redis-url", "--clickhouse-url", "--data-dir", "KAIROS_PORT", "KAIROS_SECRET_KEY"):
+        assert text in done.stdout

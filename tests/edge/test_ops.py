@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from tests.conftest import Engine
+
+
+def test_healthz_reports_each_store_and_the_spool(engine: Engine) -> None:
+    answer = engine.client.get(engine.url + "/healthz")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["status"], body["redis"], body["clickhouse"]) == ("ok", "ok", "ok")
+    assert set(body["spool"]) == {"length", "lag_seconds"}
+
+
+def test_metrics_count_the_pipeline(engine: Engine) -> None:
+    engine.post("/v1/batch", {"batch": [{"type": "track", "event": "E", "userId": "u"}] * 1})
+    engine.post("/v1/batch", {"batch": [{"type": "track", "userId": "u"}]})
+    engine.wait_stored(1)
+    deadline = time.monotonic() + 10
+    while "kairos_sink_lag_messages 0" not in (text := engine.client.get(engine.url + "/metrics").text):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "# TYPE kairos_events_accepted_total counter" in text
+    assert "kairos_events_accepted_total 1" in text
+    assert 'kairos_events_rejected_total{reason="invalid_message"} 1' in text
+    assert "kairos_sink_rows_inserted_total 1" in text
+    assert 'kairos_sink_insert_seconds_bucket{le="+Inf"} 1' in text
+    assert "kairos_sink_insert_seconds_count 1" in text
+    assert "kairos_spool_length" in text and "kairos_sink_lag_seconds" in text
+
+
+def test_clickhouse_outage_keeps_ingestion_up_and_loses_nothing(
+    engine_factory: Any, settings: Any, ch: Any
+) -> None:
+    """The events table goes away for a while (DETACH): inserts fail for real, the API keeps
+    answering 200, the spool grows, and once the table is back everything drains."""
+    engine = engine_factory(settings)
+    engine.post("/v1/track", {"userId": "u", "event": "Before", "messageId": "before"})
+    assert engine.wait_stored(1) == 1
+    ch.command("DETACH TABLE events")
+    sent = 0
+    for b in range(20):
+        batch = [{"type": "track", "event": "During", "userId": f"u{i}", "messageId": f"d{b}-{i}"}
+                 for i in range(50)]
+        assert engine.post("/v1/batch", {"batch": batch}).status_code == 200
+        sent += 50
+    deadline = time.monotonic() + 20
+    while "kairos_sink_insert_errors_total 0" in (metrics := engine.client.get(engine.url + "/metrics").text):
+        assert time.monotonic() < deadline, "the sink never hit the outage"
+        time.sleep(0.1)
+    assert f"kairos_sink_lag_messages {sent}" in metrics
+    health = engine.client.get(engine.url + "/healthz").json()
+    assert health["spool"]["length"] >= 20
+    ch.command("ATTACH TABLE events")
+    stored = _wait_rows(ch, 1 + sent)
+    assert stored == 1 + sent
+    assert ch.query("SELECT uniqExact(message_id) FROM events").result_rows[0][0] == 1 + sent
+
+
+def _wait_rows(ch: Any, count: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while (rows := ch.query("SELECT count() FROM events").result_rows[0][0]) < count:
+        assert time.monotonic() < deadline, f"only {rows} of {count} rows arrived"
+        time.sleep(0.2)
+    return int(rows)
+
+
+def test_ingestion_keeps_answering_while_the_sink_is_busy(engine: Engine) -> None:
+    """Requests from several threads at once all get 200 and all land."""
+    errors: list[int] = []
+
+    def send(worker: int) -> None:
+        for b in range(10):
+            batch = [{"type": "track", "event": "E", "userId": "u", "messageId": f"w{worker}-{b}-{i}"}
+                     for i in range(20)]
+            status = engine.post("/v1/batch", {"batch": batch}).status_code
+            if status != 200:
+                errors.append(status)
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert engine.wait_stored(800) == 800
