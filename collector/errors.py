@@ -8,6 +8,7 @@ __all__ = ["InvalidInput", "SpoolFull", "Unauthorized", "with_path"]
 
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$(.*)`)?$")
 _AT = re.compile(r"^(.*) - at `\$(.*)`$")
+_OWN = re.compile(r"^`(\w+)` (must .*)$")  # our validators: "`field` must …"
 
 
 def with_path(text: str, where: str = "$") -> str:
@@ -17,13 +18,18 @@ def with_path(text: str, where: str = "$") -> str:
     '$.batch[3].event: required field is missing'
     >>> with_path("Expected `object`, got `str` - at `$.context`")
     '$.context: Expected `object`, got `str`'
+    >>> with_path("`properties` must be a JSON object", "$.batch[0]")
+    '$.batch[0].properties: must be a JSON object'
     """
     missing = _MISSING.match(text)
     if missing:
         return f"{where}{missing.group(2) or ''}.{missing.group(1)}: required field is missing"
     at = _AT.match(text)
     if at:
-        return f"{where}{at.group(2)}: {at.group(1)}"
+        where, text = f"{where}{at.group(2)}", at.group(1)
+    own = _OWN.match(text)
+    if own:
+        return f"{where}.{own.group(1)}: {own.group(2)}"
     return f"{where}: {text}"
 
 

@@ -10,22 +10,23 @@ The work here is pure (no I/O) so the request path stays a single Redis round tr
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from hashlib import blake2b
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
 from collector import wire
 from collector.errors import InvalidInput, with_path
 
-__all__ = ["Intake", "read_request", "truncate_ip", "ID_BYTES"]
+__all__ = ["ID_BYTES", "Intake", "read_request"]
 
-ID_BYTES = 16  # blake2b-128 of the messageId: fixed size in the dedup sets, no collisions in practice
+ID_BYTES = (
+    16  # blake2b-128 of the messageId: fixed size in the dedup sets, no collisions in practice
+)
 _MEDIA_TYPES = {"application/json", "text/plain"}  # text/plain: what sendBeacon posts
 _MAX_ERRORS = 20
 
@@ -62,7 +63,12 @@ def read_request(
     if kind == "batch":
         messages, write_key, sent_at, context = _read_batch(body)
     else:
-        messages, write_key, sent_at, context = [_decode(wire.BY_TYPE[kind], body, "$")], None, None, None
+        messages, write_key, sent_at, context = (
+            [_decode(wire.BY_TYPE[kind], body, "$")],
+            None,
+            None,
+            None,
+        )
         write_key = _decode(wire.ENVELOPE, body, "$").write_key
     return _enrich(messages, write_key, received_at, sent_at, context, ip, kind == "batch")
 
@@ -101,12 +107,23 @@ def _decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes
 
 def _read_batch(body: bytes) -> tuple[list[wire.Message], str | None, datetime | None, Any]:
     batch = _decode(wire.BATCH, body, "$")
-    if not batch.batch:
+    raws = batch.batch
+    if not raws:
         raise InvalidInput("invalid_message", "$.batch: must hold at least one message")
-    messages: list[wire.Message] = []
+    if len(body) > wire.MAX_MESSAGE_BYTES and any(len(r) > wire.MAX_MESSAGE_BYTES for r in raws):
+        _refuse_messages(raws)
+    try:  # all messages in one decoder call: the common, valid case
+        messages = wire.MESSAGES.decode(b"[" + b",".join(raws) + b"]")
+    except msgspec.ValidationError:
+        _refuse_messages(raws)
+    return messages, batch.write_key, batch.sent_at, batch.context
+
+
+def _refuse_messages(raws: list[msgspec.Raw]) -> NoReturn:
+    """Decode message by message to name every invalid one, then refuse the batch."""
     errors: list[dict[str, object]] = []
     code = ""
-    for index, raw in enumerate(batch.batch):
+    for index, raw in enumerate(raws):
         where = f"$.batch[{index}]"
         try:
             if len(raw) > wire.MAX_MESSAGE_BYTES:
@@ -115,16 +132,18 @@ def _read_batch(body: bytes) -> tuple[list[wire.Message], str | None, datetime |
                     f"{where}: the message is over {wire.MAX_MESSAGE_BYTES // 1024} KB "
                     f"({len(raw)} bytes)",
                 )
-            messages.append(_decode(wire.MESSAGE, raw, where))
+            _decode(wire.MESSAGE, raw, where)
         except InvalidInput as exc:
             path, _, text = exc.message.partition(": ")
             errors.append({"index": index, "path": path, "message": text})
             code = code or exc.code
-    if errors:
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more invalid messages)" if len(errors) > 1 else ""
-        raise InvalidInput(code, f"{first['path']}: {first['message']}{more}", errors[:_MAX_ERRORS])
-    return messages, batch.write_key, batch.sent_at, batch.context
+    _refuse(errors, code)
+
+
+def _refuse(errors: list[dict[str, object]], code: str) -> NoReturn:
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more invalid messages)" if len(errors) > 1 else ""
+    raise InvalidInput(code, f"{first['path']}: {first['message']}{more}", errors[:_MAX_ERRORS])
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], body: bytes | msgspec.Raw, where: str) -> Any:
@@ -145,11 +164,18 @@ def _enrich(
     ip: str | None,
     in_batch: bool,
 ) -> Intake:
-    request_ip = truncate_ip(ip) if ip else None
     ids: list[bytes] = []
     seen: set[bytes] = set()
     kept: list[wire.Message] = []
+    errors: list[dict[str, object]] = []
     for index, msg in enumerate(messages):
+        try:
+            wire.check(msg)
+        except ValueError as exc:
+            where = f"$.batch[{index}]" if in_batch else "$"
+            path, _, text = with_path(str(exc), where).partition(": ")
+            errors.append({"index": index, "path": path, "message": text})
+            continue
         if msg.message_id is None:
             msg.message_id = str(uuid.uuid4())
         digest = blake2b(msg.message_id.encode(), digest_size=ID_BYTES).digest()
@@ -157,35 +183,14 @@ def _enrich(
             continue
         seen.add(digest)
         msg.received_at = received_at
+        msg.request_ip = ip
         if msg.sent_at is None:
             msg.sent_at = sent_at
-        if context:
-            msg.context = {**context, **msg.context}
-        own_ip = msg.context.get("ip")
-        if own_ip is None:
-            if request_ip:
-                msg.context["ip"] = request_ip
-        else:
-            try:
-                msg.context["ip"] = truncate_ip(own_ip)
-            except ValueError:
-                where = f"$.batch[{index}]" if in_batch else "$"
-                raise InvalidInput(
-                    "invalid_message", f"{where}.context.ip: not an IP address: {own_ip!r}"
-                ) from None
+        if context:  # batch-level context: defaults for each message's own (rare)
+            merged = {**context, **wire.as_dict(msg.context)}
+            msg.context = msgspec.Raw(msgspec.json.encode(merged))
         ids.append(digest)
         kept.append(msg)
+    if errors:
+        _refuse(errors, "invalid_message")
     return Intake(kept, ids, write_key, len(messages) - len(kept))
-
-
-def truncate_ip(value: object) -> str:
-    """Keep the network, drop the host: IPv4 to /24, IPv6 to /48 (privacy by default).
-
-    >>> truncate_ip("203.0.113.77"), truncate_ip("2001:db8:abcd:12::1")
-    ('203.0.113.0', '2001:db8:abcd::')
-    """
-    if not isinstance(value, str):
-        raise ValueError(value)
-    address = ipaddress.ip_address(value.strip())
-    prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)

@@ -142,7 +142,11 @@ class Sink:
             except Exception as exc:  # any ClickHouse failure: the spool keeps the batch
                 log.warning(
                     "insert into ClickHouse failed; retrying",
-                    extra={"error": str(exc).strip().splitlines()[0][:300], "rows": len(messages), "in": delay},
+                    extra={
+                        "error": str(exc).strip().splitlines()[0][:300],
+                        "rows": len(messages),
+                        "in": delay,
+                    },
                 )
                 self._count({"sink_insert_errors": 1})
                 if stop.wait(delay):

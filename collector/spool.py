@@ -15,8 +15,10 @@ Memory: about 64 bytes per id, i.e. ~5.5 GB per day at a steady 1,000 messages/s
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -24,6 +26,7 @@ import redis
 import redis.asyncio
 
 from collector import wire
+from collector.coalesce import Coalescer
 from collector.errors import SpoolFull
 from collector.intake import ID_BYTES, Intake
 
@@ -76,6 +79,9 @@ return {1, id}
 """
 
 
+_APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Appended:
     accepted: int
@@ -83,10 +89,11 @@ class Appended:
     entry_id: str | None
 
 
-def _seen_keys(now: float) -> list[str]:
-    bucket = int(now) // DEDUP_BUCKET
+@lru_cache(maxsize=2)
+def _seen_keys(bucket: int) -> list[str]:
+    """The stream, the stats hash, then the dedup sets covering the window, newest first."""
     count = -(-DEDUP_WINDOW // DEDUP_BUCKET) + 1
-    return [f"{SEEN}{bucket - back}" for back in range(count)]
+    return [STREAM, STATS, *(f"{SEEN}{bucket - back}" for back in range(count))]
 
 
 class Spool:
@@ -95,7 +102,7 @@ class Spool:
     def __init__(self, client: redis.asyncio.Redis, *, limit: int = 0):
         self.client = client
         self.limit = limit
-        self._script = client.register_script(_APPEND)
+        self._calls = Coalescer(client)
 
     async def append(self, intake: Intake) -> Appended:
         """Append the request's messages, dropping ids seen in the last 24 hours.
@@ -105,7 +112,7 @@ class Spool:
         messages, ids = intake.messages, intake.ids
         duplicates = intake.duplicates
         while messages:
-            keys = [STREAM, STATS, *_seen_keys(time.time())]
+            keys = _seen_keys(int(time.time()) // DEDUP_BUCKET)
             args = [
                 b"".join(ids),
                 msgspec.json.encode(messages),
@@ -114,7 +121,7 @@ class Spool:
                 ID_BYTES,
                 duplicates,
             ]
-            status, detail = await self._script(keys=keys, args=args)
+            status, detail = await self._calls.run(_APPEND, _APPEND_SHA, keys, args)
             if status == 1:
                 return Appended(len(messages), duplicates, detail.decode())
             if status == -1:
@@ -167,7 +174,7 @@ class SpoolReader:
         return _entries(reply)
 
     def claim_dead(self, min_idle_ms: int, count: int) -> list[Entry]:
-        """Take over the whole pending batch of one peer that has been silent for ``min_idle_ms``."""
+        """Take over the whole pending batch of a peer silent for ``min_idle_ms`` or more."""
         for info in self.client.xinfo_consumers(STREAM, self.group):
             name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
             if name == self.consumer or not info["pending"] or info["idle"] < min_idle_ms:
@@ -264,5 +271,5 @@ def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
 def _entries(reply: Any) -> list[Entry]:
     if not reply:
         return []
-    (_, items), = reply
+    ((_, items),) = reply
     return [_entry(entry_id, fields) for entry_id, fields in items]

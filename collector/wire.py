@@ -5,13 +5,18 @@ the wire, one struct per message type, told apart by the ``type`` tag. Unknown t
 fields are ignored rather than refused, because every SDK release adds some (``_metadata``,
 ``integrations``, ``rudderId``…); ``properties``, ``traits`` and ``context`` are kept whole.
 
-The same structs travel through the spool: the collector sets ``receivedAt`` (and ``sentAt``
-and ``context.ip`` when the client left them out) before appending.
+``properties``, ``traits`` and ``context`` stay raw JSON (checked to be objects): the request
+path never builds Python dicts for them, and the sink stores them as they came. Call
+``as_dict`` to read one.
+
+The same structs travel through the spool: the collector sets ``receivedAt``, ``requestIp``
+and ``sentAt`` (when the client left it out) before appending.
 
 Examples:
-    >>> msg = MESSAGE.decode(b'{"type": "track", "event": "Signed Up", "userId": "u1"}')
-    >>> msg.event, msg.user_id
-    ('Signed Up', 'u1')
+    >>> msg = MESSAGE.decode(b'{"type": "track", "event": "Signed Up", "userId": "u1",'
+    ...                      b' "properties": {"plan": "pro"}}')
+    >>> msg.event, msg.user_id, as_dict(msg.properties)
+    ('Signed Up', 'u1', {'plan': 'pro'})
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta, Raw, Struct, field
+from msgspec import Meta, Raw, Struct
 
 __all__ = [
+    "EMPTY",
     "MAX_BATCH_BYTES",
     "MAX_MESSAGE_BYTES",
     "Alias",
@@ -35,6 +41,8 @@ __all__ = [
     "Page",
     "Screen",
     "Track",
+    "as_dict",
+    "check",
 ]
 
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -47,17 +55,14 @@ _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 Name = Annotated[str, Meta(min_length=1, max_length=255)]
 Id = Annotated[str, Meta(min_length=1, max_length=255)] | int
-Traits = dict[str, Any]
+EMPTY = Raw(b"{}")
+_OPEN_BRACE = ord("{")
+_as_dict = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-def _check_time(value: datetime | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # Segment treats a naive timestamp as UTC.
-        value = value.replace(tzinfo=UTC)
-    if not _EARLIEST <= value < _LATEST:
-        raise ValueError(f"`{name}` must lie between 1970 and 2200, got {value.isoformat()}")
-    return value
+def as_dict(raw: Raw) -> dict[str, Any]:
+    """A raw JSON object field as a dict."""
+    return _as_dict(raw)
 
 
 class _Message(Struct, tag_field="type", rename="camel", kw_only=True, omit_defaults=True):
@@ -71,69 +76,82 @@ class _Message(Struct, tag_field="type", rename="camel", kw_only=True, omit_defa
     sent_at: datetime | None = None
     received_at: datetime | None = None
     channel: Annotated[str, Meta(max_length=64)] | None = None
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.user_id, int):
-            self.user_id = str(self.user_id)
-        if isinstance(self.anonymous_id, int):
-            self.anonymous_id = str(self.anonymous_id)
-        self._require_identity()
-        self.timestamp = _check_time(self.timestamp, "timestamp")
-        self.original_timestamp = _check_time(self.original_timestamp, "originalTimestamp")
-        self.sent_at = _check_time(self.sent_at, "sentAt")
-        self.received_at = _check_time(self.received_at, "receivedAt")
-
-    def _require_identity(self) -> None:
-        if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("one of `userId` or `anonymousId` is required")
+    context: Raw = EMPTY
+    request_ip: str | None = None  # set by the collector: the address the request came from
 
 
-class Track(_Message, tag="track"):
+class Track(_Message, tag="track", kw_only=True):
     event: Name
-    properties: dict[str, Any] = field(default_factory=dict)
+    properties: Raw = EMPTY
 
 
-class Page(_Message, tag="page"):
+class Page(_Message, tag="page", kw_only=True):
     name: Annotated[str, Meta(max_length=255)] | None = None
     category: Annotated[str, Meta(max_length=255)] | None = None
-    properties: dict[str, Any] = field(default_factory=dict)
+    properties: Raw = EMPTY
 
 
-class Screen(_Message, tag="screen"):
+class Screen(_Message, tag="screen", kw_only=True):
     name: Annotated[str, Meta(max_length=255)] | None = None
     category: Annotated[str, Meta(max_length=255)] | None = None
-    properties: dict[str, Any] = field(default_factory=dict)
+    properties: Raw = EMPTY
 
 
-class Identify(_Message, tag="identify"):
-    traits: Traits = field(default_factory=dict)
+class Identify(_Message, tag="identify", kw_only=True):
+    traits: Raw = EMPTY
 
 
-class Group(_Message, tag="group"):
+class Group(_Message, tag="group", kw_only=True):
     group_id: Id
-    traits: Traits = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.group_id, int):
-            self.group_id = str(self.group_id)
-        super().__post_init__()
+    traits: Raw = EMPTY
 
 
-class Alias(_Message, tag="alias"):
+class Alias(_Message, tag="alias", kw_only=True):
     previous_id: Id
-
-    def __post_init__(self) -> None:
-        if isinstance(self.previous_id, int):
-            self.previous_id = str(self.previous_id)
-        super().__post_init__()
-
-    def _require_identity(self) -> None:
-        if self.user_id is None:
-            raise ValueError("`userId` is required (the new identity the previous one merges into)")
 
 
 Message = Track | Page | Screen | Identify | Alias | Group
+
+
+def check(msg: Message) -> None:
+    """What msgspec cannot check, done once per message at intake (not on every decode).
+
+    Numeric ids become strings and naive times UTC. Raises ValueError naming the field.
+    """
+    if type(msg.user_id) is int:
+        msg.user_id = str(msg.user_id)
+    if type(msg.anonymous_id) is int:
+        msg.anonymous_id = str(msg.anonymous_id)
+    if type(msg) is Alias:
+        if type(msg.previous_id) is int:
+            msg.previous_id = str(msg.previous_id)
+        if msg.user_id is None:
+            raise ValueError("`userId` must be set: the identity that `previousId` merges into")
+    elif msg.user_id is None and msg.anonymous_id is None:
+        raise ValueError("one of `userId` or `anonymousId` is required")
+    if type(msg) is Group and type(msg.group_id) is int:
+        msg.group_id = str(msg.group_id)
+    if msg.timestamp is not None:
+        msg.timestamp = _check_time(msg.timestamp, "timestamp")
+    if msg.original_timestamp is not None:
+        msg.original_timestamp = _check_time(msg.original_timestamp, "originalTimestamp")
+    if msg.sent_at is not None:
+        msg.sent_at = _check_time(msg.sent_at, "sentAt")
+    # Raw keeps syntactically valid JSON without building it; an object starts with "{".
+    if msg.context is not EMPTY and memoryview(msg.context)[0] != _OPEN_BRACE:
+        raise ValueError("`context` must be a JSON object")
+    extra = getattr(msg, "properties", None) or getattr(msg, "traits", None)
+    if extra is not None and extra is not EMPTY and memoryview(extra)[0] != _OPEN_BRACE:
+        name = "properties" if hasattr(msg, "properties") else "traits"
+        raise ValueError(f"`{name}` must be a JSON object")
+
+
+def _check_time(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:  # Segment treats a naive timestamp as UTC.
+        value = value.replace(tzinfo=UTC)
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError(f"`{name}` must lie between 1970 and 2200, got {value.isoformat()}")
+    return value
 
 
 class Batch(Struct, rename="camel", kw_only=True):

@@ -55,12 +55,17 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         help="use this ClickHouse server (http://user:password@host:8123/db) instead of chdb",
     )
     parser.add_argument(
-        "--log-format", choices=["auto", "json", "text"], default="auto",
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default="auto",
         help="log lines as JSON or key=value text (auto: text on a terminal)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument(
-        "--sink-batch", type=int, default=20_000, metavar="N",
+        "--sink-batch",
+        type=int,
+        default=20_000,
+        metavar="N",
         help="messages per ClickHouse insert at most (default %(default)s)",
     )
 
@@ -83,20 +88,29 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     up.add_argument("--host", default=_env("KAIROS_HOST", "127.0.0.1"), help="default: %(default)s")
-    up.add_argument("--port", type=int, default=int(_env("KAIROS_PORT", 8000)), help="default: %(default)s")
+    up.add_argument(
+        "--port", type=int, default=int(_env("KAIROS_PORT", 8000)), help="default: %(default)s"
+    )
     _store_options(up)
     up.add_argument("--write-key", default=None, help="overrides KAIROS_WRITE_KEY")
     up.add_argument("--secret-key", default=None, help="overrides KAIROS_SECRET_KEY")
     up.add_argument(
-        "--spool-limit", type=int, default=100_000, metavar="N",
-        help="answer 503 + Retry-After once the spool holds N entries (0: no limit; default %(default)s)",
+        "--spool-limit",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="answer 503 + Retry-After once the spool holds N entries "
+        "(0: no limit; default %(default)s)",
     )
     up.add_argument(
-        "--no-sink", action="store_true",
+        "--no-sink",
+        action="store_true",
         help="do not drain the spool in this process (run `kairos worker sink` instead)",
     )
     up.add_argument(
-        "--fsync", choices=["everysec", "always"], default="everysec",
+        "--fsync",
+        choices=["everysec", "always"],
+        default="everysec",
         help="embedded Redis AOF fsync policy: a machine crash loses up to 1 s (everysec) "
         "or nothing (always, slower); default %(default)s",
     )
@@ -125,7 +139,9 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
         help="the engine's base URL (default: %(default)s)",
     )
-    sql.add_argument("--secret-key", default=None, help="default: KAIROS_SECRET_KEY, else the data dir's")
+    sql.add_argument(
+        "--secret-key", default=None, help="default: KAIROS_SECRET_KEY, else the data dir's"
+    )
     sql.add_argument("--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data")))
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sql.set_defaults(run=_sql)
@@ -182,8 +198,12 @@ def _up(args: argparse.Namespace) -> int:
     )
     _banner(settings, keys.created, embedded is not None)
     config = uvicorn.Config(
-        create_app(settings), host=args.host, port=args.port, log_config=None,
-        access_log=False, server_header=False,
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
     )
     try:
         _server_class()(config).run()
@@ -223,8 +243,8 @@ def _banner(settings: Any, created: bool, embedded_redis: bool) -> None:
         f"  write key   {settings.write_key}{keys_note}\n"
         f"  secret key  {settings.secret_key}\n\n"
         f"  send:   curl -u {settings.write_key}: -H 'content-type: application/json' \\\n"
-        f"            -d '{{\"userId\": \"u1\", \"event\": \"Signed Up\"}}' {base}/v1/track\n"
-        f"  query:  kairos sql \"SELECT type, event, count() FROM events GROUP BY ALL\"\n"
+        f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
+        f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'
         f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
         "Ctrl-C stops everything.\n",
         flush=True,
@@ -303,7 +323,9 @@ def _print_result(result: dict[str, Any], fmt: str) -> None:
     print(" " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)))
     print(line)
     for row in cells:
-        print(" " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths)))
+        print(
+            " " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths))
+        )
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 

@@ -26,7 +26,10 @@ _COUNTERS = {
     "duplicates": ("kairos_events_duplicates_total", "Messages dropped as repeats of a messageId."),
     "sink_inserted": ("kairos_sink_rows_inserted_total", "Rows the sink stored in ClickHouse."),
     "sink_batches": ("kairos_sink_batches_total", "Batches the sink stored in ClickHouse."),
-    "sink_insert_errors": ("kairos_sink_insert_errors_total", "Failed ClickHouse inserts (retried)."),
+    "sink_insert_errors": (
+        "kairos_sink_insert_errors_total",
+        "Failed ClickHouse inserts (retried).",
+    ),
 }
 
 
@@ -75,7 +78,9 @@ async def metrics(request: Request) -> Response:
     metric("kairos_events_rejected_total", "counter", "Requests refused, by reason.", rejected)
     buckets = []
     for bound in INSERT_BUCKETS:
-        buckets.append((f'_bucket{{le="{bound}"}}', float(raw.get(f"sink_insert_seconds_le_{bound}", 0))))
+        buckets.append(
+            (f'_bucket{{le="{bound}"}}', float(raw.get(f"sink_insert_seconds_le_{bound}", 0)))
+        )
     count = float(raw.get("sink_batches", 0))
     lines.append("# HELP kairos_sink_insert_seconds Time of one ClickHouse insert by the sink.")
     lines.append("# TYPE kairos_sink_insert_seconds histogram")
@@ -85,12 +90,21 @@ async def metrics(request: Request) -> Response:
     lines.append(f"kairos_sink_insert_seconds_count {count:g}")
     metric("kairos_spool_length", "gauge", "Entries in the spool stream.", [("", spool["length"])])
     lag = float(raw.get("accepted", 0)) - float(raw.get("sink_inserted", 0))
-    metric("kairos_sink_lag_messages", "gauge", "Accepted messages not yet in ClickHouse.", [("", max(lag, 0))])
     metric(
-        "kairos_sink_lag_seconds", "gauge", "Age of the oldest entry the sink has not stored.",
+        "kairos_sink_lag_messages",
+        "gauge",
+        "Accepted messages not yet in ClickHouse.",
+        [("", max(lag, 0))],
+    )
+    metric(
+        "kairos_sink_lag_seconds",
+        "gauge",
+        "Age of the oldest entry the sink has not stored.",
         [("", spool["lag_seconds"])],
     )
-    metric("kairos_scrape_timestamp_seconds", "gauge", "When this page was made.", [("", time.time())])
+    metric(
+        "kairos_scrape_timestamp_seconds", "gauge", "When this page was made.", [("", time.time())]
+    )
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 

@@ -54,7 +54,7 @@ class EmbeddedRedis:
         socket_path = self.dir / "redis.sock"
         if len(str(socket_path)) <= _MAX_SOCKET_PATH:
             self.url = f"unix://{socket_path}"
-            self._listen = [f"port 0", f"unixsocket {socket_path}", "unixsocketperm 700"]
+            self._listen = ["port 0", f"unixsocket {socket_path}", "unixsocketperm 700"]
         else:  # the path is too long for a socket: loopback TCP on a free port instead
             port = _free_port()
             self.url = f"redis://127.0.0.1:{port}/0"

@@ -33,7 +33,11 @@ _READONLY = 164  # ClickHouse error code READONLY
 async def sql(request: Request) -> Response:
     state = request.state
     try:
-        require_key(key_from_header(request.headers.get("authorization")), state.settings.secret_key, "secret key")
+        require_key(
+            key_from_header(request.headers.get("authorization")),
+            state.settings.secret_key,
+            "secret key",
+        )
     except Unauthorized as exc:
         return error(401, exc.code, exc.message)
     try:

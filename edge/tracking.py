@@ -69,14 +69,19 @@ async def collect(request: Request, kind: str) -> Response:
         return error(400, exc.code, exc.message, **({"errors": exc.errors} if exc.errors else {}))
     except Unauthorized as exc:
         await _count_rejected(state, exc.code)
-        return error(401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'})
+        return error(
+            401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'}
+        )
     except SpoolFull as exc:
         await _count_rejected(state, exc.code)
         return error(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})
     except redis.RedisError as exc:
         log.error("spool unreachable", extra={"error": str(exc)})
         return error(
-            503, "spool_unavailable", f"the spool is unreachable: {exc}", headers={"Retry-After": "1"}
+            503,
+            "spool_unavailable",
+            f"the spool is unreachable: {exc}",
+            headers={"Retry-After": "1"},
         )
     return Response(_SUCCESS, media_type="application/json")
 

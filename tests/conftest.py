@@ -104,7 +104,9 @@ class Engine:
     settings: Settings
     client: httpx.Client
 
-    def post(self, path: str, body: Any, key: str | None = WRITE_KEY, **kwargs: Any) -> httpx.Response:
+    def post(
+        self, path: str, body: Any, key: str | None = WRITE_KEY, **kwargs: Any
+    ) -> httpx.Response:
         headers = {**(basic(key) if key else {}), **kwargs.pop("headers", {})}
         return self.client.post(self.url + path, json=body, headers=headers, **kwargs)
 
@@ -140,8 +142,12 @@ def engine_factory() -> Iterator[Callable[..., Engine]]:
     def start(settings: Settings, **changes: Any) -> Engine:
         settings = replace(settings, port=free_port(), **changes)
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.port, log_config=None,
-            access_log=False, lifespan="on",
+            create_app(settings),
+            host="127.0.0.1",
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
         )
         server = _Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -183,9 +189,20 @@ class Process:
         env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
         with open(self.data_dir / "engine.log", "ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
-                [str(Path(sys.executable).with_name("kairos")), "up", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--log-format", "json", *self.args],
-                stdout=log, stderr=log, env=env,
+                [
+                    str(Path(sys.executable).with_name("kairos")),
+                    "up",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--log-format",
+                    "json",
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=log,
+                env=env,
             )
         if not wait:
             return self

@@ -22,14 +22,23 @@ def fill(redis_url: str, batches: int, size: int, prefix: str = "m") -> None:
         for b in range(batches):
             body = {
                 "batch": [
-                    {"type": "track", "event": "Order Completed", "userId": f"u{i % 7}",
-                     "messageId": f"{prefix}{b}-{i}", "properties": {"revenue": i}}
+                    {
+                        "type": "track",
+                        "event": "Order Completed",
+                        "userId": f"u{i % 7}",
+                        "messageId": f"{prefix}{b}-{i}",
+                        "properties": {"revenue": i},
+                    }
                     for i in range(size)
                 ]
             }
             intake = read_request(
-                json.dumps(body).encode(), kind="batch", content_type="application/json",
-                content_encoding=None, received_at=NOW, ip="198.51.100.7",
+                json.dumps(body).encode(),
+                kind="batch",
+                content_type="application/json",
+                content_encoding=None,
+                received_at=NOW,
+                ip="198.51.100.7",
             )
             await spool.append(intake)
         await client.aclose()
@@ -57,7 +66,9 @@ def count(ch: Any) -> int:
     return int(ch.query("SELECT count() FROM events").result_rows[0][0])
 
 
-def test_sink_drains_the_spool_into_events(redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis) -> None:
+def test_sink_drains_the_spool_into_events(
+    redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis
+) -> None:
     migrate(ch)
     fill(redis_url, batches=30, size=100)
     run_sink(redis_url, clickhouse_url, until=lambda: count(ch) >= 3000)
@@ -83,8 +94,14 @@ def test_a_batch_stored_but_not_acknowledged_is_replayed_once(
     in_flight = reader.read(3, 100)
     assert crashed.store_batch(in_flight, threading.Event()) is not None  # then "dies"
     assert count(ch) == 300
-    run_sink(redis_url, clickhouse_url, until=lambda: r.xpending("{spool}:log", "sink")["pending"] == 0
-             and r.hget(STATS, "sink_inserted") == b"500")
+    run_sink(
+        redis_url,
+        clickhouse_url,
+        until=lambda: (
+            r.xpending("{spool}:log", "sink")["pending"] == 0
+            and r.hget(STATS, "sink_inserted") == b"500"
+        ),
+    )
     assert count(ch) == 500
     assert ch.query("SELECT uniqExact(message_id) FROM events").result_rows[0][0] == 500
 
@@ -112,23 +129,41 @@ def test_a_dead_peers_batch_is_stored_once_by_another_sink(
     assert count(ch) == 200
 
 
-def test_timestamps_are_corrected_for_clock_skew(redis_url: str, ch: Any, clickhouse_url: str) -> None:
+def test_timestamps_are_corrected_for_clock_skew(
+    redis_url: str, ch: Any, clickhouse_url: str
+) -> None:
     migrate(ch)
     skewed = {  # the device clock runs 1 hour fast
-        "type": "track", "event": "E", "userId": "u", "messageId": "skew",
+        "type": "track",
+        "event": "E",
+        "userId": "u",
+        "messageId": "skew",
         "timestamp": (NOW + timedelta(minutes=59)).isoformat(),
         "sentAt": (NOW + timedelta(hours=1)).isoformat(),
     }
-    future = {"type": "track", "event": "E", "userId": "u", "messageId": "future",
-              "timestamp": (NOW + timedelta(days=3)).isoformat()}
-    plain = {"type": "page", "anonymousId": "a", "messageId": "plain",
-             "properties": {"url": "https://shop.example/p/1?x=1", "path": "/p/1"}}
+    future = {
+        "type": "track",
+        "event": "E",
+        "userId": "u",
+        "messageId": "future",
+        "timestamp": (NOW + timedelta(days=3)).isoformat(),
+    }
+    plain = {
+        "type": "page",
+        "anonymousId": "a",
+        "messageId": "plain",
+        "properties": {"url": "https://shop.example/p/1?x=1", "path": "/p/1"},
+    }
 
     async def put() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         intake = read_request(
-            json.dumps({"batch": [skewed, future, plain]}).encode(), kind="batch",
-            content_type="application/json", content_encoding=None, received_at=NOW, ip=None,
+            json.dumps({"batch": [skewed, future, plain]}).encode(),
+            kind="batch",
+            content_type="application/json",
+            content_encoding=None,
+            received_at=NOW,
+            ip=None,
         )
         await Spool(client).append(intake)
         await client.aclose()

@@ -17,8 +17,12 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 def intake(*ids: str, **fields: object):
     batch = [{"type": "track", "event": "E", "userId": "u", "messageId": i, **fields} for i in ids]
     return read_request(
-        json.dumps({"batch": batch}).encode(), kind="batch", content_type="application/json",
-        content_encoding=None, received_at=NOW, ip=None,
+        json.dumps({"batch": batch}).encode(),
+        kind="batch",
+        content_type="application/json",
+        content_encoding=None,
+        received_at=NOW,
+        ip=None,
     )
 
 

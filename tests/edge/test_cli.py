@@ -22,15 +22,24 @@ KAIROS = str(Path(sys.executable).with_name("kairos"))
 def send(process: Process, batches: int, size: int, prefix: str = "m") -> int:
     with httpx.Client(timeout=30, headers=basic(WRITE_KEY)) as client:
         for b in range(batches):
-            batch = [{"type": "track", "event": "Product Viewed", "anonymousId": f"a{i}",
-                      "messageId": f"{prefix}{b}-{i}"} for i in range(size)]
+            batch = [
+                {
+                    "type": "track",
+                    "event": "Product Viewed",
+                    "anonymousId": f"a{i}",
+                    "messageId": f"{prefix}{b}-{i}",
+                }
+                for i in range(size)
+            ]
             answer = client.post(process.url + "/v1/batch", json={"batch": batch})
             assert answer.status_code == 200, answer.text
     return batches * size
 
 
 def sql(process: Process, query: str) -> Any:
-    answer = httpx.post(process.url + "/v1/sql", json={"query": query}, headers=basic(SECRET_KEY), timeout=30)
+    answer = httpx.post(
+        process.url + "/v1/sql", json={"query": query}, headers=basic(SECRET_KEY), timeout=30
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["rows"]
 
@@ -48,7 +57,10 @@ def test_keys_are_generated_once_kept_and_printed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIROS_")}
     proc = subprocess.Popen(
         [KAIROS, "up", "--data-dir", str(data), "--port", str(port), "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -94,13 +106,17 @@ def test_a_second_engine_on_the_same_data_dir_refuses_to_start(kairos_process: A
     first = kairos_process().start()
     second = subprocess.run(
         [KAIROS, "up", "--data-dir", str(first.data_dir), "--port", str(free_port())],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode == 1
     assert "another Kairos running on" in second.stderr
 
 
-def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(kairos_process: Any) -> None:
+def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(
+    kairos_process: Any,
+) -> None:
     engine = kairos_process("--no-sink").start()
     sent = send(engine, 500, 100)  # 50,000 messages wait in the spool
     engine.kill()
@@ -129,5 +145,11 @@ def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(kairos
 def test_help_names_the_commands_and_environment() -> None:
     done = subprocess.run([KAIROS, "up", "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
-    for text in ("--redis-url", "--clickhouse-url", "--data-dir", "KAIROS_PORT", "KAIROS_SECRET_KEY"):
+    for text in (
+        "--redis-url",
+        "--clickhouse-url",
+        "--data-dir",
+        "KAIROS_PORT",
+        "KAIROS_SECRET_KEY",
+    ):
         assert text in done.stdout

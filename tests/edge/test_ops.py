@@ -20,7 +20,9 @@ def test_metrics_count_the_pipeline(engine: Engine) -> None:
     engine.post("/v1/batch", {"batch": [{"type": "track", "userId": "u"}]})
     engine.wait_stored(1)
     deadline = time.monotonic() + 10
-    while "kairos_sink_lag_messages 0" not in (text := engine.client.get(engine.url + "/metrics").text):
+    while "kairos_sink_lag_messages 0" not in (
+        text := engine.client.get(engine.url + "/metrics").text
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "# TYPE kairos_events_accepted_total counter" in text
@@ -43,12 +45,16 @@ def test_clickhouse_outage_keeps_ingestion_up_and_loses_nothing(
     ch.command("DETACH TABLE events")
     sent = 0
     for b in range(20):
-        batch = [{"type": "track", "event": "During", "userId": f"u{i}", "messageId": f"d{b}-{i}"}
-                 for i in range(50)]
+        batch = [
+            {"type": "track", "event": "During", "userId": f"u{i}", "messageId": f"d{b}-{i}"}
+            for i in range(50)
+        ]
         assert engine.post("/v1/batch", {"batch": batch}).status_code == 200
         sent += 50
     deadline = time.monotonic() + 20
-    while "kairos_sink_insert_errors_total 0" in (metrics := engine.client.get(engine.url + "/metrics").text):
+    while "kairos_sink_insert_errors_total 0" in (
+        metrics := engine.client.get(engine.url + "/metrics").text
+    ):
         assert time.monotonic() < deadline, "the sink never hit the outage"
         time.sleep(0.1)
     assert f"kairos_sink_lag_messages {sent}" in metrics
@@ -74,8 +80,10 @@ def test_ingestion_keeps_answering_while_the_sink_is_busy(engine: Engine) -> Non
 
     def send(worker: int) -> None:
         for b in range(10):
-            batch = [{"type": "track", "event": "E", "userId": "u", "messageId": f"w{worker}-{b}-{i}"}
-                     for i in range(20)]
+            batch = [
+                {"type": "track", "event": "E", "userId": "u", "messageId": f"w{worker}-{b}-{i}"}
+                for i in range(20)
+            ]
             status = engine.post("/v1/batch", {"batch": batch}).status_code
             if status != 200:
                 errors.append(status)

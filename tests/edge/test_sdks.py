@@ -18,8 +18,12 @@ WHEN = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
 def drive(client: Any) -> None:
     client.identify("user-1", {"email": "ada@example.com", "plan": "pro"}, anonymous_id="anon-1")
     client.track("user-1", "Order Completed", {"revenue": 42.5, "currency": "EUR"}, timestamp=WHEN)
-    client.page("user-1", category="Docs", name="Pricing",
-                properties={"url": "https://shop.example/pricing", "path": "/pricing"})
+    client.page(
+        "user-1",
+        category="Docs",
+        name="Pricing",
+        properties={"url": "https://shop.example/pricing", "path": "/pricing"},
+    )
     client.alias("anon-1", "user-1")
     client.group("user-1", "acme", {"industry": "retail"})
     client.screen("user-1", name="Cart")
@@ -33,8 +37,21 @@ def rows(engine: Engine) -> dict[str, dict[str, Any]]:
         "SELECT type, event, name, user_id, anonymous_id, previous_id, group_id, page_url, "
         "page_path, library_name, timestamp, properties, traits FROM events"
     )
-    columns = ["type", "event", "name", "user_id", "anonymous_id", "previous_id", "group_id",
-               "page_url", "page_path", "library_name", "timestamp", "properties", "traits"]
+    columns = [
+        "type",
+        "event",
+        "name",
+        "user_id",
+        "anonymous_id",
+        "previous_id",
+        "group_id",
+        "page_url",
+        "page_path",
+        "library_name",
+        "timestamp",
+        "properties",
+        "traits",
+    ]
     return {row[0]: dict(zip(columns, row)) for row in engine.sql(query)}
 
 
@@ -42,12 +59,18 @@ def rows(engine: Engine) -> dict[str, dict[str, Any]]:
     ("make", "library"),
     [
         pytest.param(
-            lambda url, errors: SegmentClient(WRITE_KEY, host=url, on_error=lambda e, b: errors.append(e)),
-            "analytics-python", id="segment-analytics-python",
+            lambda url, errors: SegmentClient(
+                WRITE_KEY, host=url, on_error=lambda e, b: errors.append(e)
+            ),
+            "analytics-python",
+            id="segment-analytics-python",
         ),
         pytest.param(
-            lambda url, errors: RudderClient(WRITE_KEY, host=url, on_error=lambda e, b: errors.append(e)),
-            "analytics-python", id="rudder-sdk-python-gzip",
+            lambda url, errors: RudderClient(
+                WRITE_KEY, host=url, on_error=lambda e, b: errors.append(e)
+            ),
+            "analytics-python",
+            id="rudder-sdk-python-gzip",
         ),
     ],
 )
@@ -66,7 +89,11 @@ def test_sdk_messages_land_with_the_right_columns(engine: Engine, make: Any, lib
     # skew correction keeps it within seconds of what the program said.
     sent = datetime.fromisoformat(track["timestamp"]).replace(tzinfo=UTC)
     assert abs((sent - WHEN).total_seconds()) < 5
-    assert (page["name"], page["page_url"], page["page_path"]) == ("Pricing", "https://shop.example/pricing", "/pricing")
+    assert (page["name"], page["page_url"], page["page_path"]) == (
+        "Pricing",
+        "https://shop.example/pricing",
+        "/pricing",
+    )
     assert (by_type["alias"]["previous_id"], by_type["alias"]["user_id"]) == ("anon-1", "user-1")
     assert by_type["group"]["group_id"] == "acme"
     assert by_type["screen"]["name"] == "Cart"

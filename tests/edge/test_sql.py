@@ -14,7 +14,9 @@ KAIROS = str(Path(sys.executable).with_name("kairos"))
 def kairos_sql(engine: Engine, query: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [KAIROS, "sql", query, "--url", engine.url, "--secret-key", SECRET_KEY, *extra],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -53,13 +55,21 @@ def test_kairos_sql_refuses_writes_with_a_clear_error(engine: Engine, statement:
 
 def test_writes_are_refused_after_earlier_refusals_too(engine: Engine) -> None:
     """The read-only client must stay read-only and usable, whatever was sent before."""
-    for statement in ["DROP TABLE events", "SELECT 1", "INSERT INTO events (message_id) VALUES ('x')"]:
-        engine.client.post(engine.url + "/v1/sql", json={"query": statement}, headers=basic(SECRET_KEY))
+    for statement in [
+        "DROP TABLE events",
+        "SELECT 1",
+        "INSERT INTO events (message_id) VALUES ('x')",
+    ]:
+        engine.client.post(
+            engine.url + "/v1/sql", json={"query": statement}, headers=basic(SECRET_KEY)
+        )
     assert engine.sql("SELECT count() FROM events") == [[0]]
 
 
 def test_sql_needs_the_secret_key(engine: Engine) -> None:
-    answer = engine.client.post(engine.url + "/v1/sql", json={"query": "SELECT 1"}, headers=basic(WRITE_KEY))
+    answer = engine.client.post(
+        engine.url + "/v1/sql", json={"query": "SELECT 1"}, headers=basic(WRITE_KEY)
+    )
     assert answer.status_code == 401
     assert answer.json()["message"] == "wrong secret key"
 
@@ -68,8 +78,18 @@ def test_sql_needs_the_secret_key(engine: Engine) -> None:
     ("body", "code", "message"),
     [
         pytest.param(b"{nope", "invalid_json", "$: JSON is malformed", id="malformed"),
-        pytest.param(b'{"sql": "SELECT 1"}', "invalid_request", "$: Object contains unknown field `sql`", id="wrong-field"),
-        pytest.param(b'{"query": ""}', "invalid_request", "$.query: Expected `str` of length >= 1", id="empty"),
+        pytest.param(
+            b'{"sql": "SELECT 1"}',
+            "invalid_request",
+            "$: Object contains unknown field `sql`",
+            id="wrong-field",
+        ),
+        pytest.param(
+            b'{"query": ""}',
+            "invalid_request",
+            "$.query: Expected `str` of length >= 1",
+            id="empty",
+        ),
         pytest.param(b'{"query": "SELEC 1"}', "query_failed", "Code: 62", id="syntax-error"),
     ],
 )
@@ -83,7 +103,9 @@ def test_bad_sql_requests_are_400(engine: Engine, body: bytes, code: str, messag
 def test_kairos_sql_reports_an_unreachable_engine() -> None:
     done = subprocess.run(
         [KAIROS, "sql", "SELECT 1", "--url", "http://127.0.0.1:9", "--secret-key", "x"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     assert "cannot reach the engine at http://127.0.0.1:9" in done.stderr

@@ -38,17 +38,26 @@ def test_track_is_acknowledged_and_stored(engine: Engine) -> None:
 @pytest.mark.parametrize("kind", ["track", "page", "screen", "identify", "alias", "group"])
 def test_each_single_message_endpoint(engine: Engine, kind: str) -> None:
     body = {"userId": "u1", "anonymousId": "a1", "messageId": f"m-{kind}"}
-    body.update({"track": {"event": "E"}, "alias": {"previousId": "a0"}, "group": {"groupId": "g"}}.get(kind, {}))
+    body.update(
+        {"track": {"event": "E"}, "alias": {"previousId": "a0"}, "group": {"groupId": "g"}}.get(
+            kind, {}
+        )
+    )
     assert engine.post(f"/v1/{kind}", body).status_code == 200
     engine.wait_stored(1)
     assert engine.sql("SELECT type FROM events") == [[kind]]
 
 
 def test_write_key_in_body_or_bearer(engine: Engine) -> None:
-    assert engine.post("/v1/batch", {"batch": [track()], "writeKey": WRITE_KEY}, key=None).status_code == 200
+    assert (
+        engine.post("/v1/batch", {"batch": [track()], "writeKey": WRITE_KEY}, key=None).status_code
+        == 200
+    )
     answer = engine.post("/v1/track", {**track(), "writeKey": WRITE_KEY}, key=None)
     assert answer.status_code == 200
-    bearer = engine.post("/v1/track", track(), key=None, headers={"Authorization": f"Bearer {WRITE_KEY}"})
+    bearer = engine.post(
+        "/v1/track", track(), key=None, headers={"Authorization": f"Bearer {WRITE_KEY}"}
+    )
     assert bearer.status_code == 200
 
 
@@ -61,7 +70,9 @@ def test_write_key_in_body_or_bearer(engine: Engine) -> None:
         pytest.param(SECRET_KEY, None, "wrong write key", id="secret-is-not-write"),
     ],
 )
-def test_missing_or_wrong_write_key_is_401(engine: Engine, key: str | None, body_key: str | None, message: str) -> None:
+def test_missing_or_wrong_write_key_is_401(
+    engine: Engine, key: str | None, body_key: str | None, message: str
+) -> None:
     body: dict[str, object] = {"batch": [track()]}
     if body_key:
         body["writeKey"] = body_key
@@ -74,15 +85,69 @@ def test_missing_or_wrong_write_key_is_401(engine: Engine, key: str | None, body
 
 BAD = [
     pytest.param(b"{nope", {}, "invalid_json", "$: JSON is malformed", id="malformed-json"),
-    pytest.param(json.dumps({"batch": [track(userId=5.5)]}).encode(), {}, "invalid_message", "$.batch[0].userId: Expected", id="wrong-type"),
-    pytest.param(json.dumps({"batch": [track(), {"type": "track", "userId": "u"}]}).encode(), {}, "invalid_message", "$.batch[1].event: required field is missing", id="track-without-event"),
-    pytest.param(json.dumps({"batch": [{"type": "track", "event": "E"}]}).encode(), {}, "invalid_message", "$.batch[0]: one of `userId` or `anonymousId` is required", id="no-ids"),
-    pytest.param(json.dumps({"batch": [{"type": "identify", "traits": {"a": 1}}]}).encode(), {}, "invalid_message", "$.batch[0]: one of `userId` or `anonymousId` is required", id="identify-without-ids"),
-    pytest.param(json.dumps({"batch": [{"type": "purchase", "userId": "u"}]}).encode(), {}, "invalid_message", "$.batch[0].type: Invalid value 'purchase'", id="unknown-type"),
-    pytest.param(json.dumps({"batch": [track(properties={"x": "y" * 33_000})]}).encode(), {}, "message_too_large", "$.batch[0]: the message is over 32 KB", id="event-over-32kb"),
-    pytest.param(json.dumps({"batch": [track(properties={"x": "y" * 30_000}) for _ in range(18)]}).encode(), {}, "batch_too_large", "the batch is over 500 KB", id="batch-over-500kb"),
-    pytest.param(json.dumps({"batch": [track()]}).encode(), {"content-type": "application/x-www-form-urlencoded"}, "unsupported_media_type", "Content-Type must be application/json", id="wrong-content-type"),
-    pytest.param(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 40, {"content-encoding": "gzip"}, "invalid_gzip", "the body is not valid gzip", id="broken-gzip"),
+    pytest.param(
+        json.dumps({"batch": [track(userId=5.5)]}).encode(),
+        {},
+        "invalid_message",
+        "$.batch[0].userId: Expected",
+        id="wrong-type",
+    ),
+    pytest.param(
+        json.dumps({"batch": [track(), {"type": "track", "userId": "u"}]}).encode(),
+        {},
+        "invalid_message",
+        "$.batch[1].event: required field is missing",
+        id="track-without-event",
+    ),
+    pytest.param(
+        json.dumps({"batch": [{"type": "track", "event": "E"}]}).encode(),
+        {},
+        "invalid_message",
+        "$.batch[0]: one of `userId` or `anonymousId` is required",
+        id="no-ids",
+    ),
+    pytest.param(
+        json.dumps({"batch": [{"type": "identify", "traits": {"a": 1}}]}).encode(),
+        {},
+        "invalid_message",
+        "$.batch[0]: one of `userId` or `anonymousId` is required",
+        id="identify-without-ids",
+    ),
+    pytest.param(
+        json.dumps({"batch": [{"type": "purchase", "userId": "u"}]}).encode(),
+        {},
+        "invalid_message",
+        "$.batch[0].type: Invalid value 'purchase'",
+        id="unknown-type",
+    ),
+    pytest.param(
+        json.dumps({"batch": [track(properties={"x": "y" * 33_000})]}).encode(),
+        {},
+        "message_too_large",
+        "$.batch[0]: the message is over 32 KB",
+        id="event-over-32kb",
+    ),
+    pytest.param(
+        json.dumps({"batch": [track(properties={"x": "y" * 30_000}) for _ in range(18)]}).encode(),
+        {},
+        "batch_too_large",
+        "the batch is over 500 KB",
+        id="batch-over-500kb",
+    ),
+    pytest.param(
+        json.dumps({"batch": [track()]}).encode(),
+        {"content-type": "application/x-www-form-urlencoded"},
+        "unsupported_media_type",
+        "Content-Type must be application/json",
+        id="wrong-content-type",
+    ),
+    pytest.param(
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 40,
+        {"content-encoding": "gzip"},
+        "invalid_gzip",
+        "the body is not valid gzip",
+        id="broken-gzip",
+    ),
 ]
 
 
@@ -91,7 +156,8 @@ def test_bad_input_is_400_naming_the_field_and_stores_nothing(
     engine: Engine, body: bytes, headers: dict[str, str], code: str, message: str
 ) -> None:
     answer = engine.client.post(
-        engine.url + "/v1/batch", content=body,
+        engine.url + "/v1/batch",
+        content=body,
         headers={"content-type": "application/json", **basic(WRITE_KEY), **headers},
     )
     assert answer.status_code == 400, answer.text
@@ -110,7 +176,8 @@ def test_oversized_body_without_content_length_is_refused(engine: Engine) -> Non
         yield b"{}]}"
 
     answer = engine.client.post(
-        engine.url + "/v1/batch", content=chunks(),
+        engine.url + "/v1/batch",
+        content=chunks(),
         headers={"content-type": "application/json", **basic(WRITE_KEY)},
     )
     assert answer.status_code == 400
@@ -120,8 +187,13 @@ def test_oversized_body_without_content_length_is_refused(engine: Engine) -> Non
 def test_gzip_body_is_accepted(engine: Engine) -> None:
     body = gzip.compress(json.dumps({"batch": [track(messageId="gz")]}).encode())
     answer = engine.client.post(
-        engine.url + "/v1/batch", content=body,
-        headers={"content-type": "application/json", "content-encoding": "gzip", **basic(WRITE_KEY)},
+        engine.url + "/v1/batch",
+        content=body,
+        headers={
+            "content-type": "application/json",
+            "content-encoding": "gzip",
+            **basic(WRITE_KEY),
+        },
     )
     assert answer.status_code == 200
     assert engine.wait_stored(1) == 1
@@ -151,8 +223,11 @@ def test_full_spool_answers_503_with_retry_after(engine_factory, settings) -> No
 def test_browser_preflight_is_allowed(engine: Engine) -> None:
     answer = engine.client.options(
         engine.url + "/v1/batch",
-        headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type"},
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
     )
     assert answer.status_code == 200
     assert answer.headers["access-control-allow-origin"] == "*"
