@@ -1,13 +1,14 @@
 """Ingestion benchmark: acknowledged events/s against a discard baseline, and the sink's drain rate.
 
-Runs, in one go on this machine, each on one uvicorn worker (uvloop + httptools) with wrk as load:
+Runs, in one go on this machine, each API on one uvicorn worker (uvloop + httptools), wrk as load:
 
 1. discard   a bare Starlette endpoint that reads the body and answers 200 (the baseline);
 2. ingest    ``kairos up --no-sink``: validation, dedup and the spool append only;
-3. drain     the same engine restarted with its sink: how fast the spool empties into ClickHouse;
-4. steady    ``kairos up`` with the sink in-process: ingestion while the spool drains.
+3. drain     the same engine restarted with its sink worker: how fast the spool empties;
+4. steady    ``kairos up`` as users run it: ingestion while the sink worker drains, all of it
+             (API, sink, Redis, wrk) sharing this machine's cores.
 
-Every request is a 100-event /v1/batch of realistic track calls with unique messageIds.
+Every request is a 100-event /v1/batch of browser-like track calls with unique messageIds.
 Prints a table and writes bench/reports/ingest.md. Needs ``wrk`` (apt-get install wrk).
 
     python bench/ingest.py --seconds 10 --connections 32
@@ -65,10 +66,11 @@ function request()
       '{"type":"track","event":"Product Viewed","anonymousId":"anon-%d","messageId":"%s-%d-%d",' ..
       '"timestamp":"2026-11-26T10:00:00.000Z","properties":{"product_id":"sku-%d","name":"Trail ' ..
       'running shoe","category":"Shoes","price":89.9,"currency":"EUR","position":%d},' ..
-      '"context":{"library":{"name":"bench","version":"1.0"},"page":{"url":"https://shop.example/p/%d",' ..
-      '"path":"/p/%d","referrer":"https://www.google.com/"},"userAgent":"Mozilla/5.0 (X11; Linux ' ..
-      'x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36","ip":"203.0.113.%d"}}',
-      i % 50, thread_id, counter, i, i, i, i, i, i)
+      '"context":{"library":{"name":"bench","version":"1.0"},' ..
+      '"page":{"url":"https://shop.example/p/%d","path":"/p/%d",' ..
+      '"referrer":"https://www.google.com/"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) ' ..
+      'AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"}}',
+      i % 50, thread_id, counter, i, i, i, i, i)
   end
   local body = '{"batch":[' .. table.concat(parts, ",") .. '],"sentAt":"2026-11-26T10:00:01.000Z"}'
   return wrk.format(nil, nil, nil, body)
@@ -237,18 +239,20 @@ def main() -> int:
         stop(engine)
 
     print(f"3/4 drain {accepted:,} spooled events into ClickHouse", flush=True)
-    engine = start_engine(data, port)  # the sink starts inside the engine's startup
-    started = time.monotonic()
+    engine = start_engine(data, port)  # the sink worker starts draining as soon as it is up
     try:
+        first = 0
+        while (inserted := stats(data).get("sink_inserted", 0)) == 0:
+            time.sleep(0.005)
+        started, first = time.monotonic(), inserted  # timed from the first stored batch on
         while stats(data).get("sink_inserted", 0) < accepted:
             time.sleep(0.02)
         drain_seconds = time.monotonic() - started
     finally:
         stop(engine)
-    # The startup (chdb load, migrations) before the first insert is counted against the sink.
-    results["drain"] = {"events": accepted / drain_seconds, "seconds": drain_seconds}
+    results["drain"] = {"events": (accepted - first) / drain_seconds, "seconds": drain_seconds}
 
-    print("4/4 steady state (kairos up, sink in-process)", flush=True)
+    print("4/4 steady state (kairos up: API and sink worker together)", flush=True)
     engine = start_engine(data, port)
     try:
         before = stats(data)
@@ -287,10 +291,11 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         ),
     ]
     lines = [
-        f"# Ingestion benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"# Ingestion benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"One uvicorn worker each, wrk -t1 -c{args.connections}, {args.seconds} s per phase, "
-        "100-event batches (~46 KB) with unique messageIds; embedded Redis (AOF everysec) and chdb.",
+        "100-event batches (~51 KB) with unique messageIds; embedded Redis (AOF everysec) "
+        "and chdb.",
         "",
         "| endpoint | events/s acknowledged | × baseline | p50 | p99 | non-2xx |",
         "|---|---:|---:|---:|---:|---:|",
@@ -301,10 +306,11 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         )
     lines += [
         "",
-        f"Sink drain rate (spool → ClickHouse, sink alone): **{results['drain']['events']:,.0f} events/s** "
-        f"({results['drain']['seconds']:.1f} s, engine start included).",
-        f"While ingesting at full speed the sink stored {results['steady']['stored']:,.0f} events/s; "
-        f"lag at the end: {results['steady']['lag']:,.0f} events.",
+        "Sink drain rate (spool → ClickHouse, the sink worker alone, from its first stored "
+        f"batch on): **{results['drain']['events']:,.0f} events/s** "
+        f"({results['drain']['seconds']:.1f} s).",
+        f"While ingesting at full speed the sink stored {results['steady']['stored']:,.0f} "
+        f"events/s; lag at the end: {results['steady']['lag']:,.0f} events.",
         "",
         "Targets: ≥ 100k events/s acknowledged and ≥ 0.1× the baseline; drain ≥ 50k events/s.",
     ]

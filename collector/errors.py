@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["InvalidInput", "SpoolFull", "Unauthorized", "with_path"]
+__all__ = [
+    "InvalidInput",
+    "QueryFailed",
+    "SpoolFull",
+    "StoreUnavailable",
+    "Unauthorized",
+    "with_path",
+]
 
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$(.*)`)?$")
 _AT = re.compile(r"^(.*) - at `\$(.*)`$")
@@ -65,3 +72,24 @@ class SpoolFull(Exception):
         self.code = "spool_full"
         self.message = message
         self.retry_after = retry_after
+
+
+class QueryFailed(Exception):
+    """ClickHouse refused or failed a read-only query: HTTP 400.
+
+    ``code`` is ``read_only`` for a refused write, else ``query_failed``.
+    """
+
+    def __init__(self, message: str, code: str = "query_failed"):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class StoreUnavailable(Exception):
+    """The event store does not answer: HTTP 503."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = "store_unavailable"
+        self.message = message

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -24,8 +24,57 @@ from collector.schema import EVENT_COLUMNS
 __all__ = ["event_time", "to_columns", "truncate_ip"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 _encode = msgspec.json.Encoder().encode
+_IP_KEY = b'"ip"'
 _DOTTED_QUAD = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
+
+
+class _Page(msgspec.Struct):
+    url: str = ""
+    path: str = ""
+    referrer: str = ""
+    title: str = ""
+
+
+class _Library(msgspec.Struct):
+    name: str = ""
+    version: str = ""
+
+
+class _Context(msgspec.Struct, rename="camel"):
+    """The context fields that have columns; the rest stays in the raw JSON only."""
+
+    page: _Page = msgspec.field(default_factory=_Page)
+    library: _Library = msgspec.field(default_factory=_Library)
+    user_agent: str = ""
+    traits: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_read_context_json = msgspec.json.Decoder(_Context).decode
+_read_page_json = msgspec.json.Decoder(_Page).decode
+
+
+def _typed(read: Any, source: Any, kind: type[Any]) -> Any:
+    """Read the fields that have columns; a field of an odd type (a number for a URL, say) is
+    left empty rather than failing the batch — the raw JSON keeps it as sent."""
+    try:
+        return read(source)
+    except msgspec.ValidationError:
+        fields = source if isinstance(source, dict) else msgspec.json.decode(source)
+        return msgspec.convert(_strings(fields, kind), kind)
+
+
+def _strings(fields: dict[str, Any], kind: type[Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for name, value in fields.items():
+        if isinstance(value, str):
+            kept[name] = value
+        elif isinstance(value, dict) and name in ("page", "library"):
+            kept[name] = _strings(value, kind)
+        elif isinstance(value, dict) and name == "traits":
+            kept[name] = value
+    return kept
 
 
 @lru_cache(maxsize=65_536)
@@ -66,12 +115,9 @@ def event_time(msg: wire.Message) -> tuple[datetime, datetime]:
     return min(max(corrected, _EPOCH), received), original
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def _ms(value: datetime | None) -> int | None:
+    """Milliseconds since the epoch: what a DateTime64(3) column holds (cheaper to send)."""
+    return None if value is None else (value - _EPOCH) // _MS
 
 
 def to_columns(messages: list[wire.Message]) -> list[list[Any]]:
@@ -83,45 +129,48 @@ def to_columns(messages: list[wire.Message]) -> list[list[Any]]:
         page_referrer, page_title, user_agent, ip, library_name, library_version, channel,
         properties, traits, context,
     ) = columns  # fmt: skip
+    no_page = _Page()
     for msg in messages:
-        ctx = wire.as_dict(msg.context)
-        page = _object(ctx.get("page"))
-        library = _object(ctx.get("library"))
-        address = _safe_ip(ctx["ip"]) if "ip" in ctx else _safe_ip(msg.request_ip)
-        if "ip" in ctx:
-            ctx["ip"] = address
-            context.append(_encode(ctx))
+        raw_context = bytes(msg.context)
+        if _IP_KEY in raw_context and "ip" in (full := wire.as_dict(msg.context)):
+            # The client's own address: stored truncated, in the column and in the context.
+            address = full["ip"] = _safe_ip(full["ip"])
+            context.append(_encode(full))
+            ctx = _typed(lambda f: msgspec.convert(f, _Context), full, _Context)
         else:
-            context.append(bytes(msg.context))
-        props = getattr(msg, "properties", wire.EMPTY)
-        msg_traits = getattr(msg, "traits", wire.EMPTY)
-        if isinstance(msg, wire.Identify) and isinstance(ctx.get("traits"), dict):
-            # Rudder sends identify traits in context.traits
-            msg_traits = _encode({**ctx["traits"], **wire.as_dict(msg_traits)})
-        page_props = wire.as_dict(props) if isinstance(msg, wire.Page) else {}
+            address = _safe_ip(msg.request_ip)
+            context.append(raw_context)
+            ctx = _typed(_read_context_json, raw_context, _Context)
+        kind = type(msg)
+        props = msg.properties if kind in (wire.Track, wire.Page, wire.Screen) else wire.EMPTY
+        msg_traits = msg.traits if kind in (wire.Identify, wire.Group) else wire.EMPTY
+        if kind is wire.Identify and ctx.traits:  # Rudder sends identify traits here
+            msg_traits = _encode({**ctx.traits, **wire.as_dict(msg_traits)})
+        page = ctx.page
+        own = _typed(_read_page_json, props, _Page) if kind is wire.Page else no_page
         when, original = event_time(msg)
 
         message_id.append(msg.message_id or "")
         type_.append(msg.__struct_config__.tag)
-        event.append(msg.event if isinstance(msg, wire.Track) else "")
-        name.append(_text(getattr(msg, "name", None)))
-        timestamp.append(when)
-        original_timestamp.append(original)
-        sent_at.append(msg.sent_at)
-        received_at.append(msg.received_at)
+        event.append(msg.event if kind is wire.Track else "")
+        name.append((msg.name or "") if kind in (wire.Page, wire.Screen) else "")
+        timestamp.append(_ms(when))
+        original_timestamp.append(_ms(original))
+        sent_at.append(_ms(msg.sent_at))
+        received_at.append(_ms(msg.received_at))
         anonymous_id.append(msg.anonymous_id or "")
         user_id.append(msg.user_id or "")
         profile_id.append("")
-        previous_id.append(msg.previous_id if isinstance(msg, wire.Alias) else "")
-        group_id.append(msg.group_id if isinstance(msg, wire.Group) else "")
-        page_url.append(_text(page_props.get("url")) or _text(page.get("url")))
-        page_path.append(_text(page_props.get("path")) or _text(page.get("path")))
-        page_referrer.append(_text(page_props.get("referrer")) or _text(page.get("referrer")))
-        page_title.append(_text(page_props.get("title")) or _text(page.get("title")))
-        user_agent.append(_text(ctx.get("userAgent")))
+        previous_id.append(msg.previous_id if kind is wire.Alias else "")
+        group_id.append(msg.group_id if kind is wire.Group else "")
+        page_url.append(own.url or page.url)
+        page_path.append(own.path or page.path)
+        page_referrer.append(own.referrer or page.referrer)
+        page_title.append(own.title or page.title)
+        user_agent.append(ctx.user_agent)
         ip.append(address)
-        library_name.append(_text(library.get("name")))
-        library_version.append(_text(library.get("version")))
+        library_name.append(ctx.library.name)
+        library_version.append(ctx.library.version)
         channel.append(msg.channel or "")
         properties.append(bytes(props))
         traits.append(bytes(msg_traits))

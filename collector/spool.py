@@ -15,7 +15,6 @@ Memory: about 64 bytes per id, i.e. ~5.5 GB per day at a steady 1,000 messages/s
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,7 +25,7 @@ import redis
 import redis.asyncio
 
 from collector import wire
-from collector.coalesce import Coalescer
+from collector.coalesce import Coalescer, Script
 from collector.errors import SpoolFull
 from collector.intake import ID_BYTES, Intake
 
@@ -48,10 +47,12 @@ DEDUP_WINDOW = 24 * 3600
 DEDUP_BUCKET = 4 * 3600
 
 _APPEND = """
-local packed = ARGV[1]
-local n = #packed / tonumber(ARGV[5])
+-- KEYS: stream, stats hash, dedup sets (current first)
+-- ARGV: packed ids, spool limit, ttl of the current set, bytes per id, duplicates seen, payload
+local packed, size = ARGV[1], tonumber(ARGV[4])
+local n = #packed / size
 local ids = {}
-for i = 1, n do ids[i] = string.sub(packed, (i - 1) * ARGV[5] + 1, i * ARGV[5]) end
+for i = 1, n do ids[i] = string.sub(packed, (i - 1) * size + 1, i * size) end
 local dups = {}
 for k = 3, #KEYS do
   for s = 1, n, 1000 do
@@ -63,7 +64,7 @@ for k = 3, #KEYS do
   end
 end
 if #dups > 0 then return {0, dups} end
-local limit = tonumber(ARGV[3])
+local limit = tonumber(ARGV[2])
 if limit > 0 then
   local length = redis.call('XLEN', KEYS[1])
   if length >= limit then return {-1, length} end
@@ -71,15 +72,15 @@ end
 for s = 1, n, 1000 do
   redis.call('SADD', KEYS[3], unpack(ids, s, math.min(s + 999, n)))
 end
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[6])
 redis.call('HINCRBY', KEYS[2], 'accepted', n)
-if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', ARGV[6]) end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', ARGV[5]) end
 return {1, id}
 """
 
 
-_APPEND_SHA = hashlib.sha1(_APPEND.encode()).hexdigest()
+_APPEND_SCRIPT = Script(_APPEND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +116,13 @@ class Spool:
             keys = _seen_keys(int(time.time()) // DEDUP_BUCKET)
             args = [
                 b"".join(ids),
-                msgspec.json.encode(messages),
                 self.limit,
                 DEDUP_WINDOW + DEDUP_BUCKET,
                 ID_BYTES,
                 duplicates,
+                msgspec.json.encode(messages),
             ]
-            status, detail = await self._calls.run(_APPEND, _APPEND_SHA, keys, args)
+            status, detail = await self._calls.run(_APPEND_SCRIPT, keys, args)
             if status == 1:
                 return Appended(len(messages), duplicates, detail.decode())
             if status == -1:

@@ -1,18 +1,35 @@
-"""The event store client: clickhouse-connect, embedded (chdb) or a ClickHouse server over HTTP.
+"""The event store: ClickHouse, embedded (chdb) or a server, and read-only SQL over it.
 
-One URL picks the engine: ``chdb:///abs/data/dir`` runs ClickHouse in this process, and
-``http://user:password@host:8123/database`` talks to a server. The client API and every SQL
-statement are the same for both.
+One URL picks the engine for a client that writes (the sink, migrations):
+``chdb:///abs/data/dir`` runs ClickHouse in this process, ``http://user:pass@host:8123/db``
+talks to a server; the client API and every SQL statement are the same for both.
+
+Reading goes through ``EventStore`` (asyncio). Embedded ClickHouse allows one process per data
+directory, so other processes read through the owner's query service: ``unix:///path/store.sock``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import msgspec
+from clickhouse_connect.driver.exceptions import OperationalError
 
-__all__ = ["READONLY_SETTINGS", "connect", "embedded_url"]
+from collector.errors import QueryFailed, StoreUnavailable
+
+__all__ = [
+    "READONLY_SETTINGS",
+    "EventStore",
+    "LocalStore",
+    "QueryResult",
+    "RemoteStore",
+    "connect",
+    "embedded_url",
+    "open_store",
+]
 
 # Enforced by ClickHouse itself, not by parsing SQL: readonly=1 refuses INSERT, ALTER, DROP,
 # CREATE, SET and the file()/url() table functions. Client-level settings, so that chdb applies
@@ -24,6 +41,7 @@ READONLY_SETTINGS = {
     "result_overflow_mode": "break",
     "readonly": 1,
 }
+_READONLY_CODE = "Code: 164."
 
 
 def embedded_url(data_dir: Path) -> str:
@@ -31,10 +49,97 @@ def embedded_url(data_dir: Path) -> str:
 
 
 def connect(url: str, *, readonly: bool = False) -> Any:
-    """A client for ``url``; ``readonly`` makes one for user SQL and nothing else."""
+    """A clickhouse-connect client for ``url``; ``readonly`` makes one for user SQL only."""
     options: dict[str, Any] = {"settings": dict(READONLY_SETTINGS) if readonly else None}
     if url.startswith("chdb://"):
         Path(url.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
     else:
         options["autogenerate_session_id"] = False  # clients are shared between threads
     return clickhouse_connect.get_client(dsn=url, **options)
+
+
+class QueryResult(msgspec.Struct, frozen=True):
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+
+class EventStore:
+    """Read-only SQL over the event store."""
+
+    async def query(self, sql: str) -> QueryResult:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class LocalStore(EventStore):
+    """A read-only clickhouse-connect client of its own, run in a thread (chdb has no asyncio)."""
+
+    def __init__(self, url: str):
+        self.client = connect(url, readonly=True)
+
+    def query_sync(self, sql: str) -> QueryResult:
+        try:
+            result = self.client.query(sql)
+        except OperationalError as exc:  # the server is unreachable
+            raise StoreUnavailable(_first_line(str(exc))) from None
+        except Exception as exc:  # the user's SQL was refused or failed: report, do not crash
+            text = _first_line(str(exc))
+            if _READONLY_CODE in str(exc):
+                raise QueryFailed(f"the SQL endpoint is read-only: {text}", "read_only") from None
+            raise QueryFailed(text) from None
+        return QueryResult(
+            list(result.column_names),
+            [t.name for t in result.column_types],
+            [list(row) for row in result.result_rows],
+        )
+
+    async def query(self, sql: str) -> QueryResult:
+        return await asyncio.to_thread(self.query_sync, sql)
+
+
+class RemoteStore(EventStore):
+    """The query service of the process that owns embedded ClickHouse, over a Unix socket."""
+
+    def __init__(self, socket_path: str):
+        import httpx
+
+        self.socket_path = socket_path
+        self._http = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=socket_path), base_url="http://store", timeout=60
+        )
+
+    async def query(self, sql: str) -> QueryResult:
+        import httpx
+
+        try:
+            answer = await self._http.post("/query", content=msgspec.json.encode({"query": sql}))
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(
+                f"the store process at {self.socket_path} does not answer: {exc}"
+            ) from None
+        if answer.status_code == 200:
+            return msgspec.json.decode(answer.content, type=QueryResult)
+        body = msgspec.json.decode(answer.content)
+        if answer.status_code == 503:
+            raise StoreUnavailable(body["message"])
+        raise QueryFailed(body["message"], body["code"])
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def open_store(url: str) -> EventStore:
+    """``unix:///…/store.sock`` for the owner's query service, else a ClickHouse URL."""
+    if url.startswith("unix://"):
+        return RemoteStore(url.removeprefix("unix://"))
+    return LocalStore(url)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:1000]
+    return text[:1000]

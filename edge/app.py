@@ -1,13 +1,12 @@
 """App composition: routes, middleware, and the clients opened for the app's lifetime.
 
-When ``settings.run_sink`` is set the sink drains the spool in a thread of this process; embedded
-ClickHouse (chdb) must be used by one process only, so in embedded mode the API process owns it.
+The app holds no pipeline worker: the spool is drained by worker processes (edge.worker) that
+``kairos up`` supervises, and reads go to the event store wherever it lives (collector.store).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,30 +17,16 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from collector import Sink, Spool, SpoolReader, connect, migrate
+from collector import Spool
 from collector.spool import ensure_group
+from collector.store import open_store
 from edge import ops, sql, tracking
 from edge.settings import Settings
+from edge.worker import SINK_GROUP
 
-__all__ = ["create_app", "start_sink"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("kairos.app")
-
-SINK_GROUP = "sink"
-
-
-def start_sink(settings: Settings, stop: threading.Event) -> threading.Thread:
-    """Run a sink on its own Redis and ClickHouse clients in a daemon thread."""
-    reader = SpoolReader(redis.Redis.from_url(settings.redis_url), SINK_GROUP, settings.consumer)
-    sink = Sink(
-        reader,
-        connect(settings.clickhouse_url),
-        max_messages=settings.sink_batch,
-        interval=settings.sink_interval,
-    )
-    thread = threading.Thread(target=sink.run, args=(stop,), name="sink", daemon=True)
-    thread.start()
-    return thread
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -50,23 +35,18 @@ def create_app(settings: Settings) -> Starlette:
         client = redis.asyncio.Redis.from_url(settings.redis_url)
         client_sync = redis.Redis.from_url(settings.redis_url)
         ensure_group(client_sync, SINK_GROUP)  # before any append: nothing is trimmed unread
-        migrate(connect(settings.clickhouse_url))
-        sql_client = connect(settings.clickhouse_url, readonly=True)
-        stop = threading.Event()
-        sink = start_sink(settings, stop) if settings.run_sink else None
-        log.info("engine ready", extra={"sink": bool(sink)})
+        store = open_store(settings.store_url)
+        log.info("api ready", extra={"store": settings.store_url})
         try:
             yield {
                 "settings": settings,
                 "redis": client,
                 "redis_sync": client_sync,
                 "spool": Spool(client, limit=settings.spool_limit),
-                "sql_client": sql_client,
+                "store": store,
             }
         finally:
-            stop.set()
-            if sink is not None:
-                sink.join(timeout=30)
+            await store.close()
             await client.aclose()
             client_sync.close()
 

@@ -1,4 +1,6 @@
-"""The ``kairos`` command: ``up`` runs the engine, ``sql`` queries it, ``worker`` runs a worker."""
+"""The ``kairos`` command: ``up`` runs the engine, ``sql`` queries it, ``worker`` runs a worker.
+
+This module parses and prints; edge.up starts processes."""
 
 from __future__ import annotations
 
@@ -6,19 +8,14 @@ import argparse
 import base64
 import csv
 import json
-import logging
 import os
-import signal
 import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
-
-log = logging.getLogger("kairos.cli")
 
 _EPILOG = """\
 environment:
@@ -114,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         help="embedded Redis AOF fsync policy: a machine crash loses up to 1 s (everysec) "
         "or nothing (always, slower); default %(default)s",
     )
-    up.set_defaults(run=_up)
+    up.set_defaults(run=lambda args: _lazy("up")(args))
 
     worker = commands.add_parser(
         "worker",
@@ -124,7 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("name", choices=["sink"], help="sink: drains the spool into ClickHouse")
     _store_options(worker)
     worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
-    worker.set_defaults(run=_worker)
+    worker.add_argument(
+        "--serve",
+        type=Path,
+        default=None,
+        metavar="SOCKET",
+        help="also answer read queries on this Unix socket (when ClickHouse is embedded)",
+    )
+    worker.set_defaults(run=lambda args: _lazy("worker")(args))
 
     sql = commands.add_parser(
         "sql",
@@ -148,125 +152,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _lazy(name: str) -> Any:
+    """Commands import the engine only when run, so ``--help`` and ``sql`` start fast."""
+    from edge import up
+
+    return getattr(up, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return int(args.run(args) or 0)
-
-
-def _stores(args: argparse.Namespace) -> tuple[str, str, Any]:
-    """(redis url, clickhouse url, embedded redis or None) for ``args``."""
-    from collector import embedded_url
-    from edge.redis_server import EmbeddedRedis
-
-    embedded = None
-    redis_url = args.redis_url
-    if not redis_url:
-        embedded = EmbeddedRedis(args.data_dir, getattr(args, "fsync", "everysec"))
-        redis_url = embedded.url
-    return redis_url, args.clickhouse_url or embedded_url(args.data_dir), embedded
-
-
-def _up(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from edge.app import create_app
-    from edge.logs import setup_logging
-    from edge.redis_server import RedisStartError
-    from edge.settings import Settings, load_keys
-
-    setup_logging(args.log_format, args.log_level)
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    keys = load_keys(args.data_dir, args.write_key, args.secret_key)
-    redis_url, clickhouse_url, embedded = _stores(args)
-    if embedded is not None:
-        try:
-            embedded.start()
-        except RedisStartError as exc:
-            print(f"kairos: {exc}", file=sys.stderr)
-            return 1
-    settings = Settings(
-        data_dir=args.data_dir.resolve(),
-        redis_url=redis_url,
-        clickhouse_url=clickhouse_url,
-        write_key=keys.write_key,
-        secret_key=keys.secret_key,
-        host=args.host,
-        port=args.port,
-        spool_limit=args.spool_limit,
-        run_sink=not args.no_sink,
-        sink_batch=args.sink_batch,
-    )
-    _banner(settings, keys.created, embedded is not None)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
-    try:
-        _server_class()(config).run()
-    finally:
-        if embedded is not None:
-            embedded.stop()
-    return 0
-
-
-def _server_class() -> Any:
-    import contextlib
-
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn re-raises the signal that stopped it; a stop we asked for is a clean exit."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            with super().capture_signals():
-                yield
-                self._captured_signals.clear()
-
-    return Server
-
-
-def _banner(settings: Any, created: bool, embedded_redis: bool) -> None:
-    base = f"http://{settings.host}:{settings.port}"
-    redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else ""
-    ch_note = " (embedded)" if settings.clickhouse_url.startswith("chdb://") else ""
-    keys_note = f"  (new: kept in {settings.data_dir / 'keys.json'})" if created else ""
-    print(
-        f"\nKairos is starting on {base}\n"
-        f"  data dir    {settings.data_dir}\n"
-        f"  redis       {settings.redis_url}{redis_note}\n"
-        f"  clickhouse  {settings.clickhouse_url}{ch_note}\n"
-        f"  write key   {settings.write_key}{keys_note}\n"
-        f"  secret key  {settings.secret_key}\n\n"
-        f"  send:   curl -u {settings.write_key}: -H 'content-type: application/json' \\\n"
-        f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
-        f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'
-        f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
-        "Ctrl-C stops everything.\n",
-        flush=True,
-    )
-
-
-def _worker(args: argparse.Namespace) -> int:
-    import redis
-
-    from collector import Sink, SpoolReader, connect
-    from edge.app import SINK_GROUP
-    from edge.logs import setup_logging
-
-    setup_logging(args.log_format, args.log_level)
-    redis_url, clickhouse_url, _ = _stores(args)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    consumer = args.consumer or os.uname().nodename
-    reader = SpoolReader(redis.Redis.from_url(redis_url), SINK_GROUP, consumer)
-    Sink(reader, connect(clickhouse_url), max_messages=args.sink_batch).run(stop)
-    return 0
 
 
 def _sql(args: argparse.Namespace) -> int:

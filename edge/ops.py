@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from collector import STATS, spool_state
+from collector.errors import QueryFailed, StoreUnavailable
 from collector.sink import INSERT_BUCKETS
 from edge.responses import json
 
@@ -33,10 +34,6 @@ _COUNTERS = {
 }
 
 
-def _check_clickhouse(client: Any) -> None:
-    client.query("SELECT 1")
-
-
 async def healthz(request: Request) -> Response:
     state = request.state
     checks: dict[str, Any] = {}
@@ -49,10 +46,10 @@ async def healthz(request: Request) -> Response:
         checks["redis"] = f"error: {exc}"
         healthy = False
     try:
-        await run_in_threadpool(_check_clickhouse, state.sql_client)
+        await state.store.query("SELECT 1")
         checks["clickhouse"] = "ok"
-    except Exception as exc:
-        checks["clickhouse"] = f"error: {str(exc).splitlines()[0][:300]}"
+    except (QueryFailed, StoreUnavailable) as exc:
+        checks["clickhouse"] = f"error: {exc.message}"
         healthy = False
     return json({"status": "ok" if healthy else "degraded", **checks}, 200 if healthy else 503)
 

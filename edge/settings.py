@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_DATA_DIR", "Keys", "Settings", "load_keys"]
-
-DEFAULT_DATA_DIR = Path("kairos-data")
+__all__ = ["Keys", "Settings", "load_keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +42,12 @@ def load_keys(data_dir: Path, write_key: str | None = None, secret_key: str | No
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything the app needs to start; the CLI builds it, tests build it directly."""
+    """What the HTTP app needs; the CLI builds it, tests build it directly."""
 
-    data_dir: Path
     redis_url: str
-    clickhouse_url: str
+    store_url: str  # where reads go: a ClickHouse URL, or unix://… of the store process
     write_key: str
     secret_key: str
     host: str = "127.0.0.1"
     port: int = 8000
     spool_limit: int = 100_000  # stream entries (one per accepted request); 0 = no limit
-    run_sink: bool = True  # drain the spool in this process (embedded ClickHouse must)
-    consumer: str = field(default_factory=socket.gethostname)
-    sink_interval: float = 1.0  # seconds a sink batch may wait to fill
-    sink_batch: int = 20_000  # messages per ClickHouse insert at most

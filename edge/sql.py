@@ -9,13 +9,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from collector import Unauthorized
-from collector.errors import with_path
+from collector.errors import QueryFailed, StoreUnavailable, with_path
 from edge.auth import key_from_header, require_key
 from edge.responses import error, json
 
@@ -27,7 +26,6 @@ class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode = msgspec.json.Decoder(SqlRequest).decode
-_READONLY = 164  # ClickHouse error code READONLY
 
 
 async def sql(request: Request) -> Response:
@@ -47,28 +45,12 @@ async def sql(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     try:
-        result = await run_in_threadpool(state.sql_client.query, query)
-    except Exception as exc:  # ClickHouse refused or failed the query: the user's SQL, not a 500
-        text = str(exc)
-        code = "read_only" if f"Code: {_READONLY}" in text or "READONLY" in text else "query_failed"
-        message = _first_line(text)
-        if code == "read_only":
-            message = f"the SQL endpoint is read-only: {message}"
-        return error(400, code, message)
-    return json(
-        {
-            "columns": list(result.column_names),
-            "types": [t.name for t in result.column_types],
-            "rows": result.result_rows,
-        }
-    )
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:1000]
-    return text[:1000]
+        result = await state.store.query(query)
+    except QueryFailed as exc:
+        return error(400, exc.code, exc.message)
+    except StoreUnavailable as exc:
+        return error(503, exc.code, exc.message, headers={"Retry-After": "5"})
+    return json(result)
 
 
 routes = [Route("/v1/sql", sql, methods=["POST"])]

@@ -27,6 +27,7 @@ from collector import connect, embedded_url
 from edge.app import create_app
 from edge.redis_server import EmbeddedRedis
 from edge.settings import Settings
+from edge.worker import start_sink
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
@@ -86,15 +87,12 @@ def ch(clickhouse_url: str) -> Any:
 
 
 @pytest.fixture
-def settings(redis_url: str, clickhouse_url: str, tmp_path: Path) -> Settings:
+def settings(redis_url: str, clickhouse_url: str) -> Settings:
     return Settings(
-        data_dir=tmp_path,
         redis_url=redis_url,
-        clickhouse_url=clickhouse_url,
+        store_url=clickhouse_url,
         write_key=WRITE_KEY,
         secret_key=SECRET_KEY,
-        consumer="test-sink",
-        sink_interval=0.2,
     )
 
 
@@ -135,12 +133,19 @@ class _Server(uvicorn.Server):
 
 
 @pytest.fixture
-def engine_factory() -> Iterator[Callable[..., Engine]]:
-    """Start the real app (uvicorn, real stores) in a thread; stops them all at teardown."""
+def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
+    """Start the real app (uvicorn, real stores) in a thread, and unless ``sink=False`` a sink
+    thread beside it, as the sink worker process would run; all stop at teardown."""
     running: list[tuple[_Server, threading.Thread, httpx.Client]] = []
+    stop = threading.Event()
+    sinks: list[threading.Thread] = []
 
-    def start(settings: Settings, **changes: Any) -> Engine:
+    def start(settings: Settings, sink: bool = True, **changes: Any) -> Engine:
         settings = replace(settings, port=free_port(), **changes)
+        if sink:
+            sinks.append(
+                start_sink(settings.redis_url, clickhouse_url, "test-sink", stop, interval=0.2)
+            )
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
@@ -165,6 +170,9 @@ def engine_factory() -> Iterator[Callable[..., Engine]]:
         server.should_exit = True
         thread.join(timeout=30)
         client.close()
+    stop.set()
+    for sink in sinks:
+        sink.join(timeout=30)
 
 
 @pytest.fixture
@@ -204,8 +212,10 @@ class Process:
                 stderr=log,
                 env=env,
             )
-        if not wait:
-            return self
+        return self.wait_healthy(timeout) if wait else self
+
+    def wait_healthy(self, timeout: float = 60.0) -> Process:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.data_dir / "engine.log").read_text()[-3000:]

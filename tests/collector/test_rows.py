@@ -98,3 +98,17 @@ def test_page_columns_from_properties_then_context() -> None:
         "/b",
         "https://r.example/",
     )
+
+
+def test_fields_of_odd_types_leave_their_column_empty_and_the_json_whole() -> None:
+    (row,) = rows(
+        {
+            "type": "page",
+            "anonymousId": "a",
+            "properties": {"url": 42, "title": "T"},
+            "context": {"userAgent": ["x"], "library": {"name": "lib", "version": 2}},
+        }
+    )
+    assert (row["page_url"], row["page_title"], row["user_agent"]) == ("", "T", "")
+    assert (row["library_name"], row["library_version"]) == ("lib", "")
+    assert json.loads(row["properties"]) == {"url": 42, "title": "T"}

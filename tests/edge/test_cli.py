@@ -114,17 +114,11 @@ def test_a_second_engine_on_the_same_data_dir_refuses_to_start(kairos_process: A
     assert "another Kairos running on" in second.stderr
 
 
-def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(
-    kairos_process: Any,
-) -> None:
-    engine = kairos_process("--no-sink").start()
-    sent = send(engine, 500, 100)  # 50,000 messages wait in the spool
-    engine.kill()
-    engine.args = ["--sink-batch", "200"]  # 250 inserts: time to kill in the middle
-    stats = redis.Redis(unix_socket_path=str(engine.data_dir / "redis" / "redis.sock"))
-    engine.start(wait=False)
+def _kill_mid_drain(engine: Process, stats: redis.Redis, sent: int, target: str) -> None:
+    """SIGKILL ``target`` ("sink": the worker; "engine": all of kairos up) once some but not
+    all of the spool is in ClickHouse, watching the sink's own counter."""
     deadline = time.monotonic() + 60
-    while True:  # watch the sink's own counter, kill when some but not all is stored
+    while True:
         try:
             stored = int(stats.hget("{spool}:stats", "sink_inserted") or 0)
         except redis.ConnectionError:  # Redis is not up yet
@@ -134,12 +128,35 @@ def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(
         assert stored < sent, "drained before the kill could land"
         assert time.monotonic() < deadline
         time.sleep(0.001)
-    engine.kill()
-    stats.close()
-    engine.start()
+    if target == "engine":
+        engine.kill()
+    else:
+        os.kill(int((engine.data_dir / "run" / "sink.pid").read_text()), signal.SIGKILL)
+
+
+def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(
+    kairos_process: Any,
+) -> None:
+    engine = kairos_process("--no-sink").start()
+    sent = send(engine, 500, 100)  # 50,000 messages wait in the spool
+    engine.stop()
+    engine.args = ["--sink-batch", "200"]  # 250 inserts: time to kill in the middle
+    stats = redis.Redis(unix_socket_path=str(engine.data_dir / "redis" / "redis.sock"))
+    engine.start(wait=False)
+    _kill_mid_drain(engine, stats, sent, "sink")  # the supervisor restarts the sink
+    engine.wait_healthy()
     assert wait_rows(engine, sent) == sent
     time.sleep(1.5)  # nothing more trickles in
     assert sql(engine, "SELECT count(), uniqExact(message_id) FROM events") == [[sent, sent]]
+
+    more = send(engine, 300, 100, prefix="more")
+    _kill_mid_drain(engine, stats, sent + more, "engine")  # now everything at once
+    stats.close()
+    engine.start()
+    assert wait_rows(engine, sent + more) == sent + more
+    time.sleep(1.5)
+    total = sent + more
+    assert sql(engine, "SELECT count(), uniqExact(message_id) FROM events") == [[total, total]]
 
 
 def test_help_names_the_commands_and_environment() -> None:

@@ -212,7 +212,7 @@ def test_a_repeated_message_id_is_stored_once(engine: Engine) -> None:
 
 
 def test_full_spool_answers_503_with_retry_after(engine_factory, settings) -> None:
-    engine = engine_factory(settings, spool_limit=1, run_sink=False)
+    engine = engine_factory(settings, sink=False, spool_limit=1)
     assert engine.post("/v1/track", track()).status_code == 200
     answer = engine.post("/v1/track", track())
     assert answer.status_code == 503

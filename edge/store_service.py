@@ -1,0 +1,46 @@
+"""The query service of the process that owns embedded ClickHouse (chdb allows one per data dir).
+
+Other processes of the engine read through it over a Unix socket (collector.store.RemoteStore).
+Internal: no keys, reachable only through the socket file (mode 600) in the data dir.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collector.errors import QueryFailed, StoreUnavailable
+from collector.store import LocalStore
+from edge.responses import error, json
+
+__all__ = ["create_store_service"]
+
+
+class _Query(msgspec.Struct, forbid_unknown_fields=True):
+    query: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+
+
+_decode = msgspec.json.Decoder(_Query).decode
+
+
+def create_store_service(store: LocalStore) -> Starlette:
+    async def query(request: Request) -> Response:
+        try:
+            sql = _decode(await request.body()).query
+            return json(await store.query(sql))
+        except msgspec.MsgspecError as exc:
+            return error(400, "invalid_request", str(exc))
+        except QueryFailed as exc:
+            return error(400, exc.code, exc.message)
+        except StoreUnavailable as exc:
+            return error(503, exc.code, exc.message)
+
+    async def ping(request: Request) -> Response:
+        return json({"ok": True})
+
+    return Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/ping", ping)])

@@ -1,0 +1,141 @@
+"""``kairos up`` and ``kairos worker``: compose the engine's processes.
+
+Embedded layout (the default), one machine, one data dir:
+
+- a private redis-server (AOF) on a Unix socket;
+- the sink worker, which owns embedded ClickHouse and serves read queries on ``run/store.sock``;
+- the HTTP API in this process, reading through that socket.
+
+With ``--clickhouse-url`` every process talks to the server directly; with ``--no-sink`` this
+process owns embedded ClickHouse itself (and no sink runs here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["up", "worker"]
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from collector import embedded_url
+    from edge.app import create_app
+    from edge.logs import setup_logging
+    from edge.redis_server import EmbeddedRedis, RedisStartError
+    from edge.server import Server
+    from edge.settings import Settings, load_keys
+    from edge.supervisor import Supervisor
+
+    setup_logging(args.log_format, args.log_level)
+    data_dir = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = load_keys(data_dir, args.write_key, args.secret_key)
+    embedded = None if args.redis_url else EmbeddedRedis(data_dir, args.fsync)
+    redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
+    clickhouse_url = args.clickhouse_url or embedded_url(data_dir)
+    store_socket = data_dir / "run" / "store.sock"
+    sink_owns_store = clickhouse_url.startswith("chdb://") and not args.no_sink
+    settings = Settings(
+        redis_url=redis_url,
+        store_url=f"unix://{store_socket}" if sink_owns_store else clickhouse_url,
+        write_key=keys.write_key,
+        secret_key=keys.secret_key,
+        host=args.host,
+        port=args.port,
+        spool_limit=args.spool_limit,
+    )
+    supervisor = Supervisor(data_dir / "run")
+    try:
+        if embedded is not None:
+            embedded.start()
+        if not args.no_sink:
+            argv = [
+                sys.executable, "-m", "edge.cli", "worker", "sink",
+                "--redis-url", redis_url, "--clickhouse-url", clickhouse_url,
+                "--consumer", f"{os.uname().nodename}-sink", "--sink-batch", str(args.sink_batch),
+                "--log-format", args.log_format, "--log-level", args.log_level,
+            ]  # fmt: skip
+            if sink_owns_store:
+                argv += ["--serve", str(store_socket)]
+            supervisor.start("sink", argv)
+            if sink_owns_store:
+                _wait_for_socket(store_socket, supervisor)
+        _banner(settings, data_dir, clickhouse_url, keys.created, embedded is not None)
+        config = uvicorn.Config(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+        Server(config).run()
+    except (RedisStartError, StartError) as exc:
+        print(f"kairos: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        supervisor.stop()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from collector import embedded_url
+    from edge.logs import setup_logging
+    from edge.redis_server import EmbeddedRedis
+    from edge.worker import run_sink_worker
+
+    setup_logging(args.log_format, args.log_level)
+    redis_url = args.redis_url or EmbeddedRedis(args.data_dir).url  # that of a running `up`
+    clickhouse_url = args.clickhouse_url or embedded_url(args.data_dir)
+    consumer = args.consumer or os.uname().nodename
+    return run_sink_worker(redis_url, clickhouse_url, consumer, args.sink_batch, args.serve)
+
+
+def _wait_for_socket(path: Path, supervisor: Any, timeout: float = 120.0) -> None:
+    """Wait until the store process accepts connections on ``path`` (it may be restarted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor.exits("sink") >= 3:
+            raise StartError("the sink worker keeps exiting at start; see the log above")
+        with socket.socket(socket.AF_UNIX) as sock:
+            if path.exists() and sock.connect_ex(str(path)) == 0:
+                return
+        time.sleep(0.05)
+    raise StartError(f"the sink worker did not open {path} within {timeout:.0f} s")
+
+
+def _banner(
+    settings: Any, data_dir: Path, clickhouse_url: str, created: bool, embedded_redis: bool
+) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else ""
+    ch_note = " (embedded)" if clickhouse_url.startswith("chdb://") else ""
+    keys_note = f"  (new: kept in {data_dir / 'keys.json'})" if created else ""
+    print(
+        f"\nKairos is starting on {base}\n"
+        f"  data dir    {data_dir}\n"
+        f"  redis       {settings.redis_url}{redis_note}\n"
+        f"  clickhouse  {clickhouse_url}{ch_note}\n"
+        f"  write key   {settings.write_key}{keys_note}\n"
+        f"  secret key  {settings.secret_key}\n\n"
+        f"  send:   curl -u {settings.write_key}: -H 'content-type: application/json' \\\n"
+        f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
+        f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'
+        f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
