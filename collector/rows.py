@@ -27,6 +27,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _encode = msgspec.json.Encoder().encode
 _IP_KEY = b'"ip"'
+_WITH_PROPERTIES = (wire.Track, wire.Page, wire.Screen)
+_WITH_TRAITS = (wire.Identify, wire.Group)
 _DOTTED_QUAD = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
 
 
@@ -142,8 +144,8 @@ def to_columns(messages: list[wire.Message]) -> list[list[Any]]:
             context.append(raw_context)
             ctx = _typed(_read_context_json, raw_context, _Context)
         kind = type(msg)
-        props = msg.properties if kind in (wire.Track, wire.Page, wire.Screen) else wire.EMPTY
-        msg_traits = msg.traits if kind in (wire.Identify, wire.Group) else wire.EMPTY
+        props = msg.properties if kind in _WITH_PROPERTIES else wire.EMPTY
+        msg_traits = msg.traits if kind in _WITH_TRAITS else wire.EMPTY
         if kind is wire.Identify and ctx.traits:  # Rudder sends identify traits here
             msg_traits = _encode({**ctx.traits, **wire.as_dict(msg_traits)})
         page = ctx.page

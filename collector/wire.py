@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+from msgspec import Meta, Raw, Struct, field
 
 __all__ = [
     "EMPTY",
@@ -55,7 +55,8 @@ _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 Name = Annotated[str, Meta(min_length=1, max_length=255)]
 Id = Annotated[str, Meta(min_length=1, max_length=255)] | int
-EMPTY = Raw(b"{}")
+EMPTY = Raw(b"{}")  # absent properties, traits or context (a default factory keeps it out of
+# the JSON schema, which cannot show a Raw default)
 _OPEN_BRACE = ord("{")
 _as_dict = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -82,34 +83,34 @@ class _Message(
     sent_at: datetime | None = None
     received_at: datetime | None = None
     channel: Annotated[str, Meta(max_length=64)] | None = None
-    context: Raw = EMPTY
+    context: Raw = field(default_factory=lambda: EMPTY)
     request_ip: str | None = None  # set by the collector: the address the request came from
 
 
 class Track(_Message, tag="track", kw_only=True):
     event: Name
-    properties: Raw = EMPTY
+    properties: Raw = field(default_factory=lambda: EMPTY)
 
 
 class Page(_Message, tag="page", kw_only=True):
     name: Annotated[str, Meta(max_length=255)] | None = None
     category: Annotated[str, Meta(max_length=255)] | None = None
-    properties: Raw = EMPTY
+    properties: Raw = field(default_factory=lambda: EMPTY)
 
 
 class Screen(_Message, tag="screen", kw_only=True):
     name: Annotated[str, Meta(max_length=255)] | None = None
     category: Annotated[str, Meta(max_length=255)] | None = None
-    properties: Raw = EMPTY
+    properties: Raw = field(default_factory=lambda: EMPTY)
 
 
 class Identify(_Message, tag="identify", kw_only=True):
-    traits: Raw = EMPTY
+    traits: Raw = field(default_factory=lambda: EMPTY)
 
 
 class Group(_Message, tag="group", kw_only=True):
     group_id: Id
-    traits: Raw = EMPTY
+    traits: Raw = field(default_factory=lambda: EMPTY)
 
 
 class Alias(_Message, tag="alias", kw_only=True):

@@ -20,7 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from collector import Spool
 from collector.spool import ensure_group
 from collector.store import open_store
-from edge import ops, sql, tracking
+from edge import openapi, ops, sql, tracking
 from edge.settings import Settings
 from edge.worker import SINK_GROUP
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> Starlette:
             client_sync.close()
 
     return Starlette(
-        routes=[*tracking.routes, *sql.routes, *ops.routes],
+        routes=[*tracking.routes, *sql.routes, *ops.routes, *openapi.routes],
         middleware=[
             Middleware(
                 CORSMiddleware,

@@ -60,3 +60,4 @@ def setup_logging(fmt: str = "auto", level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per internal query is noise

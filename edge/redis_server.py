@@ -91,6 +91,8 @@ class EmbeddedRedis:
             [redis_binary(), str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C reaches the engine, which stops Redis last.
+            start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet at this point
         )
         deadline = time.monotonic() + timeout

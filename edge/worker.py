@@ -81,6 +81,7 @@ def _serve_queries(clickhouse_url: str, socket_path: Path) -> None:
     from edge.store_service import create_store_service
 
     socket_path.unlink(missing_ok=True)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # the API's server speaks
     app = create_store_service(LocalStore(clickhouse_url))
     config = uvicorn.Config(app, uds=str(socket_path), log_config=None, access_log=False)
     server = Server(config)

@@ -95,3 +95,12 @@ def test_ingestion_keeps_answering_while_the_sink_is_busy(engine: Engine) -> Non
         thread.join()
     assert errors == []
     assert engine.wait_stored(800) == 800
+
+
+def test_openapi_describes_the_public_routes(engine: Engine) -> None:
+    spec = engine.client.get(engine.url + "/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    for path in ["/v1/batch", "/v1/track", "/v1/identify", "/v1/alias", "/v1/sql", "/healthz"]:
+        assert path in spec["paths"]
+    track = spec["components"]["schemas"]["Track"]
+    assert "event" in track["required"] and "userId" in track["properties"]
