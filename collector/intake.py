@@ -102,6 +102,10 @@ def _decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes
         raise InvalidInput(
             f"{what}_too_large", f"the {what} is over {limit // 1024} KB ({len(body)} bytes)"
         )
+    try:  # raw JSON fields are kept unparsed, so check the encoding of all of it here
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("invalid_json", f"$: the body is not UTF-8 (byte {exc.start})") from None
     return body
 
 

@@ -52,6 +52,18 @@ def test_batch_of_each_type_is_read_in_order() -> None:
     [
         pytest.param(b"{not json", "invalid_json", r"^\$: JSON is malformed", id="malformed-json"),
         pytest.param(
+            b'{"batch": [{"type": "track", "event": "\xff", "userId": "u"}]}',
+            "invalid_json",
+            r"^\$: the body is not UTF-8 \(byte 39\)$",
+            id="not-utf8",
+        ),
+        pytest.param(
+            b'{"batch": [{"type": "track", "event": "E", "userId": "u", "properties": {"k": "\xc3"}}]}',
+            "invalid_json",
+            r"^\$: the body is not UTF-8",
+            id="not-utf8-in-raw-properties",
+        ),
+        pytest.param(
             {"batch": {}}, "invalid_message", r"^\$.batch: Expected `array`", id="batch-not-list"
         ),
         pytest.param({"batch": []}, "invalid_message", r"^\$.batch: must hold", id="empty-batch"),

@@ -104,3 +104,30 @@ def test_openapi_describes_the_public_routes(engine: Engine) -> None:
         assert path in spec["paths"]
     track = spec["components"]["schemas"]["Track"]
     assert "event" in track["required"] and "userId" in track["properties"]
+
+
+def test_redis_down_is_503_then_recovers(engine_factory: Any, settings: Any, tmp_path: Any) -> None:
+    """A Redis restart: ingestion answers 503 with Retry-After meanwhile, never a 500."""
+    from dataclasses import replace
+
+    from edge.redis_server import EmbeddedRedis
+
+    private = EmbeddedRedis(tmp_path / "private")
+    engine = engine_factory(replace(settings, redis_url=private.start()), sink=False)
+    body = {"userId": "u", "event": "E"}
+    assert engine.post("/v1/track", body).status_code == 200
+    private.stop()
+    down = engine.post("/v1/track", body)
+    assert down.status_code == 503 and down.headers["retry-after"] == "1"
+    assert down.json()["code"] == "spool_unavailable"
+    health = engine.client.get(engine.url + "/healthz")
+    assert health.status_code == 503 and health.json()["redis"].startswith("error")
+    private.start()
+    try:
+        deadline = time.monotonic() + 10
+        while (status := engine.post("/v1/track", body).status_code) != 200:
+            assert status == 503 and time.monotonic() < deadline
+            time.sleep(0.1)
+        assert engine.client.get(engine.url + "/healthz").status_code == 200
+    finally:
+        private.stop()
