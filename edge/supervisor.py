@@ -17,17 +17,30 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "die_with_parent", "terminate"]
 
 log = logging.getLogger("kairos.supervisor")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it dies."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the supervisor's own shutdown still stops its children
+    except OSError:  # not Linux: the parent's own shutdown still stops its children
         pass
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; False if it had to be killed."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
 
 
 @dataclass
@@ -73,13 +86,8 @@ class Supervisor:
         for child in children:
             if child.process is None or child.process.poll() is not None:
                 continue
-            child.process.terminate()
-            try:
-                child.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.error("worker did not stop; killing it", extra={"worker": child.name})
-                child.process.kill()
-                child.process.wait()
+            if not terminate(child.process, timeout):
+                log.error("worker did not stop in time; killed it", extra={"worker": child.name})
             (self.run_dir / f"{child.name}.pid").unlink(missing_ok=True)
             log.info("worker stopped", extra={"worker": child.name})
 
@@ -88,7 +96,7 @@ class Supervisor:
         child.process = subprocess.Popen(
             child.argv,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         child.started = time.monotonic()
         (self.run_dir / f"{child.name}.pid").write_text(f"{child.process.pid}\n")

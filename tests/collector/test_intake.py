@@ -58,7 +58,8 @@ def test_batch_of_each_type_is_read_in_order() -> None:
             id="not-utf8",
         ),
         pytest.param(
-            b'{"batch": [{"type": "track", "event": "E", "userId": "u", "properties": {"k": "\xc3"}}]}',
+            b'{"batch": [{"type": "track", "event": "E", "userId": "u", '
+            b'"properties": {"k": "\xc3"}}]}',
             "invalid_json",
             r"^\$: the body is not UTF-8",
             id="not-utf8-in-raw-properties",

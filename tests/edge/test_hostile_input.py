@@ -21,8 +21,10 @@ VALID = {
     ],
     "sentAt": "2026-11-26T10:00:01Z",
 }  # fmt: skip
-ODD_VALUES = [None, 0, -1, 1e308, "", "x" * 300, [], {}, True, "2026-13-45T99:00:00Z",
-              "\u0000", "\ud7ff", {"nested": {"deep": [None]}}, 2**70, "::1", "1.2.3.999"]  # fmt: skip
+ODD_VALUES = [
+    None, 0, -1, 1e308, "", "x" * 300, [], {}, True, "2026-13-45T99:00:00Z", "\u0000", "\ud7ff",
+    {"nested": {"deep": [None]}}, 2**70, "::1", "1.2.3.999",
+]  # fmt: skip
 
 
 def _mutate(value: object, rng: random.Random) -> object:
