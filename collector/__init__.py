@@ -2,13 +2,12 @@
 
 from collector.errors import InvalidInput, SpoolFull, Unauthorized
 from collector.intake import Intake, read_request
-from collector.schema import EVENT_COLUMNS, migrate
+from collector.schema import migrate
 from collector.sink import Sink
 from collector.spool import STATS, STREAM, Appended, Entry, Spool, SpoolReader, spool_state
 from collector.store import connect, embedded_url
 
 __all__ = [
-    "EVENT_COLUMNS",
     "STATS",
     "STREAM",
     "Appended",

@@ -15,7 +15,7 @@ __all__ = [
 
 _MISSING = re.compile(r"^Object missing required field `([^`]+)`(?: - at `\$(.*)`)?$")
 _AT = re.compile(r"^(.*) - at `\$(.*)`$")
-_OWN = re.compile(r"^`(\w+)` (must .*)$")  # our validators: "`field` must …"
+_OWN = re.compile(r"^`([\w.]+)` (must .*)$")  # our validators: "`field` must …"
 
 
 def with_path(text: str, where: str = "$") -> str:

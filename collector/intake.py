@@ -4,16 +4,22 @@ A batch is atomic: if any message in it is invalid, none is accepted and the 400
 invalid message by path and index, so a client can drop those and resend the rest. Nothing valid
 is dropped without the client being told, and nothing invalid reaches the spool.
 
+Addresses are truncated here (IPv4 to /24, IPv6 to /48): the spool and ClickHouse only ever hold
+the network part.
+
 The work here is pure (no I/O) so the request path stays a single Redis round trip.
 """
 
 from __future__ import annotations
 
 import gzip
+import ipaddress
+import re
 import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, NoReturn
 
@@ -22,7 +28,7 @@ import msgspec
 from collector import wire
 from collector.errors import InvalidInput, with_path
 
-__all__ = ["ID_BYTES", "Intake", "read_request"]
+__all__ = ["ID_BYTES", "Intake", "read_request", "truncate_ip"]
 
 ID_BYTES = (
     16  # blake2b-128 of the messageId: fixed size in the dedup sets, no collisions in practice
@@ -159,6 +165,45 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes | msgspec.Raw, where
         raise InvalidInput("invalid_json", f"{where}: {exc}") from None
 
 
+_DOTTED_QUAD = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
+_IP_KEY = b'"ip"'
+
+
+@lru_cache(maxsize=65_536)
+def truncate_ip(value: str) -> str:
+    """Keep the network, drop the host: IPv4 to /24, IPv6 to /48. ValueError if not an IP.
+
+    >>> truncate_ip("203.0.113.77"), truncate_ip("2001:db8:abcd:12::1")
+    ('203.0.113.0', '2001:db8:abcd::')
+    """
+    quad = _DOTTED_QUAD.fullmatch(value)
+    if quad:  # the common case, without ipaddress's cost
+        a, b, c, d = (int(part) for part in quad.groups())
+        if max(a, b, c, d) <= 255:
+            return f"{a}.{b}.{c}.0"
+    address = ipaddress.ip_address(value.strip())
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+def _truncate_context_ip(msg: wire.Message) -> None:
+    """A client-sent ``context.ip`` is truncated before anything stores it."""
+    if _IP_KEY not in bytes(msg.context):
+        return
+    context = wire.as_dict(msg.context)
+    if "ip" not in context:
+        return
+    try:
+        if not isinstance(context["ip"], str):
+            raise ValueError
+        context["ip"] = truncate_ip(context["ip"])
+    except ValueError:
+        raise ValueError(f"`context.ip` must be an IP address, got {context['ip']!r}") from None
+    msg.context = msgspec.Raw(msgspec.json.encode(context))
+
+
 def _enrich(
     messages: list[wire.Message],
     write_key: str | None,
@@ -172,9 +217,14 @@ def _enrich(
     seen: set[bytes] = set()
     kept: list[wire.Message] = []
     errors: list[dict[str, object]] = []
+    try:  # only the network part of an address is ever stored
+        ip = truncate_ip(ip) if ip else None
+    except ValueError:  # a peer address that is not IP (a Unix socket): nothing to keep
+        ip = None
     for index, msg in enumerate(messages):
         try:
             wire.check(msg)
+            _truncate_context_ip(msg)
         except ValueError as exc:
             where = f"$.batch[{index}]" if in_batch else "$"
             path, _, text = with_path(str(exc), where).partition(": ")

@@ -3,6 +3,10 @@
 Each migration runs once (its version is recorded in ``schema_migrations``) and is written so
 that running it twice is harmless too: two processes starting together cannot break the schema.
 The same SQL serves the embedded engine (chdb) and a ClickHouse server.
+
+The sink inserts spool payloads as they are (JSON arrays of messages) into ``events_intake``, a
+Null table; the materialized view ``events_intake_mv`` maps each message to an ``events`` row in
+ClickHouse itself: one JSON parse per message in C++, none in Python.
 """
 
 from __future__ import annotations
@@ -10,37 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["EVENT_COLUMNS", "MIGRATIONS", "migrate"]
+__all__ = ["INTAKE_SETTINGS", "MIGRATIONS", "migrate"]
 
 log = logging.getLogger("kairos.schema")
-
-EVENT_COLUMNS = (
-    "message_id",
-    "type",
-    "event",
-    "name",
-    "timestamp",
-    "original_timestamp",
-    "sent_at",
-    "received_at",
-    "anonymous_id",
-    "user_id",
-    "profile_id",
-    "previous_id",
-    "group_id",
-    "page_url",
-    "page_path",
-    "page_referrer",
-    "page_title",
-    "user_agent",
-    "ip",
-    "library_name",
-    "library_version",
-    "channel",
-    "properties",
-    "traits",
-    "context",
-)
 
 _EVENTS = """
 CREATE TABLE IF NOT EXISTS events
@@ -81,9 +57,91 @@ ORDER BY (type, event, toDate(timestamp), timestamp)
 SETTINGS non_replicated_deduplication_window = 1000
 """
 
+# Spool messages as the collector wrote them (collector.wire); unknown keys are skipped and
+# nested objects read as their JSON text.
+_INTAKE = """
+CREATE TABLE IF NOT EXISTS events_intake
+(
+    type String,
+    messageId String,
+    event String,
+    name String,
+    anonymousId String,
+    userId String,
+    previousId String,
+    groupId String,
+    timestamp Nullable(DateTime64(3, 'UTC')),
+    originalTimestamp Nullable(DateTime64(3, 'UTC')),
+    sentAt Nullable(DateTime64(3, 'UTC')),
+    receivedAt DateTime64(3, 'UTC'),
+    channel String,
+    requestIp String,
+    properties String,
+    traits String,
+    context String
+)
+ENGINE = Null
+"""
+
+# Event time corrected for client clock skew as Segment does (original + receivedAt - sentAt),
+# never later than receivedAt; page fields from page properties, else context.page; identify
+# traits sent in context.traits (RudderStack) merged under the message's own.
+_INTAKE_VIEW = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_intake_mv TO events AS
+WITH
+    coalesce(timestamp, originalTimestamp) AS sent_time,
+    coalesce(sent_time, receivedAt) AS original,
+    if(sent_time IS NOT NULL AND sentAt IS NOT NULL,
+       addMilliseconds(original, dateDiff('millisecond', sentAt, receivedAt)),
+       original) AS corrected,
+    if(context = '', '{}', context) AS ctx_json,
+    JSONExtract(ctx_json, 'Tuple(ip String, userAgent String, traits String,
+        page Tuple(url String, path String, referrer String, title String),
+        library Tuple(name String, version String))') AS ctx,
+    JSONExtract(if(type = 'page' AND properties != '', properties, '{}'),
+        'Tuple(url String, path String, referrer String, title String)') AS own,
+    if(traits = '', '{}', traits) AS own_traits
+SELECT
+    messageId AS message_id,
+    type,
+    if(type = 'track', event, '') AS event,
+    name,
+    least(greatest(corrected, toDateTime64(0, 3, 'UTC')), receivedAt) AS timestamp,
+    original AS original_timestamp,
+    sentAt AS sent_at,
+    receivedAt AS received_at,
+    anonymousId AS anonymous_id,
+    userId AS user_id,
+    '' AS profile_id,
+    previousId AS previous_id,
+    groupId AS group_id,
+    if(own.url != '', own.url, ctx.page.url) AS page_url,
+    if(own.path != '', own.path, ctx.page.path) AS page_path,
+    if(own.referrer != '', own.referrer, ctx.page.referrer) AS page_referrer,
+    if(own.title != '', own.title, ctx.page.title) AS page_title,
+    ctx.userAgent AS user_agent,
+    if(ctx.ip != '', ctx.ip, requestIp) AS ip,
+    ctx.library.name AS library_name,
+    ctx.library.version AS library_version,
+    channel,
+    if(properties = '', '{}', properties) AS properties,
+    if(type = 'identify' AND startsWith(ctx.traits, '{'),
+       JSONMergePatch(ctx.traits, own_traits), own_traits) AS traits,
+    ctx_json AS context
+FROM events_intake
+"""
+
+# Settings for inserting spool payloads into events_intake.
+INTAKE_SETTINGS = {
+    "input_format_json_read_objects_as_strings": 1,
+    "input_format_skip_unknown_fields": 1,
+    "date_time_input_format": "best_effort",
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+}
+
 # (version, name, statements)
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "events table", [_EVENTS]),
+    (1, "events table and its intake", [_EVENTS, _INTAKE, _INTAKE_VIEW]),
 ]
 
 _LEDGER = """

@@ -6,19 +6,22 @@ and a consumer keeps one batch in flight, so a batch replayed after a crash (by 
 re-reading its pending list, or by a peer claiming it) is the same batch with the same token and
 ClickHouse stores it once. While ClickHouse is down the sink backs off and retries; the spool
 holds the data meanwhile.
+
+Payloads go to ClickHouse as they are (JSON arrays); the schema's materialized view maps them to
+rows, so the sink does no per-message work in Python.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
 
 import redis
 
-from collector.rows import to_columns
-from collector.schema import EVENT_COLUMNS
+from collector.schema import INTAKE_SETTINGS
 from collector.spool import Entry, SpoolReader, trim
 
 __all__ = ["INSERT_BUCKETS", "Sink"]
@@ -27,6 +30,13 @@ log = logging.getLogger("kairos.sink")
 
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HOUSEKEEPING_SECONDS = 5.0
+# ClickHouse error codes that mean "this data cannot be stored" rather than "not now": parse and
+# conversion failures (CANNOT_PARSE_*, TYPE_MISMATCH, INCORRECT_DATA, out-of-range values).
+_DATA_ERRORS = re.compile(r"Code: (6|26|27|38|41|53|69|70|72|117|131|321|407)\.")
+
+
+def _is_data_error(error: str) -> bool:
+    return bool(_DATA_ERRORS.search(error))
 
 
 class Sink:
@@ -92,7 +102,7 @@ class Sink:
             if not got:
                 continue
             entries.extend(got)
-            read = sum(len(e.messages) for e in got)
+            read = sum(entry.count for entry in got)
             messages += read
             self._per_entry = max(1, read // len(got))
             if messages >= self.max_messages or len(entries) >= self.max_entries:
@@ -101,57 +111,84 @@ class Sink:
 
     def _flush(self, entries: list[Entry], stop: threading.Event) -> bool:
         """Store then acknowledge ``entries``; False if stopped before ClickHouse took them."""
-        elapsed = self.store_batch(entries, stop)
-        if elapsed is None:
+        stored = self.store_batch(entries, stop)
+        if stored is None:
             return False
-        rows = sum(len(entry.messages) for entry in entries)
+        elapsed, dead = stored
         counters: dict[str, float] = {
-            "sink_inserted": rows,
+            "sink_inserted": sum(e.count for e in entries if e.id not in dead),
             "sink_batches": 1,
             "sink_insert_seconds_sum": elapsed,
         }
+        if dead:
+            counters["sink_dead_letters"] = len(dead)
         for bound in INSERT_BUCKETS:
             if elapsed <= bound:
                 counters[f"sink_insert_seconds_le_{bound}"] = 1
         self._ack(entries, counters, stop)
-        log.debug("batch stored", extra={"rows": rows, "seconds": round(elapsed, 4)})
+        log.debug("batch stored", extra={"rows": counters["sink_inserted"], "seconds": elapsed})
         return True
 
-    def store_batch(self, entries: list[Entry], stop: threading.Event) -> float | None:
+    def store_batch(
+        self, entries: list[Entry], stop: threading.Event
+    ) -> tuple[float, set[str]] | None:
         """Insert ``entries`` under their dedup token, retrying until it works or ``stop``.
 
-        Returns the seconds the successful insert took, or None when stopped first.
+        An entry ClickHouse refuses as data (a parse error: it passed validation, so a bug or a
+        payload from elsewhere) is found by halving the batch and set aside in the dead-letter
+        stream, so one bad entry cannot stop the pipeline. Returns (seconds the inserts took,
+        ids of dead-lettered entries), or None when stopped first.
         """
-        messages = [m for entry in entries for m in entry.messages]
-        if not messages:
-            return 0.0
-        token = f"spool:{entries[0].id}:{entries[-1].id}:{len(entries)}"
-        columns = to_columns(messages)
         delay = 0.5
         while True:
             started = time.monotonic()
             try:
-                self.store.insert(
-                    "events",
-                    columns,
-                    column_names=EVENT_COLUMNS,
-                    column_oriented=True,
-                    settings={"insert_deduplication_token": token},
-                )
-                return time.monotonic() - started
+                self._insert(entries)
+                return time.monotonic() - started, set()
             except Exception as exc:  # any ClickHouse failure: the spool keeps the batch
+                error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+                if _is_data_error(error):
+                    return self._isolate(entries, error, stop)
                 log.warning(
                     "insert into ClickHouse failed; retrying",
-                    extra={
-                        "error": str(exc).strip().splitlines()[0][:300],
-                        "rows": len(messages),
-                        "in": delay,
-                    },
+                    extra={"error": error, "entries": len(entries), "in": delay},
                 )
                 self._count({"sink_insert_errors": 1})
                 if stop.wait(delay):
                     return None
                 delay = min(delay * 2, 30.0)
+
+    def _insert(self, entries: list[Entry]) -> None:
+        body = b",".join(entry.payload[1:-1] for entry in entries if entry.count)
+        if not body:
+            return
+        token = f"spool:{entries[0].id}:{entries[-1].id}:{len(entries)}"
+        self.store.raw_insert(
+            "events_intake",
+            None,
+            b"[" + body + b"]",
+            settings={**INTAKE_SETTINGS, "insert_deduplication_token": token},
+            fmt="JSONEachRow",
+        )
+
+    def _isolate(
+        self, entries: list[Entry], error: str, stop: threading.Event
+    ) -> tuple[float, set[str]] | None:
+        if len(entries) == 1:
+            self.reader.dead_letter(entries[0], error)
+            log.error(
+                "ClickHouse refused a spool entry; kept in the dead-letter stream",
+                extra={"entry": entries[0].id, "error": error},
+            )
+            return 0.0, {entries[0].id}
+        half = len(entries) // 2
+        elapsed, dead = 0.0, set()
+        for part in (entries[:half], entries[half:]):
+            stored = self.store_batch(part, stop)
+            if stored is None:
+                return None
+            elapsed, dead = elapsed + stored[0], dead | stored[1]
+        return elapsed, dead
 
     def _ack(self, entries: list[Entry], counters: dict[str, float], stop: threading.Event) -> None:
         delay = 0.5

@@ -41,8 +41,10 @@ __all__ = [
 
 STREAM = "{spool}:log"
 STATS = "{spool}:stats"
+DEAD = "{spool}:dead"  # entries ClickHouse refused as data, kept for people to look at
 SEEN = "{spool}:seen:"
 EVENTS = b"e"  # stream field holding a JSON array of messages
+COUNT = b"n"  # stream field holding how many
 DEDUP_WINDOW = 24 * 3600
 DEDUP_BUCKET = 4 * 3600
 
@@ -73,7 +75,7 @@ for s = 1, n, 1000 do
   redis.call('SADD', KEYS[3], unpack(ids, s, math.min(s + 999, n)))
 end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[6])
+local id = redis.call('XADD', KEYS[1], '*', 'n', n, 'e', ARGV[6])
 redis.call('HINCRBY', KEYS[2], 'accepted', n)
 if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', ARGV[5]) end
 return {1, id}
@@ -139,10 +141,14 @@ class Spool:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry: the messages of one accepted request."""
+    """One stream entry: the messages of one accepted request, as a JSON array."""
 
     id: str
-    messages: list[wire.Message]
+    payload: bytes
+    count: int
+
+    def messages(self) -> list[wire.Message]:
+        return wire.MESSAGES.decode(self.payload) if self.count else []
 
 
 class SpoolReader:
@@ -187,6 +193,16 @@ class SpoolReader:
             claimed = self.client.xclaim(STREAM, self.group, self.consumer, min_idle_ms, ids)
             return [_entry(entry_id, fields) for entry_id, fields in claimed]
         return []
+
+    def dead_letter(self, entry: Entry, error: str) -> None:
+        """Keep ``entry`` in the dead-letter stream under its own id (so twice is once)."""
+        try:
+            self.client.xadd(
+                DEAD, {"error": error, "n": entry.count, "e": entry.payload}, id=entry.id
+            )
+        except redis.ResponseError as exc:
+            if "equal or smaller" not in str(exc):
+                raise
 
     def ack(self, entries: list[Entry], counters: dict[str, float]) -> None:
         """Acknowledge ``entries`` and bump ``counters`` in the stats hash, in one transaction."""
@@ -265,8 +281,9 @@ def _parse_id(value: bytes | str) -> tuple[int, int]:
 
 def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
     # An entry deleted while pending comes back without fields: acknowledge it, nothing to apply.
-    messages = wire.MESSAGES.decode(fields[EVENTS]) if fields else []
-    return Entry(_text(entry_id), messages)
+    if not fields:
+        return Entry(_text(entry_id), b"[]", 0)
+    return Entry(_text(entry_id), fields[EVENTS], int(fields[COUNT]))
 
 
 def _entries(reply: Any) -> list[Entry]:

@@ -129,6 +129,12 @@ def test_batch_of_each_type_is_read_in_order() -> None:
             id="alias-without-user",
         ),
         pytest.param(
+            {"batch": [track(context={"ip": "not-an-ip"})]},
+            "invalid_message",
+            r"^\$.batch\[0\].context.ip: must be an IP address, got 'not-an-ip'$",
+            id="bad-context-ip",
+        ),
+        pytest.param(
             {"batch": [track(context="web")]},
             "invalid_message",
             r"^\$.batch\[0\].context: must be a JSON object$",
@@ -252,7 +258,7 @@ def test_batch_context_and_sent_at_apply_to_each_message() -> None:
     first, second = (as_dict(m.context) for m in intake.messages)
     assert first["locale"] == "de" and second["locale"] == "en"
     assert first["library"] == {"name": "x"}
-    assert intake.messages[0].request_ip == "203.0.113.9"
+    assert intake.messages[0].request_ip == "203.0.113.0"
     assert intake.messages[0].sent_at == datetime(2026, 11, 26, 11, 59, tzinfo=UTC)
 
 

@@ -11,6 +11,7 @@ import redis
 import redis.asyncio
 
 from collector import STATS, Sink, Spool, SpoolReader, connect, migrate, read_request
+from collector.spool import ensure_group
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -129,50 +130,21 @@ def test_a_dead_peers_batch_is_stored_once_by_another_sink(
     assert count(ch) == 200
 
 
-def test_timestamps_are_corrected_for_clock_skew(
-    redis_url: str, ch: Any, clickhouse_url: str
+def test_an_entry_clickhouse_refuses_is_set_aside_and_the_rest_stored(
+    redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis
 ) -> None:
+    """A spool entry that passed no validation (written by something else, or a bug) must not
+    stop the pipeline: it goes to the dead-letter stream, everything around it is stored."""
     migrate(ch)
-    skewed = {  # the device clock runs 1 hour fast
-        "type": "track",
-        "event": "E",
-        "userId": "u",
-        "messageId": "skew",
-        "timestamp": (NOW + timedelta(minutes=59)).isoformat(),
-        "sentAt": (NOW + timedelta(hours=1)).isoformat(),
-    }
-    future = {
-        "type": "track",
-        "event": "E",
-        "userId": "u",
-        "messageId": "future",
-        "timestamp": (NOW + timedelta(days=3)).isoformat(),
-    }
-    plain = {
-        "type": "page",
-        "anonymousId": "a",
-        "messageId": "plain",
-        "properties": {"url": "https://shop.example/p/1?x=1", "path": "/p/1"},
-    }
-
-    async def put() -> None:
-        client = redis.asyncio.Redis.from_url(redis_url)
-        intake = read_request(
-            json.dumps({"batch": [skewed, future, plain]}).encode(),
-            kind="batch",
-            content_type="application/json",
-            content_encoding=None,
-            received_at=NOW,
-            ip=None,
-        )
-        await Spool(client).append(intake)
-        await client.aclose()
-
-    asyncio.run(put())
-    run_sink(redis_url, clickhouse_url, until=lambda: count(ch) >= 3)
-    rows = dict(ch.query("SELECT message_id, timestamp FROM events").result_rows)
-    assert rows["skew"] == (NOW - timedelta(minutes=1)).replace(tzinfo=None)
-    assert rows["future"] == NOW.replace(tzinfo=None)  # never later than receivedAt
-    assert rows["plain"] == NOW.replace(tzinfo=None)
-    page = ch.query("SELECT page_url, page_path FROM events WHERE type = 'page'").result_rows
-    assert page == [("https://shop.example/p/1?x=1", "/p/1")]
+    ensure_group(r, "sink")
+    fill(redis_url, batches=3, size=10, prefix="a")
+    poison = b'[{"type":"track","messageId":"bad","receivedAt":"not a time"}]'
+    poison_id = r.xadd("{spool}:log", {"n": 1, "e": poison}).decode()
+    fill(redis_url, batches=3, size=10, prefix="b")
+    run_sink(redis_url, clickhouse_url, until=lambda: r.xpending("{spool}:log", "sink")["pending"]
+             == 0 and r.hget(STATS, "sink_inserted") == b"60")  # fmt: skip
+    assert count(ch) == 60
+    ((dead_id, fields),) = r.xrange("{spool}:dead")
+    assert dead_id.decode() == poison_id and fields[b"e"] == poison
+    assert b"Code: " in fields[b"error"]
+    assert r.hget(STATS, "sink_dead_letters") == b"1"

@@ -56,7 +56,7 @@ def test_ids_seen_before_are_dropped_across_requests(redis_url: str, r: redis.Re
     reader = SpoolReader(r, "g", "c1")
     reader.ensure_group()
     entries = reader.read(10, 10)
-    assert [[m.message_id for m in e.messages] for e in entries] == [["a", "b"], ["c"]]
+    assert [[m.message_id for m in e.messages()] for e in entries] == [["a", "b"], ["c"]]
 
 
 def test_seen_ids_expire_after_the_window(redis_url: str, r: redis.Redis) -> None:
@@ -97,7 +97,7 @@ def test_pending_is_the_batch_in_flight_and_trim_keeps_it(redis_url: str, r: red
     assert trim(r) == 0  # profiles has read nothing yet
     profiles.ack(profiles.read(10, 10), {})
     assert trim(r) == 2  # a and b are done for every group; c waits for the sink
-    assert [e.messages[0].message_id for e in sink.read(10, 10)] == ["c"]
+    assert [e.messages()[0].message_id for e in sink.read(10, 10)] == ["c"]
     assert spool_state(r, "sink")["length"] == 1
 
 
