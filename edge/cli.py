@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-sink",
         action="store_true",
-        help="do not drain the spool in this process (run `kairos worker sink` instead)",
+        help="start no sink worker (run `kairos worker sink` elsewhere)",
     )
     up.add_argument(
         "--fsync",
