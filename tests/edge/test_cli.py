@@ -170,3 +170,12 @@ def test_help_names_the_commands_and_environment() -> None:
         "KAIROS_SECRET_KEY",
     ):
         assert text in done.stdout
+
+
+def test_up_on_an_external_redis(kairos_process: Any, redis_url: str) -> None:
+    """The external-server path for Redis (`--redis-url`), with embedded ClickHouse."""
+    engine = kairos_process("--redis-url", redis_url).start()
+    sent = send(engine, 3, 20)
+    assert wait_rows(engine, sent) == sent
+    assert not (engine.data_dir / "redis").exists()  # no private Redis was started
+    assert redis.Redis.from_url(redis_url).hget("{spool}:stats", "accepted") == b"60"
