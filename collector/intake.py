@@ -27,6 +27,7 @@ import msgspec
 
 from collector import wire
 from collector.errors import InvalidInput, with_path
+from collector.identifiers import check_identifiers
 
 __all__ = ["ID_BYTES", "Intake", "read_request", "truncate_ip"]
 
@@ -45,12 +46,6 @@ class Intake:
     ids: list[bytes]
     write_key: str | None
     duplicates: int = 0  # repeats of a messageId within this very request
-
-    def packed_ids(self) -> bytes:
-        return b"".join(self.ids)
-
-    def payload(self) -> bytes:
-        return msgspec.json.encode(self.messages)
 
 
 def read_request(
@@ -224,6 +219,7 @@ def _enrich(
     for index, msg in enumerate(messages):
         try:
             wire.check(msg)
+            check_identifiers(msg)
             _truncate_context_ip(msg)
         except ValueError as exc:
             where = f"$.batch[{index}]" if in_batch else "$"

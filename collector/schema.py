@@ -4,7 +4,7 @@ Each migration runs once (its version is recorded in ``schema_migrations``) and 
 that running it twice is harmless too: two processes starting together cannot break the schema.
 The same SQL serves the embedded engine (chdb) and a ClickHouse server.
 
-The sink inserts spool payloads as they are (JSON arrays of messages) into ``events_intake``, a
+The sink inserts spool payloads as they are (a JSON line per message) into ``events_intake``, a
 Null table; the materialized view ``events_intake_mv`` maps each message to an ``events`` row in
 ClickHouse itself: one JSON parse per message in C++, none in Python.
 """

@@ -7,7 +7,7 @@ re-reading its pending list, or by a peer claiming it) is the same batch with th
 ClickHouse stores it once. While ClickHouse is down the sink backs off and retries; the spool
 holds the data meanwhile.
 
-Payloads go to ClickHouse as they are (JSON arrays); the schema's materialized view maps them to
+Payloads go to ClickHouse as they are (JSON lines); the schema's materialized view maps them to
 rows, so the sink does no per-message work in Python.
 """
 
@@ -159,14 +159,14 @@ class Sink:
                 delay = min(delay * 2, 30.0)
 
     def _insert(self, entries: list[Entry]) -> None:
-        body = b",".join(entry.payload[1:-1] for entry in entries if entry.count)
+        body = b"".join(entry.payload for entry in entries)
         if not body:
             return
         token = f"spool:{entries[0].id}:{entries[-1].id}:{len(entries)}"
         self.store.raw_insert(
             "events_intake",
             None,
-            b"[" + body + b"]",
+            body,
             settings={**INTAKE_SETTINGS, "insert_deduplication_token": token},
             fmt="JSONEachRow",
         )

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import msgspec
 import redis
 import redis.asyncio
 
@@ -43,7 +42,7 @@ STREAM = "{spool}:log"
 STATS = "{spool}:stats"
 DEAD = "{spool}:dead"  # entries ClickHouse refused as data, kept for people to look at
 SEEN = "{spool}:seen:"
-EVENTS = b"e"  # stream field holding a JSON array of messages
+EVENTS = b"e"  # stream field holding the messages, one JSON line each
 COUNT = b"n"  # stream field holding how many
 DEDUP_WINDOW = 24 * 3600
 DEDUP_BUCKET = 4 * 3600
@@ -122,7 +121,7 @@ class Spool:
                 DEDUP_WINDOW + DEDUP_BUCKET,
                 ID_BYTES,
                 duplicates,
-                msgspec.json.encode(messages),
+                wire.to_lines(messages),
             ]
             status, detail = await self._calls.run(_APPEND_SCRIPT, keys, args)
             if status == 1:
@@ -141,14 +140,14 @@ class Spool:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry: the messages of one accepted request, as a JSON array."""
+    """One stream entry: the messages of one accepted request, one JSON line each."""
 
     id: str
     payload: bytes
     count: int
 
     def messages(self) -> list[wire.Message]:
-        return wire.MESSAGES.decode(self.payload) if self.count else []
+        return wire.from_lines(self.payload)
 
 
 class SpoolReader:
@@ -282,7 +281,7 @@ def _parse_id(value: bytes | str) -> tuple[int, int]:
 def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
     # An entry deleted while pending comes back without fields: acknowledge it, nothing to apply.
     if not fields:
-        return Entry(_text(entry_id), b"[]", 0)
+        return Entry(_text(entry_id), b"", 0)
     return Entry(_text(entry_id), fields[EVENTS], int(fields[COUNT]))
 
 

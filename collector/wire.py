@@ -43,6 +43,8 @@ __all__ = [
     "Track",
     "as_dict",
     "check",
+    "from_lines",
+    "to_lines",
 ]
 
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -178,6 +180,19 @@ class Envelope(Struct, rename="camel", kw_only=True):
 
 MESSAGE = msgspec.json.Decoder(Message)
 MESSAGES = msgspec.json.Decoder(list[Message])
+_ENCODER = msgspec.json.Encoder()
+
+
+def to_lines(messages: list[Message]) -> bytes:
+    """Messages as newline-delimited JSON: the spool's payload format (and ClickHouse's
+    JSONEachRow), one line per message, so a line can be read or amended on its own."""
+    return _ENCODER.encode_lines(messages)
+
+
+def from_lines(payload: bytes) -> list[Message]:
+    return MESSAGE.decode_lines(payload)
+
+
 BATCH = msgspec.json.Decoder(Batch)
 ENVELOPE = msgspec.json.Decoder(Envelope)
 BY_TYPE: dict[str, msgspec.json.Decoder[Any]] = {

@@ -13,6 +13,7 @@ import redis
 from collector import Sink, SpoolReader, connect, migrate, read_request
 from collector.intake import truncate_ip
 from collector.spool import Entry
+from collector.wire import to_lines
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 COLUMNS = (
@@ -31,7 +32,7 @@ def store(ch: Any, clickhouse_url: str, r: redis.Redis) -> Any:
             json.dumps({"batch": list(messages)}).encode(), kind="batch",
             content_type="application/json", content_encoding=None, received_at=NOW, ip=ip,
         )  # fmt: skip
-        entry = Entry("1-1", intake.payload(), len(intake.messages))
+        entry = Entry("1-1", to_lines(intake.messages), len(intake.messages))
         sink = Sink(SpoolReader(r, "sink", "t"), connect(clickhouse_url))
         assert sink.store_batch([entry], threading.Event()) is not None
         result = ch.query(f"SELECT {COLUMNS} FROM events ORDER BY message_id")

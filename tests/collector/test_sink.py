@@ -138,7 +138,7 @@ def test_an_entry_clickhouse_refuses_is_set_aside_and_the_rest_stored(
     migrate(ch)
     ensure_group(r, "sink")
     fill(redis_url, batches=3, size=10, prefix="a")
-    poison = b'[{"type":"track","messageId":"bad","receivedAt":"not a time"}]'
+    poison = b'{"type":"track","messageId":"bad","receivedAt":"not a time"}\n'
     poison_id = r.xadd("{spool}:log", {"n": 1, "e": poison}).decode()
     fill(redis_url, batches=3, size=10, prefix="b")
     run_sink(redis_url, clickhouse_url, until=lambda: r.xpending("{spool}:log", "sink")["pending"]
