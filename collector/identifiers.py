@@ -6,8 +6,8 @@ identities, emails are compared lower-cased, wallet addresses are EIP-55 checksu
 Examples:
     >>> checksum_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
     '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed'
-    >>> identities(MESSAGE.decode(b'{"type": "identify", "userId": "u1", "anonymousId": "a1",'
-    ...                           b' "traits": {"email": "Ada@Example.com"}}'))
+    >>> identities(wire.MESSAGE.decode(b'{"type": "identify", "userId": "u1", "anonymousId": "a1",'
+    ...                                b' "traits": {"email": "Ada@Example.com"}}'))
     [('user_id', 'u1'), ('anonymous_id', 'a1'), ('email', 'ada@example.com')]
 """
 
