@@ -26,6 +26,8 @@ from typing import Any, NoReturn
 import msgspec
 
 from collector import wire
+from collector.consent import ConsentPolicy
+from collector.consent import suppressed as is_suppressed
 from collector.errors import InvalidInput, with_path
 from collector.identifiers import check_identifiers
 
@@ -46,6 +48,7 @@ class Intake:
     ids: list[bytes]
     write_key: str | None
     duplicates: int = 0  # repeats of a messageId within this very request
+    withheld: int = 0  # dropped by the consent policy or the suppression list
 
 
 def read_request(
@@ -56,8 +59,14 @@ def read_request(
     content_encoding: str | None,
     received_at: datetime,
     ip: str | None,
+    consent: ConsentPolicy | None = None,
+    suppressed: frozenset[bytes] = frozenset(),
 ) -> Intake:
-    """Validate one request body for endpoint ``kind`` ("batch", "track", "page", …)."""
+    """Validate one request body for endpoint ``kind`` ("batch", "track", "page", …).
+
+    ``consent`` and ``suppressed`` (identity hashes of erased people) decide what is kept of
+    valid messages; see collector.consent.
+    """
     _check_media_type(content_type)
     limit = wire.MAX_BATCH_BYTES if kind == "batch" else wire.MAX_MESSAGE_BYTES
     body = _decode_body(body, content_encoding, limit)
@@ -71,7 +80,23 @@ def read_request(
             None,
         )
         write_key = _decode(wire.ENVELOPE, body, "$").write_key
-    return _enrich(messages, write_key, received_at, sent_at, context, ip, kind == "batch")
+    intake = _enrich(messages, write_key, received_at, sent_at, context, ip, kind == "batch")
+    if consent is not None or suppressed:
+        _withhold(intake, consent, suppressed)
+    return intake
+
+
+def _withhold(intake: Intake, consent: ConsentPolicy | None, hashes: frozenset[bytes]) -> None:
+    kept_messages, kept_ids = [], []
+    for msg, digest in zip(intake.messages, intake.ids):
+        if is_suppressed(msg, hashes):
+            continue
+        if consent is not None and (msg := consent.apply(msg)) is None:  # type: ignore[assignment]
+            continue
+        kept_messages.append(msg)
+        kept_ids.append(digest)
+    intake.withheld = len(intake.messages) - len(kept_messages)
+    intake.messages, intake.ids = kept_messages, kept_ids
 
 
 def _check_media_type(content_type: str | None) -> None:
@@ -234,6 +259,7 @@ def _enrich(
         seen.add(digest)
         msg.received_at = received_at
         msg.request_ip = ip
+        msg.anonymized = False
         if msg.sent_at is None:
             msg.sent_at = sent_at
         if context:  # batch-level context: defaults for each message's own (rare)

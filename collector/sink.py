@@ -19,10 +19,11 @@ import threading
 import time
 from typing import Any
 
+import msgspec
 import redis
 
 from collector.schema import INTAKE_SETTINGS
-from collector.spool import Entry, SpoolReader, trim
+from collector.spool import PIDS, STREAM, SUPPRESSED, Entry, SpoolReader, trim
 
 __all__ = ["INSERT_BUCKETS", "Sink"]
 
@@ -39,6 +40,10 @@ def _is_data_error(error: str) -> bool:
     return bool(_DATA_ERRORS.search(error))
 
 
+def _name(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class Sink:
     """One sink consumer; ``run`` loops until ``stop`` is set (a thread or a process of its own)."""
 
@@ -50,6 +55,8 @@ class Sink:
         max_entries: int = 2_000,
         interval: float = 1.0,
         dead_after: float = 60.0,
+        profiles_group: str | None = "profiles",
+        profile_wait: float = 30.0,
     ):
         self.reader = reader
         self.store = store
@@ -57,6 +64,8 @@ class Sink:
         self.max_entries = max_entries
         self.interval = interval
         self.dead_after = dead_after
+        self.profiles_group = profiles_group
+        self.profile_wait = profile_wait
         self._per_entry = 100  # messages per spool entry, as last seen
 
     def run(self, stop: threading.Event) -> None:
@@ -159,7 +168,7 @@ class Sink:
                 delay = min(delay * 2, 30.0)
 
     def _insert(self, entries: list[Entry]) -> None:
-        body = b"".join(entry.payload for entry in entries)
+        body = b"".join(self._stamped(entries))
         if not body:
             return
         token = f"spool:{entries[0].id}:{entries[-1].id}:{len(entries)}"
@@ -170,6 +179,47 @@ class Sink:
             settings={**INTAKE_SETTINGS, "insert_deduplication_token": token},
             fmt="JSONEachRow",
         )
+
+    def _stamped(self, entries: list[Entry]) -> list[bytes]:
+        """Payloads with each message's profile id, as the profile updater resolved it.
+
+        The sink trails the updater: it waits up to ``profile_wait`` seconds for the ids of a
+        batch, then stores what it has (events without a profile id are still found through
+        their identities) and counts ``sink_unresolved``.
+        """
+        if not self.profiles_group or not self._group_exists(self.profiles_group):
+            return [entry.payload for entry in entries]
+        keys = [PIDS + entry.id for entry in entries if entry.count]
+        deadline = time.monotonic() + self.profile_wait
+        while True:
+            found = dict(zip(keys, self.reader.client.mget(keys))) if keys else {}
+            if all(found.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        stamped, unresolved, withheld = [], 0, 0
+        for entry in entries:
+            pids = found.get(PIDS + entry.id)
+            lines = entry.payload.split(b"\n")[:-1]
+            if pids is None:
+                unresolved += len(lines)
+                stamped.append(entry.payload)
+                continue
+            for line, pid in zip(lines, msgspec.json.decode(pids)):
+                if pid == SUPPRESSED:  # an erased person's event that got past intake
+                    withheld += 1
+                    continue
+                stamped.append(b'{"profileId":"' + pid.encode() + b'",' + line[1:] + b"\n")
+        if unresolved:
+            log.warning("profile ids missing; storing without", extra={"messages": unresolved})
+        if unresolved or withheld:
+            self._count({"sink_unresolved": unresolved, "sink_suppressed": withheld})
+        return stamped
+
+    def _group_exists(self, group: str) -> bool:
+        try:
+            return any(_name(g["name"]) == group for g in self.reader.client.xinfo_groups(STREAM))
+        except redis.ResponseError:
+            return False
 
     def _isolate(
         self, entries: list[Entry], error: str, stop: threading.Event

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from hashlib import blake2b
 from typing import Any
 
 import redis
@@ -35,12 +36,15 @@ __all__ = [
     "Entry",
     "Spool",
     "SpoolReader",
+    "append_now",
     "spool_state",
 ]
 
 STREAM = "{spool}:log"
 STATS = "{spool}:stats"
 DEAD = "{spool}:dead"  # entries ClickHouse refused as data, kept for people to look at
+PIDS = "{spool}:pids:"  # + entry id: JSON list of each message's profile id (profile updater)
+SUPPRESSED = "!"  # in such a list: the message is an erased person's, not to be stored
 SEEN = "{spool}:seen:"
 EVENTS = b"e"  # stream field holding the messages, one JSON line each
 COUNT = b"n"  # stream field holding how many
@@ -98,6 +102,32 @@ def _seen_keys(bucket: int) -> list[str]:
     return [STREAM, STATS, *(f"{SEEN}{bucket - back}" for back in range(count))]
 
 
+def _message_ids(messages: list[wire.Message]) -> list[bytes]:
+    return [blake2b(m.message_id.encode(), digest_size=ID_BYTES).digest() for m in messages]
+
+
+def _arguments(
+    messages: list[wire.Message], ids: list[bytes], limit: int, duplicates: int
+) -> tuple[list[str], list[Any]]:
+    keys = _seen_keys(int(time.time()) // DEDUP_BUCKET)
+    ttl = DEDUP_WINDOW + DEDUP_BUCKET
+    return keys, [b"".join(ids), limit, ttl, ID_BYTES, duplicates, wire.to_lines(messages)]
+
+
+def _settle(
+    reply: Any, messages: list[wire.Message], ids: list[bytes], duplicates: int, limit: int
+) -> tuple[Appended | None, list[wire.Message], list[bytes], int]:
+    """Read the script's reply: done, or the messages left once repeats are dropped."""
+    status, detail = reply
+    if status == 1:
+        return Appended(len(messages), duplicates, detail.decode()), messages, ids, duplicates
+    if status == -1:
+        raise SpoolFull(int(detail), limit)
+    seen = set(detail)  # some ids were seen before: drop them and try again
+    kept = [i for i in range(len(messages)) if i not in seen]
+    return None, [messages[i] for i in kept], [ids[i] for i in kept], duplicates + len(seen)
+
+
 class Spool:
     """The append side, used by the collector on the request path (asyncio)."""
 
@@ -111,31 +141,31 @@ class Spool:
 
         Raises SpoolFull when the spool holds ``limit`` entries or more.
         """
-        messages, ids = intake.messages, intake.ids
-        duplicates = intake.duplicates
+        messages, ids, duplicates = intake.messages, intake.ids, intake.duplicates
         while messages:
-            keys = _seen_keys(int(time.time()) // DEDUP_BUCKET)
-            args = [
-                b"".join(ids),
-                self.limit,
-                DEDUP_WINDOW + DEDUP_BUCKET,
-                ID_BYTES,
-                duplicates,
-                wire.to_lines(messages),
-            ]
-            status, detail = await self._calls.run(_APPEND_SCRIPT, keys, args)
-            if status == 1:
-                return Appended(len(messages), duplicates, detail.decode())
-            if status == -1:
-                raise SpoolFull(int(detail), self.limit)
-            # Some ids were seen before: drop them and try again (atomic re-check each time).
-            seen = set(detail)
-            duplicates += len(seen)
-            messages = [m for i, m in enumerate(messages) if i not in seen]
-            ids = [d for i, d in enumerate(ids) if i not in seen]
+            keys, args = _arguments(messages, ids, self.limit, duplicates)
+            reply = await self._calls.run(_APPEND_SCRIPT, keys, args)
+            done, messages, ids, duplicates = _settle(reply, messages, ids, duplicates, self.limit)
+            if done is not None:
+                return done
         if duplicates:
             await self.client.hincrby(STATS, "duplicates", duplicates)
         return Appended(0, duplicates, None)
+
+
+def append_now(client: redis.Redis, messages: list[wire.Message]) -> Appended:
+    """Append messages a worker made (segment announcements, …): same script, same dedup,
+    no limit (they are few, and refusing them would lose them)."""
+    ids, duplicates = _message_ids(messages), 0
+    script = client.register_script(_APPEND)
+    while messages:
+        keys, args = _arguments(messages, ids, 0, duplicates)
+        done, messages, ids, duplicates = _settle(
+            script(keys=keys, args=args), messages, ids, duplicates, 0
+        )
+        if done is not None:
+            return done
+    return Appended(0, duplicates, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import clickhouse_connect
 import msgspec
@@ -24,6 +24,7 @@ __all__ = [
     "READONLY_SETTINGS",
     "EventStore",
     "LocalStore",
+    "Query",
     "QueryResult",
     "RemoteStore",
     "connect",
@@ -48,9 +49,15 @@ def embedded_url(data_dir: Path) -> str:
     return f"chdb://{(data_dir / 'clickhouse').resolve()}"
 
 
-def connect(url: str, *, readonly: bool = False) -> Any:
-    """A clickhouse-connect client for ``url``; ``readonly`` makes one for user SQL only."""
-    options: dict[str, Any] = {"settings": dict(READONLY_SETTINGS) if readonly else None}
+def connect(url: str, *, readonly: bool = False, limited: bool = True) -> Any:
+    """A clickhouse-connect client for ``url``; ``readonly`` makes one for reads only (with the
+    user-SQL limits unless ``limited`` is false)."""
+    settings = None
+    if readonly:
+        settings = dict(
+            READONLY_SETTINGS if limited else {"max_execution_time": 600, "readonly": 1}
+        )
+    options: dict[str, Any] = {"settings": settings}
     if url.startswith("chdb://"):
         Path(url.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
     else:
@@ -59,15 +66,33 @@ def connect(url: str, *, readonly: bool = False) -> Any:
 
 
 class QueryResult(msgspec.Struct, frozen=True):
+    """Column names, ClickHouse type names, and rows of JSON-ready values (times as ISO text)."""
+
     columns: list[str]
     types: list[str]
     rows: list[list[Any]]
 
 
-class EventStore:
-    """Read-only SQL over the event store."""
+class Query(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A read-only query. ``limited`` (user SQL) stops at about 10,000 rows and 30 s; the
+    engine's own queries (backfills, profile history) are read-only too but not capped."""
 
-    async def query(self, sql: str) -> QueryResult:
+    query: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    parameters: dict[str, Any] | None = None
+    limited: bool = True
+
+
+class EventStore:
+    """Read-only SQL over the event store, from asyncio or from a worker thread."""
+
+    async def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, limited: bool = True
+    ) -> QueryResult:
+        return await asyncio.to_thread(self.query_sync, sql, parameters, limited)
+
+    def query_sync(
+        self, sql: str, parameters: dict[str, Any] | None = None, limited: bool = True
+    ) -> QueryResult:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -75,14 +100,18 @@ class EventStore:
 
 
 class LocalStore(EventStore):
-    """A read-only clickhouse-connect client of its own, run in a thread (chdb has no asyncio)."""
+    """Read-only clickhouse-connect clients of its own (chdb in this process, or a server)."""
 
     def __init__(self, url: str):
-        self.client = connect(url, readonly=True)
+        self.limited = connect(url, readonly=True)
+        self.unlimited = connect(url, readonly=True, limited=False)
 
-    def query_sync(self, sql: str) -> QueryResult:
+    def query_sync(
+        self, sql: str, parameters: dict[str, Any] | None = None, limited: bool = True
+    ) -> QueryResult:
+        client = self.limited if limited else self.unlimited
         try:
-            result = self.client.query(sql)
+            result = client.query(sql, parameters=parameters)
         except OperationalError as exc:  # the server is unreachable
             raise StoreUnavailable(_first_line(str(exc))) from None
         except Exception as exc:  # the user's SQL was refused or failed: report, do not crash
@@ -93,11 +122,8 @@ class LocalStore(EventStore):
         return QueryResult(
             list(result.column_names),
             [t.name for t in result.column_types],
-            [list(row) for row in result.result_rows],
+            msgspec.to_builtins([list(row) for row in result.result_rows], enc_hook=str),
         )
-
-    async def query(self, sql: str) -> QueryResult:
-        return await asyncio.to_thread(self.query_sync, sql)
 
 
 class RemoteStore(EventStore):
@@ -107,19 +133,43 @@ class RemoteStore(EventStore):
         import httpx
 
         self.socket_path = socket_path
-        self._http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=socket_path), base_url="http://store", timeout=60
+        self._async = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=socket_path),
+            base_url="http://store",
+            timeout=120,
+        )
+        self._sync = httpx.Client(
+            transport=httpx.HTTPTransport(uds=socket_path), base_url="http://store", timeout=120
         )
 
-    async def query(self, sql: str) -> QueryResult:
+    async def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, limited: bool = True
+    ) -> QueryResult:
         import httpx
 
+        body = msgspec.json.encode(Query(sql, parameters, limited))
         try:
-            answer = await self._http.post("/query", content=msgspec.json.encode({"query": sql}))
+            answer = await self._async.post("/query", content=body)
         except httpx.HTTPError as exc:
-            raise StoreUnavailable(
-                f"the store process at {self.socket_path} does not answer: {exc}"
-            ) from None
+            raise self._unavailable(exc) from None
+        return self._result(answer)
+
+    def query_sync(
+        self, sql: str, parameters: dict[str, Any] | None = None, limited: bool = True
+    ) -> QueryResult:
+        import httpx
+
+        body = msgspec.json.encode(Query(sql, parameters, limited))
+        try:
+            answer = self._sync.post("/query", content=body)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from None
+        return self._result(answer)
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"the store process at {self.socket_path} does not answer: {exc}")
+
+    def _result(self, answer: Any) -> QueryResult:
         if answer.status_code == 200:
             return msgspec.json.decode(answer.content, type=QueryResult)
         body = msgspec.json.decode(answer.content)
@@ -128,7 +178,8 @@ class RemoteStore(EventStore):
         raise QueryFailed(body["message"], body["code"])
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._async.aclose()
+        self._sync.close()
 
 
 def open_store(url: str) -> EventStore:

@@ -86,7 +86,8 @@ class _Message(
     received_at: datetime | None = None
     channel: Annotated[str, Meta(max_length=64)] | None = None
     context: Raw = field(default_factory=lambda: EMPTY)
-    request_ip: str | None = None  # set by the collector: the address the request came from
+    request_ip: str | None = None  # set by the collector: the network the request came from
+    anonymized: bool = False  # set by the collector: consent denied, kept without identity
 
 
 class Track(_Message, tag="track", kw_only=True):

@@ -47,31 +47,42 @@ def spec() -> dict[str, Any]:
     }
     ok = {"200": _answer("Durable in the spool", {"example": {"success": True}})}
     paths: dict[str, Any] = {
-        "/v1/batch": {"post": {
-            "summary": "Segment batch: up to 500 KB, each message up to 32 KB; atomic",
-            "security": [{"writeKey": []}],
-            "requestBody": {"content": {"application/json": {"schema": _ref("Batch")}}},
-            "responses": {**ok, **errors},
-        }},
-    }  # fmt: skip
+        "/v1/batch": {
+            "post": {
+                "summary": "Segment batch: up to 500 KB, each message up to 32 KB; atomic",
+                "security": [{"writeKey": []}],
+                "requestBody": {"content": {"application/json": {"schema": _ref("Batch")}}},
+                "responses": {**ok, **errors},
+            }
+        },
+    }
     for cls in types[1:]:
         tag = cls.__struct_config__.tag
-        paths[f"/v1/{tag}"] = {"post": {
-            "summary": f"One Segment {tag} message (up to 32 KB)",
-            "security": [{"writeKey": []}],
-            "requestBody": {"content": {"application/json": {"schema": _ref(cls.__name__)}}},
-            "responses": {**ok, **errors},
-        }}  # fmt: skip
-    paths["/v1/sql"] = {"post": {
-        "summary": "Read-only SQL over the event store",
-        "security": [{"secretKey": []}],
-        "requestBody": {"content": {"application/json": {"schema": _ref("SqlRequest")}}},
-        "responses": {"200": _answer("columns, types, rows"), **errors},
-    }}  # fmt: skip
-    paths["/healthz"] = {"get": {"summary": "Stores and spool lag", "responses": {
-        "200": _answer("healthy"), "503": _answer("degraded")}}}  # fmt: skip
-    paths["/metrics"] = {"get": {"summary": "Prometheus text", "responses": {
-        "200": _answer("metrics")}}}  # fmt: skip
+        paths[f"/v1/{tag}"] = {
+            "post": {
+                "summary": f"One Segment {tag} message (up to 32 KB)",
+                "security": [{"writeKey": []}],
+                "requestBody": {"content": {"application/json": {"schema": _ref(cls.__name__)}}},
+                "responses": {**ok, **errors},
+            }
+        }
+    paths["/v1/sql"] = {
+        "post": {
+            "summary": "Read-only SQL over the event store",
+            "security": [{"secretKey": []}],
+            "requestBody": {"content": {"application/json": {"schema": _ref("SqlRequest")}}},
+            "responses": {"200": _answer("columns, types, rows"), **errors},
+        }
+    }
+    paths["/healthz"] = {
+        "get": {
+            "summary": "Stores and spool lag",
+            "responses": {"200": _answer("healthy"), "503": _answer("degraded")},
+        }
+    }
+    paths["/metrics"] = {
+        "get": {"summary": "Prometheus text", "responses": {"200": _answer("metrics")}}
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kairos", "version": "1"},
@@ -85,7 +96,7 @@ def spec() -> dict[str, Any]:
                     "description": "write key as the username, empty password",
                 },
                 "secretKey": {"type": "http", "scheme": "bearer"},
-            },  # fmt: skip
+            },
         },
     }
 

@@ -25,7 +25,22 @@ __all__ = ["routes"]
 _COUNTERS = {
     "accepted": ("kairos_events_accepted_total", "Messages accepted into the spool."),
     "duplicates": ("kairos_events_duplicates_total", "Messages dropped as repeats of a messageId."),
-    "sink_inserted": ("kairos_sink_rows_inserted_total", "Rows the sink stored in ClickHouse."),
+    "sink_inserted": (
+        "kairos_sink_messages_total",
+        "Messages the sink is done with: stored in ClickHouse, or withheld as an erased person's.",
+    ),
+    "sink_suppressed": (
+        "kairos_sink_suppressed_total",
+        "Messages of erased people the sink withheld (accepted just before their erasure).",
+    ),
+    "sink_unresolved": (
+        "kairos_sink_unresolved_total",
+        "Messages stored without a profile id (the profile updater was behind or down).",
+    ),
+    "profiles_applied": (
+        "kairos_profiles_messages_total",
+        "Messages the profile updater has applied.",
+    ),
     "sink_batches": ("kairos_sink_batches_total", "Batches the sink stored in ClickHouse."),
     "sink_insert_errors": (
         "kairos_sink_insert_errors_total",

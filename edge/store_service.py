@@ -6,8 +6,6 @@ Internal: no keys, reachable only through the socket file (mode 600) in the data
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,24 +13,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
-from collector.store import LocalStore
+from collector.store import LocalStore, Query
 from edge.responses import error, json
 
 __all__ = ["create_store_service"]
 
 
-class _Query(msgspec.Struct, forbid_unknown_fields=True):
-    query: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
-
-
-_decode = msgspec.json.Decoder(_Query).decode
+_decode = msgspec.json.Decoder(Query).decode
 
 
 def create_store_service(store: LocalStore) -> Starlette:
     async def query(request: Request) -> Response:
         try:
-            sql = _decode(await request.body()).query
-            return json(await store.query(sql))
+            ask = _decode(await request.body())
+            return json(await store.query(ask.query, ask.parameters, ask.limited))
         except msgspec.MsgspecError as exc:
             return error(400, "invalid_request", str(exc))
         except QueryFailed as exc:

@@ -62,11 +62,24 @@ def up(args: argparse.Namespace) -> int:
             embedded.start()
         if not args.no_sink:
             argv = [
-                sys.executable, "-m", "edge.cli", "worker", "sink",
-                "--redis-url", redis_url, "--clickhouse-url", clickhouse_url,
-                "--consumer", f"{os.uname().nodename}-sink", "--sink-batch", str(args.sink_batch),
-                "--log-format", args.log_format, "--log-level", args.log_level,
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "edge.cli",
+                "worker",
+                "sink",
+                "--redis-url",
+                redis_url,
+                "--clickhouse-url",
+                clickhouse_url,
+                "--consumer",
+                f"{os.uname().nodename}-sink",
+                "--sink-batch",
+                str(args.sink_batch),
+                "--log-format",
+                args.log_format,
+                "--log-level",
+                args.log_level,
+            ]
             if sink_owns_store:
                 argv += ["--serve", str(store_socket)]
             supervisor.start("sink", argv)

@@ -28,7 +28,7 @@ def test_metrics_count_the_pipeline(engine: Engine) -> None:
     assert "# TYPE kairos_events_accepted_total counter" in text
     assert "kairos_events_accepted_total 1" in text
     assert 'kairos_events_rejected_total{reason="invalid_message"} 1' in text
-    assert "kairos_sink_rows_inserted_total 1" in text
+    assert "kairos_sink_messages_total 1" in text
     assert 'kairos_sink_insert_seconds_bucket{le="+Inf"} 1' in text
     assert "kairos_sink_insert_seconds_count 1" in text
     assert "kairos_spool_length" in text and "kairos_sink_lag_seconds" in text

@@ -1,0 +1,55 @@
+"""The engine's config file (TOML): lead scoring, segments, consent.
+
+``kairos up --config kairos.toml`` (or ``KAIROS_CONFIG``); without one, ``kairos.toml`` in the
+data dir is read if it exists. Every section is optional. Example::
+
+    [lead_score]
+    half_life_days = 30
+    rules = [
+      { event = "Page Viewed", properties = { path = "/pricing*" }, points = 10 },
+      { event = "Webinar Signed Up", points = 25 },
+    ]
+
+    [consent]
+    mode = "anonymize"          # or "drop": what happens to events that deny analytics
+
+    [segments.repeat_buyers]
+    name = "Repeat buyers"
+    rule = { field = "computed.orders", op = "gte", value = 2 }
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from collector.consent import ConsentPolicy
+from profiles.scoring import LeadScoring
+from profiles.segments import Segment
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    lead_score: LeadScoring = msgspec.field(default_factory=LeadScoring)
+    consent: ConsentPolicy = msgspec.field(default_factory=ConsentPolicy)
+    segments: dict[str, Segment] = msgspec.field(default_factory=dict)
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path: Path | None) -> Config:
+    """The config at ``path`` (None: the defaults); ConfigError names the file and the field."""
+    if path is None:
+        return Config()
+    try:
+        return msgspec.toml.decode(path.read_bytes(), type=Config)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None

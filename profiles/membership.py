@@ -1,0 +1,244 @@
+"""Segment membership, kept current as profiles change, with entered/exited events.
+
+Definitions live in Redis (``{seg}:defs``, key -> JSON; ``{seg}:version`` bumps on change) so
+the admin API, the config file and every worker see the same set. Membership is stored both ways:
+``{p:ID}:segments`` on the profile and ``{segm:<key>}`` per segment.
+
+A change of membership is announced as a "Segment Entered" / "Segment Exited" track event
+appended to the spool (so it lands in ClickHouse and can trigger automation) *before* the
+membership sets change; its messageId is derived from the profile, segment, direction and cause,
+so a replay after a crash is dropped by the spool's dedup instead of announced twice.
+
+Segments with an ``event`` condition also change as time passes: ``sweep`` re-checks their
+members. A new or changed segment is backfilled from all profiles, with event counts from
+ClickHouse history; backfilled members are set without announcements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import redis
+
+from collector import wire
+from profiles.scoring import decayed
+from profiles.segments import SEGMENT, Segment, View, event_conditions, matches
+from profiles.store import ProfileStore, Snapshot, profile_keys
+
+__all__ = ["DEFS", "Membership", "member_key", "view_of"]
+
+log = logging.getLogger("kairos.segments")
+
+DEFS = "{seg}:defs"
+VERSION = "{seg}:version"
+BACKFILL = "{seg}:backfill"
+_DAY_MS = 86_400_000
+
+
+def member_key(segment: str) -> str:
+    return f"{{segm:{segment}}}"
+
+
+def view_of(snapshot: Snapshot, now_ms: int, half_life_days: float = 30.0) -> View:
+    """What segment rules see of a profile at ``now_ms``."""
+    fields = snapshot.fields
+    number = snapshot.number
+    orders, revenue = number("orders"), number("revenue")
+    computed: dict[str, Any] = {
+        "page_views": number("page_views"),
+        "sessions": number("sessions"),
+        "orders": orders,
+        "revenue": revenue,
+        "average_order_value": revenue / orders if orders else 0.0,
+        "lead_score": decayed(
+            number("lead_score"), int(number("lead_score_at")), now_ms, half_life_days
+        ),
+        "cart_items": sum(float(item.get("quantity", 0)) for item in snapshot.cart.values()),
+        "cart_value": sum(
+            float(item.get("price", 0) or 0) * float(item.get("quantity", 0))
+            for item in snapshot.cart.values()
+        ),
+        "viewed_products": snapshot.viewed,
+    }
+    if "first_seen" in fields:
+        computed["first_seen"] = int(fields["first_seen"])
+        computed["last_seen"] = int(fields["last_seen"])
+        computed["days_since_last_seen"] = (now_ms - int(fields["last_seen"])) / _DAY_MS
+    scores = {k[2:]: float(v) for k, v in fields.items() if k.startswith("s:")}
+    today = now_ms // _DAY_MS
+    return View(
+        traits=snapshot.traits(),
+        computed=computed,
+        scores=scores,
+        first_touch=snapshot.first_touch(),
+        events=lambda name, days: snapshot.count_since(name, today - days + 1),
+    )
+
+
+class Membership:
+    def __init__(
+        self,
+        store: ProfileStore,
+        emit: Callable[[list[wire.Message]], Any],
+        half_life_days: float = 30.0,
+    ):
+        self.store = store
+        self.client: redis.Redis = store.client
+        self.emit = emit
+        self.half_life_days = half_life_days
+        self._version: bytes | None = None
+        self._defs: dict[str, Segment] = {}
+
+    def definitions(self) -> dict[str, Segment]:
+        version = self.client.get(VERSION)
+        if version != self._version or self._version is None:
+            raw = self.client.hgetall(DEFS)
+            self._defs = {k.decode(): SEGMENT.decode(v) for k, v in raw.items()}
+            self._version = version
+        return self._defs
+
+    def evaluate(
+        self,
+        pids: set[str],
+        cause: str,
+        announce: bool = True,
+        segments: dict[str, Segment] | None = None,
+        counts: Callable[[str, str, int], int] | None = None,
+        now_ms: int | None = None,
+    ) -> int:
+        """Bring the membership of ``pids`` in ``segments`` (default: all) up to date.
+
+        ``counts(profile, event, days)`` replaces the profile's own event counts (backfills
+        count from ClickHouse history). Returns how many memberships changed.
+        """
+        defs = segments if segments is not None else self.definitions()
+        if not defs or not pids:
+            return 0
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        changes: list[tuple[Snapshot, str, bool]] = []
+        for snapshot in self.store.read_many(sorted(pids)):
+            if not snapshot.exists or "merged_into" in snapshot.fields:
+                continue
+            view = view_of(snapshot, now_ms, self.half_life_days)
+            if counts is not None:
+                pid = snapshot.id
+                view = View(
+                    view.traits,
+                    view.computed,
+                    view.scores,
+                    view.first_touch,
+                    lambda name, days, pid=pid: counts(pid, name, days),
+                )
+            current = set(snapshot.segments)
+            for key, segment in defs.items():
+                inside = matches(segment.rule, view)
+                if inside != (key in current):
+                    changes.append((snapshot, key, inside))
+        if not changes:
+            return 0
+        if announce:
+            self.emit(
+                [
+                    self._announcement(s, key, entered, cause, now_ms, defs[key])
+                    for s, key, entered in changes
+                ]
+            )
+        pipe = self.client.pipeline(transaction=False)
+        for snapshot, key, entered in changes:
+            segments = profile_keys(snapshot.id)[5]
+            if entered:
+                pipe.sadd(segments, key)
+                pipe.sadd(member_key(key), snapshot.id)
+            else:
+                pipe.srem(segments, key)
+                pipe.srem(member_key(key), snapshot.id)
+        pipe.execute()
+        return len(changes)
+
+    def sweep(self, cause: str) -> int:
+        """Re-check the members of segments whose rules count events in a time window."""
+        changed = 0
+        for key, segment in self.definitions().items():
+            if event_conditions(segment.rule):
+                members = {m.decode() for m in self.client.smembers(member_key(key))}
+                changed += self.evaluate(members, cause)
+        return changed
+
+    def backfill(self, key: str, history: Callable[[str, int], dict[str, int]]) -> int:
+        """Set the membership of segment ``key`` over every profile, silently.
+
+        ``history(event, days)`` returns event counts per profile id from ClickHouse.
+        """
+        segment = self.definitions().get(key)
+        if segment is None:
+            return 0
+        windows = {(c.event, c.days) for c in event_conditions(segment.rule) if c.event}
+        totals: dict[tuple[str, int], dict[str, int]] = {}
+        for event, days in windows:
+            per_profile: dict[str, int] = {}
+            for pid, count in history(event, days).items():
+                current = self.store.resolve(pid)
+                per_profile[current] = per_profile.get(current, 0) + count
+            totals[(event, days)] = per_profile
+
+        def counts(pid: str, event: str, days: int) -> int:
+            return totals.get((event, days), {}).get(pid, 0)
+
+        changes = 0
+        for batch in _batches(self._all_profiles(), 500):
+            changes += self.evaluate(
+                set(batch),
+                f"backfill:{key}",
+                announce=False,
+                segments={key: segment},
+                counts=counts if windows else None,
+            )
+        log.info("segment backfilled", extra={"segment": key, "changes": changes})
+        return changes
+
+    def _all_profiles(self) -> list[str]:
+        pids = []
+        for key in self.client.scan_iter(match="{p:*}", count=1000, _type="HASH"):
+            name = key.decode()
+            if name.endswith("}"):
+                pids.append(name[3:-1])
+        return pids
+
+    def _announcement(
+        self, snapshot: Snapshot, key: str, entered: bool, cause: str, now_ms: int, segment: Segment
+    ) -> wire.Message:
+        event = "Segment Entered" if entered else "Segment Exited"
+        identity = hashlib.blake2b(
+            f"{snapshot.id}|{key}|{entered}|{cause}".encode(), digest_size=16
+        ).hexdigest()
+        user = snapshot.fields.get("user_id")
+        anonymous = next(
+            (i.partition(":")[2] for i in snapshot.identities if i.startswith("anonymous_id:")),
+            None,
+        )
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        properties = {
+            "segment": key,
+            "segment_name": segment.name or key,
+            "profile_id": snapshot.id,
+        }
+        return wire.Track(
+            event=event,
+            user_id=user,
+            anonymous_id=None if user else anonymous,
+            message_id=f"seg-{identity}",
+            timestamp=now,
+            received_at=now,
+            properties=msgspec.Raw(msgspec.json.encode(properties)),
+            context=msgspec.Raw(b'{"library":{"name":"kairos-segments"}}'),
+        )
+
+
+def _batches(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,382 @@
+"""Profiles in Redis: the key layout, the scripts that change a profile, and reading one.
+
+Every key of one profile shares the hash tag ``{p:<id>}``, so each script touches one slot and
+the same code runs on Redis Cluster:
+
+    {p:ID}            hash   scalars: first_seen, last_seen, sessions, session_last, page_views,
+                             orders, revenue, lead_score, lead_score_at, user_id, applied;
+                             t:<trait> / tt:<trait> (value, event time), f:<first-touch trait>,
+                             c:<event> (count); merged_into (a forwarding pointer after a merge)
+    {p:ID}:viewed     list   last viewed product ids, newest first (bounded)
+    {p:ID}:cart       hash   product id -> JSON item with quantity
+    {p:ID}:daily      hash   "<event>|<day>" -> count (day = ms since epoch // 86400000)
+    {p:ID}:ids        set    "<kind>:<value>" identities (user_id, anonymous_id, email, ...)
+    {p:ID}:segments   set    segment keys the profile is in
+    {p:ID}:merged     set    ids of profiles merged into this one (their events stay theirs)
+    {id:<kind>:<value>} string  the profile id an identity resolves to (its own hash tag)
+
+Applying a message is idempotent: the script records the message's spool position in
+``applied`` and skips positions at or below it (one updater consumes the spool in order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis
+
+from profiles.computed import Update
+
+__all__ = ["ProfileStore", "Snapshot", "identity_key", "position", "profile_keys"]
+
+VIEWED_MAX = 20
+SESSION_GAP_MS = 30 * 60 * 1000
+DAILY_KEEP_DAYS = 120
+
+_APPLY = """
+local p, viewed, cart, daily, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pos = ARGV[1]
+if redis.call('HEXISTS', p, 'merged_into') == 1 then return -1 end
+local applied = redis.call('HGET', p, 'applied')
+if applied and applied >= pos then return 0 end
+local u = cjson.decode(ARGV[2])
+local ts = u.ts
+local first_seen = tonumber(redis.call('HGET', p, 'first_seen'))
+if not first_seen then
+  redis.call('HSET', p, 'first_seen', ts, 'last_seen', ts)
+else
+  if ts < first_seen then redis.call('HSET', p, 'first_seen', ts) end
+  if ts > tonumber(redis.call('HGET', p, 'last_seen')) then
+    redis.call('HSET', p, 'last_seen', ts)
+  end
+end
+if u.first then
+  for k, v in pairs(u.first) do redis.call('HSETNX', p, 'f:' .. k, v) end
+end
+if u.event then
+  local last = tonumber(redis.call('HGET', p, 'session_last') or '0')
+  if last == 0 or ts - last > tonumber(ARGV[4]) then redis.call('HINCRBY', p, 'sessions', 1) end
+  if ts > last then redis.call('HSET', p, 'session_last', ts) end
+  redis.call('HINCRBY', p, 'c:' .. u.event, 1)
+  redis.call('HINCRBY', daily, u.event .. '|' .. u.day, 1)
+  local oldest = tonumber(redis.call('HGET', p, 'daily_from') or u.day)
+  if u.day - oldest > tonumber(ARGV[6]) + 7 then
+    local keep = u.day - tonumber(ARGV[6])
+    local fields = redis.call('HKEYS', daily)
+    for _, f in ipairs(fields) do
+      if tonumber(string.match(f, '|(%d+)$')) < keep then redis.call('HDEL', daily, f) end
+    end
+    oldest = keep
+  end
+  redis.call('HSET', p, 'daily_from', math.min(oldest, u.day))
+end
+if u.page_view then redis.call('HINCRBY', p, 'page_views', 1) end
+if u.revenue then
+  redis.call('HINCRBY', p, 'orders', 1)
+  redis.call('HINCRBYFLOAT', p, 'revenue', u.revenue)
+end
+if u.cart then
+  local op = u.cart[1]
+  if op == 'clear' then
+    redis.call('DEL', cart)
+  elseif op == 'add' then
+    local item = u.cart[4]
+    local current = redis.call('HGET', cart, u.cart[2])
+    item.quantity = u.cart[3] + (current and cjson.decode(current).quantity or 0)
+    redis.call('HSET', cart, u.cart[2], cjson.encode(item))
+  elseif op == 'remove' then
+    local current = redis.call('HGET', cart, u.cart[2])
+    if current then
+      local item = cjson.decode(current)
+      if u.cart[3] <= 0 or u.cart[3] >= item.quantity then
+        redis.call('HDEL', cart, u.cart[2])
+      else
+        item.quantity = item.quantity - u.cart[3]
+        redis.call('HSET', cart, u.cart[2], cjson.encode(item))
+      end
+    end
+  end
+end
+if u.viewed then
+  redis.call('LREM', viewed, 0, u.viewed)
+  redis.call('LPUSH', viewed, u.viewed)
+  redis.call('LTRIM', viewed, 0, tonumber(ARGV[3]) - 1)
+end
+if u.points and u.points ~= 0 then
+  local hl = tonumber(ARGV[5])
+  local score = tonumber(redis.call('HGET', p, 'lead_score') or '0')
+  local at = tonumber(redis.call('HGET', p, 'lead_score_at') or ts)
+  if ts >= at then
+    score = score * math.pow(0.5, (ts - at) / hl) + u.points
+    at = ts
+  else
+    score = score + u.points * math.pow(0.5, (at - ts) / hl)
+  end
+  redis.call('HSET', p, 'lead_score', score, 'lead_score_at', at)
+end
+if u.uid then redis.call('HSETNX', p, 'user_id', u.uid) end
+local identities = cjson.decode(ARGV[7])
+if #identities > 0 then redis.call('SADD', ids, unpack(identities)) end
+for i = 8, #ARGV, 2 do
+  local seen = tonumber(redis.call('HGET', p, 'tt:' .. ARGV[i]) or '-1')
+  if ts >= seen then redis.call('HSET', p, 't:' .. ARGV[i], ARGV[i + 1], 'tt:' .. ARGV[i], ts) end
+end
+redis.call('HSET', p, 'applied', pos)
+return 1
+"""
+
+_MERGE = """
+local p, viewed, cart, daily, ids, merged = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local src = ARGV[1]
+if redis.call('SISMEMBER', merged, src) == 1 then return 0 end
+local s = cjson.decode(ARGV[2])
+local t = {}
+local flat = redis.call('HGETALL', p)
+for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+local function num(v) return tonumber(v or '0') or 0 end
+local src_first = num(s.first_seen)
+local tgt_first = num(t.first_seen)
+local earlier = src_first > 0 and (tgt_first == 0 or src_first < tgt_first)
+for k, v in pairs(s) do
+  local head = string.sub(k, 1, 2)
+  if head == 'c:' or k == 'page_views' or k == 'sessions' or k == 'orders' then
+    redis.call('HINCRBY', p, k, v)
+  elseif k == 'revenue' then
+    redis.call('HINCRBYFLOAT', p, k, v)
+  elseif head == 't:' then
+    local name = string.sub(k, 3)
+    local when = num(s['tt:' .. name])
+    if t['tt:' .. name] == nil or when > num(t['tt:' .. name]) then
+      redis.call('HSET', p, k, v, 'tt:' .. name, when)
+    end
+  elseif head == 'f:' then
+    if earlier then redis.call('HSET', p, k, v) else redis.call('HSETNX', p, k, v) end
+  end
+end
+if src_first > 0 then
+  if earlier then redis.call('HSET', p, 'first_seen', src_first) end
+  for _, k in ipairs({'last_seen', 'session_last', 'daily_from'}) do
+    local better = (k == 'daily_from') and math.min or math.max
+    if s[k] then redis.call('HSET', p, k, t[k] and better(num(t[k]), num(s[k])) or s[k]) end
+  end
+end
+if s.lead_score then
+  local hl = tonumber(ARGV[8])
+  local sa, ta = num(s.lead_score_at), num(t.lead_score_at)
+  local at = math.max(sa, ta)
+  local score = num(s.lead_score) * math.pow(0.5, (at - sa) / hl)
+    + num(t.lead_score) * math.pow(0.5, (at - ta) / hl)
+  redis.call('HSET', p, 'lead_score', score, 'lead_score_at', at)
+end
+if s.applied and (t.applied == nil or s.applied > t.applied) then
+  redis.call('HSET', p, 'applied', s.applied)
+end
+if s.user_id then redis.call('HSETNX', p, 'user_id', s.user_id) end
+local have = {}
+for _, id in ipairs(redis.call('LRANGE', viewed, 0, -1)) do have[id] = true end
+for _, id in ipairs(cjson.decode(ARGV[3])) do
+  if not have[id] then redis.call('RPUSH', viewed, id) end
+end
+redis.call('LTRIM', viewed, 0, tonumber(ARGV[7]) - 1)
+for id, raw in pairs(cjson.decode(ARGV[4])) do
+  local item = cjson.decode(raw)
+  local current = redis.call('HGET', cart, id)
+  if current then item.quantity = item.quantity + cjson.decode(current).quantity end
+  redis.call('HSET', cart, id, cjson.encode(item))
+end
+for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HINCRBY', daily, k, v) end
+local src_ids = cjson.decode(ARGV[6])
+if #src_ids > 0 then redis.call('SADD', ids, unpack(src_ids)) end
+local src_merged = cjson.decode(ARGV[9])
+redis.call('SADD', merged, src, unpack(src_merged))
+return 1
+"""
+
+
+def profile_keys(pid: str) -> list[str]:
+    """The keys of profile ``pid``: hash, viewed, cart, daily, ids, segments, merged."""
+    tag = f"{{p:{pid}}}"
+    return [
+        tag,
+        f"{tag}:viewed",
+        f"{tag}:cart",
+        f"{tag}:daily",
+        f"{tag}:ids",
+        f"{tag}:segments",
+        f"{tag}:merged",
+    ]
+
+
+def identity_key(kind: str, value: str) -> str:
+    return f"{{id:{kind}:{value}}}"
+
+
+def position(entry_id: str, index: int) -> str:
+    """A message's place in the spool as a string that sorts like the spool does."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{int(ms):014d}-{int(seq or 0):08d}-{index:06d}"
+
+
+def new_profile_id(at: str) -> str:
+    """Deterministic from the spool position that created it: a replay creates the same one."""
+    return "p_" + hashlib.blake2b(at.encode(), digest_size=8).hexdigest()
+
+
+@dataclass
+class Snapshot:
+    """One profile as read from Redis."""
+
+    id: str
+    fields: dict[str, str]
+    viewed: list[str]
+    cart: dict[str, Any]
+    daily: dict[str, int]
+    identities: list[str]
+    segments: list[str]
+    merged_from: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exists(self) -> bool:
+        return "first_seen" in self.fields or bool(self.identities)
+
+    def traits(self) -> dict[str, Any]:
+        return {k[2:]: msgspec.json.decode(v) for k, v in self.fields.items() if k.startswith("t:")}
+
+    def first_touch(self) -> dict[str, str]:
+        return {k[2:]: v for k, v in self.fields.items() if k.startswith("f:")}
+
+    def counts(self) -> dict[str, int]:
+        return {k[2:]: int(v) for k, v in self.fields.items() if k.startswith("c:")}
+
+    def number(self, name: str) -> float:
+        return float(self.fields.get(name, 0) or 0)
+
+    def count_since(self, event: str, since_day: int) -> int:
+        total = 0
+        for key, count in self.daily.items():
+            name, _, day = key.rpartition("|")
+            if name == event and int(day) >= since_day:
+                total += count
+        return total
+
+
+class ProfileStore:
+    """Reads and changes profiles (blocking client: the updater and the API's threads)."""
+
+    def __init__(self, client: redis.Redis, half_life_ms: float = 30 * 86_400_000):
+        self.client = client
+        self.half_life_ms = half_life_ms
+        self._apply = client.register_script(_APPLY)
+        self._merge = client.register_script(_MERGE)
+
+    def apply(
+        self,
+        pipe: Any,
+        pid: str,
+        at: str,
+        update: Update,
+        identities: list[str],
+        user_id: str | None,
+    ) -> None:
+        """Queue the apply script for one message on ``pipe`` (a pipeline)."""
+        traits = update.traits or {}
+        payload = msgspec.json.encode(msgspec.structs.replace(update, traits=None))
+        if user_id is not None:
+            payload = payload[:-1] + b',"uid":' + msgspec.json.encode(user_id) + b"}"
+        args: list[Any] = [
+            at,
+            payload,
+            VIEWED_MAX,
+            SESSION_GAP_MS,
+            self.half_life_ms,
+            DAILY_KEEP_DAYS,
+            msgspec.json.encode(identities),
+        ]
+        for name, raw in traits.items():
+            args += [name, bytes(raw)]
+        self._apply(keys=profile_keys(pid)[:5], args=args, client=pipe)
+
+    def merge(self, source: Snapshot, target: str) -> bool:
+        """Fold ``source`` into profile ``target`` (once: a repeat is a no-op)."""
+        keys = profile_keys(target)
+        args = [
+            source.id,
+            msgspec.json.encode(source.fields),
+            msgspec.json.encode(source.viewed),
+            msgspec.json.encode(
+                {k: msgspec.json.encode(v).decode() for k, v in source.cart.items()}
+            ),
+            msgspec.json.encode(source.daily),
+            msgspec.json.encode(source.identities),
+            VIEWED_MAX,
+            self.half_life_ms,
+            msgspec.json.encode(source.merged_from),
+        ]
+        return bool(self._merge(keys=[*keys[:5], keys[6]], args=args))
+
+    def forward(self, source: str, target: str) -> None:
+        """Leave only a pointer to ``target`` where ``source`` was."""
+        keys = profile_keys(source)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*keys)
+        pipe.hset(keys[0], "merged_into", target)
+        pipe.execute()
+
+    def read(self, pid: str) -> Snapshot:
+        return self.read_many([pid])[0]
+
+    def read_many(self, pids: list[str]) -> list[Snapshot]:
+        pipe = self.client.pipeline(transaction=False)
+        for pid in pids:
+            profile, viewed, cart, daily, ids, segments, merged = profile_keys(pid)
+            pipe.hgetall(profile)
+            pipe.lrange(viewed, 0, -1)
+            pipe.hgetall(cart)
+            pipe.hgetall(daily)
+            pipe.smembers(ids)
+            pipe.smembers(segments)
+            pipe.smembers(merged)
+        replies = pipe.execute()
+        snapshots = []
+        for i, pid in enumerate(pids):
+            fields, viewed, cart, daily, ids, segments, merged = replies[i * 7 : i * 7 + 7]
+            snapshots.append(
+                Snapshot(
+                    id=pid,
+                    fields={_s(k): _s(v) for k, v in fields.items()},
+                    viewed=[_s(v) for v in viewed],
+                    cart={_s(k): msgspec.json.decode(v) for k, v in cart.items()},
+                    daily={_s(k): int(v) for k, v in daily.items()},
+                    identities=sorted(_s(v) for v in ids),
+                    segments=sorted(_s(v) for v in segments),
+                    merged_from=sorted(_s(v) for v in merged),
+                )
+            )
+        return snapshots
+
+    def resolve(self, pid: str, hops: int = 16) -> str:
+        """Follow merge pointers from ``pid`` to the profile that holds its data now."""
+        for _ in range(hops):
+            target = self.client.hget(profile_keys(pid)[0], "merged_into")
+            if target is None:
+                return pid
+            pid = _s(target)
+        return pid
+
+    def lookup(self, identities: list[str]) -> dict[str, str]:
+        """Profile ids of the given "kind:value" identities (those that have one)."""
+        if not identities:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for identity in identities:
+            kind, _, value = identity.partition(":")
+            pipe.get(identity_key(kind, value))
+        return {i: _s(p) for i, p in zip(identities, pipe.execute()) if p is not None}
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

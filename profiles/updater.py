@@ -1,0 +1,153 @@
+"""The profile updater: a consumer group on the spool that keeps every profile current.
+
+For each batch of spool entries it resolves identities (one pipelined lookup for the batch),
+performs merges, then queues one apply script per message in one pipeline. Applying is
+idempotent per profile (the spool position is recorded with the update), so a batch replayed
+after a crash changes nothing twice. Afterwards it records, per entry, the profile of each
+message (the sink stamps them on the events it stores) and re-evaluates the segments of the
+profiles the batch touched.
+
+One updater per spool: the position check relies on messages arriving in spool order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import msgspec
+import redis
+
+from collector import wire
+from collector.consent import SUPPRESSION, identity_hash
+from collector.identifiers import identities as identities_of
+from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader
+from profiles.computed import compute
+from profiles.resolve import Resolver
+from profiles.scoring import LeadScoring
+from profiles.store import ProfileStore, identity_key, new_profile_id, position, profile_keys
+
+__all__ = ["ProfileUpdater"]
+
+log = logging.getLogger("kairos.profiles")
+
+PIDS_TTL = 7 * 86_400  # the sink reads them within seconds; a week covers long outages
+
+
+class ProfileUpdater:
+    def __init__(
+        self,
+        reader: SpoolReader,
+        store: ProfileStore,
+        scoring: LeadScoring | None = None,
+        after_batch: Callable[[set[str]], None] | None = None,
+        max_entries: int = 500,
+        interval: float = 0.2,
+    ):
+        self.reader = reader
+        self.store = store
+        self.scoring = scoring or LeadScoring()
+        self.after_batch = after_batch
+        self.max_entries = max_entries
+        self.interval = interval
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("profile updater started", extra={"consumer": self.reader.consumer})
+        recover, delay = True, 0.5
+        while not stop.is_set():
+            try:
+                if recover:
+                    self.reader.ensure_group()
+                    entries = self.reader.pending(self.max_entries)
+                    recover = False
+                else:
+                    entries = self.reader.read(self.max_entries, int(self.interval * 1000))
+                if entries:
+                    touched = self.process(entries)
+                    if self.after_batch is not None:
+                        self.after_batch(touched)
+                    self.reader.ack(entries, {"profiles_applied": sum(e.count for e in entries)})
+                delay = 0.5
+            except redis.RedisError as exc:
+                log.warning("redis unreachable; retrying", extra={"error": str(exc), "in": delay})
+                recover = True
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        log.info("profile updater stopped")
+
+    def process(self, entries: list[Entry]) -> set[str]:
+        """Apply ``entries`` to profiles; returns the ids of the profiles changed."""
+        batch: list[tuple[Entry, int, wire.Message, list[str]]] = []
+        for entry in entries:
+            for index, msg in enumerate(entry.messages()):
+                ids = [f"{kind}:{value}" for kind, value in identities_of(msg)]
+                if type(msg) is wire.Alias:
+                    ids.append(f"anonymous_id:{msg.previous_id}")
+                    ids.append(f"user_id:{msg.previous_id}")
+                batch.append((entry, index, msg, ids))
+        withheld = self._suppressed([msg for _, _, msg, _ in batch])
+        links = self.store.lookup(sorted({i for *_, ids in batch for i in ids}))
+        links = {identity: self.store.resolve(pid) for identity, pid in links.items()}
+        resolver = Resolver(links, self._owners(set(links.values())))
+        pipe = self.store.client.pipeline(transaction=False)
+        pids: dict[str, list[str]] = {}
+        touched: set[str] = set()
+        for (entry, index, msg, ids), hidden in zip(batch, withheld):
+            if msg.anonymized or hidden:  # consent denied: no profile; erased: not even stored
+                pids.setdefault(entry.id, []).append(SUPPRESSED if hidden else "")
+                continue
+            at = position(entry.id, index)
+            plan = resolver.plan(msg, ids, new_profile_id(at))
+            if plan.merges:
+                pipe.execute()  # the merged profiles must hold everything queued so far
+                for source in plan.merges:
+                    self._merge(source, plan.profile)
+                    touched.discard(source)
+            for identity in plan.links:
+                kind, _, value = identity.partition(":")
+                pipe.set(identity_key(kind, value), plan.profile)
+            update = compute(msg, self.scoring)
+            own = [i for i in ids if resolver.links.get(i) == plan.profile]
+            user = str(msg.user_id) if msg.user_id is not None else None
+            self.store.apply(pipe, plan.profile, at, update, own, user)
+            pids.setdefault(entry.id, []).append(plan.profile)
+            touched.add(plan.profile)
+        for entry_id, profile_ids in pids.items():
+            pipe.set(PIDS + entry_id, msgspec.json.encode(profile_ids), ex=PIDS_TTL)
+        pipe.execute()
+        return touched
+
+    def _suppressed(self, messages: list[wire.Message]) -> list[bool]:
+        """Which messages belong to erased people (the authoritative check; intake's is cached)."""
+        hashes = [
+            [
+                identity_hash(kind, value)
+                for kind, value in identities_of(msg)
+                if kind in ("user_id", "anonymous_id")
+            ]
+            for msg in messages
+        ]
+        flat = [h for per in hashes for h in per]
+        if not flat:
+            return [False] * len(messages)
+        hits = dict(zip(flat, self.store.client.smismember(SUPPRESSION, flat)))
+        return [any(hits[h] for h in per) for per in hashes]
+
+    def _owners(self, pids: set[str]) -> dict[str, str | None]:
+        pipe = self.store.client.pipeline(transaction=False)
+        ordered = sorted(pids)
+        for pid in ordered:
+            pipe.hget(profile_keys(pid)[0], "user_id")
+        return {pid: (v.decode() if v else None) for pid, v in zip(ordered, pipe.execute())}
+
+    def _merge(self, source: str, target: str) -> None:
+        snapshot = self.store.read(source)
+        self.store.merge(snapshot, target)
+        pipe = self.store.client.pipeline(transaction=False)
+        for identity in snapshot.identities:
+            kind, _, value = identity.partition(":")
+            pipe.set(identity_key(kind, value), target)
+        pipe.execute()
+        self.store.forward(source, target)
+        log.info("profiles merged", extra={"from": source, "into": target})
