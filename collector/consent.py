@@ -23,10 +23,18 @@ from hashlib import blake2b
 from typing import Literal
 
 import msgspec
+import redis.asyncio
 
 from collector import wire
 
-__all__ = ["SUPPRESSION", "SUPPRESSION_VERSION", "ConsentPolicy", "identity_hash", "suppressed"]
+__all__ = [
+    "SUPPRESSION",
+    "SUPPRESSION_VERSION",
+    "ConsentPolicy",
+    "SuppressionCache",
+    "identity_hash",
+    "suppressed",
+]
 
 SUPPRESSION = "{privacy}:suppressed"  # set of identity hashes
 SUPPRESSION_VERSION = "{privacy}:version"  # bumped on every change, for cached copies
@@ -76,3 +84,18 @@ def suppressed(msg: wire.Message, hashes: frozenset[bytes] | set[bytes]) -> bool
         msg.anonymous_id is not None
         and identity_hash("anonymous_id", str(msg.anonymous_id)) in hashes
     )
+
+
+class SuppressionCache:
+    """This process's copy of the suppression list, refreshed when its version changes (the
+    collector checks every message against it without a Redis call)."""
+
+    def __init__(self) -> None:
+        self.hashes: frozenset[bytes] = frozenset()
+        self._version: bytes | None = None
+
+    async def refresh(self, client: redis.asyncio.Redis) -> None:
+        version = await client.get(SUPPRESSION_VERSION)
+        if version is not None and version != self._version:
+            self.hashes = frozenset(await client.smembers(SUPPRESSION))
+            self._version = version

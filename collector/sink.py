@@ -119,11 +119,20 @@ class Sink:
         return entries
 
     def _flush(self, entries: list[Entry], stop: threading.Event) -> bool:
-        """Store then acknowledge ``entries``; False if stopped before ClickHouse took them."""
-        stored = self.store_batch(entries, stop)
-        if stored is None:
-            return False
-        elapsed, dead = stored
+        """Store then acknowledge ``entries`` (commands among them run in their place);
+        False if stopped before ClickHouse took them."""
+        elapsed, dead, run = 0.0, set(), []
+        for entry in [*entries, None]:
+            if entry is not None and entry.command is None:
+                run.append(entry)
+                continue
+            if run:
+                stored = self.store_batch(run, stop)
+                if stored is None:
+                    return False
+                elapsed, dead, run = elapsed + stored[0], dead | stored[1], []
+            if entry is not None and not self._command(entry, stop):
+                return False
         counters: dict[str, float] = {
             "sink_inserted": sum(e.count for e in entries if e.id not in dead),
             "sink_batches": 1,
@@ -179,6 +188,33 @@ class Sink:
             settings={**INTAKE_SETTINGS, "insert_deduplication_token": token},
             fmt="JSONEachRow",
         )
+
+    def _command(self, entry: Entry, stop: threading.Event) -> bool:
+        """Run a spool command (an erasure: delete a person's events). Idempotent."""
+        command = entry.command or {}
+        if command.get("kind") != "erase":
+            log.error("unknown spool command; skipped", extra={"entry": entry.id})
+            return True
+        delay = 0.5
+        while True:
+            try:
+                self.store.command(
+                    "DELETE FROM events WHERE profile_id IN {profiles:Array(String)} "
+                    "OR anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)}",
+                    parameters={
+                        "profiles": command.get("profiles", []),
+                        "anonymous": command.get("anonymous_ids", []),
+                        "users": command.get("user_ids", []),
+                    },
+                )
+                log.info("erased a person's events", extra={"entry": entry.id})
+                self._count({"sink_erasures": 1})
+                return True
+            except Exception as exc:
+                log.warning("erasure failed; retrying", extra={"error": str(exc)[:300], "in": delay})
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, 30.0)
 
     def _stamped(self, entries: list[Entry]) -> list[bytes]:
         """Payloads with each message's profile id, as the profile updater resolved it.

@@ -36,6 +36,7 @@ __all__ = [
     "Entry",
     "Spool",
     "SpoolReader",
+    "append_command",
     "append_now",
     "spool_state",
 ]
@@ -48,6 +49,7 @@ SUPPRESSED = "!"  # in such a list: the message is an erased person's, not to be
 SEEN = "{spool}:seen:"
 EVENTS = b"e"  # stream field holding the messages, one JSON line each
 COUNT = b"n"  # stream field holding how many
+COMMAND = b"x"  # stream field of a command entry (JSON)
 DEDUP_WINDOW = 24 * 3600
 DEDUP_BUCKET = 4 * 3600
 
@@ -170,14 +172,21 @@ def append_now(client: redis.Redis, messages: list[wire.Message]) -> Appended:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry: the messages of one accepted request, one JSON line each."""
+    """One stream entry: the messages of one accepted request, one JSON line each; or a
+    command for the workers (an erasure), which travels in order with the events."""
 
     id: str
     payload: bytes
     count: int
+    command: dict[str, Any] | None = None
 
     def messages(self) -> list[wire.Message]:
         return wire.from_lines(self.payload)
+
+
+def append_command(client: redis.Redis, command: dict[str, Any]) -> str:
+    """Put a command in the spool, behind every message accepted before it."""
+    return _text(client.xadd(STREAM, {"n": 0, "x": msgspec.json.encode(command)}))
 
 
 class SpoolReader:
@@ -312,6 +321,8 @@ def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
     # An entry deleted while pending comes back without fields: acknowledge it, nothing to apply.
     if not fields:
         return Entry(_text(entry_id), b"", 0)
+    if COMMAND in fields:
+        return Entry(_text(entry_id), b"", 0, msgspec.json.decode(fields[COMMAND]))
     return Entry(_text(entry_id), fields[EVENTS], int(fields[COUNT]))
 
 

@@ -6,6 +6,7 @@ The app holds no pipeline worker: the spool is drained by worker processes (edge
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,15 +19,26 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from collector import Spool
-from collector.spool import ensure_group
+from collector.consent import SuppressionCache
 from collector.store import open_store
-from edge import openapi, ops, sql, tracking
+from edge import openapi, ops, profiles_api, segments_api, sql, tracking
 from edge.settings import Settings
-from edge.worker import SINK_GROUP
+from profiles import ProfileStore
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("kairos.app")
+
+
+async def _refresh(suppression: SuppressionCache, client: redis.asyncio.Redis) -> None:
+    """Keep this process's suppression list current (an erasure reaches every API replica
+    within a second; the profile updater checks the list itself too)."""
+    while True:
+        try:
+            await suppression.refresh(client)
+        except redis.RedisError:
+            pass  # Redis down: ingestion answers 503 anyway; try again shortly
+        await asyncio.sleep(1.0)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -34,8 +46,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         client = redis.asyncio.Redis.from_url(settings.redis_url)
         client_sync = redis.Redis.from_url(settings.redis_url)
-        ensure_group(client_sync, SINK_GROUP)  # before any append: nothing is trimmed unread
         store = open_store(settings.store_url)
+        suppression = SuppressionCache()
+        refresher = asyncio.create_task(_refresh(suppression, client))
         log.info("api ready", extra={"store": settings.store_url})
         try:
             yield {
@@ -44,14 +57,24 @@ def create_app(settings: Settings) -> Starlette:
                 "redis_sync": client_sync,
                 "spool": Spool(client, limit=settings.spool_limit),
                 "store": store,
+                "suppression": suppression,
+                "profiles": ProfileStore(client_sync),
             }
         finally:
+            refresher.cancel()
             await store.close()
             await client.aclose()
             client_sync.close()
 
     return Starlette(
-        routes=[*tracking.routes, *sql.routes, *ops.routes, *openapi.routes],
+        routes=[
+            *tracking.routes,
+            *sql.routes,
+            *profiles_api.routes,
+            *segments_api.routes,
+            *ops.routes,
+            *openapi.routes,
+        ],
         middleware=[
             Middleware(
                 CORSMiddleware,

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
 
 from collector.errors import Unauthorized
+from edge.responses import Problem, error
 
-__all__ = ["key_from_header", "require_key"]
+__all__ = ["key_from_header", "require_key", "secret"]
 
 
 def key_from_header(authorization: str | None) -> str | None:
@@ -37,3 +43,26 @@ def require_key(given: str | None, expected: str, what: str) -> None:
         raise Unauthorized(f"missing {what}: send it as HTTP Basic username or Bearer token")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized(f"wrong {what}")
+
+
+def secret(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Guard a Starlette endpoint with the secret key; ``Problem`` raised inside becomes its
+    answer."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            require_key(
+                key_from_header(request.headers.get("authorization")),
+                request.state.settings.secret_key,
+                "secret key",
+            )
+            return await endpoint(request)
+        except Unauthorized as exc:
+            return error(401, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"})
+        except Problem as exc:
+            return exc.response()
+
+    return guarded

@@ -25,6 +25,7 @@ environment:
   KAIROS_WRITE_KEY    public key for browsers and SDKs (default: generated, kept in the data dir)
   KAIROS_SECRET_KEY   key for servers and the growth team (default: generated likewise)
   KAIROS_REDIS_URL, KAIROS_CLICKHOUSE_URL   external servers instead of the embedded ones
+  KAIROS_CONFIG       config file (default: kairos.toml in the data dir, if there is one)
 """
 
 
@@ -58,6 +59,13 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         help="log lines as JSON or key=value text (auto: text on a terminal)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(_env("KAIROS_CONFIG")) if _env("KAIROS_CONFIG") else None,
+        metavar="TOML",
+        help="config file: lead scoring, segments, consent (default: kairos.toml in the data dir)",
+    )
     parser.add_argument(
         "--sink-batch",
         type=int,
@@ -118,9 +126,20 @@ def _parser() -> argparse.ArgumentParser:
         help="run one pipeline worker in this process",
         description="Run a worker on its own: for the multi-process layout (docker-compose).",
     )
-    worker.add_argument("name", choices=["sink"], help="sink: drains the spool into ClickHouse")
+    worker.add_argument(
+        "name",
+        choices=["sink", "profiles"],
+        help="sink: drains the spool into ClickHouse; profiles: keeps profiles and segments",
+    )
     _store_options(worker)
     worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
+    worker.add_argument(
+        "--store-url",
+        default=None,
+        metavar="URL",
+        help="profiles: where to read event history (unix://…/store.sock, a ClickHouse URL, "
+        "or none)",
+    )
     worker.add_argument(
         "--serve",
         type=Path,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from collector.consent import ConsentPolicy
 
 __all__ = ["Keys", "Settings", "load_keys"]
 
@@ -51,3 +53,4 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     spool_limit: int = 100_000  # stream entries (one per accepted request); 0 = no limit
+    consent: ConsentPolicy = field(default_factory=ConsentPolicy)

@@ -13,9 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collector import Unauthorized
 from collector.errors import QueryFailed, StoreUnavailable, with_path
-from edge.auth import key_from_header, require_key
+from edge.auth import secret
 from edge.responses import error, json
 
 __all__ = ["routes"]
@@ -28,16 +27,9 @@ class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
 _decode = msgspec.json.Decoder(SqlRequest).decode
 
 
+@secret
 async def sql(request: Request) -> Response:
     state = request.state
-    try:
-        require_key(
-            key_from_header(request.headers.get("authorization")),
-            state.settings.secret_key,
-            "secret key",
-        )
-    except Unauthorized as exc:
-        return error(401, exc.code, exc.message)
     try:
         query = _decode(await request.body()).query
     except msgspec.ValidationError as exc:

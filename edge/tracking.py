@@ -60,10 +60,14 @@ async def collect(request: Request, kind: str) -> Response:
             content_encoding=request.headers.get("content-encoding"),
             received_at=received_at,
             ip=request.client.host if request.client else None,
+            consent=state.settings.consent,
+            suppressed=state.suppression.hashes,
         )
         if header_key is None:
             require_key(intake.write_key, state.settings.write_key, "write key")
         await state.spool.append(intake)
+        if intake.withheld:
+            await state.redis.hincrby(STATS, "withheld", intake.withheld)
     except InvalidInput as exc:
         await _count_rejected(state, exc.code)
         return error(400, exc.code, exc.message, **({"errors": exc.errors} if exc.errors else {}))

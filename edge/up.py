@@ -31,62 +31,71 @@ def up(args: argparse.Namespace) -> int:
     import uvicorn
 
     from collector import embedded_url
+    from collector.spool import ensure_group
     from edge.app import create_app
+    from edge.config import ConfigError
     from edge.logs import setup_logging
     from edge.redis_server import EmbeddedRedis, RedisStartError
     from edge.server import Server
     from edge.settings import Settings, load_keys
     from edge.supervisor import Supervisor
+    from edge.worker import PROFILES_GROUP, SINK_GROUP
 
     setup_logging(args.log_format, args.log_level)
     data_dir = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config_path, config = _config(args, data_dir)
+    except ConfigError as exc:
+        print(f"kairos: {exc}", file=sys.stderr)
+        return 2
     keys = load_keys(data_dir, args.write_key, args.secret_key)
     embedded = None if args.redis_url else EmbeddedRedis(data_dir, args.fsync)
     redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
     clickhouse_url = args.clickhouse_url or embedded_url(data_dir)
     store_socket = data_dir / "run" / "store.sock"
     sink_owns_store = clickhouse_url.startswith("chdb://") and not args.no_sink
+    store_url = f"unix://{store_socket}" if sink_owns_store else clickhouse_url
     settings = Settings(
         redis_url=redis_url,
-        store_url=f"unix://{store_socket}" if sink_owns_store else clickhouse_url,
+        store_url=store_url,
         write_key=keys.write_key,
         secret_key=keys.secret_key,
         host=args.host,
         port=args.port,
         spool_limit=args.spool_limit,
+        consent=config.consent,
     )
+    common = ["--redis-url", redis_url, "--log-format", args.log_format,
+              "--log-level", args.log_level]  # fmt: skip
+    if config_path is not None:
+        common += ["--config", str(config_path)]
     supervisor = Supervisor(data_dir / "run")
     try:
         if embedded is not None:
             embedded.start()
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        for group in (SINK_GROUP, PROFILES_GROUP):  # before any append: nothing trimmed unread
+            ensure_group(client, group)
+        client.close()
+        node = os.uname().nodename
         if not args.no_sink:
-            argv = [
-                sys.executable,
-                "-m",
-                "edge.cli",
-                "worker",
-                "sink",
-                "--redis-url",
-                redis_url,
-                "--clickhouse-url",
-                clickhouse_url,
-                "--consumer",
-                f"{os.uname().nodename}-sink",
-                "--sink-batch",
-                str(args.sink_batch),
-                "--log-format",
-                args.log_format,
-                "--log-level",
-                args.log_level,
-            ]
-            if sink_owns_store:
-                argv += ["--serve", str(store_socket)]
-            supervisor.start("sink", argv)
+            sink = [*_worker("sink"), *common, "--clickhouse-url", clickhouse_url,
+                    "--consumer", f"{node}-sink", "--sink-batch", str(args.sink_batch)]  # fmt: skip
+            supervisor.start(
+                "sink", [*sink, "--serve", str(store_socket)] if sink_owns_store else sink
+            )
             if sink_owns_store:
                 _wait_for_socket(store_socket, supervisor)
+        # With --no-sink and embedded ClickHouse this process owns it: the profiles worker
+        # then has no history to backfill segments from (Redis counts only).
+        profiles_store = store_url if not store_url.startswith("chdb://") else "none"
+        supervisor.start("profiles", [*_worker("profiles"), *common, "--store-url", profiles_store,
+                                      "--consumer", f"{node}-profiles"])  # fmt: skip
         _banner(settings, data_dir, clickhouse_url, keys.created, embedded is not None)
-        config = uvicorn.Config(
+        server_config = uvicorn.Config(
             create_app(settings),
             host=args.host,
             port=args.port,
@@ -94,7 +103,7 @@ def up(args: argparse.Namespace) -> int:
             access_log=False,
             server_header=False,
         )
-        Server(config).run()
+        Server(server_config).run()
     except (RedisStartError, StartError) as exc:
         print(f"kairos: {exc}", file=sys.stderr)
         return 1
@@ -107,15 +116,42 @@ def up(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     from collector import embedded_url
+    from edge.config import ConfigError
     from edge.logs import setup_logging
     from edge.redis_server import EmbeddedRedis
-    from edge.worker import run_sink_worker
+    from edge.worker import run_profiles_worker, run_sink_worker
 
     setup_logging(args.log_format, args.log_level)
     redis_url = args.redis_url or EmbeddedRedis(args.data_dir).url  # that of a running `up`
     clickhouse_url = args.clickhouse_url or embedded_url(args.data_dir)
-    consumer = args.consumer or os.uname().nodename
-    return run_sink_worker(redis_url, clickhouse_url, consumer, args.sink_batch, args.serve)
+    consumer = args.consumer or f"{os.uname().nodename}-{args.name}"
+    if args.name == "sink":
+        return run_sink_worker(redis_url, clickhouse_url, consumer, args.sink_batch, args.serve)
+    try:
+        _, config = _config(args, args.data_dir.resolve())
+    except ConfigError as exc:
+        print(f"kairos: {exc}", file=sys.stderr)
+        return 2
+    store_url = args.store_url or (
+        f"unix://{args.data_dir.resolve() / 'run' / 'store.sock'}"
+        if clickhouse_url.startswith("chdb://")
+        else clickhouse_url
+    )
+    return run_profiles_worker(redis_url, store_url, consumer, config)
+
+
+def _worker(name: str) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", "worker", name]
+
+
+def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]:
+    """The config file given, else ``kairos.toml`` in the data dir if there is one."""
+    from edge.config import load_config
+
+    path = args.config
+    if path is None and (data_dir / "kairos.toml").exists():
+        path = data_dir / "kairos.toml"
+    return (path.resolve() if path else None), load_config(path)
 
 
 def _wait_for_socket(path: Path, supervisor: Any, timeout: float = 120.0) -> None:

@@ -2,6 +2,8 @@
 
 The sink worker drains the spool into ClickHouse. When ClickHouse is embedded, the sink's process
 owns the data dir and also serves the engine's read queries on a Unix socket.
+
+The profiles worker keeps the Redis profiles, identities and segment memberships current.
 """
 
 from __future__ import annotations
@@ -15,13 +17,30 @@ from pathlib import Path
 import redis
 
 from collector import Sink, SpoolReader, connect, migrate
-from collector.spool import ensure_group
+from collector.spool import append_now, ensure_group
+from collector.store import open_store
+from edge.config import Config
+from profiles import ProfileStore, ProfileUpdater
+from profiles.membership import Membership, put_segment
 
-__all__ = ["SINK_GROUP", "run_sink_worker", "start_sink"]
+__all__ = [
+    "PROFILES_GROUP",
+    "SINK_GROUP",
+    "run_profiles_worker",
+    "run_sink_worker",
+    "start_profiles",
+    "start_sink",
+]
 
 log = logging.getLogger("kairos.worker")
 
 SINK_GROUP = "sink"
+PROFILES_GROUP = "profiles"
+_HISTORY = (
+    "SELECT profile_id, count() FROM events WHERE event = {event:String} "
+    "AND timestamp >= now64(3) - toIntervalDay({days:UInt32}) AND profile_id != '' "
+    "GROUP BY profile_id"
+)
 
 
 def start_sink(
@@ -47,6 +66,66 @@ def start_sink(
     return thread
 
 
+def start_profiles(
+    redis_url: str,
+    store_url: str,
+    consumer: str,
+    stop: threading.Event,
+    config: Config | None = None,
+    interval: float = 0.2,
+) -> threading.Thread:
+    """Run the profile updater (with segment membership) in a daemon thread until ``stop``."""
+    config = config or Config()
+    client = redis.Redis.from_url(redis_url)
+    ensure_group(client, PROFILES_GROUP)
+    store = ProfileStore(client, config.lead_score.half_life_ms)
+    for key, segment in config.segments.items():
+        if put_segment(client, key, segment):
+            log.info("segment from the config file installed", extra={"segment": key})
+    membership = Membership(
+        store, lambda messages: append_now(client, messages), config.lead_score.half_life_days
+    )
+    events = open_store(store_url) if store_url != "none" else None
+
+    def history(event: str, days: int) -> dict[str, int]:
+        if events is None:
+            log.warning("no event history to backfill from", extra={"event": event})
+            return {}
+        rows = events.query_sync(_HISTORY, {"event": event, "days": days}, limited=False).rows
+        return {pid: int(count) for pid, count in rows}
+
+    updater = ProfileUpdater(
+        SpoolReader(client, PROFILES_GROUP, consumer),
+        store,
+        config.lead_score,
+        after_batch=lambda touched, entries: membership.evaluate(
+            touched, f"batch:{entries[-1].id}"
+        ),
+        periodic=lambda: membership.maintain(history),
+        interval=interval,
+    )
+    thread = threading.Thread(target=updater.run, args=(stop,), name="profiles", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_profiles_worker(
+    redis_url: str, store_url: str, consumer: str, config: Config | None = None
+) -> int:
+    """The profiles worker process: runs until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    thread = start_profiles(redis_url, store_url, consumer, stop, config)
+    _until_signalled(stop)
+    thread.join(timeout=60)
+    return 0
+
+
+def _until_signalled(stop: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
 def run_sink_worker(
     redis_url: str,
     clickhouse_url: str,
@@ -62,9 +141,7 @@ def run_sink_worker(
     sink = start_sink(redis_url, clickhouse_url, consumer, stop, batch)
     try:
         if serve is None:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-            stop.wait()
+            _until_signalled(stop)
         else:
             _serve_queries(clickhouse_url, serve)  # returns on SIGTERM / SIGINT
     finally:

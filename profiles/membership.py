@@ -27,58 +27,22 @@ import msgspec
 import redis
 
 from collector import wire
-from profiles.scoring import decayed
 from profiles.segments import SEGMENT, Segment, View, event_conditions, matches
+from profiles.views import view_of
 from profiles.store import ProfileStore, Snapshot, profile_keys
 
-__all__ = ["DEFS", "Membership", "member_key", "view_of"]
+__all__ = ["DEFS", "Membership", "delete_segment", "member_key", "put_segment", "segments"]
 
 log = logging.getLogger("kairos.segments")
 
 DEFS = "{seg}:defs"
 VERSION = "{seg}:version"
 BACKFILL = "{seg}:backfill"
-_DAY_MS = 86_400_000
+_SWEEP_SECONDS = 60.0
 
 
 def member_key(segment: str) -> str:
     return f"{{segm:{segment}}}"
-
-
-def view_of(snapshot: Snapshot, now_ms: int, half_life_days: float = 30.0) -> View:
-    """What segment rules see of a profile at ``now_ms``."""
-    fields = snapshot.fields
-    number = snapshot.number
-    orders, revenue = number("orders"), number("revenue")
-    computed: dict[str, Any] = {
-        "page_views": number("page_views"),
-        "sessions": number("sessions"),
-        "orders": orders,
-        "revenue": revenue,
-        "average_order_value": revenue / orders if orders else 0.0,
-        "lead_score": decayed(
-            number("lead_score"), int(number("lead_score_at")), now_ms, half_life_days
-        ),
-        "cart_items": sum(float(item.get("quantity", 0)) for item in snapshot.cart.values()),
-        "cart_value": sum(
-            float(item.get("price", 0) or 0) * float(item.get("quantity", 0))
-            for item in snapshot.cart.values()
-        ),
-        "viewed_products": snapshot.viewed,
-    }
-    if "first_seen" in fields:
-        computed["first_seen"] = int(fields["first_seen"])
-        computed["last_seen"] = int(fields["last_seen"])
-        computed["days_since_last_seen"] = (now_ms - int(fields["last_seen"])) / _DAY_MS
-    scores = {k[2:]: float(v) for k, v in fields.items() if k.startswith("s:")}
-    today = now_ms // _DAY_MS
-    return View(
-        traits=snapshot.traits(),
-        computed=computed,
-        scores=scores,
-        first_touch=snapshot.first_touch(),
-        events=lambda name, days: snapshot.count_since(name, today - days + 1),
-    )
 
 
 class Membership:
@@ -94,6 +58,16 @@ class Membership:
         self.half_life_days = half_life_days
         self._version: bytes | None = None
         self._defs: dict[str, Segment] = {}
+        self._next_sweep = 0.0
+
+    def maintain(self, history: Callable[[str, int], dict[str, int]]) -> None:
+        """Run queued backfills, and the time-window sweep once a minute."""
+        while (key := self.client.rpop(BACKFILL)) is not None:
+            self.backfill(key.decode(), history)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_SECONDS
+            self.sweep(f"sweep:{int(time.time() // _SWEEP_SECONDS)}")
 
     def definitions(self) -> dict[str, Segment]:
         version = self.client.get(VERSION)
@@ -238,6 +212,39 @@ class Membership:
             properties=msgspec.Raw(msgspec.json.encode(properties)),
             context=msgspec.Raw(b'{"library":{"name":"kairos-segments"}}'),
         )
+
+
+def segments(client: redis.Redis) -> dict[str, Segment]:
+    """Every segment definition."""
+    return {k.decode(): SEGMENT.decode(v) for k, v in client.hgetall(DEFS).items()}
+
+
+def put_segment(client: redis.Redis, key: str, segment: Segment) -> bool:
+    """Create or replace segment ``key``; a new or changed rule is backfilled. True if it
+    changed anything."""
+    encoded = msgspec.json.encode(segment)
+    if client.hget(DEFS, key) == encoded:
+        return False
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(DEFS, key, encoded)
+    pipe.incr(VERSION)
+    pipe.lpush(BACKFILL, key)
+    pipe.execute()
+    return True
+
+
+def delete_segment(client: redis.Redis, key: str) -> bool:
+    """Remove segment ``key`` and every membership in it (without exit announcements)."""
+    if not client.hdel(DEFS, key):
+        return False
+    client.incr(VERSION)
+    members = [m.decode() for m in client.smembers(member_key(key))]
+    pipe = client.pipeline(transaction=False)
+    for pid in members:
+        pipe.srem(profile_keys(pid)[5], key)
+    pipe.delete(member_key(key))
+    pipe.execute()
+    return True
 
 
 def _batches(items: list[str], size: int) -> list[list[str]]:

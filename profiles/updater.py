@@ -41,14 +41,16 @@ class ProfileUpdater:
         reader: SpoolReader,
         store: ProfileStore,
         scoring: LeadScoring | None = None,
-        after_batch: Callable[[set[str]], None] | None = None,
+        after_batch: Callable[[set[str], list[Entry]], object] | None = None,
+        periodic: Callable[[], object] | None = None,
         max_entries: int = 500,
         interval: float = 0.2,
     ):
         self.reader = reader
         self.store = store
         self.scoring = scoring or LeadScoring()
-        self.after_batch = after_batch
+        self.after_batch = after_batch  # with the profiles a batch changed, before its ack
+        self.periodic = periodic  # between batches, at most once per poll interval
         self.max_entries = max_entries
         self.interval = interval
 
@@ -66,8 +68,10 @@ class ProfileUpdater:
                 if entries:
                     touched = self.process(entries)
                     if self.after_batch is not None:
-                        self.after_batch(touched)
+                        self.after_batch(touched, entries)
                     self.reader.ack(entries, {"profiles_applied": sum(e.count for e in entries)})
+                if self.periodic is not None:
+                    self.periodic()
                 delay = 0.5
             except redis.RedisError as exc:
                 log.warning("redis unreachable; retrying", extra={"error": str(exc), "in": delay})
