@@ -31,6 +31,10 @@ log = logging.getLogger("kairos.sink")
 
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HOUSEKEEPING_SECONDS = 5.0
+_ERASE = (
+    "DELETE FROM events WHERE profile_id IN {profiles:Array(String)} "
+    "OR anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)}"
+)
 # ClickHouse error codes that mean "this data cannot be stored" rather than "not now": parse and
 # conversion failures (CANNOT_PARSE_*, TYPE_MISMATCH, INCORRECT_DATA, out-of-range values).
 _DATA_ERRORS = re.compile(r"Code: (6|26|27|38|41|53|69|70|72|117|131|321|407)\.")
@@ -199,8 +203,7 @@ class Sink:
         while True:
             try:
                 self.store.command(
-                    "DELETE FROM events WHERE profile_id IN {profiles:Array(String)} "
-                    "OR anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)}",
+                    _ERASE,
                     parameters={
                         "profiles": command.get("profiles", []),
                         "anonymous": command.get("anonymous_ids", []),
@@ -211,7 +214,9 @@ class Sink:
                 self._count({"sink_erasures": 1})
                 return True
             except Exception as exc:
-                log.warning("erasure failed; retrying", extra={"error": str(exc)[:300], "in": delay})
+                log.warning(
+                    "erasure failed; retrying", extra={"error": str(exc)[:300], "in": delay}
+                )
                 if stop.wait(delay):
                     return False
                 delay = min(delay * 2, 30.0)

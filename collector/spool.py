@@ -21,6 +21,7 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio
 

@@ -28,8 +28,8 @@ import redis
 
 from collector import wire
 from profiles.segments import SEGMENT, Segment, View, event_conditions, matches
-from profiles.views import view_of
 from profiles.store import ProfileStore, Snapshot, profile_keys
+from profiles.views import view_of
 
 __all__ = ["DEFS", "Membership", "delete_segment", "member_key", "put_segment", "segments"]
 
