@@ -33,6 +33,7 @@ __all__ = ["ProfileUpdater"]
 log = logging.getLogger("kairos.profiles")
 
 PIDS_TTL = 7 * 86_400  # the sink reads them within seconds; a week covers long outages
+_PIPELINE = 2_000  # commands per round trip
 
 
 class ProfileUpdater:
@@ -117,6 +118,8 @@ class ProfileUpdater:
             self.store.apply(pipe, plan.profile, at, update, own, user)
             pids.setdefault(entry.id, []).append(plan.profile)
             touched.add(plan.profile)
+            if len(pipe) >= _PIPELINE:
+                pipe.execute()
         for entry_id, profile_ids in pids.items():
             pipe.set(PIDS + entry_id, msgspec.json.encode(profile_ids), ex=PIDS_TTL)
         pipe.execute()

@@ -27,7 +27,7 @@ from collector import connect, embedded_url
 from edge.app import create_app
 from edge.redis_server import EmbeddedRedis
 from edge.settings import Settings
-from edge.worker import start_sink
+from edge.worker import start_profiles, start_sink
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
@@ -140,8 +140,20 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
     stop = threading.Event()
     sinks: list[threading.Thread] = []
 
-    def start(settings: Settings, sink: bool = True, **changes: Any) -> Engine:
+    def start(
+        settings: Settings,
+        sink: bool = True,
+        profiles: bool = True,
+        config: Any = None,
+        **changes: Any,
+    ) -> Engine:
         settings = replace(settings, port=free_port(), **changes)
+        if profiles:  # before the sink: it stamps the profile ids the updater resolves
+            sinks.append(
+                start_profiles(
+                    settings.redis_url, clickhouse_url, "test-profiles", stop, config, interval=0.05
+                )
+            )
         if sink:
             sinks.append(
                 start_sink(settings.redis_url, clickhouse_url, "test-sink", stop, interval=0.2)

@@ -179,3 +179,35 @@ def test_up_on_an_external_redis(kairos_process: Any, redis_url: str) -> None:
     assert wait_rows(engine, sent) == sent
     assert not (engine.data_dir / "redis").exists()  # no private Redis was started
     assert redis.Redis.from_url(redis_url).hget("{spool}:stats", "accepted") == b"60"
+
+
+def test_sigkill_of_the_profile_updater_mid_batch_keeps_counts_exact(kairos_process: Any) -> None:
+    engine = kairos_process().start()
+    users, per_request, requests = 40, 100, 200
+    with httpx.Client(timeout=30, headers=basic(WRITE_KEY)) as client:
+        for b in range(requests):
+            batch = [{"type": "page", "userId": f"u{(b * per_request + i) % users}",
+                      "messageId": f"k{b}-{i}", "properties": {"path": "/x"}}
+                     for i in range(per_request)]  # fmt: skip
+            assert client.post(engine.url + "/v1/batch", json={"batch": batch}).status_code == 200
+    total = requests * per_request
+    store = redis.Redis(unix_socket_path=str(engine.data_dir / "redis" / "redis.sock"))
+
+    def views() -> list[int]:
+        pids = [store.get("{id:user_id:u%d}" % u) for u in range(users)]
+        counts = [store.hget(b"{p:" + pid + b"}", "page_views") if pid else None for pid in pids]
+        return [int(c or 0) for c in counts]
+
+    deadline = time.monotonic() + 60
+    while not 0 < sum(views()) < total:  # kill while the updater is part-way through
+        assert sum(views()) < total, "applied everything before the kill could land"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.kill(int((engine.data_dir / "run" / "profiles.pid").read_text()), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while sum(views()) < total:  # the supervisor restarts it; it resumes from the spool
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    assert views() == [total // users] * users
+    store.close()
