@@ -194,7 +194,7 @@ def test_sigkill_of_the_profile_updater_mid_batch_keeps_counts_exact(kairos_proc
     store = redis.Redis(unix_socket_path=str(engine.data_dir / "redis" / "redis.sock"))
 
     def views() -> list[int]:
-        pids = [store.get("{id:user_id:u%d}" % u) for u in range(users)]
+        pids = [store.get(f"{{id:user_id:u{u}}}") for u in range(users)]
         counts = [store.hget(b"{p:" + pid + b"}", "page_views") if pid else None for pid in pids]
         return [int(c or 0) for c in counts]
 
