@@ -1,4 +1,5 @@
-"""Send the Redis scripts run during one event-loop tick as one pipeline.
+"""Efficient Redis pipelines: ``Coalescer`` (asyncio) sends the scripts run during one
+event-loop tick as one pipeline; ``Pipeline`` (blocking) streams a worker's commands.
 
 redis-py spends most of an awaited command's cost in Python: packing arguments, a round trip per
 command, reading the reply. Requests that arrive together therefore share one write and one
@@ -17,7 +18,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-__all__ = ["Coalescer", "Script"]
+__all__ = ["Coalescer", "Pipeline", "Script"]
 
 
 class Script:
@@ -26,6 +27,9 @@ class Script:
     def __init__(self, source: str):
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def load(self, client: redis.Redis) -> None:
+        client.script_load(self.source)
 
 
 # (script, keys, args, the caller's future)
@@ -111,3 +115,65 @@ class Coalescer:
 def _quiet(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # errors went to the callers; do not log them again
+
+
+class Pipeline:
+    """A blocking pipeline that streams: commands go to Redis in chunks while more are queued,
+    replies are read at ``execute``. Redis works on the first commands while Python prepares
+    the next, and packing is done by hiredis, not in Python.
+
+    Scripts must be loaded first (``Script.load``); an error reply is returned in its place.
+    """
+
+    def __init__(self, client: redis.Redis, chunk: int = 256):
+        self.client = client
+        self.chunk = chunk
+        self._connection: Any = None
+        self._buffer: list[bytes] = []
+        self._sent = 0
+
+    def __len__(self) -> int:
+        return self._sent + len(self._buffer)
+
+    def script(self, script: Script, keys: list[Any], args: list[Any]) -> None:
+        self.command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def command(self, *args: Any) -> None:
+        self._buffer.append(hiredis.pack_command(args))
+        if len(self._buffer) >= self.chunk:
+            self._send()
+
+    def execute(self) -> list[Any]:
+        if not self._buffer and not self._sent:
+            return []
+        self._send()
+        connection, self._connection = self._connection, None
+        count, self._sent = self._sent, 0
+        try:
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self.client.connection_pool.release(connection)
+
+    def _send(self) -> None:
+        if not self._buffer:
+            return
+        if self._connection is None:
+            self._connection = self.client.connection_pool.get_connection()
+        try:
+            self._connection.send_packed_command([b"".join(self._buffer)], check_health=False)
+        except BaseException:
+            self._connection.disconnect()
+            self.client.connection_pool.release(self._connection)
+            self._connection, self._buffer, self._sent = None, [], 0
+            raise
+        self._sent += len(self._buffer)
+        self._buffer = []

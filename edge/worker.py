@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import redis
@@ -115,15 +116,21 @@ def run_profiles_worker(
     """The profiles worker process: runs until SIGTERM or SIGINT."""
     stop = threading.Event()
     thread = start_profiles(redis_url, store_url, consumer, stop, config)
-    _until_signalled(stop)
+    code = _until_signalled(stop, thread)
     thread.join(timeout=60)
-    return 0
+    return code
 
 
-def _until_signalled(stop: threading.Event) -> None:
+def _until_signalled(stop: threading.Event, worker: threading.Thread) -> int:
+    """Wait for SIGTERM/SIGINT (0), or for ``worker`` to die of a bug (1: the supervisor then
+    restarts the whole process, which resumes from the spool — crash-only, never stuck)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(0.5):
+        if not worker.is_alive():
+            log.error("worker thread died; exiting so it restarts", extra={"thread": worker.name})
+            return 1
+    return 0
 
 
 def run_sink_worker(
@@ -141,16 +148,15 @@ def run_sink_worker(
     sink = start_sink(redis_url, clickhouse_url, consumer, stop, batch)
     try:
         if serve is None:
-            _until_signalled(stop)
-        else:
-            _serve_queries(clickhouse_url, serve)  # returns on SIGTERM / SIGINT
+            return _until_signalled(stop, sink)
+        # Returns on SIGTERM / SIGINT, or when the sink thread dies of a bug.
+        return _serve_queries(clickhouse_url, serve, sink)
     finally:
         stop.set()
         sink.join(timeout=60)
-    return 0
 
 
-def _serve_queries(clickhouse_url: str, socket_path: Path) -> None:
+def _serve_queries(clickhouse_url: str, socket_path: Path, worker: threading.Thread) -> int:
     import uvicorn
 
     from collector.store import LocalStore
@@ -162,6 +168,17 @@ def _serve_queries(clickhouse_url: str, socket_path: Path) -> None:
     app = create_store_service(LocalStore(clickhouse_url))
     config = uvicorn.Config(app, uds=str(socket_path), log_config=None, access_log=False)
     server = Server(config)
+    died = threading.Event()
+
+    def watch() -> None:
+        while not server.should_exit:
+            if not worker.is_alive():
+                log.error("sink thread died; exiting so it restarts")
+                died.set()
+                server.should_exit = True
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="watchdog", daemon=True).start()
     old_umask = os.umask(0o077)  # the socket file: this user only
     try:
         log.info("serving queries", extra={"socket": str(socket_path)})
@@ -169,3 +186,4 @@ def _serve_queries(clickhouse_url: str, socket_path: Path) -> None:
     finally:
         os.umask(old_umask)
         socket_path.unlink(missing_ok=True)
+    return 1 if died.is_set() else 0

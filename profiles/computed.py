@@ -4,7 +4,8 @@ Computed traits follow Segment's e-commerce spec names: "Product Viewed" (recent
 "Product Added" / "Product Removed" (cart), "Order Completed" (orders, revenue from
 ``properties.revenue`` else ``properties.total``, and an emptied cart). Page calls count as
 "Page Viewed" and screen calls as "Screen Viewed". First-touch traits (initial referrer, landing
-page, UTM parameters) come from the person's first event and are never overwritten.
+page, UTM parameters) come from the person's first page view (or campaign-tagged call) and are
+never overwritten.
 
 Examples:
     >>> from collector.wire import MESSAGE
@@ -53,6 +54,7 @@ class Update(msgspec.Struct, omit_defaults=True, gc=False):
     cart: list[Any] | None = None  # ["add", id, item], ["remove", id, quantity], ["clear"]
     viewed: str | None = None  # a product id
     points: float = 0.0  # lead score
+    uid: str | None = None  # the user id, kept if the profile has none yet
 
 
 def event_name(msg: wire.Message) -> str | None:
@@ -110,13 +112,18 @@ def compute(msg: wire.Message, scoring: LeadScoring) -> Update:
         wire.as_dict(msg.properties) if kind in (wire.Track, wire.Page, wire.Screen) else {}
     )
     update = Update(ts=ts, day=ts // _DAY_MS, event=name, page_view=kind is wire.Page)
+    if msg.user_id is not None:
+        update.uid = str(msg.user_id)
     if kind is wire.Identify:
         traits = identify_traits(msg)
         if traits:
             update.traits = {k: msgspec.Raw(msgspec.json.encode(v)) for k, v in traits.items()}
     if name is not None:
-        update.first = _first_touch(msg, properties) or None
-        update.points = scoring.points(name, properties)
+        # Where a person came from: their first page view, or any call that names a campaign.
+        if kind is wire.Page or b'"campaign"' in bytes(msg.context):
+            update.first = _first_touch(msg, properties) or None
+        if scoring.rules:
+            update.points = scoring.points(name, properties)
     if kind is wire.Track:
         product = properties.get("product_id") or properties.get("sku")
         product = str(product) if isinstance(product, str | int) and product != "" else None

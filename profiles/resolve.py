@@ -19,6 +19,7 @@ what earlier ones did; the caller writes the resulting links, merges and applies
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector import wire
@@ -47,7 +48,8 @@ class Resolver:
         self.links = links
         self.owners = owners
 
-    def plan(self, msg: wire.Message, identities: list[str], new_id: str) -> Plan:
+    def plan(self, msg: wire.Message, identities: list[str], new_id: Callable[[], str]) -> Plan:
+        """The plan for ``msg``; ``new_id()`` names a profile if one must be created."""
         if type(msg) is wire.Alias:
             plan = self._alias(msg, identities, new_id)
         else:
@@ -58,7 +60,7 @@ class Resolver:
     def _owner(self, pid: str) -> str | None:
         return self.owners.get(pid)
 
-    def _message(self, msg: wire.Message, identities: list[str], new_id: str) -> Plan:
+    def _message(self, msg: wire.Message, identities: list[str], new_id: Callable[[], str]) -> Plan:
         user = f"user_id:{msg.user_id}" if msg.user_id is not None else None
         known = {i: self.links[i] for i in identities if i in self.links}
         if user is not None:
@@ -66,7 +68,7 @@ class Resolver:
             others = [pid for i, pid in known.items() if i != user and pid != target]
             if target is None:
                 adoptable = [pid for pid in others if self._owner(pid) is None]
-                target = adoptable[0] if adoptable else new_id
+                target = adoptable[0] if adoptable else new_id()
             merges = []
             for pid in dict.fromkeys(others):
                 if pid == target:
@@ -82,7 +84,7 @@ class Resolver:
             return Plan(target, merges, self._linkable(identities, target, msg.user_id))
         pids = list(dict.fromkeys(known.values()))
         if not pids:
-            return Plan(new_id, [], list(identities))
+            return Plan(new_id(), [], list(identities))
         owned = [pid for pid in pids if self._owner(pid) is not None]
         anonymous = known.get(f"anonymous_id:{msg.anonymous_id}")
         target = owned[0] if owned else (anonymous or pids[0])
@@ -90,7 +92,7 @@ class Resolver:
         owner = self._owner(target)
         return Plan(target, merges, self._linkable(identities, target, owner))
 
-    def _alias(self, msg: wire.Alias, identities: list[str], new_id: str) -> Plan:
+    def _alias(self, msg: wire.Alias, identities: list[str], new_id: Callable[[], str]) -> Plan:
         user = f"user_id:{msg.user_id}"
         previous = [
             i
@@ -100,7 +102,7 @@ class Resolver:
         target = self.links.get(user)
         sources = list(dict.fromkeys(self.links[i] for i in previous))
         if target is None:
-            target = sources.pop(0) if sources else new_id
+            target = sources.pop(0) if sources else new_id()
         merges = [pid for pid in sources if pid != target]
         for pid in merges:
             if self._owner(pid) not in (None, msg.user_id):

@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 import redis
 
+from collector.coalesce import Pipeline, Script
 from profiles.computed import Update
 
 __all__ = ["ProfileStore", "Snapshot", "identity_key", "position", "profile_keys"]
@@ -39,41 +40,41 @@ DAILY_KEEP_DAYS = 120
 _APPLY = """
 local p, viewed, cart, daily, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local pos = ARGV[1]
-if redis.call('HEXISTS', p, 'merged_into') == 1 then return -1 end
-local applied = redis.call('HGET', p, 'applied')
-if applied and applied >= pos then return 0 end
 local u = cjson.decode(ARGV[2])
+-- One read and (mostly) one write: each command inside a script costs, reads least.
+local cur = redis.call('HMGET', p, 'merged_into', 'applied', 'first_seen', 'last_seen',
+  'session_last', 'lead_score', 'lead_score_at', 'daily_from', 'f:landing_page', 'sessions',
+  'page_views', 'c:' .. (u.event or ''), 'user_id')
+if cur[1] then return -1 end
+if cur[2] and cur[2] >= pos then return 0 end
 local ts = u.ts
-local first_seen = tonumber(redis.call('HGET', p, 'first_seen'))
-if not first_seen then
-  redis.call('HSET', p, 'first_seen', ts, 'last_seen', ts)
-else
-  if ts < first_seen then redis.call('HSET', p, 'first_seen', ts) end
-  if ts > tonumber(redis.call('HGET', p, 'last_seen')) then
-    redis.call('HSET', p, 'last_seen', ts)
-  end
-end
-if u.first then
+local set = {'applied', pos}
+local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
+local first_seen = tonumber(cur[3])
+if not first_seen or ts < first_seen then put('first_seen', ts) end
+if not first_seen or ts > tonumber(cur[4]) then put('last_seen', ts) end
+if u.first and not cur[9] then
   for k, v in pairs(u.first) do redis.call('HSETNX', p, 'f:' .. k, v) end
 end
 if u.event then
-  local last = tonumber(redis.call('HGET', p, 'session_last') or '0')
-  if last == 0 or ts - last > tonumber(ARGV[4]) then redis.call('HINCRBY', p, 'sessions', 1) end
-  if ts > last then redis.call('HSET', p, 'session_last', ts) end
-  redis.call('HINCRBY', p, 'c:' .. u.event, 1)
+  local last = tonumber(cur[5] or '0')
+  if last == 0 or ts - last > tonumber(ARGV[4]) then
+    put('sessions', (tonumber(cur[10]) or 0) + 1)
+  end
+  if ts > last then put('session_last', ts) end
+  put('c:' .. u.event, (tonumber(cur[12]) or 0) + 1)
   redis.call('HINCRBY', daily, u.event .. '|' .. u.day, 1)
-  local oldest = tonumber(redis.call('HGET', p, 'daily_from') or u.day)
+  local oldest = tonumber(cur[8] or u.day)
   if u.day - oldest > tonumber(ARGV[6]) + 7 then
     local keep = u.day - tonumber(ARGV[6])
-    local fields = redis.call('HKEYS', daily)
-    for _, f in ipairs(fields) do
+    for _, f in ipairs(redis.call('HKEYS', daily)) do
       if tonumber(string.match(f, '|(%d+)$')) < keep then redis.call('HDEL', daily, f) end
     end
     oldest = keep
   end
-  redis.call('HSET', p, 'daily_from', math.min(oldest, u.day))
+  if not cur[8] or u.day < oldest then put('daily_from', math.min(oldest, u.day)) end
 end
-if u.page_view then redis.call('HINCRBY', p, 'page_views', 1) end
+if u.page_view then put('page_views', (tonumber(cur[11]) or 0) + 1) end
 if u.revenue then
   redis.call('HINCRBY', p, 'orders', 1)
   redis.call('HINCRBYFLOAT', p, 'revenue', u.revenue)
@@ -107,24 +108,24 @@ if u.viewed then
 end
 if u.points and u.points ~= 0 then
   local hl = tonumber(ARGV[5])
-  local score = tonumber(redis.call('HGET', p, 'lead_score') or '0')
-  local at = tonumber(redis.call('HGET', p, 'lead_score_at') or ts)
+  local score = tonumber(cur[6] or '0')
+  local at = tonumber(cur[7] or ts)
   if ts >= at then
     score = score * math.pow(0.5, (ts - at) / hl) + u.points
     at = ts
   else
     score = score + u.points * math.pow(0.5, (at - ts) / hl)
   end
-  redis.call('HSET', p, 'lead_score', score, 'lead_score_at', at)
+  put('lead_score', score)
+  put('lead_score_at', at)
 end
-if u.uid then redis.call('HSETNX', p, 'user_id', u.uid) end
-local identities = cjson.decode(ARGV[7])
-if #identities > 0 then redis.call('SADD', ids, unpack(identities)) end
+if u.uid and not cur[13] then put('user_id', u.uid) end
+if ARGV[7] ~= '[]' then redis.call('SADD', ids, unpack(cjson.decode(ARGV[7]))) end
 for i = 8, #ARGV, 2 do
   local seen = tonumber(redis.call('HGET', p, 'tt:' .. ARGV[i]) or '-1')
-  if ts >= seen then redis.call('HSET', p, 't:' .. ARGV[i], ARGV[i + 1], 'tt:' .. ARGV[i], ts) end
+  if ts >= seen then put('t:' .. ARGV[i], ARGV[i + 1]); put('tt:' .. ARGV[i], ts) end
 end
-redis.call('HSET', p, 'applied', pos)
+redis.call('HSET', p, unpack(set))
 return 1
 """
 
@@ -194,6 +195,10 @@ local src_merged = cjson.decode(ARGV[9])
 redis.call('SADD', merged, src, unpack(src_merged))
 return 1
 """
+
+
+_APPLY_SCRIPT = Script(_APPLY)
+_encode = msgspec.json.Encoder().encode
 
 
 def profile_keys(pid: str) -> list[str]:
@@ -270,35 +275,27 @@ class ProfileStore:
     def __init__(self, client: redis.Redis, half_life_ms: float = 30 * 86_400_000):
         self.client = client
         self.half_life_ms = half_life_ms
-        self._apply = client.register_script(_APPLY)
         self._merge = client.register_script(_MERGE)
+        self.load_scripts()
+
+    def load_scripts(self) -> None:
+        """(Re)load the scripts ``apply`` sends by hash: at start, and after Redis restarts."""
+        _APPLY_SCRIPT.load(self.client)
 
     def apply(
-        self,
-        pipe: Any,
-        pid: str,
-        at: str,
-        update: Update,
-        identities: list[str],
-        user_id: str | None,
+        self, pipe: Pipeline, pid: str, at: str, update: Update, identities: list[str]
     ) -> None:
-        """Queue the apply script for one message on ``pipe`` (a pipeline)."""
-        traits = update.traits or {}
-        payload = msgspec.json.encode(msgspec.structs.replace(update, traits=None))
-        if user_id is not None:
-            payload = payload[:-1] + b',"uid":' + msgspec.json.encode(user_id) + b"}"
-        args: list[Any] = [
-            at,
-            payload,
-            VIEWED_MAX,
-            SESSION_GAP_MS,
-            self.half_life_ms,
-            DAILY_KEEP_DAYS,
-            msgspec.json.encode(identities),
-        ]
-        for name, raw in traits.items():
+        """Queue the apply script for one message (at spool position ``at``) on ``pipe``;
+        ``identities`` are those to add to the profile."""
+        if update.traits:
+            payload = _encode(msgspec.structs.replace(update, traits=None))
+        else:
+            payload = _encode(update)
+        args: list[Any] = [at, payload, VIEWED_MAX, SESSION_GAP_MS, self.half_life_ms,
+                           DAILY_KEEP_DAYS, _encode(identities)]  # fmt: skip
+        for name, raw in (update.traits or {}).items():
             args += [name, bytes(raw)]
-        self._apply(keys=profile_keys(pid)[:5], args=args, client=pipe)
+        pipe.script(_APPLY_SCRIPT, profile_keys(pid)[:5], args)
 
     def merge(self, source: Snapshot, target: str) -> bool:
         """Fold ``source`` into profile ``target`` (once: a repeat is a no-op)."""

@@ -20,6 +20,7 @@ import msgspec
 import redis
 
 from collector import wire
+from collector.coalesce import Pipeline
 from collector.consent import SUPPRESSION, identity_hash
 from collector.identifiers import identities as identities_of
 from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader
@@ -32,8 +33,15 @@ __all__ = ["ProfileUpdater"]
 
 log = logging.getLogger("kairos.profiles")
 
+_SUPPRESSIBLE = ("user_id:", "anonymous_id:")
 PIDS_TTL = 7 * 86_400  # the sink reads them within seconds; a week covers long outages
-_PIPELINE = 2_000  # commands per round trip
+
+
+def _check(replies: list[object]) -> None:
+    """Raise the first error reply (a replay will redo the batch: applying is idempotent)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
 
 
 class ProfileUpdater:
@@ -62,6 +70,7 @@ class ProfileUpdater:
             try:
                 if recover:
                     self.reader.ensure_group()
+                    self.store.load_scripts()  # Redis may have restarted without them
                     entries = self.reader.pending(self.max_entries)
                     recover = False
                 else:
@@ -91,11 +100,11 @@ class ProfileUpdater:
                     ids.append(f"anonymous_id:{msg.previous_id}")
                     ids.append(f"user_id:{msg.previous_id}")
                 batch.append((entry, index, msg, ids))
-        withheld = self._suppressed([msg for _, _, msg, _ in batch])
+        withheld = self._suppressed([ids for *_, ids in batch])
         links = self.store.lookup(sorted({i for *_, ids in batch for i in ids}))
         links = {identity: self.store.resolve(pid) for identity, pid in links.items()}
         resolver = Resolver(links, self._owners(set(links.values())))
-        pipe = self.store.client.pipeline(transaction=False)
+        pipe = Pipeline(self.store.client)
         pids: dict[str, list[str]] = {}
         touched: set[str] = set()
         for (entry, index, msg, ids), hidden in zip(batch, withheld):
@@ -103,41 +112,32 @@ class ProfileUpdater:
                 pids.setdefault(entry.id, []).append(SUPPRESSED if hidden else "")
                 continue
             at = position(entry.id, index)
-            plan = resolver.plan(msg, ids, new_profile_id(at))
+            plan = resolver.plan(msg, ids, lambda at=at: new_profile_id(at))
             if plan.merges:
-                pipe.execute()  # the merged profiles must hold everything queued so far
+                _check(pipe.execute())  # the merged profiles must hold everything queued so far
                 for source in plan.merges:
                     self._merge(source, plan.profile)
                     touched.discard(source)
             for identity in plan.links:
                 kind, _, value = identity.partition(":")
-                pipe.set(identity_key(kind, value), plan.profile)
-            update = compute(msg, self.scoring)
-            own = [i for i in ids if resolver.links.get(i) == plan.profile]
-            user = str(msg.user_id) if msg.user_id is not None else None
-            self.store.apply(pipe, plan.profile, at, update, own, user)
+                pipe.command("SET", identity_key(kind, value), plan.profile)
+            self.store.apply(pipe, plan.profile, at, compute(msg, self.scoring), plan.links)
             pids.setdefault(entry.id, []).append(plan.profile)
             touched.add(plan.profile)
-            if len(pipe) >= _PIPELINE:
-                pipe.execute()
         for entry_id, profile_ids in pids.items():
-            pipe.set(PIDS + entry_id, msgspec.json.encode(profile_ids), ex=PIDS_TTL)
-        pipe.execute()
+            pipe.command("SET", PIDS + entry_id, msgspec.json.encode(profile_ids), "EX", PIDS_TTL)
+        _check(pipe.execute())
         return touched
 
-    def _suppressed(self, messages: list[wire.Message]) -> list[bool]:
+    def _suppressed(self, identities: list[list[str]]) -> list[bool]:
         """Which messages belong to erased people (the authoritative check; intake's is cached)."""
         hashes = [
-            [
-                identity_hash(kind, value)
-                for kind, value in identities_of(msg)
-                if kind in ("user_id", "anonymous_id")
-            ]
-            for msg in messages
+            [identity_hash(*i.split(":", 1)) for i in ids if i.startswith(_SUPPRESSIBLE)]
+            for ids in identities
         ]
         flat = [h for per in hashes for h in per]
         if not flat:
-            return [False] * len(messages)
+            return [False] * len(identities)
         hits = dict(zip(flat, self.store.client.smismember(SUPPRESSION, flat)))
         return [any(hits[h] for h in per) for per in hashes]
 
