@@ -30,8 +30,7 @@ __all__ = [
     "identities",
 ]
 
-# Values SDKs and templates emit when they have no id: refusing them keeps strangers apart.
-BLOCKED = frozenset({"", "anonymous", "null", "undefined", "0", "-1", "[object object]"})
+BLOCKED = wire.BLOCKED
 KINDS = ("user_id", "anonymous_id", "email", "wallet", "external")
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -54,24 +53,17 @@ def checksum_address(address: str) -> str:
     return checked
 
 
-def _blocked(value: str) -> bool:
-    return value.strip().lower() in BLOCKED
+def check_identifiers(msg: wire.Message, context: bytes | None = None) -> None:
+    """Check identity traits and external ids (placeholder ids are refused by ``wire.check``);
+    checksum wallets in place.
 
-
-def check_identifiers(msg: wire.Message) -> None:
-    """Refuse placeholder ids and bad identity traits; checksum wallets in place.
-
-    Raises ValueError as "`field` must …" so the collector reports the field path.
+    ``context`` is ``bytes(msg.context)`` when the caller has it already. Raises ValueError as
+    "`field` must …" so the collector reports the field path.
     """
-    for name, value in (("userId", msg.user_id), ("anonymousId", msg.anonymous_id)):
-        if value is not None and _blocked(str(value)):
-            raise ValueError(f"`{name}` must be a real identifier, not the placeholder {value!r}")
-    if type(msg) is wire.Alias and _blocked(str(msg.previous_id)):
-        raise ValueError(f"`previousId` must be a real identifier, not {msg.previous_id!r}")
+    context = bytes(msg.context) if context is None else context
     if type(msg) is wire.Identify:
         if any(key in bytes(msg.traits) for key in _IDENTITY_TRAITS):
             msg.traits = _checked_traits(msg.traits, "traits")
-        context = bytes(msg.context)
         if b'"traits"' in context and any(key in context for key in _IDENTITY_TRAITS):
             # RudderStack sends identify traits in context.traits
             full = wire.as_dict(msg.context)
@@ -79,7 +71,7 @@ def check_identifiers(msg: wire.Message) -> None:
                 raw = msgspec.Raw(msgspec.json.encode(full["traits"]))
                 full["traits"] = wire.as_dict(_checked_traits(raw, "context.traits"))
                 msg.context = msgspec.Raw(msgspec.json.encode(full))
-    if b'"externalIds"' in bytes(msg.context):
+    if b'"externalIds"' in context:
         _check_external_ids(wire.as_dict(msg.context).get("externalIds"))
 
 
@@ -119,7 +111,7 @@ def _check_external_ids(external: Any) -> None:
     for item in external:
         if not (isinstance(item, dict) and isinstance(item.get("type"), str)):
             raise ValueError("`context.externalIds` must be a list of {id, type} objects")
-        if not isinstance(item.get("id"), str) or _blocked(item["id"]):
+        if not isinstance(item.get("id"), str) or item["id"].strip().lower() in BLOCKED:
             raise ValueError(f"`context.externalIds` must hold real ids, not {item.get('id')!r}")
 
 

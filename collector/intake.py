@@ -80,23 +80,10 @@ def read_request(
             None,
         )
         write_key = _decode(wire.ENVELOPE, body, "$").write_key
-    intake = _enrich(messages, write_key, received_at, sent_at, context, ip, kind == "batch")
-    if consent is not None or suppressed:
-        _withhold(intake, consent, suppressed)
-    return intake
-
-
-def _withhold(intake: Intake, consent: ConsentPolicy | None, hashes: frozenset[bytes]) -> None:
-    kept_messages, kept_ids = [], []
-    for msg, digest in zip(intake.messages, intake.ids):
-        if is_suppressed(msg, hashes):
-            continue
-        if consent is not None and (msg := consent.apply(msg)) is None:  # type: ignore[assignment]
-            continue
-        kept_messages.append(msg)
-        kept_ids.append(digest)
-    intake.withheld = len(intake.messages) - len(kept_messages)
-    intake.messages, intake.ids = kept_messages, kept_ids
+    batch = kind == "batch"
+    return _enrich(
+        messages, write_key, received_at, sent_at, context, ip, batch, consent, suppressed, body
+    )
 
 
 def _check_media_type(content_type: str | None) -> None:
@@ -187,6 +174,9 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes | msgspec.Raw, where
 
 _DOTTED_QUAD = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
 _IP_KEY = b'"ip"'
+_CONSENT = b'"consent"'
+_EXTERNAL_IDS = b'"externalIds"'
+_CONTEXT_KEYS = (_IP_KEY, _CONSENT, _EXTERNAL_IDS)
 
 
 @lru_cache(maxsize=65_536)
@@ -210,8 +200,6 @@ def truncate_ip(value: str) -> str:
 
 def _truncate_context_ip(msg: wire.Message) -> None:
     """A client-sent ``context.ip`` is truncated before anything stores it."""
-    if _IP_KEY not in bytes(msg.context):
-        return
     context = wire.as_dict(msg.context)
     if "ip" not in context:
         return
@@ -232,20 +220,42 @@ def _enrich(
     context: dict[str, Any] | None,
     ip: str | None,
     in_batch: bool,
+    consent: ConsentPolicy | None,
+    hashes: frozenset[bytes],
+    body: bytes,
 ) -> Intake:
+    """Check, complete and filter the messages in one pass (this runs for every message).
+
+    Checks that parse JSON run only for messages whose raw context holds the key they look for,
+    and only if the request body holds it at all.
+    """
     ids: list[bytes] = []
     seen: set[bytes] = set()
     kept: list[wire.Message] = []
     errors: list[dict[str, object]] = []
+    duplicates = withheld = 0
     try:  # only the network part of an address is ever stored
         ip = truncate_ip(ip) if ip else None
     except ValueError:  # a peer address that is not IP (a Unix socket): nothing to keep
         ip = None
+    check, identify, empty = wire.check, wire.Identify, wire.EMPTY  # locals: this loop is hot
+    wanted = [key for key in _CONTEXT_KEYS if key in body]
     for index, msg in enumerate(messages):
+        if context:  # batch-level context: defaults for each message's own (rare)
+            merged = {**context, **wire.as_dict(msg.context)}
+            msg.context = msgspec.Raw(msgspec.json.encode(merged))
+        # The keys that need work, in this message's context (most requests have none at all).
+        found = (
+            ()
+            if not wanted or msg.context is empty
+            else [k for k in wanted if k in bytes(msg.context)]
+        )
         try:
-            wire.check(msg)
-            check_identifiers(msg)
-            _truncate_context_ip(msg)
+            check(msg)
+            if type(msg) is identify or _EXTERNAL_IDS in found:
+                check_identifiers(msg)
+            if _IP_KEY in found:
+                _truncate_context_ip(msg)
         except ValueError as exc:
             where = f"$.batch[{index}]" if in_batch else "$"
             path, _, text = with_path(str(exc), where).partition(": ")
@@ -255,18 +265,23 @@ def _enrich(
             msg.message_id = str(uuid.uuid4())
         digest = blake2b(msg.message_id.encode(), digest_size=ID_BYTES).digest()
         if digest in seen:  # the same message twice in one request: keep the first
+            duplicates += 1
             continue
         seen.add(digest)
         msg.received_at = received_at
         msg.request_ip = ip
-        msg.anonymized = False
+        if msg.anonymized:  # the collector's to set, never the client's
+            msg.anonymized = False
         if msg.sent_at is None:
             msg.sent_at = sent_at
-        if context:  # batch-level context: defaults for each message's own (rare)
-            merged = {**context, **wire.as_dict(msg.context)}
-            msg.context = msgspec.Raw(msgspec.json.encode(merged))
+        if hashes and is_suppressed(msg, hashes):
+            withheld += 1
+            continue
+        if consent is not None and _CONSENT in found and consent.apply(msg) is None:
+            withheld += 1
+            continue
         ids.append(digest)
         kept.append(msg)
     if errors:
         _refuse(errors, "invalid_message")
-    return Intake(kept, ids, write_key, len(messages) - len(kept))
+    return Intake(kept, ids, write_key, duplicates, withheld)

@@ -61,6 +61,7 @@ class Sink:
         dead_after: float = 60.0,
         profiles_group: str | None = "profiles",
         profile_wait: float = 30.0,
+        profile_lag: float = 5.0,
     ):
         self.reader = reader
         self.store = store
@@ -70,6 +71,7 @@ class Sink:
         self.dead_after = dead_after
         self.profiles_group = profiles_group
         self.profile_wait = profile_wait
+        self.profile_lag = profile_lag
         self._per_entry = 100  # messages per spool entry, as last seen
 
     def run(self, stop: threading.Event) -> None:
@@ -224,28 +226,30 @@ class Sink:
     def _stamped(self, entries: list[Entry]) -> list[bytes]:
         """Payloads with each message's profile id, as the profile updater resolved it.
 
-        The sink trails the updater: it waits up to ``profile_wait`` seconds for the ids of a
-        batch, then stores what it has (events without a profile id are still found through
-        their identities) and counts ``sink_unresolved``.
+        The sink trails the updater: when the updater is close behind (within ``profile_lag``
+        seconds of this batch), it waits up to ``profile_wait`` seconds for the batch's ids.
+        When the updater is far behind or absent, events are stored without a profile id rather
+        than held up (their history is still found through their identities) and counted as
+        ``sink_unresolved``.
         """
-        if not self.profiles_group or not self._group_exists(self.profiles_group):
-            return [entry.payload for entry in entries]
+        lag = self._updater_lag(entries[-1].id) if self.profiles_group else None
         keys = [PIDS + entry.id for entry in entries if entry.count]
-        deadline = time.monotonic() + self.profile_wait
-        while True:
-            found = dict(zip(keys, self.reader.client.mget(keys))) if keys else {}
-            if all(found.values()) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        found: dict[str, bytes | None] = {}
+        if lag is not None and keys:
+            deadline = time.monotonic() + (self.profile_wait if lag <= self.profile_lag else 0)
+            while True:
+                found = dict(zip(keys, self.reader.client.mget(keys)))
+                if all(found.values()) or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
         stamped, unresolved, withheld = [], 0, 0
         for entry in entries:
             pids = found.get(PIDS + entry.id)
-            lines = entry.payload.split(b"\n")[:-1]
             if pids is None:
-                unresolved += len(lines)
+                unresolved += entry.count if lag is not None else 0
                 stamped.append(entry.payload)
                 continue
-            for line, pid in zip(lines, msgspec.json.decode(pids)):
+            for line, pid in zip(entry.payload.split(b"\n"), msgspec.json.decode(pids)):
                 if pid == SUPPRESSED:  # an erased person's event that got past intake
                     withheld += 1
                     continue
@@ -256,11 +260,18 @@ class Sink:
             self._count({"sink_unresolved": unresolved, "sink_suppressed": withheld})
         return stamped
 
-    def _group_exists(self, group: str) -> bool:
+    def _updater_lag(self, entry_id: str) -> float | None:
+        """How many seconds the profile updater's reading is behind ``entry_id`` (None: no
+        profile updater on this spool)."""
         try:
-            return any(_name(g["name"]) == group for g in self.reader.client.xinfo_groups(STREAM))
+            groups = self.reader.client.xinfo_groups(STREAM)
         except redis.ResponseError:
-            return False
+            return None
+        for group in groups:
+            if _name(group["name"]) == self.profiles_group:
+                delivered = int(_name(group["last-delivered-id"]).partition("-")[0])
+                return max(0.0, (int(entry_id.partition("-")[0]) - delivered) / 1000)
+        return None
 
     def _isolate(
         self, entries: list[Entry], error: str, stop: threading.Event

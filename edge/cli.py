@@ -108,9 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         "(0: no limit; default %(default)s)",
     )
     up.add_argument(
-        "--no-sink",
-        action="store_true",
-        help="start no sink worker (run `kairos worker sink` elsewhere)",
+        "--workers",
+        default="sink,profiles",
+        metavar="LIST",
+        help="workers to run beside the API: sink, profiles, or none (run them elsewhere with "
+        "`kairos worker NAME`); default %(default)s",
     )
     up.add_argument(
         "--fsync",

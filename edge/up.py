@@ -6,8 +6,8 @@ Embedded layout (the default), one machine, one data dir:
 - the sink worker, which owns embedded ClickHouse and serves read queries on ``run/store.sock``;
 - the HTTP API in this process, reading through that socket.
 
-With ``--clickhouse-url`` every process talks to the server directly; with ``--no-sink`` this
-process owns embedded ClickHouse itself (and no sink runs here).
+With ``--clickhouse-url`` every process talks to the server directly. ``--workers`` picks the
+workers to run here; without a sink here, this process owns embedded ClickHouse itself.
 """
 
 from __future__ import annotations
@@ -54,7 +54,12 @@ def up(args: argparse.Namespace) -> int:
     redis_url = args.redis_url or embedded.url  # type: ignore[union-attr]
     clickhouse_url = args.clickhouse_url or embedded_url(data_dir)
     store_socket = data_dir / "run" / "store.sock"
-    sink_owns_store = clickhouse_url.startswith("chdb://") and not args.no_sink
+    workers = [w for w in args.workers.split(",") if w and w != "none"]
+    unknown = set(workers) - {"sink", "profiles"}
+    if unknown:
+        print(f"kairos: --workers: unknown worker {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    sink_owns_store = clickhouse_url.startswith("chdb://") and "sink" in workers
     store_url = f"unix://{store_socket}" if sink_owns_store else clickhouse_url
     settings = Settings(
         redis_url=redis_url,
@@ -77,11 +82,12 @@ def up(args: argparse.Namespace) -> int:
         import redis
 
         client = redis.Redis.from_url(redis_url)
-        for group in (SINK_GROUP, PROFILES_GROUP):  # before any append: nothing trimmed unread
-            ensure_group(client, group)
+        groups = {"sink": SINK_GROUP, "profiles": PROFILES_GROUP}
+        for worker_name in workers:  # before any append: nothing is trimmed unread
+            ensure_group(client, groups[worker_name])
         client.close()
         node = os.uname().nodename
-        if not args.no_sink:
+        if "sink" in workers:
             sink = [*_worker("sink"), *common, "--clickhouse-url", clickhouse_url,
                     "--consumer", f"{node}-sink", "--sink-batch", str(args.sink_batch)]  # fmt: skip
             supervisor.start(
@@ -89,11 +95,13 @@ def up(args: argparse.Namespace) -> int:
             )
             if sink_owns_store:
                 _wait_for_socket(store_socket, supervisor)
-        # With --no-sink and embedded ClickHouse this process owns it: the profiles worker
-        # then has no history to backfill segments from (Redis counts only).
-        profiles_store = store_url if not store_url.startswith("chdb://") else "none"
-        supervisor.start("profiles", [*_worker("profiles"), *common, "--store-url", profiles_store,
-                                      "--consumer", f"{node}-profiles"])  # fmt: skip
+        if "profiles" in workers:
+            # Without a sink here, this process owns embedded ClickHouse: the profiles worker
+            # then has no history to backfill segments from (Redis counts only).
+            history = store_url if not store_url.startswith("chdb://") else "none"
+            profiles = [*_worker("profiles"), *common, "--store-url", history,
+                        "--consumer", f"{node}-profiles"]  # fmt: skip
+            supervisor.start("profiles", profiles)
         _banner(settings, data_dir, clickhouse_url, keys.created, embedded is not None)
         server_config = uvicorn.Config(
             create_app(settings),

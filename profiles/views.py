@@ -20,13 +20,14 @@ def view_of(snapshot: Snapshot, now_ms: int, half_life_days: float = 30.0) -> Vi
     number = snapshot.number
     orders, revenue = number("orders"), number("revenue")
     computed: dict[str, Any] = {
-        "page_views": number("page_views"),
-        "sessions": number("sessions"),
-        "orders": orders,
+        "page_views": int(number("page_views")),
+        "sessions": int(number("sessions")),
+        "orders": int(orders),
         "revenue": revenue,
-        "average_order_value": revenue / orders if orders else 0.0,
-        "lead_score": decayed(
-            number("lead_score"), int(number("lead_score_at")), now_ms, half_life_days
+        "average_order_value": round(revenue / orders, 2) if orders else 0.0,
+        # Two decimals: a score earned a moment ago reads as earned, not as 9.99999.
+        "lead_score": round(
+            decayed(number("lead_score"), int(number("lead_score_at")), now_ms, half_life_days), 2
         ),
         "cart_items": sum(float(item.get("quantity", 0)) for item in snapshot.cart.values()),
         "cart_value": sum(

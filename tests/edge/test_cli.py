@@ -137,7 +137,7 @@ def _kill_mid_drain(engine: Process, stats: redis.Redis, sent: int, target: str)
 def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(
     kairos_process: Any,
 ) -> None:
-    engine = kairos_process("--no-sink").start()
+    engine = kairos_process("--workers", "none").start()
     sent = send(engine, 500, 100)  # 50,000 messages wait in the spool
     engine.stop()
     engine.args = ["--sink-batch", "200"]  # 250 inserts: time to kill in the middle
