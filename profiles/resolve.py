@@ -50,6 +50,12 @@ class Resolver:
 
     def plan(self, msg: wire.Message, identities: list[str], new_id: Callable[[], str]) -> Plan:
         """The plan for ``msg``; ``new_id()`` names a profile if one must be created."""
+        links = self.links
+        first = links.get(identities[0]) if identities else None
+        if first is not None and type(msg) is not wire.Alias:
+            # The common case: every identity already points to the same profile.
+            if all(links.get(i) == first for i in identities[1:]):
+                return Plan(first)
         if type(msg) is wire.Alias:
             plan = self._alias(msg, identities, new_id)
         else:

@@ -31,102 +31,152 @@ import redis
 from collector.coalesce import Pipeline, Script
 from profiles.computed import Update
 
-__all__ = ["ProfileStore", "Snapshot", "identity_key", "position", "profile_keys"]
+__all__ = [
+    "ProfileStore",
+    "Snapshot",
+    "entry_position",
+    "identity_key",
+    "position",
+    "profile_keys",
+]
 
 VIEWED_MAX = 20
 SESSION_GAP_MS = 30 * 60 * 1000
 DAILY_KEEP_DAYS = 120
 
 _APPLY = """
+-- Apply a profile's messages of one batch, in spool order, skipping those already applied.
+-- KEYS: profile, viewed, cart, daily, ids. ARGV: viewed max, session gap ms, half-life ms,
+-- days of daily counts to keep, then per message: position, update JSON, identities JSON,
+-- trait count, and that many (name, JSON value) pairs.
+-- One read and (mostly) one write for the whole group: each command in a script costs.
 local p, viewed, cart, daily, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local pos = ARGV[1]
-local u = cjson.decode(ARGV[2])
--- One read and (mostly) one write: each command inside a script costs, reads least.
+local vmax, gap, hl, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4])
 local cur = redis.call('HMGET', p, 'merged_into', 'applied', 'first_seen', 'last_seen',
   'session_last', 'lead_score', 'lead_score_at', 'daily_from', 'f:landing_page', 'sessions',
-  'page_views', 'c:' .. (u.event or ''), 'user_id')
+  'page_views', 'user_id')
 if cur[1] then return -1 end
-if cur[2] and cur[2] >= pos then return 0 end
-local ts = u.ts
-local set = {'applied', pos}
-local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
-local first_seen = tonumber(cur[3])
-if not first_seen or ts < first_seen then put('first_seen', ts) end
-if not first_seen or ts > tonumber(cur[4]) then put('last_seen', ts) end
-if u.first and not cur[9] then
-  for k, v in pairs(u.first) do redis.call('HSETNX', p, 'f:' .. k, v) end
-end
-if u.event then
-  local last = tonumber(cur[5] or '0')
-  if last == 0 or ts - last > tonumber(ARGV[4]) then
-    put('sessions', (tonumber(cur[10]) or 0) + 1)
-  end
-  if ts > last then put('session_last', ts) end
-  put('c:' .. u.event, (tonumber(cur[12]) or 0) + 1)
-  redis.call('HINCRBY', daily, u.event .. '|' .. u.day, 1)
-  local oldest = tonumber(cur[8] or u.day)
-  if u.day - oldest > tonumber(ARGV[6]) + 7 then
-    local keep = u.day - tonumber(ARGV[6])
-    for _, f in ipairs(redis.call('HKEYS', daily)) do
-      if tonumber(string.match(f, '|(%d+)$')) < keep then redis.call('HDEL', daily, f) end
+local applied, first_seen, last_seen = cur[2], tonumber(cur[3]), tonumber(cur[4])
+local session_last, sessions = tonumber(cur[5] or '0'), tonumber(cur[10] or '0')
+local score, score_at = tonumber(cur[6] or '0'), tonumber(cur[7])
+local daily_from, has_first, page_views = tonumber(cur[8]), cur[9], tonumber(cur[11] or '0')
+local user_id = cur[12]
+local counts, days, traits, newids = {}, {}, {}, {}
+local done = 0
+local i = 5
+while i <= #ARGV do
+  local pos, u, nt = ARGV[i], cjson.decode(ARGV[i + 1]), tonumber(ARGV[i + 3])
+  local first_trait = i + 4
+  local identities = ARGV[i + 2]
+  i = first_trait + 2 * nt
+  if not applied or pos > applied then
+    applied, done = pos, done + 1
+    local ts = u.ts
+    if not first_seen or ts < first_seen then first_seen = ts end
+    if not last_seen or ts > last_seen then last_seen = ts end
+    if u.first and not has_first then
+      for k, v in pairs(u.first) do redis.call('HSETNX', p, 'f:' .. k, v) end
+      has_first = true
     end
-    oldest = keep
-  end
-  if not cur[8] or u.day < oldest then put('daily_from', math.min(oldest, u.day)) end
-end
-if u.page_view then put('page_views', (tonumber(cur[11]) or 0) + 1) end
-if u.revenue then
-  redis.call('HINCRBY', p, 'orders', 1)
-  redis.call('HINCRBYFLOAT', p, 'revenue', u.revenue)
-end
-if u.cart then
-  local op = u.cart[1]
-  if op == 'clear' then
-    redis.call('DEL', cart)
-  elseif op == 'add' then
-    local item = u.cart[4]
-    local current = redis.call('HGET', cart, u.cart[2])
-    item.quantity = u.cart[3] + (current and cjson.decode(current).quantity or 0)
-    redis.call('HSET', cart, u.cart[2], cjson.encode(item))
-  elseif op == 'remove' then
-    local current = redis.call('HGET', cart, u.cart[2])
-    if current then
-      local item = cjson.decode(current)
-      if u.cart[3] <= 0 or u.cart[3] >= item.quantity then
-        redis.call('HDEL', cart, u.cart[2])
-      else
-        item.quantity = item.quantity - u.cart[3]
+    if u.event then
+      if session_last == 0 or ts - session_last > gap then sessions = sessions + 1 end
+      if ts > session_last then session_last = ts end
+      counts[u.event] = (counts[u.event] or 0) + 1
+      local key = u.event .. '|' .. u.day
+      days[key] = (days[key] or 0) + 1
+      if not daily_from or u.day < daily_from then daily_from = u.day end
+    end
+    if u.page_view then page_views = page_views + 1 end
+    if u.revenue then
+      redis.call('HINCRBY', p, 'orders', 1)
+      redis.call('HINCRBYFLOAT', p, 'revenue', u.revenue)
+    end
+    if u.cart then
+      local op = u.cart[1]
+      if op == 'clear' then
+        redis.call('DEL', cart)
+      elseif op == 'add' then
+        local item = u.cart[4]
+        local current = redis.call('HGET', cart, u.cart[2])
+        item.quantity = u.cart[3] + (current and cjson.decode(current).quantity or 0)
         redis.call('HSET', cart, u.cart[2], cjson.encode(item))
+      elseif op == 'remove' then
+        local current = redis.call('HGET', cart, u.cart[2])
+        if current then
+          local item = cjson.decode(current)
+          if u.cart[3] <= 0 or u.cart[3] >= item.quantity then
+            redis.call('HDEL', cart, u.cart[2])
+          else
+            item.quantity = item.quantity - u.cart[3]
+            redis.call('HSET', cart, u.cart[2], cjson.encode(item))
+          end
+        end
       end
     end
+    if u.viewed then
+      redis.call('LREM', viewed, 0, u.viewed)
+      redis.call('LPUSH', viewed, u.viewed)
+    end
+    if u.points and u.points ~= 0 then
+      if not score_at or ts >= score_at then
+        score = score * math.pow(0.5, (ts - (score_at or ts)) / hl) + u.points
+        score_at = ts
+      else
+        score = score + u.points * math.pow(0.5, (score_at - ts) / hl)
+      end
+    end
+    if u.uid and not user_id then user_id = u.uid end
+    if identities ~= '[]' then
+      for _, id in ipairs(cjson.decode(identities)) do newids[#newids + 1] = id end
+    end
+    for t = first_trait, first_trait + 2 * nt - 1, 2 do
+      local seen = traits[ARGV[t]]
+      if not seen or ts >= seen[2] then traits[ARGV[t]] = {ARGV[t + 1], ts} end
+    end
   end
 end
-if u.viewed then
-  redis.call('LREM', viewed, 0, u.viewed)
-  redis.call('LPUSH', viewed, u.viewed)
-  redis.call('LTRIM', viewed, 0, tonumber(ARGV[3]) - 1)
-end
-if u.points and u.points ~= 0 then
-  local hl = tonumber(ARGV[5])
-  local score = tonumber(cur[6] or '0')
-  local at = tonumber(cur[7] or ts)
-  if ts >= at then
-    score = score * math.pow(0.5, (ts - at) / hl) + u.points
-    at = ts
-  else
-    score = score + u.points * math.pow(0.5, (at - ts) / hl)
+if done == 0 then return 0 end
+local set = {'applied', applied, 'first_seen', first_seen, 'last_seen', last_seen,
+  'session_last', session_last, 'sessions', sessions, 'page_views', page_views}
+local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
+if score_at then put('lead_score', score); put('lead_score_at', score_at) end
+if user_id then put('user_id', user_id) end
+local events = {}
+for event in pairs(counts) do events[#events + 1] = event end
+if #events > 0 then
+  local fields = {}
+  for k, event in ipairs(events) do fields[k] = 'c:' .. event end
+  local stored = redis.call('HMGET', p, unpack(fields))
+  for k, event in ipairs(events) do put(fields[k], (tonumber(stored[k]) or 0) + counts[event]) end
+  for key, n in pairs(days) do redis.call('HINCRBY', daily, key, n) end
+  local today = 0
+  for key in pairs(days) do today = math.max(today, tonumber(string.match(key, '|(%d+)$'))) end
+  if today - daily_from > keep + 7 then  -- now and then, drop counts too old to matter
+    for _, f in ipairs(redis.call('HKEYS', daily)) do
+      if tonumber(string.match(f, '|(%d+)$')) < today - keep then redis.call('HDEL', daily, f) end
+    end
+    daily_from = today - keep
   end
-  put('lead_score', score)
-  put('lead_score_at', at)
+  put('daily_from', daily_from)
 end
-if u.uid and not cur[13] then put('user_id', u.uid) end
-if ARGV[7] ~= '[]' then redis.call('SADD', ids, unpack(cjson.decode(ARGV[7]))) end
-for i = 8, #ARGV, 2 do
-  local seen = tonumber(redis.call('HGET', p, 'tt:' .. ARGV[i]) or '-1')
-  if ts >= seen then put('t:' .. ARGV[i], ARGV[i + 1]); put('tt:' .. ARGV[i], ts) end
+local names = {}
+for name in pairs(traits) do names[#names + 1] = name end
+if #names > 0 then
+  local fields = {}
+  for k, name in ipairs(names) do fields[k] = 'tt:' .. name end
+  local stored = redis.call('HMGET', p, unpack(fields))
+  for k, name in ipairs(names) do
+    local value = traits[name]
+    if not stored[k] or value[2] >= tonumber(stored[k]) then
+      put('t:' .. name, value[1]); put(fields[k], value[2])
+    end
+  end
 end
+if #newids > 0 then redis.call('SADD', ids, unpack(newids)) end
+redis.call('LTRIM', viewed, 0, vmax - 1)
 redis.call('HSET', p, unpack(set))
-return 1
+return done
 """
 
 _MERGE = """
@@ -221,8 +271,13 @@ def identity_key(kind: str, value: str) -> str:
 
 def position(entry_id: str, index: int) -> str:
     """A message's place in the spool as a string that sorts like the spool does."""
+    return f"{entry_position(entry_id)}{index:06d}"
+
+
+def entry_position(entry_id: str) -> str:
+    """The part of ``position`` an entry's messages share."""
     ms, _, seq = entry_id.partition("-")
-    return f"{int(ms):014d}-{int(seq or 0):08d}-{index:06d}"
+    return f"{int(ms):014d}-{int(seq or 0):08d}-"
 
 
 def new_profile_id(at: str) -> str:
@@ -282,19 +337,17 @@ class ProfileStore:
         """(Re)load the scripts ``apply`` sends by hash: at start, and after Redis restarts."""
         _APPLY_SCRIPT.load(self.client)
 
-    def apply(
-        self, pipe: Pipeline, pid: str, at: str, update: Update, identities: list[str]
-    ) -> None:
-        """Queue the apply script for one message (at spool position ``at``) on ``pipe``;
-        ``identities`` are those to add to the profile."""
-        if update.traits:
-            payload = _encode(msgspec.structs.replace(update, traits=None))
-        else:
-            payload = _encode(update)
-        args: list[Any] = [at, payload, VIEWED_MAX, SESSION_GAP_MS, self.half_life_ms,
-                           DAILY_KEEP_DAYS, _encode(identities)]  # fmt: skip
-        for name, raw in (update.traits or {}).items():
-            args += [name, bytes(raw)]
+    def apply(self, pipe: Pipeline, pid: str, items: list[tuple[str, Update, list[str]]]) -> None:
+        """Queue one apply script on ``pipe`` for a profile's messages, in spool order: each
+        item is (spool position, update, identities to add)."""
+        args: list[Any] = [VIEWED_MAX, SESSION_GAP_MS, self.half_life_ms, DAILY_KEEP_DAYS]
+        for at, update, identities in items:
+            traits = update.traits or {}
+            if traits:
+                update = msgspec.structs.replace(update, traits=None)
+            args += [at, _encode(update), _encode(identities), len(traits)]
+            for name, raw in traits.items():
+                args += [name, bytes(raw)]
         pipe.script(_APPLY_SCRIPT, profile_keys(pid)[:5], args)
 
     def merge(self, source: Snapshot, target: str) -> bool:
@@ -355,14 +408,26 @@ class ProfileStore:
             )
         return snapshots
 
-    def resolve(self, pid: str, hops: int = 16) -> str:
+    def resolve(self, pid: str) -> str:
         """Follow merge pointers from ``pid`` to the profile that holds its data now."""
+        return self.resolve_many([pid])[pid]
+
+    def resolve_many(self, pids: list[str], hops: int = 16) -> dict[str, str]:
+        """``resolve`` for many profiles, one round trip per hop."""
+        final = {pid: pid for pid in pids}
+        pending = sorted(set(pids))
         for _ in range(hops):
-            target = self.client.hget(profile_keys(pid)[0], "merged_into")
-            if target is None:
-                return pid
-            pid = _s(target)
-        return pid
+            if not pending:
+                break
+            pipe = self.client.pipeline(transaction=False)
+            for pid in pending:
+                pipe.hget(profile_keys(pid)[0], "merged_into")
+            moved = {pid: _s(t) for pid, t in zip(pending, pipe.execute()) if t is not None}
+            for start, now in final.items():
+                if now in moved:
+                    final[start] = moved[now]
+            pending = sorted(set(moved.values()))
+        return final
 
     def lookup(self, identities: list[str]) -> dict[str, str]:
         """Profile ids of the given "kind:value" identities (those that have one)."""

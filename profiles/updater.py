@@ -24,10 +24,10 @@ from collector.coalesce import Pipeline
 from collector.consent import SUPPRESSION, identity_hash
 from collector.identifiers import identities as identities_of
 from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader
-from profiles.computed import compute
+from profiles.computed import Update, compute
 from profiles.resolve import Resolver
 from profiles.scoring import LeadScoring
-from profiles.store import ProfileStore, identity_key, new_profile_id, position, profile_keys
+from profiles.store import ProfileStore, entry_position, identity_key, new_profile_id, profile_keys
 
 __all__ = ["ProfileUpdater"]
 
@@ -92,45 +92,57 @@ class ProfileUpdater:
 
     def process(self, entries: list[Entry]) -> set[str]:
         """Apply ``entries`` to profiles; returns the ids of the profiles changed."""
-        batch: list[tuple[Entry, int, wire.Message, list[str]]] = []
+        batch: list[tuple[Entry, str, wire.Message, list[str]]] = []
         for entry in entries:
+            prefix = entry_position(entry.id)
             for index, msg in enumerate(entry.messages()):
                 ids = [f"{kind}:{value}" for kind, value in identities_of(msg)]
                 if type(msg) is wire.Alias:
                     ids.append(f"anonymous_id:{msg.previous_id}")
                     ids.append(f"user_id:{msg.previous_id}")
-                batch.append((entry, index, msg, ids))
+                batch.append((entry, f"{prefix}{index:06d}", msg, ids))
         withheld = self._suppressed([ids for *_, ids in batch])
         links = self.store.lookup(sorted({i for *_, ids in batch for i in ids}))
-        links = {identity: self.store.resolve(pid) for identity, pid in links.items()}
+        final = self.store.resolve_many(list(links.values()))
+        links = {identity: final[pid] for identity, pid in links.items()}
         resolver = Resolver(links, self._owners(set(links.values())))
         pipe = Pipeline(self.store.client)
         pids: dict[str, list[str]] = {}
         touched: set[str] = set()
-        for (entry, index, msg, ids), hidden in zip(batch, withheld):
+        # A profile's messages go to Redis in one apply, in spool order: far fewer scripts.
+        groups: dict[str, list[tuple[str, Update, list[str]]]] = {}
+        for (entry, at, msg, ids), hidden in zip(batch, withheld):
             if msg.anonymized or hidden:  # consent denied: no profile; erased: not even stored
                 pids.setdefault(entry.id, []).append(SUPPRESSED if hidden else "")
                 continue
-            at = position(entry.id, index)
             plan = resolver.plan(msg, ids, lambda at=at: new_profile_id(at))
-            if plan.merges:
-                _check(pipe.execute())  # the merged profiles must hold everything queued so far
+            if plan.merges:  # the merged profiles must hold everything queued so far
+                self._send(pipe, groups)
+                _check(pipe.execute())
                 for source in plan.merges:
                     self._merge(source, plan.profile)
                     touched.discard(source)
             for identity in plan.links:
                 kind, _, value = identity.partition(":")
                 pipe.command("SET", identity_key(kind, value), plan.profile)
-            self.store.apply(pipe, plan.profile, at, compute(msg, self.scoring), plan.links)
+            groups.setdefault(plan.profile, []).append((at, compute(msg, self.scoring), plan.links))
             pids.setdefault(entry.id, []).append(plan.profile)
             touched.add(plan.profile)
+        self._send(pipe, groups)
         for entry_id, profile_ids in pids.items():
             pipe.command("SET", PIDS + entry_id, msgspec.json.encode(profile_ids), "EX", PIDS_TTL)
         _check(pipe.execute())
         return touched
 
+    def _send(self, pipe: Pipeline, groups: dict[str, list[tuple[str, Update, list[str]]]]) -> None:
+        for pid, items in groups.items():
+            self.store.apply(pipe, pid, items)
+        groups.clear()
+
     def _suppressed(self, identities: list[list[str]]) -> list[bool]:
         """Which messages belong to erased people (the authoritative check; intake's is cached)."""
+        if not self.store.client.exists(SUPPRESSION):  # nobody erased yet: nothing to hash
+            return [False] * len(identities)
         hashes = [
             [identity_hash(*i.split(":", 1)) for i in ids if i.startswith(_SUPPRESSIBLE)]
             for ids in identities
