@@ -135,13 +135,13 @@ class Membership:
         pipe.execute()
         return len(changes)
 
-    def sweep(self, cause: str) -> int:
+    def sweep(self, cause: str, now_ms: int | None = None) -> int:
         """Re-check the members of segments whose rules count events in a time window."""
         changed = 0
         for key, segment in self.definitions().items():
             if event_conditions(segment.rule):
                 members = {m.decode() for m in self.client.smembers(member_key(key))}
-                changed += self.evaluate(members, cause)
+                changed += self.evaluate(members, cause, segments={key: segment}, now_ms=now_ms)
         return changed
 
     def backfill(self, key: str, history: Callable[[str, int], dict[str, int]]) -> int:
