@@ -1,0 +1,106 @@
+"""What every policy shares: the choice protocol, and the options that shape any policy.
+
+A policy chooses one of ``n_arms`` arms for a context and says with what probability it did;
+it learns from (arm, reward, context). ``probabilities`` is the distribution a choice is drawn
+from, so the propensity logged with a decision is exact, which off-policy evaluation relies on.
+
+Options every policy takes:
+
+- ``burn_in``: the first pulls are uniform (every arm gets seen before any is favoured);
+- ``min_share``: each arm keeps at least this probability (exploration that never stops);
+- ``discount``: each update first multiplies what was learned by this factor (< 1 forgets old
+  evidence, for content whose appeal drifts).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Choice", "Features", "Policy"]
+
+Features = NDArray[np.float64]
+
+
+class Choice(NamedTuple):
+    arm: int
+    propensity: float
+
+
+class Policy(ABC):
+    """Base of every policy: subclasses define ``_probabilities``, ``_learn`` and state."""
+
+    kind: ClassVar[str]
+    contextual: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        n_arms: int,
+        *,
+        burn_in: int = 0,
+        min_share: float = 0.0,
+        discount: float = 1.0,
+        seed: int | None = None,
+    ):
+        if n_arms < 1:
+            raise ValueError(f"n_arms must be at least 1, got {n_arms}")
+        if not 0.0 <= min_share * n_arms <= 1.0:
+            raise ValueError(f"min_share × arms must lie in [0, 1], got {min_share} × {n_arms}")
+        if not 0.0 < discount <= 1.0:
+            raise ValueError(f"discount must lie in (0, 1], got {discount}")
+        self.n_arms = n_arms
+        self.burn_in = burn_in
+        self.min_share = min_share
+        self.discount = discount
+        self.rng = np.random.default_rng(seed)
+        self.pulls = 0.0  # updates seen (discounted like the evidence)
+
+    def probabilities(self, context: Features | None = None) -> NDArray[np.float64]:
+        """The probability of choosing each arm now, for ``context``."""
+        if self.pulls < self.burn_in:
+            return np.full(self.n_arms, 1.0 / self.n_arms)
+        p = self._probabilities(context)
+        if self.min_share:
+            p = (1.0 - self.min_share * self.n_arms) * p + self.min_share
+        return p
+
+    def choose(
+        self, context: Features | None = None, rng: np.random.Generator | None = None
+    ) -> Choice:
+        p = self.probabilities(context)
+        point = (rng or self.rng).random()
+        arm = int(np.searchsorted(np.cumsum(p), point * p.sum(), side="right"))
+        arm = min(arm, self.n_arms - 1)
+        return Choice(arm, float(p[arm]))
+
+    def update(self, arm: int, reward: float, context: Features | None = None) -> None:
+        if not 0 <= arm < self.n_arms:
+            raise ValueError(f"arm must lie in [0, {self.n_arms}), got {arm}")
+        self.pulls = self.pulls * self.discount + 1.0
+        self._learn(arm, float(reward), context)
+
+    @abstractmethod
+    def _probabilities(self, context: Features | None) -> NDArray[np.float64]: ...
+
+    @abstractmethod
+    def _learn(self, arm: int, reward: float, context: Features | None) -> None: ...
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """What was learned, as JSON-ready data (``load`` takes it back)."""
+
+    @abstractmethod
+    def load(self, state: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def merge(self, other: Policy) -> None:
+        """Add what ``other`` learned from data this policy has not seen (another shard)."""
+
+
+def one_hot(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    """All probability on the best score, split evenly between ties."""
+    best = (scores == scores.max()).astype(float)
+    return np.asarray(best / best.sum(), dtype=np.float64)
