@@ -61,8 +61,11 @@ class ABTest(Policy):
         weights = np.asarray(self.weights)
         return np.asarray(weights / weights.sum(), dtype=float)
 
-    def _learn(self, arm: int, reward: float, context: Features | None) -> None:
+    def _pull(self, arm: int, context: Features | None) -> None:
         pass  # a fixed split does not learn; its results come from the statistics engine
+
+    def _reward(self, arm: int, value: float, context: Features | None) -> None:
+        pass
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.kind, "pulls": self.pulls}

@@ -53,7 +53,7 @@ class _Linear(Policy):
     def theta(self) -> NDArray[np.float64]:
         return np.asarray(np.einsum("kij,kj->ki", self.a_inv, self.b), dtype=np.float64)
 
-    def _learn(self, arm: int, reward: float, context: Features | None) -> None:
+    def _pull(self, arm: int, context: Features | None) -> None:
         x = self._x(context)
         if self.discount < 1.0:
             self.a_inv /= self.discount
@@ -62,9 +62,11 @@ class _Linear(Policy):
         a_inv = self.a_inv[arm]
         ax = a_inv @ x
         a_inv -= np.outer(ax, ax) / (1.0 + x @ ax)
-        self.b[arm] += reward * x
         self.n[arm] += 1.0
         self._changed(arm)
+
+    def _reward(self, arm: int, value: float, context: Features | None) -> None:
+        self.b[arm] += value * self._x(context)
 
     def _changed(self, arm: int) -> None:
         pass

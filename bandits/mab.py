@@ -41,14 +41,17 @@ class _ArmStats(Policy):
     def means(self) -> NDArray[np.float64]:
         return np.divide(self.s, self.n, out=np.zeros(self.n_arms), where=self.n > 0)
 
-    def _learn(self, arm: int, reward: float, context: Features | None) -> None:
+    def _pull(self, arm: int, context: Features | None) -> None:
         if self.discount < 1.0:
             self.n *= self.discount
             self.s *= self.discount
             self.q *= self.discount
         self.n[arm] += 1.0
-        self.s[arm] += reward
-        self.q[arm] += reward * reward
+        self._changed()
+
+    def _reward(self, arm: int, value: float, context: Features | None) -> None:
+        self.s[arm] += value
+        self.q[arm] += value * value
         self._changed()
 
     def _changed(self) -> None:

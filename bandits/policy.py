@@ -31,7 +31,9 @@ class Choice(NamedTuple):
 
 
 class Policy(ABC):
-    """Base of every policy: subclasses define ``_probabilities``, ``_learn`` and state."""
+    """Base of every policy: subclasses define ``_probabilities``, ``_pull``, ``_reward`` and
+    state. Learning is split in two because rewards arrive after the choice: a pull counts the
+    showing, a reward adds what it earned (``update`` does both at once)."""
 
     kind: ClassVar[str]
     contextual: ClassVar[bool] = False
@@ -77,16 +79,34 @@ class Policy(ABC):
         return Choice(arm, float(p[arm]))
 
     def update(self, arm: int, reward: float, context: Features | None = None) -> None:
+        """Learn that ``arm``, shown in ``context``, earned ``reward``."""
+        self.pull(arm, context)
+        if reward:
+            self.reward(arm, reward, context)
+
+    def pull(self, arm: int, context: Features | None = None) -> None:
+        """Learn that ``arm`` was shown (its reward, if any, comes later with ``reward``)."""
+        self._check(arm)
+        self.pulls = self.pulls * self.discount + 1.0
+        self._pull(arm, context)
+
+    def reward(self, arm: int, value: float, context: Features | None = None) -> None:
+        """Add a reward to an earlier pull of ``arm`` in ``context`` (a click, an order)."""
+        self._check(arm)
+        self._reward(arm, float(value), context)
+
+    def _check(self, arm: int) -> None:
         if not 0 <= arm < self.n_arms:
             raise ValueError(f"arm must lie in [0, {self.n_arms}), got {arm}")
-        self.pulls = self.pulls * self.discount + 1.0
-        self._learn(arm, float(reward), context)
 
     @abstractmethod
     def _probabilities(self, context: Features | None) -> NDArray[np.float64]: ...
 
     @abstractmethod
-    def _learn(self, arm: int, reward: float, context: Features | None) -> None: ...
+    def _pull(self, arm: int, context: Features | None) -> None: ...
+
+    @abstractmethod
+    def _reward(self, arm: int, value: float, context: Features | None) -> None: ...
 
     @abstractmethod
     def state(self) -> dict[str, Any]:

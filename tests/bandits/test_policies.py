@@ -19,19 +19,22 @@ BERNOULLI = BernoulliArms([0.04, 0.05, 0.06, 0.08, 0.10])
 
 
 def test_thompson_beats_epsilon_greedy_and_ucb1_on_bernoulli_arms() -> None:
-    runs = {
-        name: simulate(policy, BERNOULLI, rounds=20_000, seed=11)
-        for name, policy in {
-            "thompson": BetaThompson(5, seed=11, refresh_every=20),
-            "epsilon": EpsilonGreedy(5, epsilon=0.1, seed=11),
-            "ucb1": UCB1(5, seed=11),
-        }.items()
-    }
-    regret = {name: run.regret[-1] for name, run in runs.items()}
-    assert regret["thompson"] < regret["epsilon"]
-    assert regret["thompson"] < regret["ucb1"]
-    last = runs["thompson"].arms[-5000:]
-    assert (last == 4).mean() >= 0.90
+    """Mean regret over five seeded runs of 20k rounds (one run can be lucky for anyone)."""
+    regret: dict[str, list[float]] = {"thompson": [], "epsilon": [], "ucb1": []}
+    for seed in range(5):
+        policies = {
+            "thompson": BetaThompson(5, seed=seed, refresh_every=20),
+            "epsilon": EpsilonGreedy(5, epsilon=0.1, seed=seed),
+            "ucb1": UCB1(5, seed=seed),
+        }
+        for name, policy in policies.items():
+            run = simulate(policy, BERNOULLI, rounds=20_000, seed=seed)
+            regret[name].append(run.regret[-1])
+            if name == "thompson":
+                assert (run.arms[-5000:] == 4).mean() >= 0.90  # the best arm, every seed
+    mean = {name: float(np.mean(values)) for name, values in regret.items()}
+    assert mean["thompson"] < mean["epsilon"]
+    assert mean["thompson"] < mean["ucb1"]
 
 
 def test_contextual_policies_beat_the_best_non_contextual_one() -> None:
