@@ -124,14 +124,20 @@ class Membership:
                 ]
             )
         pipe = self.client.pipeline(transaction=False)
+        now_in: dict[str, set[str]] = {}
         for snapshot, key, entered in changes:
             segments = profile_keys(snapshot.id)[5]
+            mine = now_in.setdefault(snapshot.id, set(snapshot.segments))
             if entered:
                 pipe.sadd(segments, key)
                 pipe.sadd(member_key(key), snapshot.id)
+                mine.add(key)
             else:
                 pipe.srem(segments, key)
                 pipe.srem(member_key(key), snapshot.id)
+                mine.discard(key)
+        for pid, mine in now_in.items():  # mirrored in the hash: one read serves /v1/decide
+            pipe.hset(profile_keys(pid)[0], "segments", msgspec.json.encode(sorted(mine)))
         pipe.execute()
         return len(changes)
 
@@ -242,7 +248,13 @@ def delete_segment(client: redis.Redis, key: str) -> bool:
     pipe = client.pipeline(transaction=False)
     for pid in members:
         pipe.srem(profile_keys(pid)[5], key)
+        pipe.smembers(profile_keys(pid)[5])
     pipe.delete(member_key(key))
+    left = pipe.execute()[1:-1:2]
+    pipe = client.pipeline(transaction=False)
+    for pid, segments in zip(members, left):
+        names = sorted(m.decode() for m in segments)
+        pipe.hset(profile_keys(pid)[0], "segments", msgspec.json.encode(names))
     pipe.execute()
     return True
 

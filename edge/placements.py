@@ -1,0 +1,134 @@
+"""Placements: what can be shown in a slot, how it is chosen, and what counts as success.
+
+Definitions live in Redis (``{plc}:defs``, key -> JSON; ``{plc}:version`` bumps on change), put
+there by the admin API or the config file. Each placement's learned policy state lives in
+``{pol:<key>}`` (JSON with the arms it was learned for), written by the reward worker.
+
+Examples:
+    >>> placement = PLACEMENT.decode(b'{"variants": [{"key": "a"}, {"key": "b"}], "default": "a"}')
+    >>> placement.arms(), placement.policy.kind, placement.reward.kind
+    (['a', 'b'], 'thompson', 'click')
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+import redis
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from bandits.spec import CONTEXTUAL, PolicySpec
+from edge.features import check_features
+from profiles.segments import Rule
+
+__all__ = [
+    "DEFS",
+    "PLACEMENT",
+    "Placement",
+    "Reward",
+    "Variant",
+    "delete_placement",
+    "placements",
+    "put_placement",
+    "render",
+    "state_key",
+]
+
+DEFS = "{plc}:defs"
+VERSION = "{plc}:version"
+KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
+_TEMPLATES = ImmutableSandboxedEnvironment(autoescape=True)  # no code, HTML-escaped output
+
+
+class Variant(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    key: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    weight: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
+    content: Any = None  # a JSON payload, returned as it is
+    template: str | None = None  # jinja2, rendered with the visitor's traits (HTML-escaped)
+
+
+class Reward(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``click``: 1 when a "Decision Clicked" event carries the decision's id; ``conversion``:
+    1 when the person sends ``event`` within the window; ``revenue``: that event's
+    ``properties.revenue``. Conversions go to the person's latest decision (last touch)."""
+
+    kind: Literal["click", "conversion", "revenue"] = "click"
+    event: str | None = None
+    window_hours: Annotated[float, msgspec.Meta(gt=0.0, le=24 * 90)] = 24.0
+
+
+class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    variants: Annotated[list[Variant], msgspec.Meta(min_length=1, max_length=100)]
+    default: str | None = None  # a variant key: what the ineligible, and everyone on fallback, see
+    policy: PolicySpec = msgspec.field(default_factory=PolicySpec)
+    reward: Reward = msgspec.field(default_factory=Reward)
+    eligibility: Rule | None = None  # the segment rule language (computed.segments lists them)
+    name: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        keys = self.arms()
+        if len(set(keys)) != len(keys):
+            raise ValueError("`variants` must have distinct keys")
+        if self.default is not None and self.default not in keys:
+            raise ValueError(f"`default` must be one of the variant keys, got {self.default!r}")
+        if self.reward.kind != "click" and not self.reward.event:
+            raise ValueError(f"`reward.event` must name the event of a {self.reward.kind} reward")
+        if self.policy.kind in CONTEXTUAL:
+            check_features(self.policy.features)
+        for variant in self.variants:
+            if variant.template is not None:
+                try:
+                    _TEMPLATES.parse(variant.template)
+                except Exception as exc:  # jinja2's syntax errors
+                    raise ValueError(f"`template` of variant {variant.key!r} does not parse: {exc}")
+
+    def arms(self) -> list[str]:
+        return [v.key for v in self.variants]
+
+    def default_index(self) -> int:
+        return self.arms().index(self.default) if self.default else 0
+
+
+PLACEMENT = msgspec.json.Decoder(Placement)
+
+
+def render(variant: Variant, traits: dict[str, Any]) -> Any:
+    """The variant's content: its template rendered with ``traits`` (sandboxed, escaped), else
+    its JSON payload."""
+    if variant.template is None:
+        return variant.content
+    html = _TEMPLATES.from_string(variant.template).render(traits=traits, **traits)
+    return {"html": html, **(variant.content or {})} if isinstance(variant.content, dict) else html
+
+
+def state_key(placement: str) -> str:
+    return f"{{pol:{placement}}}"
+
+
+def placements(client: redis.Redis) -> dict[str, Placement]:
+    return {k.decode(): PLACEMENT.decode(v) for k, v in client.hgetall(DEFS).items()}
+
+
+def put_placement(client: redis.Redis, key: str, placement: Placement) -> bool:
+    """Create or replace a placement; True if it changed. Learned state is kept for the
+    variants that still exist (the reward worker remaps it by variant key)."""
+    encoded = msgspec.json.encode(placement)
+    if client.hget(DEFS, key) == encoded:
+        return False
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(DEFS, key, encoded)
+    pipe.incr(VERSION)
+    pipe.execute()
+    return True
+
+
+def delete_placement(client: redis.Redis, key: str) -> bool:
+    pipe = client.pipeline(transaction=True)
+    pipe.hdel(DEFS, key)
+    pipe.delete(state_key(key))
+    pipe.incr(VERSION)
+    deleted, *_ = pipe.execute()
+    return bool(deleted)
