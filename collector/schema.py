@@ -140,9 +140,37 @@ INTAKE_SETTINGS = {
     "deduplicate_blocks_in_dependent_materialized_views": 1,
 }
 
+# Decisions as /v1/decide logs them (the sink inserts the spool's JSON lines as they are).
+_DECISIONS = """
+CREATE TABLE IF NOT EXISTS decisions
+(
+    decisionId String,
+    timestamp DateTime64(3, 'UTC'),
+    placement LowCardinality(String),
+    variant String,
+    arm UInt16,
+    policy LowCardinality(String),
+    policyRevision UInt64,
+    propensity Float64 COMMENT 'the probability with which the variant was chosen',
+    profileId String,
+    anonymousId String,
+    userId String,
+    features Array(Float64) COMMENT 'the context features a contextual policy used',
+    context String CODEC(ZSTD(3)) COMMENT 'the request context as sent (JSON)',
+    fallback LowCardinality(String) COMMENT 'why the default was shown without the policy, if so',
+    INDEX idx_decision decisionId TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_profile profileId TYPE bloom_filter(0.01) GRANULARITY 1
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (placement, toDate(timestamp), timestamp)
+SETTINGS non_replicated_deduplication_window = 1000
+"""
+
 # (version, name, statements)
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "events table and its intake", [_EVENTS, _INTAKE, _INTAKE_VIEW]),
+    (2, "decisions table", [_DECISIONS]),
 ]
 
 _LEDGER = """

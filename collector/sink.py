@@ -31,10 +31,11 @@ log = logging.getLogger("kairos.sink")
 
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HOUSEKEEPING_SECONDS = 5.0
-_ERASE = (
-    "DELETE FROM events WHERE profile_id IN {profiles:Array(String)} "
+_ERASE = [
+    f"DELETE FROM {table} WHERE profile_id IN {{profiles:Array(String)}} "
     "OR anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)}"
-)
+    for table in ("events", "decisions")
+]
 # ClickHouse error codes that mean "this data cannot be stored" rather than "not now": parse and
 # conversion failures (CANNOT_PARSE_*, TYPE_MISMATCH, INCORRECT_DATA, out-of-range values).
 _DATA_ERRORS = re.compile(r"Code: (6|26|27|38|41|53|69|70|72|117|131|321|407)\.")
@@ -129,14 +130,17 @@ class Sink:
         False if stopped before ClickHouse took them."""
         elapsed, dead, run = 0.0, set(), []
         for entry in [*entries, None]:
-            if entry is not None and entry.command is None:
+            if entry is not None and entry.kind != "command":
                 run.append(entry)
                 continue
-            if run:
-                stored = self.store_batch(run, stop)
-                if stored is None:
-                    return False
-                elapsed, dead, run = elapsed + stored[0], dead | stored[1], []
+            for kind in ("events", "decisions"):  # each to its table; a command waits for both
+                part = [e for e in run if e.kind == kind]
+                if part:
+                    stored = self.store_batch(part, stop)
+                    if stored is None:
+                        return False
+                    elapsed, dead = elapsed + stored[0], dead | stored[1]
+            run = []
             if entry is not None and not self._command(entry, stop):
                 return False
         counters: dict[str, float] = {
@@ -183,12 +187,17 @@ class Sink:
                 delay = min(delay * 2, 30.0)
 
     def _insert(self, entries: list[Entry]) -> None:
-        body = b"".join(self._stamped(entries))
+        """One insert of ``entries``, all of one kind: events through the intake view (stamped
+        with profile ids), decisions straight into their table."""
+        if entries[0].kind == "decisions":
+            table, body = "decisions", b"".join(entry.payload for entry in entries)
+        else:
+            table, body = "events_intake", b"".join(self._stamped(entries))
         if not body:
             return
-        token = f"spool:{entries[0].id}:{entries[-1].id}:{len(entries)}"
+        token = f"{table}:{entries[0].id}:{entries[-1].id}:{len(entries)}"
         self.store.raw_insert(
-            "events_intake",
+            table,
             None,
             body,
             settings={**INTAKE_SETTINGS, "insert_deduplication_token": token},
@@ -204,14 +213,15 @@ class Sink:
         delay = 0.5
         while True:
             try:
-                self.store.command(
-                    _ERASE,
-                    parameters={
-                        "profiles": command.get("profiles", []),
-                        "anonymous": command.get("anonymous_ids", []),
-                        "users": command.get("user_ids", []),
-                    },
-                )
+                for statement in _ERASE:
+                    self.store.command(
+                        statement,
+                        parameters={
+                            "profiles": command.get("profiles", []),
+                            "anonymous": command.get("anonymous_ids", []),
+                            "users": command.get("user_ids", []),
+                        },
+                    )
                 log.info("erased a person's events", extra={"entry": entry.id})
                 self._count({"sink_erasures": 1})
                 return True
@@ -223,7 +233,7 @@ class Sink:
                     return False
                 delay = min(delay * 2, 30.0)
 
-    def _stamped(self, entries: list[Entry]) -> list[bytes]:
+    def _stamped(self, entries: list[Entry]) -> list[bytes]:  # noqa: C901 - one careful pass
         """Payloads with each message's profile id, as the profile updater resolved it.
 
         The sink trails the updater: when the updater is close behind (within ``profile_lag``

@@ -51,6 +51,7 @@ SEEN = "{spool}:seen:"
 EVENTS = b"e"  # stream field holding the messages, one JSON line each
 COUNT = b"n"  # stream field holding how many
 COMMAND = b"x"  # stream field of a command entry (JSON)
+DECISIONS = b"d"  # stream field holding decisions, one JSON line each
 DEDUP_WINDOW = 24 * 3600
 DEDUP_BUCKET = 4 * 3600
 
@@ -173,16 +174,22 @@ def append_now(client: redis.Redis, messages: list[wire.Message]) -> Appended:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry: the messages of one accepted request, one JSON line each; or a
-    command for the workers (an erasure), which travels in order with the events."""
+    """One stream entry, in order with all others. ``kind`` is:
+
+    - ``events``: the messages of one accepted request, one JSON line each;
+    - ``decisions``: decisions /v1/decide made, one JSON line each;
+    - ``command``: an instruction for the workers (an erasure);
+    - ``gone``: deleted while pending (acknowledge it, nothing to apply).
+    """
 
     id: str
     payload: bytes
     count: int
+    kind: str = "events"
     command: dict[str, Any] | None = None
 
     def messages(self) -> list[wire.Message]:
-        return wire.from_lines(self.payload)
+        return wire.from_lines(self.payload) if self.kind == "events" else []
 
 
 def append_command(client: redis.Redis, command: dict[str, Any]) -> str:
@@ -321,9 +328,11 @@ def _parse_id(value: bytes | str) -> tuple[int, int]:
 def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
     # An entry deleted while pending comes back without fields: acknowledge it, nothing to apply.
     if not fields:
-        return Entry(_text(entry_id), b"", 0)
+        return Entry(_text(entry_id), b"", 0, "gone")
     if COMMAND in fields:
-        return Entry(_text(entry_id), b"", 0, msgspec.json.decode(fields[COMMAND]))
+        return Entry(_text(entry_id), b"", 0, "command", msgspec.json.decode(fields[COMMAND]))
+    if DECISIONS in fields:
+        return Entry(_text(entry_id), fields[DECISIONS], int(fields[COUNT]), "decisions")
     return Entry(_text(entry_id), fields[EVENTS], int(fields[COUNT]))
 
 
