@@ -73,5 +73,14 @@ class ABTest(Policy):
     def load(self, state: dict[str, Any]) -> None:
         self.pulls = float(state.get("pulls", 0.0))
 
+    def absorb(
+        self,
+        arms: NDArray[np.int64],
+        rewards: NDArray[np.float64],
+        counts: NDArray[np.float64],
+        contexts: NDArray[np.float64] | None = None,
+    ) -> None:
+        self.pulls += float(counts.sum())
+
     def merge(self, other: Policy) -> None:
         self.pulls += other.pulls

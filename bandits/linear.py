@@ -85,6 +85,25 @@ class _Linear(Policy):
         for arm in range(self.n_arms):
             self._changed(arm)
 
+    def absorb(
+        self,
+        arms: NDArray[np.int64],
+        rewards: NDArray[np.float64],
+        counts: NDArray[np.float64],
+        contexts: NDArray[np.float64] | None = None,
+    ) -> None:
+        if contexts is None or contexts.shape != (len(arms), self.dimensions):
+            raise ValueError(f"{self.kind} needs {self.dimensions} features per row")
+        for arm in np.unique(arms):
+            mask = arms == arm
+            x, c, r = contexts[mask], counts[mask], rewards[mask]
+            a = np.linalg.inv(self.a_inv[arm]) + (x * c[:, None]).T @ x
+            self.a_inv[arm] = np.linalg.inv(a)
+            self.b[arm] += (x * (c * r)[:, None]).sum(axis=0)
+            self.n[arm] += c.sum()
+            self._changed(int(arm))
+        self.pulls += float(counts.sum())
+
     def merge(self, other: Policy) -> None:
         if not isinstance(other, _Linear) or other.a_inv.shape != self.a_inv.shape:
             raise ValueError("only states of the same kind and shape merge")

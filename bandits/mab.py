@@ -68,6 +68,19 @@ class _ArmStats(Policy):
         self.n, self.s, self.q = (np.asarray(state[k], dtype=float) for k in ("n", "s", "q"))
         self._changed()
 
+    def absorb(
+        self,
+        arms: NDArray[np.int64],
+        rewards: NDArray[np.float64],
+        counts: NDArray[np.float64],
+        contexts: NDArray[np.float64] | None = None,
+    ) -> None:
+        np.add.at(self.n, arms, counts)
+        np.add.at(self.s, arms, counts * rewards)
+        np.add.at(self.q, arms, counts * rewards**2)
+        self.pulls += float(counts.sum())
+        self._changed()
+
     def merge(self, other: Policy) -> None:
         if not isinstance(other, _ArmStats) or other.n_arms != self.n_arms:
             raise ValueError("only states of the same kind and arms merge")
@@ -131,6 +144,8 @@ class _Thompson(_ArmStats):
         self._pi = None
 
     def _probabilities(self, context: Features | None) -> NDArray[np.float64]:
+        if self._pi is None and _alike(self.n) and _alike(self.s) and _alike(self.q):
+            self._pi = np.full(self.n_arms, 1.0 / self.n_arms)  # same evidence: a fair split
         if self._pi is None:
             samples = self._posterior(self.draws)  # arms × draws
             self._pi = self._shares(samples)
@@ -190,8 +205,12 @@ class GaussianThompson(_Thompson):
     def _posterior(self, draws: int) -> NDArray[np.float64]:
         n = np.maximum(self.n, 1e-12)
         mean = np.where(self.n > 0, self.s / n, 0.0)
-        variance = np.where(self.n > 1, np.maximum(self.q / n - mean**2, 0.0) * n / (n - 1), 0.0)
-        variance = np.where(self.n > 1, np.maximum(variance, 1e-12), self.prior_sd**2)
+        spread = np.maximum(self.q / n - mean**2, 0.0) * n / np.maximum(n - 1.0, 1e-12)
+        variance = np.where(self.n > 1, np.maximum(spread, 1e-12), self.prior_sd**2)
         sd = np.sqrt(variance / np.maximum(self.n, 1.0))
         noise = self.rng.standard_normal((self.n_arms, draws))
         return mean[:, None] + sd[:, None] * noise
+
+
+def _alike(values: NDArray[np.float64]) -> bool:
+    return bool(np.all(values == values[0]))

@@ -9,7 +9,9 @@ With wᵢ = πᵢ / pᵢ:
 - doubly robust: mean(q̂(π)ᵢ + wᵢ (rᵢ − q̂ᵢ)) with a reward model q̂ — unbiased if either the
   model or the propensities are right.
 
-Intervals are percentile bootstraps over decisions, seeded.
+Intervals are percentile bootstraps over decisions, seeded. A log may come grouped (one row per
+distinct arm, propensity, features and reward, with a count — what a SQL aggregate returns):
+pass ``counts`` and every estimate, interval and the bootstrap are as over the expanded log.
 
 Examples:
     >>> import numpy as np
@@ -22,12 +24,14 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Estimate", "doubly_robust", "ips", "reward_model", "snips"]
+from bandits.policy import Policy
+
+__all__ = ["Estimate", "Log", "doubly_robust", "evaluate", "ips", "reward_model", "snips"]
 
 Array = NDArray[np.float64]
 
@@ -49,24 +53,38 @@ def _weights(propensities: Array, target: Array) -> Array:
     return np.asarray(np.asarray(target, dtype=float) / p, dtype=np.float64)
 
 
+def _counts(counts: Array | None, n: int) -> Array:
+    if counts is None:
+        return np.ones(n)
+    c = np.asarray(counts, dtype=float)
+    if c.shape != (n,) or np.any(c < 0):
+        raise ValueError("counts must give a non-negative count for every row")
+    return c
+
+
 def _estimate(
     method: str,
-    terms: Callable[[NDArray[np.int64]], float],
-    n: int,
+    value: Callable[[Array], float],
+    counts: Array,
     weights: Array,
     level: float,
     resamples: int,
     seed: int | None,
 ) -> Estimate:
-    everything = np.arange(n)
-    value = terms(everything)
-    rng = np.random.default_rng(seed)
-    boot = np.array([terms(rng.integers(0, n, n)) for _ in range(resamples)])
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(boot, [tail, 1.0 - tail]) if n else (np.nan, np.nan)
-    squares = float((weights**2).sum())
-    effective = float(weights.sum() ** 2 / squares) if squares else 0.0
-    return Estimate(method, float(value), float(low), float(high), n, effective)
+    """``value(c)``: the estimate when row i stands for c[i] decisions. The bootstrap redraws
+    the decisions with replacement, as multinomial counts over the rows."""
+    n = int(counts.sum())
+    estimate = value(counts) if n else float("nan")
+    low = high = float("nan")
+    if n:
+        rng = np.random.default_rng(seed)
+        draws = rng.multinomial(n, counts / n, size=resamples)
+        boot = np.array([value(c) for c in draws.astype(float)])
+        tail = (1.0 - level) / 2.0
+        low, high = (float(q) for q in np.quantile(boot, [tail, 1.0 - tail]))
+    squares = float((counts * weights**2).sum())
+    effective = float((counts * weights).sum() ** 2 / squares) if squares else 0.0
+    return Estimate(method, float(estimate), low, high, n, effective)
 
 
 def ips(
@@ -76,12 +94,13 @@ def ips(
     level: float = 0.95,
     resamples: int = 1000,
     seed: int | None = None,
+    counts: Array | None = None,
 ) -> Estimate:
+    """``counts``: for a grouped log, how many decisions each row stands for."""
     w = _weights(propensities, target)
-    r = np.asarray(rewards, dtype=float)
-    return _estimate(
-        "ips", lambda i: float(np.mean(w[i] * r[i])), len(r), w, level, resamples, seed
-    )
+    wr = w * np.asarray(rewards, dtype=float)
+    c = _counts(counts, len(w))
+    return _estimate("ips", lambda k: float(k @ wr / k.sum()), c, w, level, resamples, seed)
 
 
 def snips(
@@ -91,15 +110,17 @@ def snips(
     level: float = 0.95,
     resamples: int = 1000,
     seed: int | None = None,
+    counts: Array | None = None,
 ) -> Estimate:
     w = _weights(propensities, target)
-    r = np.asarray(rewards, dtype=float)
+    wr = w * np.asarray(rewards, dtype=float)
+    c = _counts(counts, len(w))
 
-    def value(i: NDArray[np.int64]) -> float:
-        total = w[i].sum()
-        return float((w[i] * r[i]).sum() / total) if total > 0 else 0.0
+    def value(k: Array) -> float:
+        total = float(k @ w)
+        return float(k @ wr) / total if total > 0 else 0.0
 
-    return _estimate("snips", value, len(r), w, level, resamples, seed)
+    return _estimate("snips", value, c, w, level, resamples, seed)
 
 
 def doubly_robust(
@@ -111,6 +132,7 @@ def doubly_robust(
     level: float = 0.95,
     resamples: int = 1000,
     seed: int | None = None,
+    counts: Array | None = None,
 ) -> Estimate:
     """``predicted_logged``: q̂ for the logged arm; ``predicted_target``: Σₐ π(a) q̂(a)."""
     w = _weights(propensities, target)
@@ -118,23 +140,89 @@ def doubly_robust(
     q_logged = np.asarray(predicted_logged, dtype=float)
     q_target = np.asarray(predicted_target, dtype=float)
     terms = q_target + w * (r - q_logged)
-    return _estimate("dr", lambda i: float(np.mean(terms[i])), len(r), w, level, resamples, seed)
+    c = _counts(counts, len(w))
+    return _estimate("dr", lambda k: float(k @ terms / k.sum()), c, w, level, resamples, seed)
 
 
 def reward_model(
-    features: Array, arms: NDArray[np.int64], rewards: Array, n_arms: int, ridge: float = 1.0
+    features: Array,
+    arms: NDArray[np.int64],
+    rewards: Array,
+    n_arms: int,
+    ridge: float = 1.0,
+    counts: Array | None = None,
 ) -> Callable[[Array], Array]:
-    """A ridge regression of reward on features per arm, fitted on the log; the returned
-    function maps contexts (n × d) to predicted rewards (n × arms)."""
+    """A ridge regression of reward on features per arm, fitted on the log (rows weighted by
+    ``counts``); the returned function maps contexts (n × d) to predicted rewards (n × arms)."""
     x = np.asarray(features, dtype=float)
+    c = _counts(counts, len(x))
     d = x.shape[1]
     coefficients = np.zeros((n_arms, d))
     for arm in range(n_arms):
         mask = arms == arm
-        xa, ra = x[mask], np.asarray(rewards, dtype=float)[mask]
-        coefficients[arm] = np.linalg.solve(xa.T @ xa + ridge * np.eye(d), xa.T @ ra)
+        xa, ra, ca = x[mask], np.asarray(rewards, dtype=float)[mask], c[mask]
+        gram = (xa * ca[:, None]).T @ xa + ridge * np.eye(d)
+        coefficients[arm] = np.linalg.solve(gram, (xa * ca[:, None]).T @ ra)
 
     def predict(contexts: Array) -> Array:
         return np.asarray(np.asarray(contexts, dtype=float) @ coefficients.T, dtype=float)
 
     return predict
+
+
+@dataclass(frozen=True)
+class Log:
+    """A grouped decision log: row i stands for ``counts[i]`` decisions that showed ``arms[i]``
+    with probability ``propensities[i]`` in ``contexts[i]`` (n × d; d may be 0) and earned
+    ``rewards[i]`` each."""
+
+    arms: NDArray[np.int64]
+    propensities: Array
+    rewards: Array
+    counts: Array
+    contexts: Array
+
+    @property
+    def size(self) -> int:
+        return int(self.counts.sum())
+
+
+def evaluate(
+    candidate: Policy,
+    train: Log,
+    test: Log,
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int | None = None,
+) -> dict[str, Estimate]:
+    """How ``candidate`` would have done on ``test``, having learned from ``train`` (the
+    earlier traffic): IPS, SNIPS and doubly robust (reward model fitted on ``train``, else on
+    ``test``), with ``logged``, the policy that ran, for comparison."""
+    contextual = candidate.contextual
+    if train.size:
+        candidate.absorb(
+            train.arms, train.rewards, train.counts, train.contexts if contextual else None
+        )
+    n_arms = candidate.n_arms
+    pi = np.array(
+        [candidate.probabilities(x if contextual else None) for x in test.contexts]
+    ).reshape(len(test.arms), n_arms)
+    rows = np.arange(len(test.arms))
+    target = pi[rows, test.arms]
+    fit = train if train.size else test
+    model = reward_model(_bias(fit.contexts), fit.arms, fit.rewards, n_arms, counts=fit.counts)
+    q = model(_bias(test.contexts))
+    p, r, c = test.propensities, test.rewards, test.counts
+    dr = doubly_robust(
+        r, p, target, q[rows, test.arms], (pi * q).sum(axis=1), level, resamples, seed, c
+    )
+    return {
+        "logged": replace(ips(r, p, p, level, resamples, seed, c), method="logged"),
+        "ips": ips(r, p, target, level, resamples, seed, c),
+        "snips": snips(r, p, target, level, resamples, seed, c),
+        "dr": dr,
+    }
+
+
+def _bias(contexts: Array) -> Array:
+    return np.hstack([np.ones((len(contexts), 1)), np.asarray(contexts, dtype=float)])

@@ -116,6 +116,18 @@ class Policy(ABC):
     def load(self, state: dict[str, Any]) -> None: ...
 
     @abstractmethod
+    def absorb(
+        self,
+        arms: NDArray[np.int64],
+        rewards: NDArray[np.float64],
+        counts: NDArray[np.float64],
+        contexts: NDArray[np.float64] | None = None,
+    ) -> None:
+        """Learn from a grouped log at once: row i stands for ``counts[i]`` showings of
+        ``arms[i]`` (in ``contexts[i]``), each earning ``rewards[i]``. No discounting: this
+        fits a candidate on history (off-policy evaluation), it is not live learning."""
+
+    @abstractmethod
     def merge(self, other: Policy) -> None:
         """Add what ``other`` learned from data this policy has not seen (another shard)."""
 

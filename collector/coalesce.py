@@ -1,4 +1,4 @@
-"""Efficient Redis pipelines: ``Coalescer`` (asyncio) sends the scripts run during one
+"""Efficient Redis pipelines: ``Coalescer`` (asyncio) sends the commands and scripts of one
 event-loop tick as one pipeline; ``Pipeline`` (blocking) streams a worker's commands.
 
 redis-py spends most of an awaited command's cost in Python: packing arguments, a round trip per
@@ -32,12 +32,12 @@ class Script:
         client.script_load(self.source)
 
 
-# (script, keys, args, the caller's future)
-_Call = tuple[Script, list[Any], list[Any], "asyncio.Future[Any]"]
+# (the packed command, the script it runs if any, the caller's future)
+_Call = tuple[list[bytes], "Script | None", "asyncio.Future[Any]"]
 
 
 class Coalescer:
-    """Run Lua scripts for many coroutines in shared pipelines (asyncio only)."""
+    """Run commands and Lua scripts for many coroutines in shared pipelines (asyncio only)."""
 
     def __init__(self, client: redis.asyncio.Redis):
         self.client = client
@@ -47,11 +47,23 @@ class Coalescer:
     def run(self, script: Script, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         """Run ``script`` in the next pipeline; the future holds its reply or error.
 
-        The last of ``args`` must be bytes (typically the large payload).
+        The last of ``args`` must be bytes (typically the large payload): it goes out as its own
+        buffer, uncopied.
         """
+        *small, large = args
+        head = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *small))
+        count, _, rest = head.partition(b"\r\n")
+        packed = [b"*%d\r\n" % (int(count[1:]) + 1), rest, b"$%d\r\n" % len(large), large, b"\r\n"]
+        return self._queue(packed, script)
+
+    def command(self, *args: Any) -> asyncio.Future[Any]:
+        """Send one command (``"HGETALL", key``) in the next pipeline."""
+        return self._queue([hiredis.pack_command(args)], None)
+
+    def _queue(self, packed: list[bytes], script: Script | None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((script, keys, args, future))
+        self._pending.append((packed, script, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -67,14 +79,16 @@ class Coalescer:
             results = await self._execute(batch)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if missing:  # Redis restarted or flushed its scripts: load them, send those again
-                for source in {batch[i][0].source for i in missing}:
-                    await self.client.script_load(source)
+                scripts = {batch[i][1] for i in missing}
+                for script in scripts:
+                    assert script is not None
+                    await self.client.script_load(script.source)
                 for i, result in zip(missing, await self._execute([batch[i] for i in missing])):
                     results[i] = result
         except Exception as exc:  # connection errors: every caller in the batch gets it
             results = [exc] * len(batch)
         for (*_, future), result in zip(batch, results):
-            if future.done():
+            if future.done():  # the caller gave up waiting
                 continue
             if isinstance(result, Exception):
                 future.set_exception(result)
@@ -82,18 +96,7 @@ class Coalescer:
                 future.set_result(result)
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        packed: list[bytes] = []
-        for script, keys, args, _ in batch:
-            *small, large = args  # the payload goes out as its own buffer, uncopied
-            head = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *small))
-            count, _, rest = head.partition(b"\r\n")
-            packed += [
-                b"*%d\r\n" % (int(count[1:]) + 1),
-                rest,
-                b"$%d\r\n" % len(large),
-                large,
-                b"\r\n",
-            ]
+        packed = [part for parts, _, _ in batch for part in parts]
         pool = self.client.connection_pool
         connection = await pool.get_connection()
         try:
@@ -102,7 +105,7 @@ class Coalescer:
             for _ in batch:
                 try:
                     results.append(await connection.read_response())
-                except redis.ResponseError as exc:  # this script failed; the others stand
+                except redis.ResponseError as exc:  # this call failed; the others stand
                     results.append(exc)
             return results
         except BaseException:

@@ -138,7 +138,7 @@ class Spool:
     def __init__(self, client: redis.asyncio.Redis, *, limit: int = 0):
         self.client = client
         self.limit = limit
-        self._calls = Coalescer(client)
+        self.calls = Coalescer(client)  # shared by everything on the request path
 
     async def append(self, intake: Intake) -> Appended:
         """Append the request's messages, dropping ids seen in the last 24 hours.
@@ -148,13 +148,18 @@ class Spool:
         messages, ids, duplicates = intake.messages, intake.ids, intake.duplicates
         while messages:
             keys, args = _arguments(messages, ids, self.limit, duplicates)
-            reply = await self._calls.run(_APPEND_SCRIPT, keys, args)
+            reply = await self.calls.run(_APPEND_SCRIPT, keys, args)
             done, messages, ids, duplicates = _settle(reply, messages, ids, duplicates, self.limit)
             if done is not None:
                 return done
         if duplicates:
             await self.client.hincrby(STATS, "duplicates", duplicates)
         return Appended(0, duplicates, None)
+
+    async def log_decisions(self, lines: bytes, count: int) -> str:
+        """Append decisions (one JSON line each) as one entry. No dedup (decision ids are
+        new) and no limit: refusing a decision's log would break the page it is for."""
+        return _text(await self.calls.command("XADD", STREAM, "*", "n", count, "d", lines))
 
 
 def append_now(client: redis.Redis, messages: list[wire.Message]) -> Appended:
@@ -290,10 +295,10 @@ def _safe_floor(client: redis.Redis) -> str | None:
     floors = []
     for group in groups:
         name = group["name"]
-        if group["pending"]:
-            summary = client.xpending(STREAM, name)
+        summary = client.xpending(STREAM, name) if group["pending"] else None
+        if summary and summary["min"] is not None:
             floors.append(_parse_id(summary["min"]))
-        else:
+        else:  # nothing pending (or acknowledged since xinfo answered): all delivered is done
             ms, seq = _parse_id(group["last-delivered-id"])
             floors.append((ms, seq + 1))
     ms, seq = min(floors)
@@ -307,8 +312,9 @@ def spool_state(client: redis.Redis, group: str) -> dict[str, Any]:
     for info in client.xinfo_groups(STREAM) if length else []:
         if _text(info["name"]) != group:
             continue
-        if info["pending"]:
-            oldest_ms = _parse_id(client.xpending(STREAM, group)["min"])[0]
+        pending = client.xpending(STREAM, group)["min"] if info["pending"] else None
+        if pending is not None:
+            oldest_ms = _parse_id(pending)[0]
         else:
             after = client.xrange(STREAM, min=f"({_text(info['last-delivered-id'])}", count=1)
             oldest_ms = _parse_id(after[0][0])[0] if after else None

@@ -21,8 +21,11 @@ from starlette.middleware.cors import CORSMiddleware
 from collector import Spool
 from collector.consent import SuppressionCache
 from collector.store import open_store
-from edge import openapi, ops, profiles_api, segments_api, sql, tracking
+from edge import decide, openapi, ops, placements_api, profiles_api, segments_api, sql, tracking
+from edge.catalog import REFRESH_SECONDS, Catalog
+from edge.decide import Decider
 from edge.settings import Settings
+from edge.visitors import Visitors
 from profiles import ProfileStore
 
 __all__ = ["create_app"]
@@ -41,27 +44,57 @@ async def _refresh(suppression: SuppressionCache, client: redis.asyncio.Redis) -
         await asyncio.sleep(1.0)
 
 
+async def _refresh_catalog(catalog: Catalog, client: redis.asyncio.Redis) -> None:
+    """Keep this process's placements and policies current (see edge.catalog)."""
+    failing = False
+    while True:
+        try:
+            await catalog.refresh(client)
+            failing = False
+        except (redis.RedisError, OSError) as exc:
+            if not failing:
+                log.warning("placements not refreshed; keeping the last", extra={"error": str(exc)})
+            failing = True
+        await asyncio.sleep(REFRESH_SECONDS)
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        client = redis.asyncio.Redis.from_url(settings.redis_url)
+        # A stuck Redis must not hold a request forever (the decide path gives up much sooner).
+        client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10)
         client_sync = redis.Redis.from_url(settings.redis_url)
         store = open_store(settings.store_url)
         suppression = SuppressionCache()
-        refresher = asyncio.create_task(_refresh(suppression, client))
+        spool = Spool(client, limit=settings.spool_limit)
+        catalog = Catalog()
+        try:
+            await asyncio.wait_for(catalog.refresh(client), 2.0)
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            log.warning("placements not loaded yet", extra={"error": str(exc)})
+        tasks = [
+            asyncio.create_task(_refresh(suppression, client)),
+            asyncio.create_task(_refresh_catalog(catalog, client)),
+        ]
+        decider = Decider(
+            catalog, Visitors(spool.calls), spool, settings.decide_timeout, settings.seed
+        )
         log.info("api ready", extra={"store": settings.store_url})
         try:
             yield {
                 "settings": settings,
                 "redis": client,
                 "redis_sync": client_sync,
-                "spool": Spool(client, limit=settings.spool_limit),
+                "spool": spool,
                 "store": store,
                 "suppression": suppression,
                 "profiles": ProfileStore(client_sync),
+                "catalog": catalog,
+                "decider": decider,
             }
         finally:
-            refresher.cancel()
+            for task in tasks:
+                task.cancel()
             await store.close()
             await client.aclose()
             client_sync.close()
@@ -69,6 +102,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             *tracking.routes,
+            *decide.routes,
+            *placements_api.routes,
             *sql.routes,
             *profiles_api.routes,
             *segments_api.routes,
@@ -78,7 +113,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(
                 CORSMiddleware,
-                allow_origins=["*"],
+                allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
                 max_age=86400,

@@ -109,10 +109,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--workers",
-        default="sink,profiles",
+        default="sink,profiles,rewards",
         metavar="LIST",
-        help="workers to run beside the API: sink, profiles, or none (run them elsewhere with "
-        "`kairos worker NAME`); default %(default)s",
+        help="workers to run beside the API: sink, profiles, rewards, or none (run them "
+        "elsewhere with `kairos worker NAME`); default %(default)s",
+    )
+    up.add_argument(
+        "--cors-origins",
+        default=_env("KAIROS_CORS_ORIGINS", "*"),
+        metavar="LIST",
+        help="comma-separated browser origins allowed to call the API, e.g. "
+        "https://shop.example.com (env KAIROS_CORS_ORIGINS; default %(default)s)",
+    )
+    up.add_argument(
+        "--decide-timeout-ms",
+        type=float,
+        default=float(_env("KAIROS_DECIDE_TIMEOUT_MS", 50)),
+        metavar="MS",
+        help="longest /v1/decide waits on Redis before answering each placement's default "
+        "(env KAIROS_DECIDE_TIMEOUT_MS; default %(default)s)",
     )
     up.add_argument(
         "--fsync",
@@ -130,8 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "name",
-        choices=["sink", "profiles"],
-        help="sink: drains the spool into ClickHouse; profiles: keeps profiles and segments",
+        choices=["sink", "profiles", "rewards"],
+        help="sink: drains the spool into ClickHouse; profiles: keeps profiles and segments; "
+        "rewards: teaches the placements' policies",
     )
     _store_options(worker)
     worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")

@@ -1,4 +1,4 @@
-"""The engine's config file (TOML): lead scoring, segments, consent.
+"""The engine's config file (TOML): lead scoring, segments, consent, placements.
 
 ``kairos up --config kairos.toml`` (or ``KAIROS_CONFIG``); without one, ``kairos.toml`` in the
 data dir is read if it exists. Every section is optional. Example::
@@ -16,6 +16,18 @@ data dir is read if it exists. Every section is optional. Example::
     [segments.repeat_buyers]
     name = "Repeat buyers"
     rule = { field = "computed.orders", op = "gte", value = 2 }
+
+    [placements.home_hero]
+    default = "classic"
+    policy = { kind = "thompson" }
+    reward = { kind = "click" }
+    variants = [
+      { key = "classic", content = { image = "/img/hero-classic.jpg" } },
+      { key = "sale", template = "<h1>Hello {{ first_name or 'there' }}, 20% off today</h1>" },
+    ]
+
+Placements from the file are installed at start (the rewards worker does it) and may be
+changed through the admin API afterwards; the file wins again at the next start if it differs.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from pathlib import Path
 import msgspec
 
 from collector.consent import ConsentPolicy
+from edge.placements import Placement
 from profiles.scoring import LeadScoring
 from profiles.segments import Segment
 
@@ -35,6 +48,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lead_score: LeadScoring = msgspec.field(default_factory=LeadScoring)
     consent: ConsentPolicy = msgspec.field(default_factory=ConsentPolicy)
     segments: dict[str, Segment] = msgspec.field(default_factory=dict)
+    placements: dict[str, Placement] = msgspec.field(default_factory=dict)
 
 
 class ConfigError(Exception):

@@ -2,16 +2,17 @@
 
 A placement lists the features it uses by name:
 
-| name | value |
-|---|---|
-| ``bias`` | 1 |
-| ``device:mobile``, ``device:tablet``, ``device:desktop`` | 1 for the visitor's device (``context.device.type``, else the user agent) |
-| ``source:direct``, ``source:search``, ``source:social``, ``source:email``, ``source:paid``, ``source:referral`` | 1 for where the visit came from (``context.campaign.medium``, else the referrer) |
-| ``segment:<key>`` | 1 if the profile is in the segment |
-| ``score:<name>`` | the profile's predicted score (0 when unknown) |
-| ``trait:<name>=<value>`` | 1 if the trait has that value |
-| ``returning`` | 1 after the first session |
-| ``orders``, ``page_views``, ``sessions`` | log(1 + the count) |
+- ``bias``: 1;
+- ``device:mobile``, ``device:tablet``, ``device:desktop``: 1 for the visitor's device
+  (``context.device.type``, else the user agent);
+- ``source:direct``, ``source:search``, ``source:social``, ``source:email``, ``source:paid``,
+  ``source:referral``: 1 for where the visit came from (``context.campaign.medium``, else the
+  referrer);
+- ``segment:<key>``: 1 if the profile is in the segment;
+- ``score:<name>``: the profile's predicted score (0 when unknown);
+- ``trait:<name>=<value>``: 1 if the trait has that value;
+- ``returning``: 1 after the first session;
+- ``orders``, ``page_views``, ``sessions``: log(1 + the count).
 
 Examples:
     >>> build(["bias", "device:mobile", "returning"], {"userAgent": "Mozilla/5.0 (iPhone; Mobile)"},

@@ -1,8 +1,10 @@
 """Placements: what can be shown in a slot, how it is chosen, and what counts as success.
 
-Definitions live in Redis (``{plc}:defs``, key -> JSON; ``{plc}:version`` bumps on change), put
-there by the admin API or the config file. Each placement's learned policy state lives in
-``{pol:<key>}`` (JSON with the arms it was learned for), written by the reward worker.
+Definitions live in Redis (``{plc}:defs``, key -> JSON; ``{plc}:version`` bumps on change and
+becomes the changed placement's ``revision``), put there by the admin API or the config file.
+Each placement's learned policy state lives in ``{pol:<key>}`` (a ``Learned`` document: the
+state with the arms, kind and features it was learned for), written by the reward worker, which
+bumps the placement's entry in ``{plc}:revs`` after each save so API processes know to reload it.
 
 Examples:
     >>> placement = PLACEMENT.decode(b'{"variants": [{"key": "a"}, {"key": "b"}], "default": "a"}')
@@ -17,20 +19,28 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import redis
+from jinja2 import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from bandits.spec import CONTEXTUAL, PolicySpec
+from bandits.policy import Policy
+from bandits.spec import CONTEXTUAL, PolicySpec, build, remap
 from edge.features import check_features
 from profiles.segments import Rule
 
 __all__ = [
     "DEFS",
+    "LEARNED",
     "PLACEMENT",
+    "REVS",
+    "RESERVED_EVENTS",
+    "Learned",
     "Placement",
     "Reward",
     "Variant",
+    "compile_template",
     "delete_placement",
     "placements",
+    "policy_for",
     "put_placement",
     "render",
     "state_key",
@@ -38,6 +48,9 @@ __all__ = [
 
 DEFS = "{plc}:defs"
 VERSION = "{plc}:version"
+REVS = "{plc}:revs"
+# Events the engine itself sends or interprets: not usable as a conversion event.
+RESERVED_EVENTS = ("Decision Clicked", "Decision Viewed", "Decision Rewarded")
 KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
 _TEMPLATES = ImmutableSandboxedEnvironment(autoescape=True)  # no code, HTML-escaped output
 
@@ -67,6 +80,7 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     eligibility: Rule | None = None  # the segment rule language (computed.segments lists them)
     name: str = ""
     description: str = ""
+    revision: int = 0  # set by the engine on every change; decisions log it
 
     def __post_init__(self) -> None:
         keys = self.arms()
@@ -76,7 +90,9 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
             raise ValueError(f"`default` must be one of the variant keys, got {self.default!r}")
         if self.reward.kind != "click" and not self.reward.event:
             raise ValueError(f"`reward.event` must name the event of a {self.reward.kind} reward")
-        if self.policy.kind in CONTEXTUAL:
+        if self.reward.event in RESERVED_EVENTS:
+            raise ValueError(f"`reward.event` cannot be {self.reward.event!r}: the engine sends it")
+        if self.policy.features or self.policy.kind in CONTEXTUAL:
             check_features(self.policy.features)
         for variant in self.variants:
             if variant.template is not None:
@@ -95,12 +111,52 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 PLACEMENT = msgspec.json.Decoder(Placement)
 
 
-def render(variant: Variant, traits: dict[str, Any]) -> Any:
-    """The variant's content: its template rendered with ``traits`` (sandboxed, escaped), else
-    its JSON payload."""
-    if variant.template is None:
+class Learned(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``{pol:<key>}`` holds: a policy's state and what it was learned for."""
+
+    arms: list[str]
+    kind: str
+    features: list[str]
+    rev: int  # bumps with every save
+    applied: str  # the spool position of the last decision or reward applied ("" for none)
+    state: dict[str, Any]
+
+
+LEARNED = msgspec.json.Decoder(Learned)
+
+
+def policy_for(
+    key: str, placement: Placement, learned: Learned | None, seed: int | None = None
+) -> Policy:
+    """The placement's policy with what it learned so far: kept for the variants that still
+    exist (new ones start from the prior); dropped if the kind or the features changed."""
+    spec = placement.policy
+    policy = build(
+        spec,
+        placement.arms(),
+        salt=key,
+        weights=[v.weight for v in placement.variants],
+        default=placement.default_index(),
+        seed=seed,
+    )
+    same_features = (
+        spec.kind not in CONTEXTUAL or learned is None or learned.features == spec.features
+    )
+    if learned is not None and learned.kind == spec.kind and same_features:
+        policy.load(remap(learned.state, learned.arms, placement.arms(), spec.ridge))
+    return policy
+
+
+def compile_template(variant: Variant) -> Template | None:
+    return None if variant.template is None else _TEMPLATES.from_string(variant.template)
+
+
+def render(variant: Variant, template: Template | None, traits: dict[str, Any]) -> Any:
+    """The variant's content: its template (``compile_template``) rendered with ``traits``
+    (sandboxed, HTML-escaped) as ``html`` beside the JSON payload's keys, else the payload."""
+    if template is None:
         return variant.content
-    html = _TEMPLATES.from_string(variant.template).render(traits=traits, **traits)
+    html = template.render(traits=traits, **traits)
     return {"html": html, **(variant.content or {})} if isinstance(variant.content, dict) else html
 
 
@@ -115,13 +171,16 @@ def placements(client: redis.Redis) -> dict[str, Placement]:
 def put_placement(client: redis.Redis, key: str, placement: Placement) -> bool:
     """Create or replace a placement; True if it changed. Learned state is kept for the
     variants that still exist (the reward worker remaps it by variant key)."""
-    encoded = msgspec.json.encode(placement)
-    if client.hget(DEFS, key) == encoded:
-        return False
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(DEFS, key, encoded)
-    pipe.incr(VERSION)
-    pipe.execute()
+    current = client.hget(DEFS, key)
+    if current is not None:
+        before = PLACEMENT.decode(current)
+        if msgspec.structs.replace(before, revision=placement.revision) == placement:
+            return False
+    revision = int(client.incr(VERSION))
+    client.hset(
+        DEFS, key, msgspec.json.encode(msgspec.structs.replace(placement, revision=revision))
+    )
+    client.incr(VERSION)  # readers see the new definition on this bump
     return True
 
 
@@ -129,6 +188,7 @@ def delete_placement(client: redis.Redis, key: str) -> bool:
     pipe = client.pipeline(transaction=True)
     pipe.hdel(DEFS, key)
     pipe.delete(state_key(key))
+    pipe.hdel(REVS, key)
     pipe.incr(VERSION)
     deleted, *_ = pipe.execute()
     return bool(deleted)

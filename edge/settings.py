@@ -54,3 +54,6 @@ class Settings:
     port: int = 8000
     spool_limit: int = 100_000  # stream entries (one per accepted request); 0 = no limit
     consent: ConsentPolicy = field(default_factory=ConsentPolicy)
+    cors_origins: tuple[str, ...] = ("*",)  # browser origins allowed to call the API
+    decide_timeout: float = 0.05  # seconds /v1/decide waits on Redis before answering defaults
+    seed: int | None = None  # the decide path's random choices (tests fix it)

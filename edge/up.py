@@ -39,7 +39,7 @@ def up(args: argparse.Namespace) -> int:
     from edge.server import Server
     from edge.settings import Settings, load_keys
     from edge.supervisor import Supervisor
-    from edge.worker import PROFILES_GROUP, SINK_GROUP
+    from edge.worker import GROUPS
 
     setup_logging(args.log_format, args.log_level)
     data_dir = args.data_dir.resolve()
@@ -55,7 +55,7 @@ def up(args: argparse.Namespace) -> int:
     clickhouse_url = args.clickhouse_url or embedded_url(data_dir)
     store_socket = data_dir / "run" / "store.sock"
     workers = [w for w in args.workers.split(",") if w and w != "none"]
-    unknown = set(workers) - {"sink", "profiles"}
+    unknown = set(workers) - set(GROUPS)
     if unknown:
         print(f"kairos: --workers: unknown worker {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -70,6 +70,8 @@ def up(args: argparse.Namespace) -> int:
         port=args.port,
         spool_limit=args.spool_limit,
         consent=config.consent,
+        cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
+        decide_timeout=args.decide_timeout_ms / 1000,
     )
     common = ["--redis-url", redis_url, "--log-format", args.log_format,
               "--log-level", args.log_level]  # fmt: skip
@@ -82,9 +84,8 @@ def up(args: argparse.Namespace) -> int:
         import redis
 
         client = redis.Redis.from_url(redis_url)
-        groups = {"sink": SINK_GROUP, "profiles": PROFILES_GROUP}
         for worker_name in workers:  # before any append: nothing is trimmed unread
-            ensure_group(client, groups[worker_name])
+            ensure_group(client, GROUPS[worker_name])
         client.close()
         node = os.uname().nodename
         if "sink" in workers:
@@ -102,6 +103,9 @@ def up(args: argparse.Namespace) -> int:
             profiles = [*_worker("profiles"), *common, "--store-url", history,
                         "--consumer", f"{node}-profiles"]  # fmt: skip
             supervisor.start("profiles", profiles)
+        if "rewards" in workers:
+            supervisor.start("rewards", [*_worker("rewards"), *common,
+                                         "--consumer", f"{node}-rewards"])  # fmt: skip
         _banner(settings, data_dir, clickhouse_url, keys.created, embedded is not None)
         server_config = uvicorn.Config(
             create_app(settings),
@@ -127,7 +131,7 @@ def worker(args: argparse.Namespace) -> int:
     from edge.config import ConfigError
     from edge.logs import setup_logging
     from edge.redis_server import EmbeddedRedis
-    from edge.worker import run_profiles_worker, run_sink_worker
+    from edge.worker import run_profiles_worker, run_rewards_worker, run_sink_worker
 
     setup_logging(args.log_format, args.log_level)
     redis_url = args.redis_url or EmbeddedRedis(args.data_dir).url  # that of a running `up`
@@ -140,6 +144,8 @@ def worker(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kairos: {exc}", file=sys.stderr)
         return 2
+    if args.name == "rewards":
+        return run_rewards_worker(redis_url, consumer, config)
     store_url = args.store_url or (
         f"unix://{args.data_dir.resolve() / 'run' / 'store.sock'}"
         if clickhouse_url.startswith("chdb://")

@@ -4,6 +4,8 @@ The sink worker drains the spool into ClickHouse. When ClickHouse is embedded, t
 owns the data dir and also serves the engine's read queries on a Unix socket.
 
 The profiles worker keeps the Redis profiles, identities and segment memberships current.
+
+The rewards worker teaches the placements' policies from decisions, clicks and conversions.
 """
 
 from __future__ import annotations
@@ -21,15 +23,21 @@ from collector import Sink, SpoolReader, connect, migrate
 from collector.spool import append_now, ensure_group
 from collector.store import open_store
 from edge.config import Config
+from edge.placements import put_placement
+from edge.rewards import REWARDS_GROUP, RewardWorker
 from profiles import ProfileStore, ProfileUpdater
 from profiles.membership import Membership, put_segment
 
 __all__ = [
+    "GROUPS",
     "PROFILES_GROUP",
+    "REWARDS_GROUP",
     "SINK_GROUP",
     "run_profiles_worker",
+    "run_rewards_worker",
     "run_sink_worker",
     "start_profiles",
+    "start_rewards",
     "start_sink",
 ]
 
@@ -37,6 +45,7 @@ log = logging.getLogger("kairos.worker")
 
 SINK_GROUP = "sink"
 PROFILES_GROUP = "profiles"
+GROUPS = {"sink": SINK_GROUP, "profiles": PROFILES_GROUP, "rewards": REWARDS_GROUP}
 _HISTORY = (
     "SELECT profile_id, count() FROM events WHERE event = {event:String} "
     "AND timestamp >= now64(3) - toIntervalDay({days:UInt32}) AND profile_id != '' "
@@ -108,6 +117,35 @@ def start_profiles(
     thread = threading.Thread(target=updater.run, args=(stop,), name="profiles", daemon=True)
     thread.start()
     return thread
+
+
+def start_rewards(
+    redis_url: str,
+    consumer: str,
+    stop: threading.Event,
+    config: Config | None = None,
+    interval: float = 0.2,
+) -> threading.Thread:
+    """Install the config file's placements, then run the reward worker in a daemon thread."""
+    config = config or Config()
+    client = redis.Redis.from_url(redis_url)
+    ensure_group(client, REWARDS_GROUP)
+    for key, placement in config.placements.items():
+        if put_placement(client, key, placement):
+            log.info("placement from the config file installed", extra={"placement": key})
+    worker = RewardWorker(SpoolReader(client, REWARDS_GROUP, consumer), client, interval=interval)
+    thread = threading.Thread(target=worker.run, args=(stop,), name="rewards", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_rewards_worker(redis_url: str, consumer: str, config: Config | None = None) -> int:
+    """The rewards worker process: runs until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    thread = start_rewards(redis_url, consumer, stop, config)
+    code = _until_signalled(stop, thread)
+    thread.join(timeout=60)
+    return code
 
 
 def run_profiles_worker(

@@ -27,7 +27,7 @@ from collector import connect, embedded_url
 from edge.app import create_app
 from edge.redis_server import EmbeddedRedis
 from edge.settings import Settings
-from edge.worker import start_profiles, start_sink
+from edge.worker import start_profiles, start_rewards, start_sink
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
@@ -76,7 +76,7 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def clickhouse_url(clickhouse_server: str) -> str:
     client = connect(clickhouse_server)
-    for table in ("events", "schema_migrations"):
+    for table in ("events", "decisions", "schema_migrations"):
         client.command(f"DROP TABLE IF EXISTS {table} SYNC")
     return clickhouse_server
 
@@ -93,6 +93,7 @@ def settings(redis_url: str, clickhouse_url: str) -> Settings:
         store_url=clickhouse_url,
         write_key=WRITE_KEY,
         secret_key=SECRET_KEY,
+        seed=7,
     )
 
 
@@ -144,10 +145,15 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
         settings: Settings,
         sink: bool = True,
         profiles: bool = True,
+        rewards: bool = True,
         config: Any = None,
         **changes: Any,
     ) -> Engine:
         settings = replace(settings, port=free_port(), **changes)
+        if rewards:
+            sinks.append(
+                start_rewards(settings.redis_url, "test-rewards", stop, config, interval=0.05)
+            )
         if profiles:  # before the sink: it stamps the profile ids the updater resolves
             sinks.append(
                 start_profiles(

@@ -1,0 +1,82 @@
+"""Decisions after the answer: the log line each one leaves in the spool, and the records the
+reward worker keeps in Redis to attribute rewards.
+
+    {d:<decisionId>}        string  JSON ``Record``: placement, arm, features, identities, time,
+                                    and the spool position of the event that rewarded it
+                                    (expires one attribution window after the decision)
+    {dv:<kind>:<value>}     hash    per identity (``user_id`` / ``anonymous_id``):
+                                    ``dl:<placement>`` -> "<decisionId> <ms>", the latest
+                                    decision (last touch); ``ab:<placement>`` -> the sticky
+                                    A/B variant (expires ``VISITOR_TTL`` after the last decision)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+import msgspec
+
+__all__ = [
+    "LOGGED",
+    "RECORD",
+    "VISITOR_TTL",
+    "Logged",
+    "Record",
+    "decision_key",
+    "new_decision_id",
+    "visitor_key",
+]
+
+VISITOR_TTL = 90 * 86_400
+
+
+class Logged(msgspec.Struct, rename="camel"):
+    """One line of the decision log (the ``decisions`` table's columns)."""
+
+    decision_id: str
+    timestamp: datetime
+    placement: str
+    variant: str
+    arm: int
+    policy: str
+    policy_revision: int
+    propensity: float
+    profile_id: str
+    anonymous_id: str
+    user_id: str
+    features: list[float]
+    context: msgspec.Raw
+    fallback: str
+
+
+LOGGED = msgspec.json.Decoder(Logged)
+
+
+class Record(msgspec.Struct, omit_defaults=True):
+    placement: str
+    arm: int
+    variant: str
+    at: int  # ms since the epoch
+    features: list[float] = []
+    anonymous_id: str = ""
+    user_id: str = ""
+    rewarded: str = ""  # the spool position of the event that rewarded it
+
+
+RECORD = msgspec.json.Decoder(Record)
+
+
+def new_decision_id() -> str:
+    """Unique, and sorts by time: ``d_`` + ms since the epoch (hex) + 48 random bits."""
+    return f"d_{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+
+
+def decision_key(decision_id: str) -> str:
+    return f"{{d:{decision_id}}}"
+
+
+def visitor_key(kind: str, value: str) -> str:
+    """The decision record of one identity (``kind`` is ``user_id`` or ``anonymous_id``)."""
+    return f"{{dv:{kind}:{value}}}"

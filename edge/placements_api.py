@@ -1,0 +1,187 @@
+"""Placement admin API (secret key): ``PUT/GET/DELETE /v1/placements/{key}``,
+``GET /v1/placements``, and ``GET|POST /v1/placements/{key}/evaluate`` (off-policy evaluation).
+
+``GET /v1/placements/{key}`` shows the definition and what the policy has learned so far: per
+variant, the decisions it counted, the reward they earned, the mean, and (for policies that do
+not depend on the context) the probability each variant is shown with now.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bandits.spec import PolicySpec
+from collector.errors import with_path
+from collector.store import QueryFailed, StoreUnavailable
+from edge.auth import secret
+from edge.evaluate import evaluate_placement
+from edge.placements import (
+    KEY,
+    LEARNED,
+    PLACEMENT,
+    Placement,
+    delete_placement,
+    placements,
+    policy_for,
+    put_placement,
+    state_key,
+)
+from edge.responses import Problem, error, json
+
+__all__ = ["routes"]
+
+
+class Evaluation(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``/evaluate`` takes (as a JSON body, or as query parameters)."""
+
+    policy: PolicySpec
+    since: datetime | None = None
+    until: datetime | None = None
+    train_share: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.5
+
+
+def _key(request: Request) -> str:
+    key: str = request.path_params["key"]
+    if not KEY.fullmatch(key):
+        raise Problem(
+            400, "invalid_key", f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
+        )
+    return key
+
+
+async def _placement(request: Request, key: str) -> Placement:
+    found = (await run_in_threadpool(placements, request.state.redis_sync)).get(key)
+    if found is None:
+        raise Problem(404, "not_found", f"no placement {key!r}")
+    return found
+
+
+@secret
+async def put(request: Request) -> Response:
+    key = _key(request)
+    try:
+        placement = PLACEMENT.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_placement", with_path(str(exc)))
+    except msgspec.DecodeError as exc:
+        return error(400, "invalid_json", f"$: {exc}")
+    client = request.state.redis_sync
+    existed = await run_in_threadpool(client.hexists, "{plc}:defs", key)
+    changed = await run_in_threadpool(put_placement, client, key, placement)
+    revision = (await run_in_threadpool(placements, client))[key].revision
+    body = {"key": key, "created": not existed, "changed": changed, "revision": revision}
+    return json(body, 201 if not existed else 200)
+
+
+@secret
+async def get_one(request: Request) -> Response:
+    key = _key(request)
+    placement = await _placement(request, key)
+    raw = await run_in_threadpool(request.state.redis_sync.get, state_key(key))
+    return json(
+        {"key": key, **msgspec.to_builtins(placement), "learned": _learned(key, placement, raw)}
+    )
+
+
+@secret
+async def list_all(request: Request) -> Response:
+    found = await run_in_threadpool(placements, request.state.redis_sync)
+    return json(
+        {
+            "placements": [
+                {
+                    "key": key,
+                    "name": p.name,
+                    "policy": p.policy.kind,
+                    "variants": p.arms(),
+                    "revision": p.revision,
+                }
+                for key, p in sorted(found.items())
+            ]
+        }
+    )
+
+
+@secret
+async def delete(request: Request) -> Response:
+    key = _key(request)
+    if not await run_in_threadpool(delete_placement, request.state.redis_sync, key):
+        return error(404, "not_found", f"no placement {key!r}")
+    return json({"key": key, "deleted": True})
+
+
+@secret
+async def evaluate(request: Request) -> Response:
+    key = _key(request)
+    placement = await _placement(request, key)
+    try:
+        ask = await _evaluation(request)
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_request", with_path(str(exc)))
+    except msgspec.DecodeError as exc:
+        return error(400, "invalid_json", f"$: {exc}")
+    if ask.since and ask.until and ask.since >= ask.until:
+        return error(400, "invalid_request", "$.since: must be before `until`")
+    try:  # the candidate must fit the placement (contextual kinds need features, …)
+        PLACEMENT.decode(msgspec.json.encode(msgspec.structs.replace(placement, policy=ask.policy)))
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_request", with_path(str(exc)))
+    try:
+        result = await evaluate_placement(
+            request.state.store, key, placement, ask.policy, ask.since, ask.until, ask.train_share
+        )
+    except (StoreUnavailable, QueryFailed) as exc:
+        return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
+    return json(result)
+
+
+async def _evaluation(request: Request) -> Evaluation:
+    """The body's JSON for a POST; for a GET, ``?kind=…&epsilon=…&features=a,b&since=…``."""
+    if request.method == "POST":
+        return msgspec.json.decode(await request.body(), type=Evaluation)
+    query = dict(request.query_params)
+    outer = {k: query.pop(k) for k in ("since", "until", "train_share") if k in query}
+    policy: dict[str, Any] = dict(query)
+    if "features" in policy:
+        policy["features"] = [f for f in policy["features"].split(",") if f]
+    return msgspec.convert({"policy": policy, **outer}, Evaluation, strict=False)
+
+
+def _learned(key: str, placement: Placement, raw: bytes | None) -> dict[str, Any]:
+    learned = LEARNED.decode(raw) if raw is not None else None
+    policy = policy_for(key, placement, learned, seed=0)
+    state = policy.state()
+    pulls = state.get("n", [0.0] * len(placement.variants))
+    sums = state.get("s")
+    shares = None if policy.contextual else policy.probabilities().tolist()
+    variants = []
+    for i, variant in enumerate(placement.arms()):
+        row: dict[str, Any] = {"variant": variant, "decisions": round(pulls[i], 3)}
+        if sums is not None:
+            row["reward"] = round(sums[i], 6)
+            row["mean"] = round(sums[i] / pulls[i], 6) if pulls[i] else None
+        if shares is not None:
+            row["probability"] = round(shares[i], 4)
+        variants.append(row)
+    return {
+        "policy": placement.policy.kind,
+        "revision": learned.rev if learned else 0,
+        "decisions": round(policy.pulls, 3),
+        "variants": variants,
+    }
+
+
+routes = [
+    Route("/v1/placements", list_all, methods=["GET"]),
+    Route("/v1/placements/{key}", put, methods=["PUT"]),
+    Route("/v1/placements/{key}", get_one, methods=["GET"]),
+    Route("/v1/placements/{key}", delete, methods=["DELETE"]),
+    Route("/v1/placements/{key}/evaluate", evaluate, methods=["GET", "POST"]),
+]
