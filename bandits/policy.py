@@ -15,6 +15,8 @@ Options every policy takes:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -59,6 +61,9 @@ class Policy(ABC):
         self.discount = discount
         self.rng = np.random.default_rng(seed)
         self.pulls = 0.0  # updates seen (discounted like the evidence)
+        self._drawn_from: NDArray[np.float64] | None = None  # what ``choose`` drew from last
+        self._drawn_p: list[float] = []
+        self._drawn_cdf: list[float] = []
 
     def probabilities(self, context: Features | None = None) -> NDArray[np.float64]:
         """The probability of choosing each arm now, for ``context``."""
@@ -73,10 +78,12 @@ class Policy(ABC):
         self, context: Features | None = None, rng: np.random.Generator | None = None
     ) -> Choice:
         p = self.probabilities(context)
-        point = (rng or self.rng).random()
-        arm = int(np.searchsorted(np.cumsum(p), point * p.sum(), side="right"))
-        arm = min(arm, self.n_arms - 1)
-        return Choice(arm, float(p[arm]))
+        if p is not self._drawn_from:  # a new distribution: its cumulative sums, once
+            self._drawn_from, self._drawn_p = p, p.tolist()
+            self._drawn_cdf = list(accumulate(self._drawn_p))
+        point = (rng or self.rng).random() * self._drawn_cdf[-1]
+        arm = min(bisect_right(self._drawn_cdf, point), self.n_arms - 1)
+        return Choice(arm, self._drawn_p[arm])
 
     def update(self, arm: int, reward: float, context: Features | None = None) -> None:
         """Learn that ``arm``, shown in ``context``, earned ``reward``."""

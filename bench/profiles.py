@@ -90,6 +90,7 @@ def fill(url: str, messages: list[dict[str, object]]) -> None:
             intake = read_request(body, kind="batch", content_type="application/json",
                                   content_encoding=None, received_at=now, ip=None)  # fmt: skip
             await spool.append(intake)
+        await spool.aclose()
         await client.aclose()
 
     asyncio.run(run())

@@ -1,16 +1,19 @@
 """Efficient Redis pipelines: ``Coalescer`` (asyncio) sends the commands and scripts of one
 event-loop tick as one pipeline; ``Pipeline`` (blocking) streams a worker's commands.
 
-redis-py spends most of an awaited command's cost in Python: packing arguments, a round trip per
-command, reading the reply. Requests that arrive together therefore share one write and one
-round trip, packed by hiredis in C; each caller still gets its own result or error. Nothing waits
-for a timer: the pipeline leaves on the next loop iteration.
+redis-py spends most of an awaited command's cost in Python: packing arguments, taking a pooled
+connection, a round trip per command, reading the reply. Requests that arrive together therefore
+share one write and one round trip, packed and parsed by hiredis in C; each caller still gets its
+own result or error. Nothing waits for a timer: the pipeline leaves on the next loop iteration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import ssl
+from collections import deque
 from typing import Any
 
 import hiredis
@@ -37,12 +40,23 @@ _Call = tuple[list[bytes], "Script | None", "asyncio.Future[Any]"]
 
 
 class Coalescer:
-    """Run commands and Lua scripts for many coroutines in shared pipelines (asyncio only)."""
+    """Commands and Lua scripts for many coroutines over one pipelined connection (asyncio).
 
-    def __init__(self, client: redis.asyncio.Redis):
-        self.client = client
+    The connection is its own, opened on first use and again after a failure: what is queued
+    during one event-loop tick goes out in one write, replies are parsed by hiredis (in C) as
+    they arrive and resolve their callers' futures in order. No pool, no lock, no task per
+    command. ``timeout``: seconds a write may wait for its replies; past it, every caller
+    waiting on the connection gets TimeoutError and the connection is dropped (a stuck Redis
+    must not hold requests).
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, timeout: float | None = None):
+        self.client = client  # its settings say where Redis is; callers use it for the rest
+        self.timeout = timeout
         self._pending: list[_Call] = []
         self._scheduled = False
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Future[None] | None = None
 
     def run(self, script: Script, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         """Run ``script`` in the next pipeline; the future holds its reply or error.
@@ -60,9 +74,17 @@ class Coalescer:
         """Send one command (``"HGETALL", key``) in the next pipeline."""
         return self._queue([hiredis.pack_command(args)], None)
 
-    def _queue(self, packed: list[bytes], script: Script | None) -> asyncio.Future[Any]:
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.closed:
+            connection.close()
+            await asyncio.wait_for(asyncio.shield(connection.lost), 5.0)
+
+    def _queue(
+        self, packed: list[bytes], script: Script | None, future: asyncio.Future[Any] | None = None
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future = future or loop.create_future()
         self._pending.append((packed, script, future))
         if not self._scheduled:
             self._scheduled = True
@@ -71,48 +93,149 @@ class Coalescer:
 
     def _flush(self) -> None:
         self._scheduled = False
+        connection = self._connection
+        if connection is None or connection.closed:
+            if self._connecting is None:
+                self._connecting = asyncio.ensure_future(self._connect())
+            return  # sent once connected
         batch, self._pending = self._pending, []
-        asyncio.ensure_future(self._send(batch)).add_done_callback(_quiet)
+        last = connection.send(batch, self._script_done)
+        if self.timeout is not None:
+            asyncio.get_running_loop().call_later(self.timeout, connection.expire, last)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _connect(self) -> None:
         try:
-            results = await self._execute(batch)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:  # Redis restarted or flushed its scripts: load them, send those again
-                scripts = {batch[i][1] for i in missing}
-                for script in scripts:
-                    assert script is not None
-                    await self.client.script_load(script.source)
-                for i, result in zip(missing, await self._execute([batch[i] for i in missing])):
-                    results[i] = result
-        except Exception as exc:  # connection errors: every caller in the batch gets it
-            results = [exc] * len(batch)
-        for (*_, future), result in zip(batch, results):
-            if future.done():  # the caller gave up waiting
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        packed = [part for parts, _, _ in batch for part in parts]
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command(packed)
-            results: list[Any] = []
-            for _ in batch:
-                try:
-                    results.append(await connection.read_response())
-                except redis.ResponseError as exc:  # this call failed; the others stand
-                    results.append(exc)
-            return results
-        except BaseException:
-            await connection.disconnect()  # a half-read reply must not reach the next user
-            raise
+            async with asyncio.timeout(self.timeout or 10.0):
+                self._connection = await _Connection.open(self.client)
+        except Exception as exc:  # refused, unreachable, slow, wrong password: tell the callers
+            batch, self._pending = self._pending, []
+            error = exc if isinstance(exc, redis.RedisError | TimeoutError) else (
+                redis.ConnectionError(f"cannot connect to Redis: {exc}"))  # fmt: skip
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
         finally:
-            await pool.release(connection)
+            self._connecting = None
+        if self._pending and not self._scheduled:
+            self._flush()
+
+    def _script_done(self, call: _Call, reply: asyncio.Future[Any]) -> None:
+        """Relay a script's reply; when Redis lost the script (a restart), load it and retry."""
+        packed, script, future = call
+        if future.done():
+            return
+        error = None if reply.cancelled() else reply.exception()
+        if isinstance(error, NoScriptError) and script is not None:
+            asyncio.ensure_future(self._reload(call)).add_done_callback(_quiet)
+        elif reply.cancelled():
+            future.cancel()
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(reply.result())
+
+    async def _reload(self, call: _Call) -> None:
+        packed, script, future = call
+        assert script is not None
+        try:
+            await self.command("SCRIPT", "LOAD", script.source)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        self._queue(packed, None, future)  # no second reload: an error now is the caller's
+
+
+class _Connection(asyncio.Protocol):
+    """One Redis connection speaking RESP2, replies parsed by hiredis, in order."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(replyError=redis.ResponseError)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.failure: Exception | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def open(cls, client: redis.asyncio.Redis) -> _Connection:
+        settings = client.connection_pool.connection_kwargs
+        loop = asyncio.get_running_loop()
+        if "path" in settings:
+            _, connection = await loop.create_unix_connection(cls, settings["path"])
+        else:
+            secure = client.connection_pool.connection_class.__name__ == "SSLConnection"
+            _, connection = await loop.create_connection(
+                cls, settings["host"], settings["port"],
+                ssl=ssl.create_default_context() if secure else None,
+            )  # fmt: skip
+        setup = []
+        if settings.get("password"):
+            user = settings.get("username")
+            setup.append(("AUTH", user, settings["password"]) if user else
+                         ("AUTH", settings["password"]))  # fmt: skip
+        if settings.get("db"):
+            setup.append(("SELECT", settings["db"]))
+        for command in setup:
+            future = loop.create_future()
+            connection.waiting.append(future)
+            assert connection.transport is not None
+            connection.transport.write(hiredis.pack_command(command))
+            await future
+        return connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, batch: list[_Call], script_done: Any) -> asyncio.Future[Any]:
+        """Write ``batch``; returns the future of its last reply."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        waiting = self.waiting
+        for packed, script, future in batch:
+            if script is None:
+                waiting.append(future)
+            else:  # a script's reply passes through ``script_done`` (NOSCRIPT: reload, retry)
+                reply = loop.create_future()
+                reply.add_done_callback(functools.partial(script_done, (packed, script, future)))
+                waiting.append(reply)
+        self.transport.writelines([part for packed, _, _ in batch for part in packed])
+        return waiting[-1]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting = self.waiting
+        while (reply := self.reader.gets()) is not False:
+            future = waiting.popleft()
+            if future.done():  # its caller gave up waiting
+                continue
+            if isinstance(reply, redis.ResponseError):
+                if str(reply).startswith("NOSCRIPT"):
+                    reply = NoScriptError(str(reply))
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def expire(self, last: asyncio.Future[Any]) -> None:
+        """Called ``timeout`` after a write: if its replies have not all come, give up on the
+        connection (the replies still due would arrive out of step with new commands)."""
+        if not last.done() and not self.closed:
+            self.failure = TimeoutError("Redis did not answer in time")
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
+        error = self.failure or redis.ConnectionError(f"connection to Redis lost: {exc}")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:

@@ -32,9 +32,12 @@ log = logging.getLogger("kairos.sink")
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HOUSEKEEPING_SECONDS = 5.0
 _ERASE = [
-    f"DELETE FROM {table} WHERE profile_id IN {{profiles:Array(String)}} "
-    "OR anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)}"
-    for table in ("events", "decisions")
+    f"DELETE FROM {table} WHERE {profile} IN {{profiles:Array(String)}} "
+    f"OR {anonymous} IN {{anonymous:Array(String)}} OR {user} IN {{users:Array(String)}}"
+    for table, profile, anonymous, user in (
+        ("events", "profile_id", "anonymous_id", "user_id"),
+        ("decisions", "profileId", "anonymousId", "userId"),
+    )
 ]
 # ClickHouse error codes that mean "this data cannot be stored" rather than "not now": parse and
 # conversion failures (CANNOT_PARSE_*, TYPE_MISMATCH, INCORRECT_DATA, out-of-range values).

@@ -15,6 +15,7 @@ Memory: about 64 bytes per id, i.e. ~5.5 GB per day at a steady 1,000 messages/s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,6 +35,7 @@ __all__ = [
     "STATS",
     "STREAM",
     "Appended",
+    "DecisionLog",
     "Entry",
     "Spool",
     "SpoolReader",
@@ -140,6 +142,10 @@ class Spool:
         self.limit = limit
         self.calls = Coalescer(client)  # shared by everything on the request path
 
+    async def aclose(self) -> None:
+        """Close the spool's own connection (the client stays the caller's)."""
+        await self.calls.aclose()
+
     async def append(self, intake: Intake) -> Appended:
         """Append the request's messages, dropping ids seen in the last 24 hours.
 
@@ -156,10 +162,45 @@ class Spool:
             await self.client.hincrby(STATS, "duplicates", duplicates)
         return Appended(0, duplicates, None)
 
-    async def log_decisions(self, lines: bytes, count: int) -> str:
-        """Append decisions (one JSON line each) as one entry. No dedup (decision ids are
-        new) and no limit: refusing a decision's log would break the page it is for."""
-        return _text(await self.calls.command("XADD", STREAM, "*", "n", count, "d", lines))
+
+class DecisionLog:
+    """The decide path's side of the spool: the decisions of every request in one event-loop
+    tick go out as one entry (one JSON line each), one XADD. No dedup (decision ids are new)
+    and no limit: refusing a decision's log would break the page it is for."""
+
+    def __init__(self, calls: Coalescer):
+        self.calls = calls
+        self._lines: list[bytes] = []
+        self._waiting: list[asyncio.Future[Any]] = []
+
+    def append(self, lines: list[bytes]) -> asyncio.Future[Any]:
+        """Queue ``lines``; the future is done when they are in the spool (or failed)."""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._lines += lines
+        done = loop.create_future()  # one per caller: a caller that gives up cancels only its own
+        self._waiting.append(done)
+        return done
+
+    def _flush(self) -> None:
+        lines, waiting = self._lines, self._waiting
+        self._lines, self._waiting = [], []
+        sent = self.calls.command("XADD", STREAM, "*", "n", len(lines), "d", b"".join(lines))
+        sent.add_done_callback(lambda reply: _relay(reply, waiting))
+
+
+def _relay(source: asyncio.Future[Any], targets: list[asyncio.Future[Any]]) -> None:
+    error = None if source.cancelled() else source.exception()
+    for target in targets:
+        if target.done():
+            continue
+        if source.cancelled():
+            target.cancel()
+        elif error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(source.result())
 
 
 def append_now(client: redis.Redis, messages: list[wire.Message]) -> Appended:

@@ -9,23 +9,25 @@ Answer: ``{"decisions": {"home_hero": {"decisionId", "variant", "content", "prop
 a decision that did not come from the policy says why in ``fallback``:
 
 - ``ineligible``: the visitor does not meet the placement's eligibility rule (default shown);
-- ``redis_unavailable`` / ``timeout``: Redis failed or was slower than ``decide_timeout``, so
-  every placement shows its default (and nothing is logged); after a failure, requests skip
-  Redis for a second rather than queue behind it;
-- ``catalog_unavailable``: this process has not been able to read the placements yet.
+- ``redis_unavailable`` / ``timeout``: Redis failed, or a round trip to it took longer than
+  ``decide_timeout`` (at most three round trips per request, usually two), so every placement
+  shows its default (and nothing is logged); after a failure, requests skip Redis for a second
+  rather than queue behind it;
+- ``catalog_unavailable``: this process has not been able to read the placements yet;
+- ``suppressed``: the visitor was erased (``DELETE /v1/profiles/…``): defaults, nothing logged.
 
 A placement that does not exist is named in ``errors`` while the others are decided (a page
 asking for a deleted slot keeps its other slots); a request naming none that exist is a 404.
 
-Every decision with a policy behind it is logged to the spool (one entry per request) before
-the answer; the sink stores it in the ``decisions`` table, the reward worker learns from it.
-The choice itself uses this process's catalog (``edge.catalog``): no Redis read for definitions
-or policy state on this path.
+Every decision is logged to the spool before the answer (the decisions of all requests in one
+event-loop tick share one stream entry); the sink stores it in the ``decisions`` table, the
+reward worker learns from it. The choice itself uses this process's catalog (``edge.catalog``):
+no Redis read for definitions or policy state on this path.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from datetime import UTC, datetime
@@ -34,20 +36,22 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import redis
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bandits.abtest import ABTest
+from collector.coalesce import Coalescer
+from collector.consent import SuppressionCache, identity_hash
 from collector.errors import InvalidInput, Unauthorized, with_path
+from collector.spool import DecisionLog
 from collector.wire import BLOCKED, EMPTY, Id
 from edge.auth import key_from_header, require_key
 from edge.catalog import Catalog, Slot
 from edge.decisions import Logged, new_decision_id
 from edge.features import build
 from edge.placements import KEY
-from edge.responses import error, json
-from edge.tracking import read_body
+from edge.responses import error
 from edge.visitors import Visitor, Visitors
 from profiles.segments import matches
 from profiles.store import Snapshot
@@ -62,6 +66,7 @@ _BREAK_SECONDS = 1.0
 _EMPTY_SNAPSHOT = Snapshot("", {}, [], {}, {}, [], [], [])
 _context = msgspec.json.Decoder(dict[str, Any]).decode
 _OPEN_BRACE = ord("{")
+_JSON = b"application/json"
 
 
 class Ask(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -109,19 +114,30 @@ class Decision(msgspec.Struct, omit_defaults=True, rename="camel"):
     fallback: str | None = None
 
 
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+
+
+def _line(decision: Logged) -> bytes:
+    return _encoder.encode(decision) + b"\n"
 
 
 class Decider:
     """The decide path of one API process: catalog, visitor reads, choice, log."""
 
     def __init__(
-        self, catalog: Catalog, visitors: Visitors, spool: Any, timeout: float, seed: int | None
+        self,
+        catalog: Catalog,
+        calls: Coalescer,
+        suppression: SuppressionCache | None = None,
+        seed: int | None = None,
     ):
+        """``calls``: this path's own pipeline to Redis, whose timeout bounds each round trip;
+        ``suppression``: the erased people, who get defaults and leave no trace."""
         self.catalog = catalog
-        self.visitors = visitors
-        self.spool = spool
-        self.timeout = timeout
+        self.suppression = suppression or SuppressionCache()
+        self.calls = calls
+        self.visitors = Visitors(calls)
+        self.log = DecisionLog(calls)
         self.rng = np.random.default_rng(seed)
         self._closed_until = 0.0
 
@@ -134,11 +150,13 @@ class Decider:
             raise UnknownPlacement(
                 f"$.placements: no placement {', '.join(map(repr, ask.placements))}"
             )
+        hashes = self.suppression.hashes
+        if hashes and any(identity_hash(kind, value) in hashes for kind, value in identities):
+            return {slot.key: _default(slot, "suppressed") for slot in slots}
         if time.monotonic() < self._closed_until:
             return {slot.key: _default(slot, "redis_unavailable") for slot in slots}
         try:
-            async with asyncio.timeout(self.timeout):
-                return await self._decide(ask, identities, slots, user_agent)
+            return await self._decide(ask, identities, slots, user_agent)
         except (TimeoutError, redis.RedisError, OSError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else "redis_unavailable"
             if time.monotonic() >= self._closed_until:
@@ -176,7 +194,7 @@ class Decider:
             )  # fmt: skip
             decisions[slot.key] = decision
             lines.append(
-                _encode(
+                _line(
                     Logged(
                         decision.decision_id,
                         now,
@@ -195,7 +213,7 @@ class Decider:
                     )
                 )
             )
-        await self.spool.log_decisions(b"\n".join(lines) + b"\n", len(lines))
+        await self.log.append(lines)
         return decisions
 
     def _choose(
@@ -238,11 +256,39 @@ def _unknown(reason: str) -> Decision:
     return Decision(new_decision_id(), None, None, 1.0, reason)
 
 
-async def decide(request: Request) -> Response:
-    state = request.state
+class Answer(msgspec.Struct, omit_defaults=True):
+    decisions: dict[str, Decision]
+    errors: dict[str, str] | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _key(authorization: str | None) -> str | None:
+    return key_from_header(authorization)  # the same few headers over and over: parse once
+
+
+async def _read(receive: Receive, declared: bytes | None) -> bytes:
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _answer(
+    scope: Scope, receive: Receive, state: dict[str, Any], headers: dict[bytes, bytes]
+) -> Response | bytes:
+    """The answer's JSON, or an error response."""
     try:
-        header_key = key_from_header(request.headers.get("authorization"))
-        body = await read_body(request, MAX_BODY)
+        authorization = headers.get(b"authorization")
+        header_key = _key(authorization.decode("latin-1") if authorization else None)
+        body = await _read(receive, headers.get(b"content-length"))
         try:
             ask = ASK.decode(body)
         except msgspec.ValidationError as exc:
@@ -251,9 +297,12 @@ async def decide(request: Request) -> Response:
             raise InvalidInput("invalid_json", f"$: {exc}") from None
         if ask.context is not EMPTY and memoryview(ask.context)[0] != _OPEN_BRACE:
             raise InvalidInput("invalid_request", "$.context: must be a JSON object")
-        require_key(header_key or ask.write_key, state.settings.write_key, "write key")
+        require_key(header_key or ask.write_key, state["settings"].write_key, "write key")
+        agent = headers.get(b"user-agent")
         try:
-            decisions = await state.decider.decide(ask, request.headers.get("user-agent"))
+            decisions = await state["decider"].decide(
+                ask, agent.decode("latin-1") if agent else None
+            )
         except ValueError as exc:
             raise InvalidInput("invalid_request", with_path(str(exc))) from None
         except UnknownPlacement as exc:
@@ -265,7 +314,21 @@ async def decide(request: Request) -> Response:
             401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'}
         )
     unknown = {k: f"no placement {k!r}" for k in ask.placements if k not in decisions}
-    return json({"decisions": decisions, **({"errors": unknown} if unknown else {})})
+    return _encoder.encode(Answer(decisions, unknown or None))
 
 
-routes = [Route("/v1/decide", decide, methods=["POST"])]
+class DecideEndpoint:
+    """``POST /v1/decide`` as a plain ASGI app: the hottest route skips building a Request and
+    a Response per call (most of a bare Starlette endpoint's own cost)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await _answer(scope, receive, scope["state"], dict(scope["headers"]))
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(answer))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+
+routes = [Route("/v1/decide", DecideEndpoint(), methods=["POST"])]

@@ -131,7 +131,7 @@ async def evaluate(request: Request) -> Response:
         return error(400, "invalid_request", "$.since: must be before `until`")
     try:  # the candidate must fit the placement (contextual kinds need features, …)
         PLACEMENT.decode(msgspec.json.encode(msgspec.structs.replace(placement, policy=ask.policy)))
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, ValueError) as exc:  # replace() checks it too
         return error(400, "invalid_request", with_path(str(exc)))
     try:
         result = await evaluate_placement(

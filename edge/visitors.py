@@ -36,19 +36,29 @@ _CACHE_SIZE = 100_000
 @dataclass(slots=True)
 class Visitor:
     profile_id: str = ""
-    fields: dict[str, str] = field(default_factory=dict)  # the profile hash
+    raw: dict[bytes, bytes] = field(default_factory=dict)  # the profile hash as Redis sent it
     snapshot: Snapshot | None = None  # with lists and counts, when eligibility needs them
     assignments: dict[str, str] = field(default_factory=dict)  # placement -> sticky variant
 
+    @property
+    def fields(self) -> dict[str, str]:
+        """The profile hash, decoded (what features and eligibility read)."""
+        return {k.decode(): v.decode() for k, v in self.raw.items()}
+
     def traits(self) -> dict[str, Any]:
-        return {k[2:]: msgspec.json.decode(v) for k, v in self.fields.items() if k[:2] == "t:"}
+        return {k[2:].decode(): msgspec.json.decode(v) for k, v in self.raw.items()
+                if k[:2] == b"t:"}  # fmt: skip
+
+
+def _raw(reply: list[bytes] | dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """A hash as HGETALL sent it: a map (RESP3) or a flat list (RESP2)."""
+    if isinstance(reply, dict):
+        return reply
+    return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
 
 
 def _pairs(reply: list[bytes] | dict[bytes, bytes]) -> dict[str, str]:
-    """A hash as HGETALL sent it: a flat list (RESP2) or a map (RESP3)."""
-    if isinstance(reply, dict):
-        return {k.decode(): v.decode() for k, v in reply.items()}
-    return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply), 2)}
+    return {k.decode(): v.decode() for k, v in _raw(reply).items()}
 
 
 def _forget(futures: list[Any]) -> None:
@@ -79,7 +89,7 @@ class Visitors:
             visitor = Visitor()
             if pid:
                 visitor = await self._profile(pid, history)
-                moved = visitor.fields.get("merged_into")
+                moved = visitor.raw.get(b"merged_into", b"").decode()
                 if moved:
                     self._remember(identities, moved)
                     visitor = await self._profile(moved, history)
@@ -132,9 +142,10 @@ class Visitors:
             _forget(replies)
 
     async def _snapshot(self, pid: str, history: bool, replies: list[Any]) -> Visitor:
-        fields = _pairs(await replies[0])
-        visitor = Visitor(profile_id=pid if fields else "", fields=fields)
+        raw = _raw(await replies[0])
+        visitor = Visitor(profile_id=pid if raw else "", raw=raw)
         if history:
+            fields = visitor.fields
             segments = msgspec.json.decode(fields["segments"]) if "segments" in fields else []
             visitor.snapshot = Snapshot(
                 id=pid,

@@ -156,6 +156,26 @@ def test_merging_two_shards_equals_learning_everything(kind: str) -> None:
             )
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_absorbing_a_grouped_log_equals_learning_it_one_by_one(kind: str) -> None:
+    one_by_one, grouped = make(kind), make(kind)
+    x = np.array([[0.2, 0.9], [0.7, 0.1], [0.5, 0.5]])
+    arms, rewards, counts = (
+        np.array([0, 2, 1]),
+        np.array([1.0, 0.0, 2.5]),
+        np.array([3.0, 5.0, 2.0]),
+    )
+    for row in range(3):
+        for _ in range(int(counts[row])):
+            one_by_one.update(int(arms[row]), float(rewards[row]), x[row])
+    grouped.absorb(arms, rewards, counts, x)
+    for key, value in one_by_one.state().items():
+        if key != "kind":
+            np.testing.assert_allclose(
+                np.asarray(grouped.state()[key]), np.asarray(value), rtol=1e-6, atol=1e-9
+            )
+
+
 def test_options_burn_in_min_share_and_discount() -> None:
     policy = UCB1(4, burn_in=10, min_share=0.05, seed=1)
     assert policy.probabilities().tolist() == [0.25] * 4

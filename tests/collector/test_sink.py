@@ -42,6 +42,7 @@ def fill(redis_url: str, batches: int, size: int, prefix: str = "m") -> None:
                 ip="198.51.100.7",
             )
             await spool.append(intake)
+        await spool.aclose()
         await client.aclose()
 
     asyncio.run(run())

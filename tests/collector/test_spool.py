@@ -33,6 +33,7 @@ def append(redis_url: str, *batches, limit: int = 0):
             spool = Spool(client, limit=limit)
             return [await spool.append(b) for b in batches]
         finally:
+            await spool.aclose()
             await client.aclose()
 
     return asyncio.run(run())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pytest
 
+from edge.redis_server import EmbeddedRedis
 from tests.conftest import Engine
 from tests.edge.test_profiles_api import bearer, eventually
 
@@ -318,6 +322,7 @@ def test_off_policy_evaluation_over_the_decision_log(engine: Engine) -> None:
         if rng.random() < rates[decision["variant"]]:
             engine.post("/v1/track", {"anonymousId": f"v{visitor}", "event": "Decision Clicked",
                                       "properties": {"decisionId": decision["decisionId"]}})  # fmt: skip
+    finished = time.time()
     eventually(lambda: engine.sql("SELECT count() FROM decisions")[0][0] == 1201)
     eventually(lambda: placement(engine, "home_hero")["learned"]["decisions"] >= 1200)
     time.sleep(1.0)  # the last rewards reach ClickHouse
@@ -334,8 +339,10 @@ def test_off_policy_evaluation_over_the_decision_log(engine: Engine) -> None:
     for method in ("ips", "snips"):  # weights are all 1: exactly the logged mean
         assert abs(result["estimates"][method]["value"] - logged["value"]) < 1e-9
     assert abs(result["estimates"]["dr"]["value"] - logged["value"]) < 0.01
+    # Greedy learns from the first half of the traffic, and is judged on the second.
+    halves = {"since": _iso(started - 1), "until": _iso(finished + 1), "train_share": 0.5}
     greedy = engine.client.get(f"{engine.url}/v1/placements/home_hero/evaluate", headers=bearer(),
-                               params={"kind": "epsilon_greedy", "epsilon": "0", **window})  # fmt: skip
+                               params={"kind": "epsilon_greedy", "epsilon": "0", **halves})  # fmt: skip
     assert greedy.status_code == 200, greedy.text
     estimate = greedy.json()["estimates"]["snips"]
     assert estimate["low"] < 0.4 < estimate["high"]  # it learns "sale" and earns its rate
@@ -346,4 +353,67 @@ def test_off_policy_evaluation_over_the_decision_log(engine: Engine) -> None:
 
 
 def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def test_with_redis_down_or_stuck_decide_still_answers_defaults(
+    engine_factory: Any, settings: Any, tmp_path: Any
+) -> None:
+    own = EmbeddedRedis(tmp_path)
+    engine = engine_factory(
+        replace(settings, redis_url=own.start()), sink=False, profiles=False, rewards=False
+    )
+    put_placement(engine, "home_hero", {**HERO, "default": "sale"})
+    wait_catalog(engine, "home_hero")
+    assert "fallback" not in decide(engine, "home_hero")["home_hero"]
+    assert own.process is not None
+    try:
+        own.process.send_signal(signal.SIGSTOP)  # stuck: Redis takes the request, never answers
+        started = time.monotonic()
+        stuck = decide(engine, "home_hero")["home_hero"]
+        assert time.monotonic() - started < 2.0  # the 50 ms budget, not a hang
+        assert {k: stuck[k] for k in ("variant", "fallback", "content")} == {
+            "variant": "sale",
+            "fallback": "timeout",
+            "content": {"image": "/img/sale.jpg"},
+        }
+        own.process.send_signal(signal.SIGCONT)
+        time.sleep(1.2)  # after a failure, decide leaves Redis alone for a second
+        assert "fallback" not in decide(engine, "home_hero")["home_hero"]
+    finally:
+        own.process.send_signal(signal.SIGCONT)
+    own.stop()  # down: connections refused
+    for _ in range(3):
+        down = decide(engine, "home_hero", userId="u1")["home_hero"]
+        assert down["variant"] == "sale" and down["fallback"] == "redis_unavailable"
+        assert down["propensity"] == 1.0
+    time.sleep(1.2)
+    assert decide(engine, "home_hero")["home_hero"]["fallback"] == "redis_unavailable"
+    own.start()  # back: decisions come from the policy again
+    try:
+        eventually(lambda: "fallback" not in decide(engine, "home_hero")["home_hero"], timeout=10)
+    finally:
+        own.stop()
+
+
+def test_erasure_deletes_the_persons_decisions_too(engine: Engine) -> None:
+    put_placement(engine, "home_hero", HERO)
+    wait_catalog(engine, "home_hero")
+    engine.post("/v1/identify", {"userId": "fay", "anonymousId": "fay-phone"})
+    eventually(lambda: engine.client.get(f"{engine.url}/v1/profiles/user_id:fay",
+                                         headers=bearer()).status_code == 200)  # fmt: skip
+    decide(engine, "home_hero", userId="fay", anonymousId="fay-phone")
+    decide(engine, "home_hero", userId="gus")
+    count = "SELECT count() FROM decisions WHERE userId = 'fay' OR anonymousId = 'fay-phone'"
+    eventually(lambda: engine.sql(count) == [[1]])
+    answer = engine.client.delete(f"{engine.url}/v1/profiles/user_id:fay", headers=bearer())
+    assert answer.status_code == 202
+    eventually(lambda: engine.sql(count) == [[0]])
+    assert engine.sql("SELECT count() FROM decisions WHERE userId = 'gus'") == [[1]]
+    # Erased people keep getting pages, from defaults, and leave no decisions behind.
+    time.sleep(1.1)  # this process's suppression list refreshes each second
+    again = decide(engine, "home_hero", anonymousId="fay-phone")["home_hero"]
+    assert again["fallback"] == "suppressed" and again["variant"] == "classic"
+    decide(engine, "home_hero", userId="gus")
+    eventually(lambda: engine.sql("SELECT count() FROM decisions WHERE userId = 'gus'") == [[2]])
+    assert engine.sql(count) == [[0]]

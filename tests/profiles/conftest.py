@@ -30,6 +30,7 @@ def send(redis_url: str, *messages: dict[str, Any], received_at: datetime | None
                 received_at=received_at or datetime.now(UTC), ip="198.51.100.7",
             )  # fmt: skip
             await spool.append(intake)
+        await spool.aclose()
         await client.aclose()
 
     asyncio.run(run())
