@@ -265,6 +265,26 @@ def test_decide_wants_the_write_key_and_names_unknown_placements(engine: Engine)
     assert set(answer.json()["decisions"]) == {"home_hero"}
 
 
+def test_decide_answers_the_shops_origin_only(engine_factory: Any, settings: Any) -> None:
+    engine = engine_factory(settings, cors_origins=("https://shop.example",), sink=False)
+    put_placement(engine, "home_hero", HERO)
+    wait_catalog(engine, "home_hero")
+    ask = {"anonymousId": "a", "placements": ["home_hero"]}
+    for origin, allowed in (("https://shop.example", True), ("https://evil.example", False)):
+        preflight = engine.client.options(
+            engine.url + "/v1/decide",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type"},
+        )  # fmt: skip
+        assert preflight.status_code == (200 if allowed else 400)
+        answer = engine.post("/v1/decide", ask, headers={"Origin": origin})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers.get("access-control-allow-origin") == (origin if allowed else None)
+        assert answer.headers["vary"] == "Origin"
+    assert "access-control-allow-headers" not in preflight.headers  # the refused one
+    assert engine.client.get(engine.url + "/v1/decide").status_code == 405
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
