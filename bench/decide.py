@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bandits.mab import BetaThompson  # noqa: E402
-from bench.ingest import free_port, wait_http, wait_port  # noqa: E402
+from bench.ingest import free_port, publish, wait_http, wait_port  # noqa: E402
 from bench.profiles import fill, run_updater, traffic  # noqa: E402
 from edge.placements import PLACEMENT, put_placement  # noqa: E402
 from edge.redis_server import EmbeddedRedis  # noqa: E402
@@ -288,12 +288,7 @@ def report(
         "Targets: /v1/decide ≥ 0.5× the bare endpoint, p99 ≤ 10 ms at 32 connections; "
         "choose + update ≤ 20 µs.",
     ]
-    text = "\n".join(lines) + "\n"
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
-    print()
-    print(text)
-    print(f"(written to {REPORT.relative_to(ROOT)})")
+    publish(REPORT, lines)
 
 
 if __name__ == "__main__":

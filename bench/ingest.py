@@ -108,6 +108,16 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+def publish(report: Path, lines: list[str]) -> None:
+    """Print a report and write it (Markdown) to ``report``."""
+    text = "\n".join(lines) + "\n"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
+    print()
+    print(text)
+    print(f"(written to {report.relative_to(ROOT)})")
+
+
 def wrk(url: str, seconds: int, connections: int, script: Path, phase: str) -> dict[str, float]:
     """Run wrk; ``phase`` prefixes the messageIds so no phase repeats another's."""
     out = subprocess.run(
@@ -320,12 +330,7 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         "",
         "Targets: ≥ 100k events/s acknowledged and ≥ 0.1× the baseline; drain ≥ 50k events/s.",
     ]
-    text = "\n".join(lines) + "\n"
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
-    print()
-    print(text)
-    print(f"(written to {REPORT.relative_to(ROOT)})")
+    publish(REPORT, lines)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import redis.asyncio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import free_port, wait_http  # noqa: E402
+from bench.ingest import free_port, publish, wait_http  # noqa: E402
 from collector import Spool, SpoolReader, read_request  # noqa: E402
 from collector.spool import ensure_group  # noqa: E402
 from edge.redis_server import EmbeddedRedis  # noqa: E402
@@ -200,11 +200,7 @@ def main() -> int:
         "",
         "Target: ≥ 20k events/s on one updater.",
     ]
-    text = "\n".join(lines) + "\n"
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
-    print()
-    print(text)
+    publish(REPORT, lines)
     return 0
 
 

@@ -64,7 +64,8 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path(_env("KAIROS_CONFIG")) if _env("KAIROS_CONFIG") else None,
         metavar="TOML",
-        help="config file: lead scoring, segments, consent (default: kairos.toml in the data dir)",
+        help="config file: lead scoring, segments, consent, placements "
+        "(default: kairos.toml in the data dir)",
     )
     parser.add_argument(
         "--sink-batch",
