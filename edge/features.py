@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
+
+from profiles.visits import device, source
 
 __all__ = ["build", "check_features"]
 
@@ -39,12 +40,6 @@ _NAME = re.compile(
     r"|source:(direct|search|social|email|paid|referral)"
     r"|segment:[a-z0-9_][a-z0-9_-]{0,63}|score:\w+|trait:\w+=.+"
 )
-_TABLET = re.compile(r"iPad|Tablet", re.I)
-_MOBILE = re.compile(r"Mobi|Android|iPhone", re.I)
-_SEARCH = ("google.", "bing.", "duckduckgo.", "yahoo.", "baidu.", "yandex.")
-_SOCIAL = ("facebook.", "instagram.", "twitter.", "t.co", "linkedin.", "pinterest.", "tiktok.")
-_MEDIUM = {"cpc": "paid", "ppc": "paid", "paid": "paid", "display": "paid", "email": "email",
-           "social": "social", "organic": "search", "referral": "referral"}  # fmt: skip
 
 
 def check_features(names: list[str]) -> None:
@@ -53,32 +48,6 @@ def check_features(names: list[str]) -> None:
     for name in names:
         if not _NAME.fullmatch(name):
             raise ValueError(f"`policy.features` has an unknown feature {name!r}")
-
-
-def device(context: dict[str, Any]) -> str:
-    described = context.get("device")
-    kind = described.get("type") if isinstance(described, dict) else None
-    if kind in ("mobile", "tablet", "desktop"):
-        return str(kind)
-    agent = context.get("userAgent") if isinstance(context.get("userAgent"), str) else ""
-    return "tablet" if _TABLET.search(agent) else "mobile" if _MOBILE.search(agent) else "desktop"
-
-
-def source(context: dict[str, Any]) -> str:
-    campaign = context.get("campaign")
-    medium = campaign.get("medium") if isinstance(campaign, dict) else None
-    if isinstance(medium, str) and medium.lower() in _MEDIUM:
-        return _MEDIUM[medium.lower()]
-    page = context.get("page") if isinstance(context.get("page"), dict) else {}
-    referrer = page.get("referrer") if isinstance(page.get("referrer"), str) else ""
-    host = urlsplit(referrer).hostname or ""
-    if not host:
-        return "direct"
-    if any(s in host for s in _SEARCH):
-        return "search"
-    if any(s in host for s in _SOCIAL):
-        return "social"
-    return "referral"
 
 
 def build(

@@ -31,14 +31,27 @@ from profiles.segments import SEGMENT, Segment, View, event_conditions, matches
 from profiles.store import ProfileStore, Snapshot, profile_keys
 from profiles.views import view_of
 
-__all__ = ["DEFS", "Membership", "delete_segment", "member_key", "put_segment", "segments"]
+__all__ = [
+    "DEFS",
+    "RESCORED",
+    "Membership",
+    "delete_segment",
+    "member_key",
+    "put_segment",
+    "segments",
+]
 
 log = logging.getLogger("kairos.segments")
 
 DEFS = "{seg}:defs"
 VERSION = "{seg}:version"
 BACKFILL = "{seg}:backfill"
+RESCORED = "{seg}:rescored"  # profiles whose predicted scores changed (the learner adds them)
 _SWEEP_SECONDS = 60.0
+
+
+def _uses_scores(segment: Segment) -> bool:
+    return b'"scores.' in msgspec.json.encode(segment.rule)
 
 
 def member_key(segment: str) -> str:
@@ -61,9 +74,15 @@ class Membership:
         self._next_sweep = 0.0
 
     def maintain(self, history: Callable[[str, int], dict[str, int]]) -> None:
-        """Run queued backfills, and the time-window sweep once a minute."""
+        """Run queued backfills, re-check the profiles the learner re-scored (for segments on
+        scores), and the time-window sweep once a minute."""
         while (key := self.client.rpop(BACKFILL)) is not None:
             self.backfill(key.decode(), history)
+        while rescored := self.client.spop(RESCORED, 1_000):
+            on_scores = {k: s for k, s in self.definitions().items() if _uses_scores(s)}
+            if on_scores:
+                pids = {pid.decode() for pid in rescored}
+                self.evaluate(pids, f"scores:{time.time_ns()}", segments=on_scores)
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_SECONDS

@@ -252,7 +252,8 @@ _encode = msgspec.json.Encoder().encode
 
 
 def profile_keys(pid: str) -> list[str]:
-    """The keys of profile ``pid``: hash, viewed, cart, daily, ids, segments, merged."""
+    """The keys of profile ``pid``: hash, viewed, cart, daily, ids, segments, merged, and the
+    learner's record of it (``profiles.learner``)."""
     tag = f"{{p:{pid}}}"
     return [
         tag,
@@ -262,6 +263,7 @@ def profile_keys(pid: str) -> list[str]:
         f"{tag}:ids",
         f"{tag}:segments",
         f"{tag}:merged",
+        f"{tag}:learn",
     ]
 
 
@@ -382,7 +384,7 @@ class ProfileStore:
     def read_many(self, pids: list[str]) -> list[Snapshot]:
         pipe = self.client.pipeline(transaction=False)
         for pid in pids:
-            profile, viewed, cart, daily, ids, segments, merged = profile_keys(pid)
+            profile, viewed, cart, daily, ids, segments, merged, _ = profile_keys(pid)
             pipe.hgetall(profile)
             pipe.lrange(viewed, 0, -1)
             pipe.hgetall(cart)
