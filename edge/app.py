@@ -23,7 +23,17 @@ from collector import Spool
 from collector.coalesce import Coalescer
 from collector.consent import SuppressionCache
 from collector.store import open_store
-from edge import decide, openapi, ops, placements_api, profiles_api, segments_api, sql, tracking
+from edge import (
+    decide,
+    models_api,
+    openapi,
+    ops,
+    placements_api,
+    profiles_api,
+    segments_api,
+    sql,
+    tracking,
+)
 from edge.catalog import REFRESH_SECONDS, Catalog
 from edge.cors import CORS
 from edge.decide import DecideEndpoint, Decider
@@ -134,6 +144,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *sql.routes,
             *profiles_api.routes,
             *segments_api.routes,
+            *models_api.routes,
             *ops.routes,
             *openapi.routes,
         ],

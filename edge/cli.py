@@ -110,10 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--workers",
-        default="sink,profiles,rewards",
+        default="sink,profiles,rewards,learner",
         metavar="LIST",
-        help="workers to run beside the API: sink, profiles, rewards, or none (run them "
-        "elsewhere with `kairos worker NAME`); default %(default)s",
+        help="workers to run beside the API: sink, profiles, rewards, learner, or none (run "
+        "them elsewhere with `kairos worker NAME`); default %(default)s",
     )
     up.add_argument(
         "--cors-origins",
@@ -146,9 +146,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "name",
-        choices=["sink", "profiles", "rewards"],
+        choices=["sink", "profiles", "rewards", "learner"],
         help="sink: drains the spool into ClickHouse; profiles: keeps profiles and segments; "
-        "rewards: teaches the placements' policies",
+        "rewards: teaches the placements' policies; learner: keeps predictive scores and "
+        "lifetime value",
     )
     _store_options(worker)
     worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
@@ -156,8 +157,8 @@ def _parser() -> argparse.ArgumentParser:
         "--store-url",
         default=None,
         metavar="URL",
-        help="profiles: where to read event history (unix://…/store.sock, a ClickHouse URL, "
-        "or none)",
+        help="profiles, learner: where to read event history (unix://…/store.sock, a "
+        "ClickHouse URL, or none)",
     )
     worker.add_argument(
         "--serve",

@@ -1,4 +1,4 @@
-"""The engine's config file (TOML): lead scoring, segments, consent, placements.
+"""The engine's config file (TOML): lead scoring, segments, consent, placements, models.
 
 ``kairos up --config kairos.toml`` (or ``KAIROS_CONFIG``); without one, ``kairos.toml`` in the
 data dir is read if it exists. Every section is optional. Example::
@@ -26,6 +26,11 @@ data dir is read if it exists. Every section is optional. Example::
       { key = "sale", template = "<h1>Hello {{ first_name or 'there' }}, 20% off today</h1>" },
     ]
 
+    [models]                    # the learner's predictive models (profiles.learner)
+    estimator = "logistic"      # or "forest", "tree"; per target: [models.estimators]
+    churn_days = 30
+    ltv_horizon_days = 90
+
 Placements from the file are installed at start (the rewards worker does it) and may be
 changed through the admin API afterwards; the file wins again at the next start if it differs.
 """
@@ -38,6 +43,7 @@ import msgspec
 
 from collector.consent import ConsentPolicy
 from edge.placements import Placement
+from profiles.learner import ModelSettings
 from profiles.scoring import LeadScoring
 from profiles.segments import Segment
 
@@ -49,6 +55,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     consent: ConsentPolicy = msgspec.field(default_factory=ConsentPolicy)
     segments: dict[str, Segment] = msgspec.field(default_factory=dict)
     placements: dict[str, Placement] = msgspec.field(default_factory=dict)
+    models: ModelSettings = msgspec.field(default_factory=ModelSettings)
 
 
 class ConfigError(Exception):

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from collector import STATS, spool_state
 from collector.errors import QueryFailed, StoreUnavailable
 from collector.sink import INSERT_BUCKETS
+from edge.models_api import models_summary
 from edge.responses import json
 
 __all__ = ["routes"]
@@ -40,6 +41,15 @@ _COUNTERS = {
     "profiles_applied": (
         "kairos_profiles_messages_total",
         "Messages the profile updater has applied.",
+    ),
+    "learner_messages": (
+        "kairos_learner_messages_total",
+        "Messages the learner has scored (and learned from as their labels came due).",
+    ),
+    "learner_examples": ("kairos_learner_examples_total", "Labelled examples the models learned."),
+    "learner_unresolved": (
+        "kairos_learner_unresolved_total",
+        "Messages the learner skipped: no profile id from the profile updater in time.",
     ),
     "sink_batches": ("kairos_sink_batches_total", "Batches the sink stored in ClickHouse."),
     "sink_insert_errors": (
@@ -114,6 +124,16 @@ async def metrics(request: Request) -> Response:
         "Age of the oldest entry the sink has not stored.",
         [("", spool["lag_seconds"])],
     )
+    models = (await models_summary(request))["models"]
+    for name, key, help_ in (
+        ("kairos_model_roc_auc", "roc_auc", "Prequential ROC AUC over the model's window."),
+        ("kairos_model_log_loss", "log_loss", "Prequential log loss over the model's window."),
+    ):
+        samples = [(f'{{model="{m["target"]}"}}', float(m[key])) for m in models
+                   if m[key] is not None]  # fmt: skip
+        metric(name, "gauge", help_, samples)
+    metric("kairos_model_examples_total", "counter", "Labelled examples each model learned.",
+           [(f'{{model="{m["target"]}"}}', float(m["examples"])) for m in models])  # fmt: skip
     metric(
         "kairos_scrape_timestamp_seconds", "gauge", "When this page was made.", [("", time.time())]
     )

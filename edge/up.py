@@ -96,16 +96,20 @@ def up(args: argparse.Namespace) -> int:
             )
             if sink_owns_store:
                 _wait_for_socket(store_socket, supervisor)
+        # Without a sink here, this process owns embedded ClickHouse: the profiles worker then
+        # has no history to backfill segments from (Redis counts only), the learner none to
+        # fit lifetime value on.
+        history = store_url if not store_url.startswith("chdb://") else "none"
         if "profiles" in workers:
-            # Without a sink here, this process owns embedded ClickHouse: the profiles worker
-            # then has no history to backfill segments from (Redis counts only).
-            history = store_url if not store_url.startswith("chdb://") else "none"
             profiles = [*_worker("profiles"), *common, "--store-url", history,
                         "--consumer", f"{node}-profiles"]  # fmt: skip
             supervisor.start("profiles", profiles)
         if "rewards" in workers:
             supervisor.start("rewards", [*_worker("rewards"), *common,
                                          "--consumer", f"{node}-rewards"])  # fmt: skip
+        if "learner" in workers:  # lifetime value needs the history: none without a sink here
+            supervisor.start("learner", [*_worker("learner"), *common, "--store-url", history,
+                                         "--consumer", f"{node}-learner"])  # fmt: skip
         _banner(settings, data_dir, clickhouse_url, keys.created, embedded is not None)
         server_config = uvicorn.Config(
             create_app(settings),
@@ -131,7 +135,12 @@ def worker(args: argparse.Namespace) -> int:
     from edge.config import ConfigError
     from edge.logs import setup_logging
     from edge.redis_server import EmbeddedRedis
-    from edge.worker import run_profiles_worker, run_rewards_worker, run_sink_worker
+    from edge.worker import (
+        run_learner_worker,
+        run_profiles_worker,
+        run_rewards_worker,
+        run_sink_worker,
+    )
 
     setup_logging(args.log_format, args.log_level)
     redis_url = args.redis_url or EmbeddedRedis(args.data_dir).url  # that of a running `up`
@@ -151,6 +160,8 @@ def worker(args: argparse.Namespace) -> int:
         if clickhouse_url.startswith("chdb://")
         else clickhouse_url
     )
+    if args.name == "learner":
+        return run_learner_worker(redis_url, store_url, consumer, config)
     return run_profiles_worker(redis_url, store_url, consumer, config)
 
 

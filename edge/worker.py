@@ -6,6 +6,8 @@ owns the data dir and also serves the engine's read queries on a Unix socket.
 The profiles worker keeps the Redis profiles, identities and segment memberships current.
 
 The rewards worker teaches the placements' policies from decisions, clicks and conversions.
+
+The learner keeps the predictive scores current (River models) and refits lifetime value.
 """
 
 from __future__ import annotations
@@ -15,27 +17,34 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import redis
 
 from collector import Sink, SpoolReader, connect, migrate
 from collector.spool import append_now, ensure_group
-from collector.store import open_store
+from collector.store import QueryFailed, StoreUnavailable, open_store
 from edge.config import Config
 from edge.placements import put_placement
 from edge.rewards import REWARDS_GROUP, RewardWorker
 from profiles import ProfileStore, ProfileUpdater
+from profiles.learner import LEARNER_GROUP, Learner
 from profiles.membership import Membership, put_segment
+from profiles.valuation import last_fit, refit
 
 __all__ = [
     "GROUPS",
+    "LEARNER_GROUP",
     "PROFILES_GROUP",
     "REWARDS_GROUP",
     "SINK_GROUP",
+    "run_learner_worker",
     "run_profiles_worker",
     "run_rewards_worker",
     "run_sink_worker",
+    "start_learner",
     "start_profiles",
     "start_rewards",
     "start_sink",
@@ -45,7 +54,12 @@ log = logging.getLogger("kairos.worker")
 
 SINK_GROUP = "sink"
 PROFILES_GROUP = "profiles"
-GROUPS = {"sink": SINK_GROUP, "profiles": PROFILES_GROUP, "rewards": REWARDS_GROUP}
+GROUPS = {
+    "sink": SINK_GROUP,
+    "profiles": PROFILES_GROUP,
+    "rewards": REWARDS_GROUP,
+    "learner": LEARNER_GROUP,
+}
 _HISTORY = (
     "SELECT profile_id, count() FROM events WHERE event = {event:String} "
     "AND timestamp >= now64(3) - toIntervalDay({days:UInt32}) AND profile_id != '' "
@@ -137,6 +151,66 @@ def start_rewards(
     thread = threading.Thread(target=worker.run, args=(stop,), name="rewards", daemon=True)
     thread.start()
     return thread
+
+
+def start_learner(
+    redis_url: str,
+    store_url: str,
+    consumer: str,
+    stop: threading.Event,
+    config: Config | None = None,
+    interval: float = 0.2,
+    clock: Callable[[], float] | None = time.time,
+) -> threading.Thread:
+    """Run the learner (with the lifetime-value refit schedule) in a daemon thread."""
+    config = config or Config()
+    client = redis.Redis.from_url(redis_url)
+    ensure_group(client, LEARNER_GROUP)
+    settings = config.models
+    events = open_store(store_url) if store_url != "none" else None
+    next_fit = [0.0]
+
+    def refit_when_due() -> None:
+        if events is None or time.monotonic() < next_fit[0]:
+            return
+        next_fit[0] = time.monotonic() + 600  # a failed fit is retried in 10 minutes
+        fit = last_fit(client)
+        age = time.time() - datetime.fromisoformat(fit["fitted_at"]).timestamp() if fit else None
+        if age is not None and age < settings.ltv_refit_hours * 3600:
+            next_fit[0] = time.monotonic() + settings.ltv_refit_hours * 3600 - age
+            return
+        try:
+            refit(events, client, settings.ltv_horizon_days)
+            next_fit[0] = time.monotonic() + settings.ltv_refit_hours * 3600
+        except ValueError as exc:  # too few repeat buyers yet
+            log.info("lifetime value not fitted yet", extra={"reason": str(exc)})
+        except (StoreUnavailable, QueryFailed) as exc:
+            log.warning("lifetime value refit failed; retrying", extra={"error": str(exc)})
+
+    learner = Learner(
+        SpoolReader(client, LEARNER_GROUP, consumer),
+        client,
+        settings,
+        config.lead_score,
+        clock=clock,
+        periodic=refit_when_due,
+        interval=interval,
+    )
+    thread = threading.Thread(target=learner.run, args=(stop,), name="learner", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_learner_worker(
+    redis_url: str, store_url: str, consumer: str, config: Config | None = None
+) -> int:
+    """The learner process: runs until SIGTERM or SIGINT, then checkpoints its models."""
+    stop = threading.Event()
+    thread = start_learner(redis_url, store_url, consumer, stop, config)
+    code = _until_signalled(stop, thread)
+    stop.set()
+    thread.join(timeout=60)
+    return code
 
 
 def run_rewards_worker(redis_url: str, consumer: str, config: Config | None = None) -> int:

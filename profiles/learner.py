@@ -58,7 +58,7 @@ from profiles.history import HISTORY, NUMERIC, SESSION_MS, Example, History, Ope
 from profiles.membership import RESCORED
 from profiles.models import Model, Scaler
 from profiles.scoring import LeadScoring
-from profiles.store import profile_keys
+from profiles.store import SET_SCORES, profile_keys
 from profiles.visits import device, source
 
 __all__ = [
@@ -89,9 +89,6 @@ _SWEEP_MAX = 10_000  # examples learned per sweep at most (the rest in the next)
 _SWEEP_EVERY_MS = 10 * 60_000  # of event time, within a batch
 _SCORE_STEP = 0.005
 _LATENESS_MS = 5 * 60_000
-_SET_SCORES = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
-"""  # an erased or deleted profile is not brought back by a late score
 
 
 class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -103,6 +100,8 @@ class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     churn_days: float = 30.0
     checkpoint_seconds: float = 60.0
     window: int = 5_000  # labelled examples the rolling metrics cover
+    ltv_horizon_days: float = 90.0
+    ltv_refit_hours: float = 24.0
 
     def __post_init__(self) -> None:
         for target in self.estimators:
@@ -156,20 +155,23 @@ class Learner:
         settings: ModelSettings | None = None,
         scoring: LeadScoring | None = None,
         clock: Callable[[], float] | None = time.time,
-        on_example: Callable[[str, dict[str, Any], bool, float], object] | None = None,
+        on_example: Callable[[Example, bool], object] | None = None,
+        periodic: Callable[[], object] | None = None,
         max_entries: int = 500,
         interval: float = 0.2,
         profile_wait: float = 10.0,
     ):
         """``clock``: wall time in seconds, used to pass deadlines once the spool is drained
         (None: event time only, for replays of history); ``on_example``: called with each
-        labelled example (target, features, label, prediction), for evaluation."""
+        example as it is learned, and its label (for evaluation); ``periodic``:
+        called between batches (the lifetime-value refit schedule)."""
         self.reader = reader
         self.client = client
         self.settings = settings or ModelSettings()
         self.scoring = scoring or LeadScoring()
         self.clock = clock
         self.on_example = on_example
+        self.periodic = periodic
         self.max_entries = max_entries
         self.interval = interval
         self.profile_wait = profile_wait
@@ -180,7 +182,7 @@ class Learner:
         self._swept = 0  # deadlines up to here are learned (or in the batch being written)
         self._saved_at = time.monotonic()
         self._published_at = 0.0
-        self._set_scores = client.register_script(_SET_SCORES)
+        self._set_scores = client.register_script(SET_SCORES)
 
     def _fresh_models(self) -> dict[str, Model]:
         s = self.settings
@@ -205,6 +207,8 @@ class Learner:
                     self.reader.ack(entries, counters)
                 if time.monotonic() - self._saved_at >= self.settings.checkpoint_seconds:
                     self.checkpoint()
+                if self.periodic is not None:
+                    self.periodic()
                 delay = 0.5
             except redis.RedisError as exc:
                 log.warning("redis unreachable; retrying", extra={"error": str(exc), "in": delay})
@@ -454,7 +458,7 @@ class Learner:
         self.models[example.target].learn(self.scaler(example.x), label, example.p)
         batch.examples += 1
         if self.on_example is not None:
-            self.on_example(example.target, example.x, label, example.p)
+            self.on_example(example, label)
 
     def _save(self, batch: Batch, applied: str) -> None:
         pipe = self.client.pipeline(transaction=True)

@@ -38,6 +38,7 @@ __all__ = [
     "identity_key",
     "position",
     "profile_keys",
+    "SET_SCORES",
 ]
 
 VIEWED_MAX = 20
@@ -249,6 +250,13 @@ return 1
 
 _APPLY_SCRIPT = Script(_APPLY)
 _encode = msgspec.json.Encoder().encode
+
+
+# Write ``scores.*`` (HSET of ARGV pairs) only if the profile exists: a score computed from old
+# data must not bring back a profile erased or merged meanwhile.
+SET_SCORES = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+"""
 
 
 def profile_keys(pid: str) -> list[str]:
