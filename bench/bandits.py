@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from bandits.mab import UCB1, BetaThompson, EpsilonGreedy  # noqa: E402
 from bandits.policy import Policy  # noqa: E402
 from bandits.simulate import BernoulliArms, ContextualArms, simulate  # noqa: E402
 from bench.ingest import publish  # noqa: E402
+from edge.progress import Progress  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "bandits.md"
 CHART = ROOT / "bench" / "reports" / "bandits.svg"
@@ -61,24 +61,6 @@ SCENARIOS: dict[str, tuple[BernoulliArms | ContextualArms, dict[str, Maker]]] = 
 }  # fmt: skip
 
 
-class Progress:
-    """One line on stderr, rewritten in place: ``label [#####.....] 12/40 0:07 left``."""
-
-    def __init__(self, total: int, label: str):
-        self.total, self.label, self.done, self.start = total, label, 0, time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        spent = time.monotonic() - self.start
-        left = spent / self.done * (self.total - self.done)
-        bar = "#" * (20 * self.done // self.total)
-        print(f"\r{self.label} [{bar:<20}] {self.done}/{self.total} "
-              f"{int(left) // 60}:{int(left) % 60:02d} left ", end="", file=sys.stderr,
-              flush=True)  # fmt: skip
-        if self.done == self.total:
-            print(file=sys.stderr)
-
-
 def run(rounds: int, seeds: int) -> dict[str, dict[str, NDArray[np.float64]]]:
     """Per scenario and policy, the cumulative regret curve averaged over the seeds."""
     curves: dict[str, dict[str, NDArray[np.float64]]] = {}
@@ -89,7 +71,7 @@ def run(rounds: int, seeds: int) -> dict[str, dict[str, NDArray[np.float64]]]:
             runs = []
             for seed in range(seeds):
                 runs.append(simulate(make(seed), env, rounds=rounds, seed=seed).regret)
-                progress.step()
+                progress.advance()
             curves[scenario][name] = np.mean(runs, axis=0)
     return curves
 

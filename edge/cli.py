@@ -188,6 +188,48 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data")))
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sql.set_defaults(run=_sql)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="send simulated shoppers' events to a running engine",
+        description="Simulate shoppers (hidden intent and spend; sessions, browsing, carts, "
+        "orders, churn) over the last DAYS days and send their events to a running engine "
+        "through POST /v1/batch, with a progress bar. Seeded: the same options send the same "
+        "events (their messageIds too, so a second run is deduplicated).",
+        epilog="example:\n  kairos simulate --shoppers 2000 --days 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate.add_argument("--shoppers", type=int, default=500, help="default %(default)s")
+    simulate.add_argument("--days", type=float, default=14.0, help="default %(default)s")
+    simulate.add_argument("--seed", type=int, default=7, help="default %(default)s")
+    simulate.add_argument(
+        "--url",
+        default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
+        help="the engine's base URL (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--write-key", default=None, help="default: KAIROS_WRITE_KEY, else the data dir's"
+    )
+    simulate.add_argument(
+        "--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data"))
+    )
+    simulate.set_defaults(run=lambda args: _lazy_command("simulate")(args))
+
+    ltv = commands.add_parser(
+        "ltv",
+        help="refit lifetime value now and write it to the profiles",
+        description="Fit BG/NBD and Gamma-Gamma on every buyer's order history in ClickHouse "
+        "and write scores.ltv, scores.purchases and scores.alive to their profiles (the learner "
+        "worker also does this on a schedule). Runs against the stores of a running engine.",
+    )
+    _store_options(ltv)
+    ltv.add_argument(
+        "--horizon-days",
+        type=float,
+        default=None,
+        help="days of future purchases to value (default: the config's, else 90)",
+    )
+    ltv.set_defaults(run=lambda args: _lazy_command("ltv")(args))
     return parser
 
 
@@ -198,23 +240,36 @@ def _lazy(name: str) -> Any:
     return getattr(up, name)
 
 
+def _lazy_command(name: str) -> Any:
+    from edge import commands
+
+    return getattr(commands, name)
+
+
+def key(args: argparse.Namespace, name: str) -> str | None:
+    """``name`` ("write_key" or "secret_key"): the option, the environment, or the data dir's
+    keys.json, in that order."""
+    found = getattr(args, name) or os.environ.get(f"KAIROS_{name.upper()}")
+    keys_file = args.data_dir / "keys.json"
+    if not found and keys_file.exists():
+        found = json.loads(keys_file.read_text())[name]
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return int(args.run(args) or 0)
 
 
 def _sql(args: argparse.Namespace) -> int:
-    secret = args.secret_key or os.environ.get("KAIROS_SECRET_KEY")
+    secret = key(args, "secret_key")
     if not secret:
-        keys_file = args.data_dir / "keys.json"
-        if not keys_file.exists():
-            print(
-                f"kairos sql: no secret key: set KAIROS_SECRET_KEY, pass --secret-key, or run "
-                f"from where {keys_file} exists",
-                file=sys.stderr,
-            )
-            return 2
-        secret = json.loads(keys_file.read_text())["secret_key"]
+        print(
+            f"kairos sql: no secret key: set KAIROS_SECRET_KEY, pass --secret-key, or run "
+            f"from where {args.data_dir / 'keys.json'} exists",
+            file=sys.stderr,
+        )
+        return 2
     request = urllib.request.Request(
         args.url.rstrip("/") + "/v1/sql",
         data=json.dumps({"query": args.query}).encode(),

@@ -132,9 +132,11 @@ class Batch:
     learning: set[bytes] = field(default_factory=set)  # queue members learned: to remove
     settled: list[str] = field(default_factory=list)  # their ids (labels to remove)
     examples: int = 0
+    pushed: int = 0
 
     def queue(self, example: Example) -> None:
-        heapq.heappush(self.queued, (example.deadline, len(self.queued), example))
+        self.pushed += 1  # ties on the deadline keep their order
+        heapq.heappush(self.queued, (example.deadline, self.pushed, example))
 
     def ready(self, by: int) -> list[Example]:
         """The queued examples due by ``by``, taken out of the queue."""
@@ -289,7 +291,7 @@ class Learner:
     def _events(self, entries: list[Entry]) -> tuple[list[tuple[str, Seen]], int]:
         """(profile id, event) for every message of a known person, in spool order."""
         events = [e for e in entries if e.kind == "events" and e.count]
-        pids = self._pids(events)
+        pids = self.profile_ids(events)
         found, unresolved = [], 0
         for entry in events:
             owners = pids.get(entry.id)
@@ -310,7 +312,7 @@ class Learner:
                         extra={"messages": unresolved})  # fmt: skip
         return found, unresolved
 
-    def _pids(self, entries: list[Entry]) -> dict[str, list[str]]:
+    def profile_ids(self, entries: list[Entry]) -> dict[str, list[str]]:
         """Each entry's profile ids, as the profile updater resolved them (waits for it)."""
         if not entries:
             return {}

@@ -11,6 +11,8 @@ views), ``Product Added`` now and then, and at the end, if the cart holds someth
 ``Order Completed`` (revenue = the cart). Some shoppers log in (``identify`` with a user id and
 email) when they first order. Messages are Segment-spec dicts, in time order across shoppers.
 
+``send`` drives a running engine with them, through ``POST /v1/batch`` (``kairos simulate``).
+
 Examples:
     >>> stream = ShopperStream(shoppers=20, days=7, seed=1)
     >>> messages = list(stream.messages())
@@ -24,14 +26,16 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import numpy as np
 
-__all__ = ["CATALOG", "Product", "Shopper", "ShopperStream"]
+__all__ = ["CATALOG", "Product", "Shopper", "ShopperStream", "send"]
 
 DEVICES = {
     "mobile": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148",
@@ -187,3 +191,43 @@ class ShopperStream:
                 "products": [{"product_id": p.id, "category": p.category, "price": p.price,
                               "quantity": 1} for p in items],
             })  # fmt: skip
+
+
+def send(
+    messages: Iterable[dict[str, Any]],
+    url: str,
+    write_key: str,
+    batch: int = 100,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """POST ``messages`` to ``url``/v1/batch, ``batch`` at a time; retries what the engine asks
+    to be retried (503 + Retry-After, connection errors). Returns how many were accepted."""
+    sent, chunk = 0, []
+    with httpx.Client(base_url=url, auth=(write_key, ""), timeout=30) as client:
+
+        def post() -> None:
+            nonlocal sent
+            for attempt in range(10):
+                try:
+                    answer = client.post("/v1/batch", json={"batch": chunk})
+                except httpx.TransportError:
+                    time.sleep(min(2**attempt * 0.1, 5))
+                    continue
+                if answer.status_code == 503:
+                    time.sleep(float(answer.headers.get("retry-after", 1)))
+                    continue
+                answer.raise_for_status()
+                sent += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+                return
+            raise RuntimeError(f"{url} refused a batch 10 times")
+
+        for message in messages:
+            chunk.append(message)
+            if len(chunk) == batch:
+                post()
+                chunk = []
+        if chunk:
+            post()
+    return sent

@@ -27,7 +27,7 @@ from collector import connect, embedded_url
 from edge.app import create_app
 from edge.redis_server import EmbeddedRedis
 from edge.settings import Settings
-from edge.worker import start_profiles, start_rewards, start_sink
+from edge.worker import start_learner, start_profiles, start_rewards, start_sink
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
@@ -146,6 +146,7 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
         sink: bool = True,
         profiles: bool = True,
         rewards: bool = True,
+        learner: bool = False,
         config: Any = None,
         **changes: Any,
     ) -> Engine:
@@ -154,6 +155,9 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
             sinks.append(
                 start_rewards(settings.redis_url, "test-rewards", stop, config, interval=0.05)
             )
+        if learner:  # on event time only: simulated histories lie in the past
+            sinks.append(start_learner(settings.redis_url, clickhouse_url, "test-learner", stop,
+                                       config, interval=0.05, clock=None))  # fmt: skip
         if profiles:  # before the sink: it stamps the profile ids the updater resolves
             sinks.append(
                 start_profiles(
