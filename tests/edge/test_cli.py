@@ -227,3 +227,27 @@ def _quietly(read: Any) -> list[int]:
         return list(read())
     except redis.ConnectionError:
         return []
+
+
+def test_simulate_then_refit_lifetime_value(kairos_process: Any) -> None:
+    """`kairos simulate` drives a running engine; `kairos ltv` refits from what it stored."""
+    engine = kairos_process().start()
+    cli = [sys.executable, "-m", "edge.cli"]
+    done = subprocess.run(
+        [*cli, "simulate", "--shoppers", "800", "--days", "90", "--url", engine.url,
+         "--write-key", WRITE_KEY],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sent = int(done.stderr.rsplit("sent ", 1)[1].split(" events")[0].replace(",", ""))
+    assert wait_rows(engine, sent) == sent
+    refit = subprocess.run([*cli, "ltv", "--data-dir", str(engine.data_dir)],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert refit.returncode == 0, refit.stderr
+    assert "BG/NBD r=" in refit.stdout and "Gamma-Gamma p=" in refit.stdout
+    (buyer,) = sql(engine, "SELECT any(anonymous_id) FROM events WHERE event = 'Order Completed'")[
+        0
+    ]
+    profile = httpx.get(f"{engine.url}/v1/profiles/anonymous_id:{buyer}",
+                        headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()  # fmt: skip
+    assert profile["scores"]["ltv"] > 0 and 0 < profile["scores"]["alive"] <= 1
