@@ -208,6 +208,7 @@ def _banner(
         f"  secret key  {settings.secret_key}\n\n"
         f"  send:   curl -u {settings.write_key}: -H 'content-type: application/json' \\\n"
         f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
+        f"  try:    kairos simulate --shoppers 1000 --days 30   (simulated shoppers)\n"
         f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'
         f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
         "Ctrl-C stops everything.\n",

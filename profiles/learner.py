@@ -30,6 +30,7 @@ in one MULTI/EXEC; a replayed batch at or below that position is skipped. Models
 and are checkpointed to Redis (``{learn}:checkpoint``, one atomic SET of the pickled models and
 their metrics) every ``checkpoint_seconds`` and at shutdown: a crash loses at most the learning
 since the last checkpoint, never the records. One learner per spool (it relies on spool order).
+An erasure (a command in the spool) removes the person's record, deadline and waiting examples.
 
 Keys: ``{p:<id>}:learn`` (the record, JSON ``History``), ``{learn}:queue``, ``{learn}:labels``,
 ``{learn}:due`` (person -> deadline of their churn example), ``{learn}:state`` (hash:
@@ -133,6 +134,8 @@ class Batch:
     settled: list[str] = field(default_factory=list)  # their ids (labels to remove)
     examples: int = 0
     pushed: int = 0
+    erased: set[str] = field(default_factory=set)  # profiles whose traces go
+    forgotten: list[tuple[bytes, float]] = field(default_factory=list)  # their queued examples
 
     def queue(self, example: Example) -> None:
         self.pushed += 1  # ties on the deadline keep their order
@@ -282,6 +285,9 @@ class Learner:
         for pid, event in seen:
             self._step(pid, batch.histories[pid], event, batch)
         self._sweep(batch)
+        for entry in fresh:
+            if entry.kind == "command" and (entry.command or {}).get("kind") == "erase":
+                self._erase(batch, set(entry.command["profiles"]))  # type: ignore[index]
         self._save(batch, fresh[-1].id)
         if time.monotonic() - self._published_at >= 2.0:
             self.publish()
@@ -456,6 +462,18 @@ class Learner:
             self._learn(example, bool(label), batch)
         batch.settled.extend(ids)
 
+    def _erase(self, batch: Batch, profiles: set[str]) -> None:
+        """An erased person leaves nothing here: record, deadline, waiting examples."""
+        for pid in profiles:
+            batch.histories.pop(pid, None)
+            batch.changed.discard(pid)
+            batch.scores.pop(pid, None)
+            # Queue members are JSON arrays that start with the profile id.
+            batch.forgotten += self.client.zscan_iter(QUEUE, match=f'\\["{pid}",*', count=1_000)
+        batch.queued = [q for q in batch.queued if q[2].profile not in profiles]
+        heapq.heapify(batch.queued)
+        batch.erased |= profiles
+
     def _learn(self, example: Example, label: bool, batch: Batch) -> None:
         self.models[example.target].learn(self.scaler(example.x), label, example.p)
         batch.examples += 1
@@ -484,6 +502,13 @@ class Learner:
             self._set_scores(keys=[profile_keys(pid)[0]], args=args, client=pipe)
         if batch.scores:  # segments on scores are re-checked by the profile worker
             pipe.sadd(RESCORED, *batch.scores)
+        if batch.erased:
+            pipe.delete(*map(learner_key, batch.erased))
+            pipe.zrem(DUE, *batch.erased)
+        if batch.forgotten:
+            members = [m for m, _ in batch.forgotten]
+            pipe.zrem(QUEUE, *members)
+            pipe.hdel(LABELS, *(_EXAMPLE.decode(m).id for m in members))
         pipe.hset(STATE, mapping={"applied": applied, "watermark": self.watermark})
         pipe.execute()
         self.applied = applied

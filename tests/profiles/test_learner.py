@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import redis
@@ -16,7 +17,8 @@ from bench.profiles import fill
 from collector import SpoolReader
 from collector.spool import ensure_group
 from profiles.history import NUMERIC, Example
-from profiles.learner import STATE, Learner, ModelSettings
+from profiles.learner import DUE, QUEUE, STATE, Learner, ModelSettings, learner_key
+from profiles.privacy import erase
 from profiles.shoppers import ShopperStream
 from profiles.store import ProfileStore
 from profiles.updater import ProfileUpdater
@@ -180,3 +182,18 @@ def test_a_restart_restores_models_and_metrics(
     while entries := replay.reader.read(50, 10):
         assert replay.process(entries) == {}
     assert {k: r.get(k) for k in r.scan_iter("{p:*}:learn")} == before
+
+
+def test_an_erased_person_leaves_no_trace_in_the_learner(r: redis.Redis, redis_url: str) -> None:
+    fill(redis_url, list(ShopperStream(shoppers=200, days=10, seed=4).messages()))
+    model = learner(r, [])
+    run(r, model)
+    store = ProfileStore(r)
+    waiting = r.zrange(QUEUE, 0, -1)
+    pid = msgspec.json.decode(waiting[0])[0]  # someone with examples waiting for a label
+    assert r.exists(learner_key(pid)) and r.zscore(DUE, pid) is not None
+    erase(store, pid)
+    run(r, model)  # the erasure command reaches the learner through the spool
+    assert not r.exists(learner_key(pid)) and r.zscore(DUE, pid) is None
+    assert not [m for m in r.zrange(QUEUE, 0, -1) if msgspec.json.decode(m)[0] == pid]
+    assert len(r.zrange(QUEUE, 0, -1)) < len(waiting)  # the others still wait
