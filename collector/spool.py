@@ -16,7 +16,10 @@ Memory: about 64 bytes per id, i.e. ~5.5 GB per day at a steady 1,000 messages/s
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
@@ -41,8 +44,11 @@ __all__ = [
     "SpoolReader",
     "append_command",
     "append_now",
+    "consume",
     "spool_state",
 ]
+
+log = logging.getLogger("kairos.spool")
 
 STREAM = "{spool}:log"
 STATS = "{spool}:stats"
@@ -307,6 +313,47 @@ class SpoolReader:
             else:
                 pipe.hincrbyfloat(STATS, name, value)
         pipe.execute()
+
+
+def consume(
+    reader: SpoolReader,
+    stop: threading.Event,
+    handle: Callable[[list[Entry]], dict[str, float]],
+    *,
+    recover: Callable[[], object] = lambda: None,
+    idle: Callable[[], object] = lambda: None,
+    between: Callable[[], object] = lambda: None,
+    max_entries: int = 500,
+    interval: float = 0.2,
+) -> None:
+    """A worker's loop until ``stop``: ``handle`` each batch (then acknowledge it with the
+    counters it returns), ``idle`` when a poll finds nothing, ``between`` after every poll.
+
+    At start and after Redis failed, the group is made sure of, ``recover`` runs, and the
+    consumer's own pending batch comes first (what it held when it stopped). While Redis is
+    unreachable it retries with backoff, up to 10 s apart."""
+    recovering, delay = True, 0.5
+    while not stop.is_set():
+        try:
+            if recovering:
+                reader.ensure_group()
+                recover()
+                entries = reader.pending(max_entries)
+                recovering = False
+            else:
+                entries = reader.read(max_entries, int(interval * 1000))
+            if entries:
+                reader.ack(entries, handle(entries))
+            else:
+                idle()
+            between()
+            delay = 0.5
+        except redis.RedisError as exc:
+            log.warning("redis unreachable; retrying",
+                        extra={"group": reader.group, "error": str(exc), "in": delay})  # fmt: skip
+            recovering = True
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def ensure_group(client: redis.Redis, group: str) -> None:

@@ -37,7 +37,7 @@ import redis
 from bandits.abtest import ABTest
 from bandits.policy import Policy
 from collector import wire
-from collector.spool import Entry, SpoolReader, append_now
+from collector.spool import Entry, SpoolReader, append_now, consume
 from edge.decisions import (
     LOGGED,
     RECORD,
@@ -119,25 +119,11 @@ class RewardWorker:
 
     def run(self, stop: threading.Event) -> None:
         log.info("reward worker started", extra={"consumer": self.reader.consumer})
-        recover, delay = True, 0.5
-        while not stop.is_set():
-            try:
-                if recover:
-                    self.reader.ensure_group()
-                    self._version = None  # reload every state: another worker may have saved
-                    entries = self.reader.pending(self.max_entries)
-                    recover = False
-                else:
-                    entries = self.reader.read(self.max_entries, int(self.interval * 1000))
-                if entries:
-                    counters = self.process(entries)
-                    self.reader.ack(entries, counters)
-                delay = 0.5
-            except redis.RedisError as exc:
-                log.warning("redis unavailable; retrying", extra={"error": str(exc)})
-                recover = True
-                stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+        consume(self.reader, stop, self.process, recover=self._forget,
+                max_entries=self.max_entries, interval=self.interval)  # fmt: skip
+
+    def _forget(self) -> None:
+        self._version = None  # reload every state: another worker may have saved since
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
         """Learn from ``entries`` and save what changed (not acknowledged here)."""

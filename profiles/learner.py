@@ -53,7 +53,7 @@ import msgspec
 import redis
 
 from collector import wire
-from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader
+from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader, consume
 from profiles.computed import event_name
 from profiles.history import HISTORY, NUMERIC, SESSION_MS, Example, History, Open, Seen
 from profiles.membership import RESCORED
@@ -197,34 +197,20 @@ class Learner:
 
     def run(self, stop: threading.Event) -> None:
         log.info("learner started", extra={"consumer": self.reader.consumer})
-        recover, delay = True, 0.5
-        while not stop.is_set():
-            try:
-                if recover:
-                    self.reader.ensure_group()
-                    self.restore()
-                    entries = self.reader.pending(self.max_entries)
-                    recover = False
-                else:
-                    entries = self.reader.read(self.max_entries, int(self.interval * 1000))
-                counters = self.process(entries) if entries else self.idle()
-                if entries:
-                    self.reader.ack(entries, counters)
-                if time.monotonic() - self._saved_at >= self.settings.checkpoint_seconds:
-                    self.checkpoint()
-                if self.periodic is not None:
-                    self.periodic()
-                delay = 0.5
-            except redis.RedisError as exc:
-                log.warning("redis unreachable; retrying", extra={"error": str(exc), "in": delay})
-                recover = True
-                stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+        consume(self.reader, stop, self.process, recover=self.restore, idle=self.idle,
+                between=self._between, max_entries=self.max_entries,
+                interval=self.interval)  # fmt: skip
         try:
             self.checkpoint()
         except redis.RedisError as exc:
             log.warning("last checkpoint not saved", extra={"error": str(exc)})
         log.info("learner stopped")
+
+    def _between(self) -> None:
+        if time.monotonic() - self._saved_at >= self.settings.checkpoint_seconds:
+            self.checkpoint()
+        if self.periodic is not None:
+            self.periodic()
 
     def restore(self) -> None:
         """Load the last checkpoint (models and metrics) and the position applied."""
@@ -258,7 +244,7 @@ class Learner:
         self.client.set(SUMMARY, msgspec.json.encode(summary))
         self._published_at = time.monotonic()
 
-    def idle(self) -> dict[str, float]:
+    def idle(self) -> None:
         """Nothing new in the spool: pass the deadlines the wall clock has passed."""
         if self.clock is not None:
             now = int(self.clock() * 1000)
@@ -270,7 +256,6 @@ class Learner:
                     self._save(batch, self.applied)
         if time.monotonic() - self._published_at >= 2.0:
             self.publish()
-        return {}
 
     # -- one batch --------------------------------------------------------------------------
 

@@ -17,13 +17,12 @@ import threading
 from collections.abc import Callable
 
 import msgspec
-import redis
 
 from collector import wire
 from collector.coalesce import Pipeline
 from collector.consent import SUPPRESSION, identity_hash
 from collector.identifiers import identities as identities_of
-from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader
+from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader, consume
 from profiles.computed import Update, compute
 from profiles.resolve import Resolver
 from profiles.scoring import LeadScoring
@@ -65,30 +64,17 @@ class ProfileUpdater:
 
     def run(self, stop: threading.Event) -> None:
         log.info("profile updater started", extra={"consumer": self.reader.consumer})
-        recover, delay = True, 0.5
-        while not stop.is_set():
-            try:
-                if recover:
-                    self.reader.ensure_group()
-                    self.store.load_scripts()  # Redis may have restarted without them
-                    entries = self.reader.pending(self.max_entries)
-                    recover = False
-                else:
-                    entries = self.reader.read(self.max_entries, int(self.interval * 1000))
-                if entries:
-                    touched = self.process(entries)
-                    if self.after_batch is not None:
-                        self.after_batch(touched, entries)
-                    self.reader.ack(entries, {"profiles_applied": sum(e.count for e in entries)})
-                if self.periodic is not None:
-                    self.periodic()
-                delay = 0.5
-            except redis.RedisError as exc:
-                log.warning("redis unreachable; retrying", extra={"error": str(exc), "in": delay})
-                recover = True
-                stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+        # After a Redis failure the scripts are loaded again (Redis may have restarted).
+        consume(self.reader, stop, self._handle, recover=self.store.load_scripts,
+                between=self.periodic or (lambda: None), max_entries=self.max_entries,
+                interval=self.interval)  # fmt: skip
         log.info("profile updater stopped")
+
+    def _handle(self, entries: list[Entry]) -> dict[str, float]:
+        touched = self.process(entries)
+        if self.after_batch is not None:
+            self.after_batch(touched, entries)
+        return {"profiles_applied": sum(e.count for e in entries)}
 
     def process(self, entries: list[Entry]) -> set[str]:
         """Apply ``entries`` to profiles; returns the ids of the profiles changed."""
