@@ -205,30 +205,27 @@ def run_learner_worker(
     redis_url: str, store_url: str, consumer: str, config: Config | None = None
 ) -> int:
     """The learner process: runs until SIGTERM or SIGINT, then checkpoints its models."""
-    stop = threading.Event()
-    thread = start_learner(redis_url, store_url, consumer, stop, config)
-    code = _until_signalled(stop, thread)
-    stop.set()
-    thread.join(timeout=60)
-    return code
+    return _serve(lambda stop: start_learner(redis_url, store_url, consumer, stop, config))
 
 
 def run_rewards_worker(redis_url: str, consumer: str, config: Config | None = None) -> int:
     """The rewards worker process: runs until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    thread = start_rewards(redis_url, consumer, stop, config)
-    code = _until_signalled(stop, thread)
-    thread.join(timeout=60)
-    return code
+    return _serve(lambda stop: start_rewards(redis_url, consumer, stop, config))
 
 
 def run_profiles_worker(
     redis_url: str, store_url: str, consumer: str, config: Config | None = None
 ) -> int:
     """The profiles worker process: runs until SIGTERM or SIGINT."""
+    return _serve(lambda stop: start_profiles(redis_url, store_url, consumer, stop, config))
+
+
+def _serve(start: Callable[[threading.Event], threading.Thread]) -> int:
+    """Run the worker thread ``start`` makes until a signal (then let it finish its batch)."""
     stop = threading.Event()
-    thread = start_profiles(redis_url, store_url, consumer, stop, config)
+    thread = start(stop)
     code = _until_signalled(stop, thread)
+    stop.set()
     thread.join(timeout=60)
     return code
 
