@@ -5,13 +5,9 @@ This module parses and prints; edge.up starts processes."""
 from __future__ import annotations
 
 import argparse
-import base64
-import csv
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,21 @@ environment:
 
 def _env(name: str, default: Any = None) -> Any:
     return os.environ.get(name, default)
+
+
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    """For commands that call a running engine's API with the secret key."""
+    parser.add_argument(
+        "--url",
+        default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
+        help="the engine's base URL (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--secret-key", default=None, help="default: KAIROS_SECRET_KEY, else the data dir's"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data"))
+    )
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
@@ -177,17 +188,28 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sql.add_argument("query", help="the SQL statement")
-    sql.add_argument(
-        "--url",
-        default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
-        help="the engine's base URL (default: %(default)s)",
-    )
-    sql.add_argument(
-        "--secret-key", default=None, help="default: KAIROS_SECRET_KEY, else the data dir's"
-    )
-    sql.add_argument("--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data")))
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    sql.set_defaults(run=_sql)
+    _api_options(sql)
+    sql.set_defaults(run=lambda args: _lazy_command("sql")(args))
+
+    report = commands.add_parser(
+        "report",
+        help="print a placement's experiment results",
+        description="Print GET /v1/placements/PLACEMENT/results of a running engine as a table: "
+        "per variant units, conversions, rate, lift with its 95%% interval, p-value (fixed and "
+        "sequential), chance to beat the control and expected loss; the SRM check; the notes "
+        "on each method.",
+        epilog="example:\n  kairos report home_hero --metric 'Order Completed' --since 2026-11-01",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("placement", help="the placement's key")
+    report.add_argument("--metric", default="reward", help="reward (default) or an event name")
+    report.add_argument("--since", default=None, help="ISO date or time (default: 90 days ago)")
+    report.add_argument("--until", default=None, help="ISO date or time (default: now)")
+    report.add_argument("--segment", default=None, help="only the units in this segment")
+    report.add_argument("--format", choices=["table", "json"], default="table")
+    _api_options(report)
+    report.set_defaults(run=lambda args: _lazy_command("report")(args))
 
     simulate = commands.add_parser(
         "simulate",
@@ -259,76 +281,6 @@ def key(args: argparse.Namespace, name: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return int(args.run(args) or 0)
-
-
-def _sql(args: argparse.Namespace) -> int:
-    secret = key(args, "secret_key")
-    if not secret:
-        print(
-            f"kairos sql: no secret key: set KAIROS_SECRET_KEY, pass --secret-key, or run "
-            f"from where {args.data_dir / 'keys.json'} exists",
-            file=sys.stderr,
-        )
-        return 2
-    request = urllib.request.Request(
-        args.url.rstrip("/") + "/v1/sql",
-        data=json.dumps({"query": args.query}).encode(),
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": "Basic " + base64.b64encode(f"{secret}:".encode()).decode(),
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            result = json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read())
-            message = f"{body.get('code')}: {body.get('message')}"
-        except ValueError:
-            message = str(exc)
-        print(f"kairos sql: {message}", file=sys.stderr)
-        return 1
-    except urllib.error.URLError as exc:
-        print(f"kairos sql: cannot reach the engine at {args.url}: {exc.reason}", file=sys.stderr)
-        return 1
-    _print_result(result, args.format)
-    return 0
-
-
-def _print_result(result: dict[str, Any], fmt: str) -> None:
-    columns, rows = result["columns"], result["rows"]
-    if fmt == "json":
-        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
-        return
-    if fmt == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    line = "+".join("-" * (w + 2) for w in widths)
-    print(" " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print(line)
-    for row in cells:
-        print(
-            " " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths))
-        )
-    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-
-
-def _cell(value: Any) -> str:
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Placement admin API (secret key): ``PUT/GET/DELETE /v1/placements/{key}``,
-``GET /v1/placements``, and ``GET|POST /v1/placements/{key}/evaluate`` (off-policy evaluation).
+``GET /v1/placements``, ``GET|POST /v1/placements/{key}/evaluate`` (off-policy evaluation) and
+``GET /v1/placements/{key}/results?metric=&since=&until=&segment=`` (edge.results).
 
 ``GET /v1/placements/{key}`` shows the definition and what the policy has learned so far: per
 variant, the decisions it counted, the reward they earned, the mean, and (for policies that do
@@ -12,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+from scipy import stats as sp
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +36,8 @@ from edge.placements import (
     state_key,
 )
 from edge.responses import Problem, error, json
+from edge.results import placement_results
+from profiles.membership import member_key
 
 __all__ = ["routes"]
 
@@ -169,6 +173,11 @@ def _learned(key: str, placement: Placement, raw: bytes | None) -> dict[str, Any
             row["mean"] = round(sums[i] / pulls[i], 6) if pulls[i] else None
         if shares is not None:
             row["probability"] = round(shares[i], 4)
+        if sums is not None and placement.policy.kind in ("thompson", "top_two_thompson"):
+            alpha, beta = 1 + sums[i], 1 + max(pulls[i] - sums[i], 0)  # Beta(1, 1) prior
+            row["posterior"] = [
+                round(float(q), 6) for q in sp.beta.ppf([0.025, 0.975], alpha, beta)
+            ]
         variants.append(row)
     return {
         "policy": placement.policy.kind,
@@ -178,10 +187,47 @@ def _learned(key: str, placement: Placement, raw: bytes | None) -> dict[str, Any
     }
 
 
+class ResultsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``/results`` takes as query parameters."""
+
+    metric: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "reward"
+    since: datetime | None = None
+    until: datetime | None = None
+    segment: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$")] | None = None
+
+
+@secret
+async def results(request: Request) -> Response:
+    key = _key(request)
+    placement = await _placement(request, key)
+    try:
+        ask = msgspec.convert(dict(request.query_params), ResultsQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_request", with_path(str(exc)))
+    if ask.since and ask.until and ask.since >= ask.until:
+        return error(400, "invalid_request", "$.since: must be before `until`")
+    client = request.state.redis_sync
+    profiles = None
+    if ask.segment is not None:
+        if not await run_in_threadpool(client.hexists, "{seg}:defs", ask.segment):
+            return error(404, "not_found", f"$.segment: no segment {ask.segment!r}")
+        members = await run_in_threadpool(client.smembers, member_key(ask.segment))
+        profiles = sorted(m.decode() for m in members) or ["-"]  # nobody: match nothing
+    learned = _learned(key, placement, await run_in_threadpool(client.get, state_key(key)))
+    posterior = {row["variant"]: row for row in learned["variants"]}
+    try:
+        found = await placement_results(request.state.store, key, placement, ask.metric,
+                                        ask.since, ask.until, profiles, posterior)  # fmt: skip
+    except (StoreUnavailable, QueryFailed) as exc:
+        return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
+    return json(found)
+
+
 routes = [
     Route("/v1/placements", list_all, methods=["GET"]),
     Route("/v1/placements/{key}", put, methods=["PUT"]),
     Route("/v1/placements/{key}", get_one, methods=["GET"]),
     Route("/v1/placements/{key}", delete, methods=["DELETE"]),
     Route("/v1/placements/{key}/evaluate", evaluate, methods=["GET", "POST"]),
+    Route("/v1/placements/{key}/results", results, methods=["GET"]),
 ]
