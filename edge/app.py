@@ -24,6 +24,7 @@ from collector.coalesce import Coalescer
 from collector.consent import SuppressionCache
 from collector.store import open_store
 from edge import (
+    dashboard,
     decide,
     models_api,
     openapi,
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *profiles_api.routes,
             *segments_api.routes,
             *models_api.routes,
+            *dashboard.routes,
             *ops.routes,
             *openapi.routes,
         ],

@@ -90,7 +90,11 @@ async def get_one(request: Request) -> Response:
     placement = await _placement(request, key)
     raw = await run_in_threadpool(request.state.redis_sync.get, state_key(key))
     return json(
-        {"key": key, **msgspec.to_builtins(placement), "learned": _learned(key, placement, raw)}
+        {
+            "key": key,
+            **msgspec.to_builtins(placement),
+            "learned": learned_summary(key, placement, raw),
+        }
     )
 
 
@@ -158,7 +162,7 @@ async def _evaluation(request: Request) -> Evaluation:
     return msgspec.convert({"policy": policy, **outer}, Evaluation, strict=False)
 
 
-def _learned(key: str, placement: Placement, raw: bytes | None) -> dict[str, Any]:
+def learned_summary(key: str, placement: Placement, raw: bytes | None) -> dict[str, Any]:
     learned = LEARNED.decode(raw) if raw is not None else None
     policy = policy_for(key, placement, learned, seed=0)
     state = policy.state()
@@ -213,7 +217,7 @@ async def results(request: Request) -> Response:
             return error(404, "not_found", f"$.segment: no segment {ask.segment!r}")
         members = await run_in_threadpool(client.smembers, member_key(ask.segment))
         profiles = sorted(m.decode() for m in members) or ["-"]  # nobody: match nothing
-    learned = _learned(key, placement, await run_in_threadpool(client.get, state_key(key)))
+    learned = learned_summary(key, placement, await run_in_threadpool(client.get, state_key(key)))
     posterior = {row["variant"]: row for row in learned["variants"]}
     try:
         found = await placement_results(request.state.store, key, placement, ask.metric,

@@ -28,7 +28,7 @@ from profiles.privacy import erase
 from profiles.store import ProfileStore, Snapshot
 from profiles.views import describe
 
-__all__ = ["routes"]
+__all__ = ["NotFound", "find_profile", "routes"]
 
 _KINDS = ("user_id", "anonymous_id", "email", "wallet", "external")
 _COLUMNS = (
@@ -67,7 +67,7 @@ def _identity(raw: str) -> str | None:
     return f"{kind}:{value}"
 
 
-def _find(store: ProfileStore, raw: str) -> Snapshot:
+def find_profile(store: ProfileStore, raw: str) -> Snapshot:
     identity = _identity(raw)
     if identity is None:
         pid = raw
@@ -84,7 +84,9 @@ def _find(store: ProfileStore, raw: str) -> Snapshot:
 
 async def _profile(request: Request) -> Snapshot:
     try:
-        return await run_in_threadpool(_find, request.state.profiles, request.path_params["id"])
+        return await run_in_threadpool(
+            find_profile, request.state.profiles, request.path_params["id"]
+        )
     except ValueError as exc:
         raise Problem(400, "invalid_profile_id", f"$.id: {exc}") from None
     except NotFound as exc:

@@ -31,7 +31,7 @@ from bandits.stats import Paired, Sample
 from collector.store import EventStore
 from edge.placements import Placement
 
-__all__ = ["SRM_THRESHOLD", "placement_results"]
+__all__ = ["SRM_THRESHOLD", "allocation", "placement_results", "timeline"]
 
 SRM_THRESHOLD = 0.001
 _PRE_DAYS = 30
@@ -111,6 +111,13 @@ LEFT JOIN per_unit AS u ON u.unit = e.unit
 LEFT JOIN pre AS p ON p.unit = e.unit
 GROUP BY e.variant
 """
+_TIMELINE = """
+SELECT toStartOfInterval(e.first_seen, toIntervalSecond({bucket:UInt32})) AS at, e.variant,
+       count() AS units, countIf(u.value > 0 OR u.hits > 0) AS conversions
+FROM exposures AS e
+LEFT JOIN per_unit AS u ON u.unit = e.unit
+GROUP BY at, e.variant ORDER BY at
+"""
 _ALLOCATION = """
 SELECT toStartOfInterval(timestamp, toIntervalSecond({bucket:UInt32})) AS at, variant, count()
 FROM decisions
@@ -133,6 +140,12 @@ WHERE d.placement = {placement:String} AND d.fallback = '' AND d.propensity > 0
   AND d.timestamp >= {since:DateTime64(3)} AND d.timestamp < {until:DateTime64(3)}
 GROUP BY d.variant, d.propensity, r.reward
 """
+
+
+def _moment(value: datetime | str) -> datetime:
+    """A time from the store (a datetime, or its ISO text through the query service), in UTC."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _when(moment: datetime) -> str:
@@ -200,7 +213,7 @@ async def placement_results(
         "method": _method(binary, adaptive, len(treated)),
     }
     if adaptive:
-        document["allocation"] = await _allocation(store, key, since, until)
+        document["allocation"] = await allocation(store, key, since, until)
         ipw = await _ipw(store, key, arms, params)
         for v in variants:
             v["ipw"] = ipw.get(v["variant"])
@@ -250,16 +263,62 @@ def _lift(result: Comparison) -> dict[str, Any]:
     }
 
 
-async def _allocation(
+_SPAN = """
+SELECT min(timestamp), max(timestamp) FROM decisions
+WHERE placement = {placement:String} AND timestamp >= {since:DateTime64(3)}
+  AND timestamp < {until:DateTime64(3)}
+"""
+_BUCKETS = (60, 600, 3600, 21_600, 86_400)  # seconds: a minute … a day
+
+
+async def _bucket(store: EventStore, key: str, since: datetime, until: datetime) -> int:
+    """The step for charts over time: the smallest of a minute, ten minutes, an hour, six
+    hours or a day that keeps the placement's decisions within about 200 steps."""
+    params = {"placement": key, "since": _when(since), "until": _when(until)}
+    first, last = (await store.query(_SPAN, params, limited=False)).rows[0]
+    if first is None or last is None:
+        return _BUCKETS[-1]
+    seconds = (_moment(last) - _moment(first)).total_seconds()
+    return next((b for b in _BUCKETS if seconds / b <= 200), _BUCKETS[-1])
+
+
+async def timeline(
+    store: EventStore,
+    key: str,
+    placement: Placement,
+    metric: str = "reward",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, list[tuple[datetime, float]]]:
+    """Per variant, the cumulative conversion rate of the units exposed so far, over time."""
+    until = until or datetime.now(UTC) + timedelta(seconds=1)
+    since = since or until - timedelta(days=90)
+    params = {"placement": key, "since": _when(since), "until": _when(until), "profiles": [],
+              "pre_days": _PRE_DAYS, "metric": metric,
+              "bucket": await _bucket(store, key, since, until),
+              "window": int(placement.reward.window_hours * 3600)}  # fmt: skip
+    sql = (_REWARD if metric == "reward" else _EVENT) + _TIMELINE
+    rows = (await store.query(sql, params, limited=False)).rows
+    totals: dict[str, list[int]] = {}
+    series: dict[str, list[tuple[datetime, float]]] = {}
+    for at, variant, units, conversions in rows:
+        at = _moment(at)
+        seen = totals.setdefault(variant, [0, 0])
+        seen[0], seen[1] = seen[0] + int(units), seen[1] + int(conversions)
+        series.setdefault(variant, []).append((at, seen[1] / seen[0]))
+    return series
+
+
+async def allocation(
     store: EventStore, key: str, since: datetime, until: datetime
 ) -> list[dict[str, Any]]:
-    """Decisions per variant per hour (per day beyond two weeks)."""
-    bucket = 3600 if until - since <= timedelta(days=14) else 86_400
+    """Decisions per variant per step of time (``_bucket``)."""
+    bucket = await _bucket(store, key, since, until)
     params = {"placement": key, "since": _when(since), "until": _when(until), "bucket": bucket}
     rows = (await store.query(_ALLOCATION, params, limited=False)).rows
     series: dict[Any, dict[str, int]] = {}
     for at, variant, count in rows:
-        series.setdefault(at, {})[variant] = int(count)
+        series.setdefault(_moment(at), {})[variant] = int(count)
     return [{"at": at, "decisions": counts} for at, counts in series.items()]
 
 

@@ -416,25 +416,27 @@ class Learner:
     def _sweep(self, batch: Batch) -> None:
         """Pass the deadlines the watermark has passed (allowing events a few minutes late: one
         person's clock may trail another's): settle the churn examples that are due, then learn
-        the queued examples that are due, in deadline order."""
+        the queued examples that are due, in deadline order. Examples of late events may be due
+        at once: they never wait in Redis (the sweep at the end of each batch takes them)."""
         now = self.watermark - _LATENESS_MS
-        if now <= self._swept:
-            return
-        due = self.client.zrangebyscore(DUE, f"({self._swept}", now, start=0, num=_SWEEP_MAX)
-        self._load(batch, {m.decode() for m in due})
+        swept, members = now, []
+        if now > self._swept:  # Redis holds nothing due up to ``_swept``
+            due = self.client.zrangebyscore(DUE, f"({self._swept}", now, start=0, num=_SWEEP_MAX)
+            self._load(batch, {m.decode() for m in due})
+            found = self.client.zrangebyscore(
+                QUEUE, f"({self._swept}", now, start=0, num=_SWEEP_MAX, withscores=True
+            )
+            if len(found) == _SWEEP_MAX:  # the rest next time
+                swept = int(found[-1][1]) - 1
+            members = [m for m, _ in found if m not in batch.learning]
+            batch.learning.update(members)
         for pid, h in batch.histories.items():
-            if h.churn is not None and h.churn.deadline <= now:
-                self._churned(h, now, batch)
+            if h.churn is not None and h.churn.deadline <= swept:
+                self._churned(h, swept, batch)
                 batch.changed.add(pid)
-        found = self.client.zrangebyscore(
-            QUEUE, f"({self._swept}", now, start=0, num=_SWEEP_MAX, withscores=True
-        )
-        swept = now if len(found) < _SWEEP_MAX else int(found[-1][1]) - 1  # the rest: next time
-        members = [m for m, _ in found if m not in batch.learning]
-        batch.learning.update(members)
         ready = batch.ready(swept)
         examples = sorted([*map(_EXAMPLE.decode, members), *ready], key=lambda e: e.deadline)
-        self._swept = swept
+        self._swept = max(self._swept, swept)
         if not examples:
             return
         ids = [e.id for e in examples]

@@ -1,0 +1,111 @@
+"""Small inline-SVG charts for the dashboard: lines over time, and intervals around a value.
+
+No JavaScript and no front-end build: each function returns an ``<svg>`` element (markup safe to
+put in a jinja2 page; every label is escaped) that scales to its container's width.
+
+Examples:
+    >>> svg = lines({"a": [(0.0, 0.1), (1.0, 0.2)]}, "rate")
+    >>> svg.startswith("<figure><svg") and "polyline" in svg
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from markupsafe import Markup
+
+__all__ = ["COLORS", "intervals", "lines"]
+
+COLORS = ["#1b6ac9", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#666"]
+_W, _H, _L, _B = 640, 240, 56, 28  # width, height, left and bottom margins
+
+
+def lines(
+    series: dict[str, Sequence[tuple[float, float]]],
+    label: str,
+    percent: bool = False,
+    x_labels: tuple[str, str] = ("", ""),
+) -> Markup:
+    """One line per series of (x, y) points (x: any increasing number, e.g. a timestamp)."""
+    points = [p for values in series.values() for p in values]
+    if not points:
+        return Markup('<p class="muted">No data yet.</p>')
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    top = max(max(p[1] for p in points), 1e-9) * 1.1
+    span = (x1 - x0) or 1.0
+
+    def x(v: float) -> float:
+        return _L + (_W - _L - 10) * (v - x0) / span
+
+    def y(v: float) -> float:
+        return 10 + (_H - _B - 10) * (1 - v / top)
+
+    shown = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:,.3g}")
+    parts = [
+        _frame(label),
+        f'<text x="{_L - 6}" y="16" text-anchor="end">{shown(top)}</text>',
+        f'<text x="{_L}" y="{_H - 8}">{escape(x_labels[0])}</text>',
+        f'<text x="{_W - 10}" y="{_H - 8}" text-anchor="end">{escape(x_labels[1])}</text>',
+    ]
+    for i, (name, values) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        coords = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in values)
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}">'
+                     f"<title>{escape(name)}</title></polyline>")  # fmt: skip
+        if values:  # the latest value, marked (and a lone point visible at all)
+            a, b = values[-1]
+            parts.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3.5" fill="{color}">'
+                         f"<title>{escape(name)}: {shown(b)}</title></circle>")  # fmt: skip
+    return _svg(parts, _legend(list(series)))
+
+
+def intervals(rows: Sequence[tuple[str, float, float, float]], label: str) -> Markup:
+    """One row per (name, low, value, high), on a shared axis with a line at 0."""
+    if not rows:
+        return Markup('<p class="muted">No data yet.</p>')
+    low = min(min(r[1] for r in rows), 0.0)
+    high = max(max(r[3] for r in rows), 0.0)
+    span = (high - low) or 1.0
+    height = 36 + 34 * len(rows)
+
+    def x(v: float) -> float:
+        return 120 + (_W - 140) * (v - low) / span
+
+    parts = [f'<text x="120" y="14" class="axis">{escape(label)}</text>',
+             f'<line x1="{x(0):.1f}" y1="20" x2="{x(0):.1f}" y2="{height - 4}" stroke="#999" '
+             'stroke-dasharray="3 3"/>']  # fmt: skip
+    for i, (name, lo, mid, hi) in enumerate(rows):
+        cy = 44 + 34 * i
+        color = COLORS[i % len(COLORS)]
+        parts += [
+            f'<text x="112" y="{cy + 4}" text-anchor="end">{escape(name)}</text>',
+            f'<line x1="{x(lo):.1f}" y1="{cy}" x2="{x(hi):.1f}" y2="{cy}" stroke="{color}" '
+            'stroke-width="3"/>',
+            f'<circle cx="{x(mid):.1f}" cy="{cy}" r="5" fill="{color}">'
+            f"<title>{escape(name)}: {mid:+.1%} [{lo:+.1%}, {hi:+.1%}]</title></circle>",
+            f'<text x="{x(mid):.1f}" y="{cy - 8}" text-anchor="middle">{mid:+.1%}</text>',
+        ]
+    return Markup(f'<svg viewBox="0 0 {_W} {height}" class="chart" role="img">'
+                  + "".join(parts) + "</svg>")  # fmt: skip
+
+
+def _frame(label: str) -> str:
+    return (f'<line x1="{_L}" y1="{_H - _B}" x2="{_W - 10}" y2="{_H - _B}" stroke="#999"/>'
+            f'<line x1="{_L}" y1="10" x2="{_L}" y2="{_H - _B}" stroke="#999"/>'
+            f'<text x="{_L - 6}" y="{_H - _B}" text-anchor="end">0</text>'
+            f'<text x="{_L + 4}" y="22" class="axis">{escape(label)}</text>')  # fmt: skip
+
+
+def _legend(names: list[str]) -> str:
+    return "".join(
+        f'<span class="key"><i style="background:{COLORS[i % len(COLORS)]}"></i>'
+        f"{escape(name)}</span>"
+        for i, name in enumerate(names)
+    )
+
+
+def _svg(parts: list[str], legend: str) -> Markup:
+    svg = f'<svg viewBox="0 0 {_W} {_H}" class="chart" role="img">' + "".join(parts) + "</svg>"
+    return Markup(f"<figure>{svg}<figcaption>{legend}</figcaption></figure>")
