@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+import redis
 from scipy import stats as sp
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -38,6 +39,7 @@ from edge.placements import (
 from edge.responses import Problem, error, json
 from edge.results import placement_results
 from profiles.membership import member_key
+from profiles.store import profile_keys
 
 __all__ = ["routes"]
 
@@ -211,20 +213,34 @@ async def results(request: Request) -> Response:
     if ask.since and ask.until and ask.since >= ask.until:
         return error(400, "invalid_request", "$.since: must be before `until`")
     client = request.state.redis_sync
-    profiles = None
+    units = None
     if ask.segment is not None:
         if not await run_in_threadpool(client.hexists, "{seg}:defs", ask.segment):
             return error(404, "not_found", f"$.segment: no segment {ask.segment!r}")
-        members = await run_in_threadpool(client.smembers, member_key(ask.segment))
-        profiles = sorted(m.decode() for m in members) or ["-"]  # nobody: match nothing
+        units = await run_in_threadpool(_segment_units, client, ask.segment) or ["-"]
     learned = learned_summary(key, placement, await run_in_threadpool(client.get, state_key(key)))
     posterior = {row["variant"]: row for row in learned["variants"]}
     try:
         found = await placement_results(request.state.store, key, placement, ask.metric,
-                                        ask.since, ask.until, profiles, posterior)  # fmt: skip
+                                        ask.since, ask.until, units, posterior)  # fmt: skip
     except (StoreUnavailable, QueryFailed) as exc:
         return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
     return json(found)
+
+
+def _segment_units(client: redis.Redis, segment: str) -> list[str]:
+    """The anonymous and user ids of the segment's members (the units results count)."""
+    members = [m.decode() for m in client.smembers(member_key(segment))]
+    pipe = client.pipeline(transaction=False)
+    for pid in members:
+        pipe.smembers(profile_keys(pid)[4])
+    units = set()
+    for identities in pipe.execute():
+        for identity in identities:
+            kind, _, value = identity.decode().partition(":")
+            if kind in ("anonymous_id", "user_id"):
+                units.add(value)
+    return sorted(units)
 
 
 routes = [

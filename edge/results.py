@@ -42,7 +42,8 @@ exposures AS (
     FROM decisions
     WHERE placement = {placement:String} AND fallback = ''
       AND timestamp >= {since:DateTime64(3)} AND timestamp < {until:DateTime64(3)}
-      AND (length({profiles:Array(String)}) = 0 OR has({profiles:Array(String)}, profileId))
+      AND (length({units:Array(String)}) = 0
+           OR has({units:Array(String)}, if(anonymousId != '', anonymousId, userId)))
     GROUP BY unit
 )"""
 _REWARD = (
@@ -159,17 +160,18 @@ async def placement_results(
     metric: str = "reward",
     since: datetime | None = None,
     until: datetime | None = None,
-    profiles: list[str] | None = None,
+    units: list[str] | None = None,
     posterior: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The results document of ``GET /v1/placements/{key}/results``."""
+    """The results document of ``GET /v1/placements/{key}/results``; ``units`` limits it to
+    those visitors (a segment's anonymous and user ids)."""
     until = until or datetime.now(UTC) + timedelta(seconds=1)
     since = since or until - timedelta(days=90)
     params = {
         "placement": key,
         "since": _when(since),
         "until": _when(until),
-        "profiles": profiles or [],
+        "units": units or [],
         "pre_days": _PRE_DAYS,
         "metric": metric,
         "window": int(placement.reward.window_hours * 3600),
@@ -293,7 +295,7 @@ async def timeline(
     """Per variant, the cumulative conversion rate of the units exposed so far, over time."""
     until = until or datetime.now(UTC) + timedelta(seconds=1)
     since = since or until - timedelta(days=90)
-    params = {"placement": key, "since": _when(since), "until": _when(until), "profiles": [],
+    params = {"placement": key, "since": _when(since), "until": _when(until), "units": [],
               "pre_days": _PRE_DAYS, "metric": metric,
               "bucket": await _bucket(store, key, since, until),
               "window": int(placement.reward.window_hours * 3600)}  # fmt: skip

@@ -210,6 +210,7 @@ def _banner(
         f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
         f"  try:    kairos simulate --shoppers 1000 --days 30   (simulated shoppers)\n"
         f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'
+        f"  dashboard: {base}/dashboard (sign in with the secret key)\n"
         f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
         "Ctrl-C stops everything.\n",
         flush=True,

@@ -11,6 +11,7 @@ import numpy as np
 
 from tests.conftest import SECRET_KEY, Engine
 from tests.edge.test_decide import decide, put_placement, wait_catalog
+from tests.edge.test_models import members
 from tests.edge.test_profiles_api import bearer, eventually
 
 VARIANT_FIELDS = {"variant", "units", "conversions", "rate", "lift", "liftCI", "pValue",
@@ -79,6 +80,14 @@ def test_ab_results_from_decisions_and_orders(engine: Engine) -> None:
                ["variants"]}  # fmt: skip
     assert revenue["bold"]["mean"] == 40 * revenue["bold"]["conversions"] / revenue["bold"]["units"]
     assert revenue["bold"]["lift"] > 0
+    # Only the buyers: a segment of everyone who ordered, filled from history.
+    answer = engine.client.put(f"{engine.url}/v1/segments/buyers", headers=bearer(),
+                               json={"rule": {"event": "Order Completed", "min": 1, "days": 30}})  # fmt: skip
+    assert answer.status_code == 201
+    eventually(lambda: len(members(engine, "buyers")) == run["orders"], timeout=60)
+    buyers = {v["variant"]: v for v in results(engine, "cta_test", segment="buyers")["variants"]}
+    assert sum(v["units"] for v in buyers.values()) == run["orders"]
+    assert all(v["conversions"] == v["units"] for v in buyers.values())
     # Bad parameters are named.
     bad = engine.client.get(f"{engine.url}/v1/placements/cta_test/results",
                             params={"since": "yesterday"}, headers=bearer())  # fmt: skip
