@@ -319,7 +319,8 @@ def test_placement_admin_api(engine: Engine) -> None:
     assert listed["placements"][0]["variants"] == ["classic", "sale"]
     shown = placement(engine, "home_hero")
     assert shown["learned"]["variants"][0] == {"variant": "classic", "decisions": 0.0, "reward": 0.0,
-                                               "mean": None, "probability": 0.5}  # fmt: skip
+                                               "mean": None, "probability": 0.5,
+                                               "posterior": [0.025, 0.975]}  # Beta(1, 1)  # fmt: skip
     deleted = engine.client.delete(f"{engine.url}/v1/placements/home_hero", headers=bearer())
     assert deleted.status_code == 200
     assert (
