@@ -11,6 +11,7 @@ directory, so other processes read through the owner's query service: ``unix:///
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +31,14 @@ __all__ = [
     "connect",
     "embedded_url",
     "open_store",
+    "sql_time",
 ]
+
+
+def sql_time(moment: datetime) -> str:
+    """``moment`` as a ``{name:DateTime64(3)}`` query parameter (UTC, milliseconds)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
 
 # Enforced by ClickHouse itself, not by parsing SQL: readonly=1 refuses INSERT, ALTER, DROP,
 # CREATE, SET and the file()/url() table functions. Client-level settings, so that chdb applies

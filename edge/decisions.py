@@ -19,6 +19,7 @@ from datetime import datetime
 import msgspec
 
 __all__ = [
+    "DECISION_REWARDS",
     "LOGGED",
     "RECORD",
     "VISITOR_TTL",
@@ -30,6 +31,17 @@ __all__ = [
 ]
 
 VISITOR_TTL = 90 * 86_400
+
+# SQL: each decision of a placement and the reward it earned, from the "Decision Rewarded" events
+# the reward worker writes (join it ``ON r.decision_id = d.decisionId``).
+DECISION_REWARDS = """(
+    SELECT JSONExtractString(properties, 'decisionId') AS decision_id,
+           sum(JSONExtractFloat(properties, 'reward')) AS reward
+    FROM events
+    WHERE type = 'track' AND event = 'Decision Rewarded'
+      AND JSONExtractString(properties, 'placement') = {placement:String}
+    GROUP BY decision_id
+)"""
 
 
 class Logged(msgspec.Struct, rename="camel"):

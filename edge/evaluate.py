@@ -20,31 +20,25 @@ import numpy as np
 
 from bandits.ope import Estimate, Log, evaluate
 from bandits.spec import PolicySpec
-from collector.store import EventStore
+from collector.store import EventStore, sql_time
+from edge.decisions import DECISION_REWARDS
 from edge.placements import Placement, policy_for
 
 __all__ = ["evaluate_placement"]
 
-_LOG = """
+_LOG = (
+    """
 SELECT d.variant, d.propensity, d.features, r.reward, d.timestamp < {split:DateTime64(3)} AS train,
        count() AS n
 FROM decisions AS d
-LEFT JOIN (
-    SELECT JSONExtractString(properties, 'decisionId') AS decision_id,
-           sum(JSONExtractFloat(properties, 'reward')) AS reward
-    FROM events
-    WHERE type = 'track' AND event = 'Decision Rewarded' AND timestamp >= {since:DateTime64(3)}
-      AND JSONExtractString(properties, 'placement') = {placement:String}
-    GROUP BY decision_id
-) AS r ON r.decision_id = d.decisionId
+LEFT JOIN """
+    + DECISION_REWARDS
+    + """ AS r ON r.decision_id = d.decisionId
 WHERE d.placement = {placement:String} AND d.fallback = '' AND d.propensity > 0
   AND d.timestamp >= {since:DateTime64(3)} AND d.timestamp < {until:DateTime64(3)}
 GROUP BY d.variant, d.propensity, d.features, r.reward, train
 """
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+)
 
 
 async def evaluate_placement(
@@ -62,7 +56,12 @@ async def evaluate_placement(
     split = since + (until - since) * train_share
     result = await store.query(
         _LOG,
-        {"placement": key, "since": _when(since), "until": _when(until), "split": _when(split)},
+        {
+            "placement": key,
+            "since": sql_time(since),
+            "until": sql_time(until),
+            "split": sql_time(split),
+        },
         limited=False,
     )
     arms = placement.arms()

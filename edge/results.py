@@ -28,7 +28,8 @@ from bandits.bayesian import beta_binomial, normal
 from bandits.frequentist import Comparison, cuped, holm, means, proportions, sequential, srm
 from bandits.ope import snips
 from bandits.stats import Paired, Sample
-from collector.store import EventStore
+from collector.store import EventStore, sql_time
+from edge.decisions import DECISION_REWARDS
 from edge.placements import Placement
 
 __all__ = ["SRM_THRESHOLD", "allocation", "placement_results", "timeline"]
@@ -54,14 +55,9 @@ per_unit AS (
     SELECT if(d.anonymousId != '', d.anonymousId, d.userId) AS unit, sum(r.reward) AS value,
            count() AS hits
     FROM decisions AS d
-    INNER JOIN (
-        SELECT JSONExtractString(properties, 'decisionId') AS decision_id,
-               sum(JSONExtractFloat(properties, 'reward')) AS reward
-        FROM events
-        WHERE type = 'track' AND event = 'Decision Rewarded'
-          AND JSONExtractString(properties, 'placement') = {placement:String}
-        GROUP BY decision_id
-    ) AS r ON r.decision_id = d.decisionId
+    INNER JOIN """
+    + DECISION_REWARDS
+    + """ AS r ON r.decision_id = d.decisionId
     WHERE d.placement = {placement:String}
     GROUP BY unit
 ),
@@ -126,31 +122,24 @@ WHERE placement = {placement:String} AND fallback = ''
   AND timestamp >= {since:DateTime64(3)} AND timestamp < {until:DateTime64(3)}
 GROUP BY at, variant ORDER BY at
 """
-_LOG = """
+_LOG = (
+    """
 SELECT d.variant, d.propensity, r.reward, count() AS n
 FROM decisions AS d
-LEFT JOIN (
-    SELECT JSONExtractString(properties, 'decisionId') AS decision_id,
-           sum(JSONExtractFloat(properties, 'reward')) AS reward
-    FROM events
-    WHERE type = 'track' AND event = 'Decision Rewarded'
-      AND JSONExtractString(properties, 'placement') = {placement:String}
-    GROUP BY decision_id
-) AS r ON r.decision_id = d.decisionId
+LEFT JOIN """
+    + DECISION_REWARDS
+    + """ AS r ON r.decision_id = d.decisionId
 WHERE d.placement = {placement:String} AND d.fallback = '' AND d.propensity > 0
   AND d.timestamp >= {since:DateTime64(3)} AND d.timestamp < {until:DateTime64(3)}
 GROUP BY d.variant, d.propensity, r.reward
 """
+)
 
 
 def _moment(value: datetime | str) -> datetime:
     """A time from the store (a datetime, or its ISO text through the query service), in UTC."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 async def placement_results(
@@ -169,8 +158,8 @@ async def placement_results(
     since = since or until - timedelta(days=90)
     params = {
         "placement": key,
-        "since": _when(since),
-        "until": _when(until),
+        "since": sql_time(since),
+        "until": sql_time(until),
         "units": units or [],
         "pre_days": _PRE_DAYS,
         "metric": metric,
@@ -276,7 +265,7 @@ _BUCKETS = (60, 600, 3600, 21_600, 86_400)  # seconds: a minute … a day
 async def _bucket(store: EventStore, key: str, since: datetime, until: datetime) -> int:
     """The step for charts over time: the smallest of a minute, ten minutes, an hour, six
     hours or a day that keeps the placement's decisions within about 200 steps."""
-    params = {"placement": key, "since": _when(since), "until": _when(until)}
+    params = {"placement": key, "since": sql_time(since), "until": sql_time(until)}
     first, last = (await store.query(_SPAN, params, limited=False)).rows[0]
     if first is None or last is None:
         return _BUCKETS[-1]
@@ -295,7 +284,7 @@ async def timeline(
     """Per variant, the cumulative conversion rate of the units exposed so far, over time."""
     until = until or datetime.now(UTC) + timedelta(seconds=1)
     since = since or until - timedelta(days=90)
-    params = {"placement": key, "since": _when(since), "until": _when(until), "units": [],
+    params = {"placement": key, "since": sql_time(since), "until": sql_time(until), "units": [],
               "pre_days": _PRE_DAYS, "metric": metric,
               "bucket": await _bucket(store, key, since, until),
               "window": int(placement.reward.window_hours * 3600)}  # fmt: skip
@@ -316,7 +305,12 @@ async def allocation(
 ) -> list[dict[str, Any]]:
     """Decisions per variant per step of time (``_bucket``)."""
     bucket = await _bucket(store, key, since, until)
-    params = {"placement": key, "since": _when(since), "until": _when(until), "bucket": bucket}
+    params = {
+        "placement": key,
+        "since": sql_time(since),
+        "until": sql_time(until),
+        "bucket": bucket,
+    }
     rows = (await store.query(_ALLOCATION, params, limited=False)).rows
     series: dict[Any, dict[str, int]] = {}
     for at, variant, count in rows:

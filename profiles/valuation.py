@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 import redis
 
-from collector.store import EventStore
+from collector.store import EventStore, sql_time
 from profiles.ltv import BetaGeo, GammaGamma, lifetime_value
 from profiles.membership import RESCORED
 from profiles.store import SET_SCORES, profile_keys
@@ -66,9 +66,7 @@ def refit(
     keeps. Raises ValueError when there are too few repeat buyers to fit."""
     now = now or datetime.now(UTC)
     started = time.monotonic()
-    rows = store.query_sync(
-        _RFM, {"now": now.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]}, limited=False
-    ).rows
+    rows = store.query_sync(_RFM, {"now": sql_time(now)}, limited=False).rows
     pids = [row[0] for row in rows]
     frequency, recency, age, monetary = (np.array([row[i] for row in rows], dtype=float)
                                          for i in range(1, 5))  # fmt: skip
