@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -151,14 +151,28 @@ def verdict(found: dict[str, Any]) -> str:
             f"(p = {best['pValue']:.3g}, {chance:.0%} chance to beat).")  # fmt: skip
 
 
+_LAST_DECISIONS = "SELECT placement, max(timestamp) FROM decisions GROUP BY placement"
+
+
+def status(last: Any) -> str:
+    """live (decided in the last hour), quiet (decided before), or no traffic yet."""
+    if last is None:
+        return "no traffic yet"
+    moment = last if isinstance(last, datetime) else datetime.fromisoformat(str(last))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return "live" if (datetime.now(UTC) - moment).total_seconds() < 3600 else "quiet"
+
+
 @_guarded
 async def overview(request: Request) -> Response:
     defined = await run_in_threadpool(placements, request.state.redis_sync)
+    last = dict((await request.state.store.query(_LAST_DECISIONS, {}, limited=False)).rows)
     rows = []
     for key, placement in sorted(defined.items()):
         found = await placement_results(request.state.store, key, placement)
         rows.append({"key": key, "name": placement.name or key, "policy": placement.policy.kind,
                      "variants": len(placement.variants), "verdict": verdict(found),
+                     "status": status(last.get(key)),
                      "units": sum(v["units"] for v in found["variants"])})  # fmt: skip
     models = (await models_summary(request))["models"]
     return _page(request, "overview.html", placements=rows, models=models, section="overview")

@@ -102,6 +102,7 @@ def test_every_page_renders_with_data(browser: Browser, shop: Engine) -> None:
     assert "cta_test" in overview and "hero_bandit" in overview
     assert "beats plain" in overview or "No clear difference" in overview
     assert "The bandit shows" in overview
+    assert overview.count("live") >= 2  # both placements decided within the hour
     shot(page, "overview")
 
     page.click("text=cta_test")
