@@ -33,7 +33,7 @@ def chromium() -> str:
     found = shutil.which("chromium")
     if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=600)
         subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
                        timeout=900, stdout=subprocess.DEVNULL)  # fmt: skip
         found = shutil.which("chromium")
