@@ -35,7 +35,7 @@ from edge.models_api import models_summary
 from edge.placements import placements, state_key
 from edge.placements_api import learned_summary
 from edge.profiles_api import NotFound, find_profile
-from edge.results import allocation, placement_results, timeline
+from edge.results import allocation, placement_results, store_time, timeline
 from profiles.views import describe
 
 __all__ = ["routes"]
@@ -158,9 +158,8 @@ def status(last: Any) -> str:
     """live (decided in the last hour), quiet (decided before), or no traffic yet."""
     if last is None:
         return "no traffic yet"
-    moment = last if isinstance(last, datetime) else datetime.fromisoformat(str(last))
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return "live" if (datetime.now(UTC) - moment).total_seconds() < 3600 else "quiet"
+    ago = datetime.now(UTC) - store_time(last)
+    return "live" if ago.total_seconds() < 3600 else "quiet"
 
 
 @_guarded

@@ -32,7 +32,7 @@ from collector.store import EventStore, sql_time
 from edge.decisions import DECISION_REWARDS
 from edge.placements import Placement
 
-__all__ = ["SRM_THRESHOLD", "allocation", "placement_results", "timeline"]
+__all__ = ["SRM_THRESHOLD", "allocation", "placement_results", "store_time", "timeline"]
 
 SRM_THRESHOLD = 0.001
 _PRE_DAYS = 30
@@ -136,7 +136,7 @@ GROUP BY d.variant, d.propensity, r.reward
 )
 
 
-def _moment(value: datetime | str) -> datetime:
+def store_time(value: datetime | str) -> datetime:
     """A time from the store (a datetime, or its ISO text through the query service), in UTC."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -269,7 +269,7 @@ async def _bucket(store: EventStore, key: str, since: datetime, until: datetime)
     first, last = (await store.query(_SPAN, params, limited=False)).rows[0]
     if first is None or last is None:
         return _BUCKETS[-1]
-    seconds = (_moment(last) - _moment(first)).total_seconds()
+    seconds = (store_time(last) - store_time(first)).total_seconds()
     return next((b for b in _BUCKETS if seconds / b <= 200), _BUCKETS[-1])
 
 
@@ -293,7 +293,7 @@ async def timeline(
     totals: dict[str, list[int]] = {}
     series: dict[str, list[tuple[datetime, float]]] = {}
     for at, variant, units, conversions in rows:
-        at = _moment(at)
+        at = store_time(at)
         seen = totals.setdefault(variant, [0, 0])
         seen[0], seen[1] = seen[0] + int(units), seen[1] + int(conversions)
         series.setdefault(variant, []).append((at, seen[1] / seen[0]))
@@ -314,7 +314,7 @@ async def allocation(
     rows = (await store.query(_ALLOCATION, params, limited=False)).rows
     series: dict[Any, dict[str, int]] = {}
     for at, variant, count in rows:
-        series.setdefault(_moment(at), {})[variant] = int(count)
+        series.setdefault(store_time(at), {})[variant] = int(count)
     return [{"at": at, "decisions": counts} for at, counts in series.items()]
 
 
