@@ -121,9 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--workers",
-        default="sink,profiles,rewards,learner",
+        default="sink,profiles,rewards,learner,recs",
         metavar="LIST",
-        help="workers to run beside the API: sink, profiles, rewards, learner, or none (run "
+        help="workers to run beside the API: sink, profiles, rewards, learner, recs, or none (run "
         "them elsewhere with `kairos worker NAME`); default %(default)s",
     )
     up.add_argument(
@@ -157,10 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "name",
-        choices=["sink", "profiles", "rewards", "learner"],
+        choices=["sink", "profiles", "rewards", "learner", "recs"],
         help="sink: drains the spool into ClickHouse; profiles: keeps profiles and segments; "
         "rewards: teaches the placements' policies; learner: keeps predictive scores and "
-        "lifetime value",
+        "lifetime value; recs: keeps the product catalog and recommendation lists",
     )
     _store_options(worker)
     worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
         "--store-url",
         default=None,
         metavar="URL",
-        help="profiles, learner: where to read event history (unix://…/store.sock, a "
+        help="profiles, learner, recs: where to read event history (unix://…/store.sock, a "
         "ClickHouse URL, or none)",
     )
     worker.add_argument(

@@ -46,6 +46,7 @@ from edge.placements import Placement
 from profiles.learner import ModelSettings
 from profiles.scoring import LeadScoring
 from profiles.segments import Segment
+from profiles.strategies import Settings as RecommendationSettings
 
 __all__ = ["Config", "ConfigError", "load_config"]
 
@@ -56,6 +57,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     segments: dict[str, Segment] = msgspec.field(default_factory=dict)
     placements: dict[str, Placement] = msgspec.field(default_factory=dict)
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
+    recommendations: RecommendationSettings = msgspec.field(default_factory=RecommendationSettings)
 
 
 class ConfigError(Exception):

@@ -107,6 +107,9 @@ def up(args: argparse.Namespace) -> int:
         if "rewards" in workers:
             supervisor.start("rewards", [*_worker("rewards"), *common,
                                          "--consumer", f"{node}-rewards"])  # fmt: skip
+        if "recs" in workers:
+            supervisor.start("recs", [*_worker("recs"), *common, "--store-url", history,
+                                      "--consumer", f"{node}-recs"])  # fmt: skip
         if "learner" in workers:  # lifetime value needs the history: none without a sink here
             supervisor.start("learner", [*_worker("learner"), *common, "--store-url", history,
                                          "--consumer", f"{node}-learner"])  # fmt: skip
@@ -138,6 +141,7 @@ def worker(args: argparse.Namespace) -> int:
     from edge.worker import (
         run_learner_worker,
         run_profiles_worker,
+        run_recs_worker,
         run_rewards_worker,
         run_sink_worker,
     )
@@ -162,6 +166,8 @@ def worker(args: argparse.Namespace) -> int:
     )
     if args.name == "learner":
         return run_learner_worker(redis_url, store_url, consumer, config)
+    if args.name == "recs":
+        return run_recs_worker(redis_url, store_url, consumer, config)
     return run_profiles_worker(redis_url, store_url, consumer, config)
 
 

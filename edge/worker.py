@@ -8,6 +8,8 @@ The profiles worker keeps the Redis profiles, identities and segment memberships
 The rewards worker teaches the placements' policies from decisions, clicks and conversions.
 
 The learner keeps the predictive scores current (River models) and refits lifetime value.
+
+The recs worker keeps the product catalog and the recommendation candidate lists current.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from edge.rewards import REWARDS_GROUP, RewardWorker
 from profiles import ProfileStore, ProfileUpdater
 from profiles.learner import LEARNER_GROUP, Learner
 from profiles.membership import Membership, put_segment
+from profiles.recommender import RECS_GROUP, Recommender
 from profiles.valuation import last_fit, refit
 
 __all__ = [
@@ -42,10 +45,12 @@ __all__ = [
     "SINK_GROUP",
     "run_learner_worker",
     "run_profiles_worker",
+    "run_recs_worker",
     "run_rewards_worker",
     "run_sink_worker",
     "start_learner",
     "start_profiles",
+    "start_recs",
     "start_rewards",
     "start_sink",
 ]
@@ -59,6 +64,7 @@ GROUPS = {
     "profiles": PROFILES_GROUP,
     "rewards": REWARDS_GROUP,
     "learner": LEARNER_GROUP,
+    "recs": RECS_GROUP,
 }
 _HISTORY = (
     "SELECT profile_id, count() FROM events WHERE event = {event:String} "
@@ -199,6 +205,33 @@ def start_learner(
     thread = threading.Thread(target=learner.run, args=(stop,), name="learner", daemon=True)
     thread.start()
     return thread
+
+
+def start_recs(
+    redis_url: str,
+    store_url: str,
+    consumer: str,
+    stop: threading.Event,
+    config: Config | None = None,
+    interval: float = 0.2,
+) -> threading.Thread:
+    """Run the recommendations worker (catalog from events, candidate lists) in a thread."""
+    config = config or Config()
+    client = redis.Redis.from_url(redis_url)
+    ensure_group(client, RECS_GROUP)
+    events = open_store(store_url) if store_url != "none" else None
+    worker = Recommender(SpoolReader(client, RECS_GROUP, consumer), client, events,
+                         config.recommendations, interval=interval)  # fmt: skip
+    thread = threading.Thread(target=worker.run, args=(stop,), name="recs", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_recs_worker(
+    redis_url: str, store_url: str, consumer: str, config: Config | None = None
+) -> int:
+    """The recommendations worker process: runs until SIGTERM or SIGINT."""
+    return _serve(lambda stop: start_recs(redis_url, store_url, consumer, stop, config))
 
 
 def run_learner_worker(

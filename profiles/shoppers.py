@@ -169,7 +169,9 @@ class ShopperStream:
             product = liked[rng.integers(len(liked))] if rng.random() < 0.7 else CATALOG[
                 rng.integers(len(CATALOG))]  # fmt: skip
             props = {"product_id": product.id, "name": product.name,
-                     "category": product.category, "price": product.price}  # fmt: skip
+                     "category": product.category, "price": product.price,
+                     "url": f"{SHOP}/products/{product.id}",
+                     "image_url": f"{SHOP}/img/{product.id}.jpg"}  # fmt: skip
             path = f"/products/{product.id}"
             yield message("page", name="Product", properties={"path": path, "url": SHOP + path})
             yield message("track", event="Product Viewed", properties=props)
@@ -188,8 +190,9 @@ class ShopperStream:
             yield message("track", event="Order Completed", properties={
                 "order_id": f"o-{self.seed}-{shopper.number}-{shopper.orders}",
                 "revenue": round(sum(p.price for p in items), 2), "currency": "USD",
-                "products": [{"product_id": p.id, "category": p.category, "price": p.price,
-                              "quantity": 1} for p in items],
+                "products": [{"product_id": p.id, "name": p.name, "category": p.category,
+                              "price": p.price, "quantity": 1,
+                              "url": f"{SHOP}/products/{p.id}"} for p in items],
             })  # fmt: skip
 
 
