@@ -34,6 +34,7 @@ from scipy.special import betaln, gammaln, hyp2f1
 __all__ = ["BetaGeo", "GammaGamma", "NotFitted", "lifetime_value"]
 
 Array = NDArray[np.float64]
+_LOG_BOUND = 15.0
 
 
 class NotFitted(RuntimeError):
@@ -48,11 +49,23 @@ def _arrays(*values: ArrayLike) -> list[Array]:
 
 
 def _fit(negative_ll: Any, start: Array) -> Array:
-    """Minimise over log-parameters (they must stay positive); return the parameters."""
-    found = minimize(negative_ll, np.log(start), method="Nelder-Mead",
+    """Minimise over log-parameters (they must stay positive); return the parameters. The
+    search stays within e^±15 (data are scaled to ~1) and treats overflow as infinitely bad."""
+
+    def guarded(log_params: Array) -> float:
+        if np.any(np.abs(log_params) > _LOG_BOUND):
+            return np.inf
+        with np.errstate(all="ignore"):
+            value = float(negative_ll(log_params))
+        return value if np.isfinite(value) else np.inf
+
+    found = minimize(guarded, np.log(start), method="Nelder-Mead",
                      options={"maxiter": 10_000, "xatol": 1e-8, "fatol": 1e-10})  # fmt: skip
-    found = minimize(negative_ll, found.x, method="L-BFGS-B")  # polish near the optimum
-    if not np.all(np.isfinite(found.x)):
+    bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(start)
+    polished = minimize(guarded, found.x, method="L-BFGS-B", bounds=bounds)  # near the optimum
+    if polished.success and polished.fun <= found.fun:
+        found = polished
+    if not np.all(np.isfinite(found.x)) or not np.isfinite(found.fun):
         raise ArithmeticError(f"the fit did not converge: {found.message}")
     return np.exp(found.x)
 

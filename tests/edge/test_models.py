@@ -85,7 +85,7 @@ def test_scores_reach_profiles_segments_and_the_models_api(
 
 def test_lifetime_value_is_fitted_from_order_history(engine: Engine) -> None:
     """Buyers with orders stored in ClickHouse get scores.ltv, purchases and alive."""
-    start = datetime.now(UTC) - timedelta(days=120)
+    start = datetime(2026, 5, 1, tzinfo=UTC)  # fixed: calendar days decide the frequencies
     stream = ShopperStream(shoppers=1_500, days=120, seed=11, start=start)
     messages = list(stream.messages())
     send(messages, engine.url, WRITE_KEY)
@@ -94,7 +94,8 @@ def test_lifetime_value_is_fitted_from_order_history(engine: Engine) -> None:
                                   "AND profile_id != ''")[0][0] == orders, timeout=60)  # fmt: skip
     r = redis.Redis.from_url(engine.settings.redis_url)
     done: list[tuple[int, int]] = []
-    fit = refit(_store(engine), r, horizon_days=90, progress=lambda *p: done.append(p))
+    fit = refit(_store(engine), r, horizon_days=90, now=start + timedelta(days=120),
+                progress=lambda *p: done.append(p))  # fmt: skip
     buyers = {s.anonymous_id for s in stream.shoppers if s.orders}
     assert fit["customers"] == len(buyers) and done[-1] == (len(buyers), len(buyers))
     assert 0 < fit["beta_geo"]["r"] and 0 < fit["gamma_gamma"]["p"]
