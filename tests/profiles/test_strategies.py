@@ -15,7 +15,7 @@ from tests.edge.test_profiles_api import eventually
 
 
 def test_lists_from_history(engine: Engine) -> None:
-    now = datetime.now(UTC)
+    now = datetime(2026, 9, 1, tzinfo=UTC)  # fixed: same-day co-views follow the calendar
     stream = ShopperStream(shoppers=600, days=20, seed=8, start=now - timedelta(days=20))
     messages = list(stream.messages())
     send(messages, engine.url, WRITE_KEY)
