@@ -27,7 +27,7 @@ import redis
 
 from collector import Sink, SpoolReader, connect, migrate
 from collector.spool import append_now, ensure_group
-from collector.store import QueryFailed, StoreUnavailable, open_store
+from collector.store import EventStore, QueryFailed, StoreUnavailable, open_store
 from edge.config import Config
 from edge.placements import put_placement
 from edge.rewards import REWARDS_GROUP, RewardWorker
@@ -91,9 +91,7 @@ def start_sink(
         max_messages=batch,
         interval=interval,
     )
-    thread = threading.Thread(target=sink.run, args=(stop,), name="sink", daemon=True)
-    thread.start()
-    return thread
+    return _run(name="sink", run=sink.run, stop=stop)
 
 
 def start_profiles(
@@ -115,7 +113,7 @@ def start_profiles(
     membership = Membership(
         store, lambda messages: append_now(client, messages), config.lead_score.half_life_days
     )
-    events = open_store(store_url) if store_url != "none" else None
+    events = _history(store_url)
 
     def history(event: str, days: int) -> dict[str, int]:
         if events is None:
@@ -134,9 +132,7 @@ def start_profiles(
         periodic=lambda: membership.maintain(history),
         interval=interval,
     )
-    thread = threading.Thread(target=updater.run, args=(stop,), name="profiles", daemon=True)
-    thread.start()
-    return thread
+    return _run(name="profiles", run=updater.run, stop=stop)
 
 
 def start_rewards(
@@ -154,9 +150,7 @@ def start_rewards(
         if put_placement(client, key, placement):
             log.info("placement from the config file installed", extra={"placement": key})
     worker = RewardWorker(SpoolReader(client, REWARDS_GROUP, consumer), client, interval=interval)
-    thread = threading.Thread(target=worker.run, args=(stop,), name="rewards", daemon=True)
-    thread.start()
-    return thread
+    return _run(name="rewards", run=worker.run, stop=stop)
 
 
 def start_learner(
@@ -173,7 +167,7 @@ def start_learner(
     client = redis.Redis.from_url(redis_url)
     ensure_group(client, LEARNER_GROUP)
     settings = config.models
-    events = open_store(store_url) if store_url != "none" else None
+    events = _history(store_url)
     next_fit = [0.0]
 
     def refit_when_due() -> None:
@@ -202,9 +196,7 @@ def start_learner(
         periodic=refit_when_due,
         interval=interval,
     )
-    thread = threading.Thread(target=learner.run, args=(stop,), name="learner", daemon=True)
-    thread.start()
-    return thread
+    return _run(name="learner", run=learner.run, stop=stop)
 
 
 def start_recs(
@@ -219,12 +211,10 @@ def start_recs(
     config = config or Config()
     client = redis.Redis.from_url(redis_url)
     ensure_group(client, RECS_GROUP)
-    events = open_store(store_url) if store_url != "none" else None
+    events = _history(store_url)
     worker = Recommender(SpoolReader(client, RECS_GROUP, consumer), client, events,
                          config.recommendations, interval=interval)  # fmt: skip
-    thread = threading.Thread(target=worker.run, args=(stop,), name="recs", daemon=True)
-    thread.start()
-    return thread
+    return _run(name="recs", run=worker.run, stop=stop)
 
 
 def run_recs_worker(
@@ -251,6 +241,20 @@ def run_profiles_worker(
 ) -> int:
     """The profiles worker process: runs until SIGTERM or SIGINT."""
     return _serve(lambda stop: start_profiles(redis_url, store_url, consumer, stop, config))
+
+
+def _run(
+    name: str, run: Callable[[threading.Event], object], stop: threading.Event
+) -> threading.Thread:
+    """``run(stop)`` in a daemon thread named ``name``, started."""
+    thread = threading.Thread(target=run, args=(stop,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _history(store_url: str) -> EventStore | None:
+    """The event store at ``store_url``; None for "none" (no history to read)."""
+    return open_store(store_url) if store_url != "none" else None
 
 
 def _serve(start: Callable[[threading.Event], threading.Thread]) -> int:
