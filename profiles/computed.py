@@ -53,6 +53,7 @@ class Update(msgspec.Struct, omit_defaults=True, gc=False):
     revenue: float | None = None  # an order
     cart: list[Any] | None = None  # ["add", id, item], ["remove", id, quantity], ["clear"]
     viewed: str | None = None  # a product id
+    bought: list[str] | None = None  # the product ids of an order
     points: float = 0.0  # lead score
     uid: str | None = None  # the user id, kept if the profile has none yet
 
@@ -133,6 +134,12 @@ def compute(msg: wire.Message, scoring: LeadScoring) -> Update:
                 revenue if revenue is not None else _number(properties.get("total")) or 0.0
             )
             update.cart = ["clear"]
+            products = properties.get("products")
+            if isinstance(products, list):
+                ids = [p.get("product_id") or p.get("sku") for p in products if isinstance(p, dict)]
+                update.bought = [
+                    str(i) for i in ids if isinstance(i, str | int) and i != ""
+                ] or None
         elif name == "Product Added" and product:
             quantity = _number(properties.get("quantity")) or 1.0
             item = {

@@ -5,6 +5,8 @@ the same code runs on Redis Cluster:
 
     {p:ID}            hash   scalars: first_seen, last_seen, sessions, session_last, page_views,
                              orders, revenue, lead_score, lead_score_at, user_id, applied;
+                             bought (JSON: product id -> ms of the newest order with it,
+                             the last ``BOUGHT_MAX`` products);
                              t:<trait> / tt:<trait> (value, event time), f:<first-touch trait>,
                              c:<event> (count); merged_into (a forwarding pointer after a merge)
     {p:ID}:viewed     list   last viewed product ids, newest first (bounded)
@@ -42,30 +44,48 @@ __all__ = [
 ]
 
 VIEWED_MAX = 20
+BOUGHT_MAX = 50
 SESSION_GAP_MS = 30 * 60 * 1000
 DAILY_KEEP_DAYS = 120
 
-_APPLY = """
+# Lua: the ``max`` newest entries of a product id -> ms table (the ``bought`` field).
+_NEWEST = """
+local function newest(map, max)
+  local ids = {}
+  for id in pairs(map) do ids[#ids + 1] = id end
+  if #ids <= max then return map end
+  table.sort(ids, function(a, b) return map[a] > map[b] end)
+  local kept = {}
+  for k = 1, max do kept[ids[k]] = map[ids[k]] end
+  return kept
+end
+"""
+
+_APPLY = (
+    _NEWEST
+    + """
 -- Apply a profile's messages of one batch, in spool order, skipping those already applied.
 -- KEYS: profile, viewed, cart, daily, ids. ARGV: viewed max, session gap ms, half-life ms,
--- days of daily counts to keep, then per message: position, update JSON, identities JSON,
--- trait count, and that many (name, JSON value) pairs.
+-- days of daily counts to keep, bought max, then per message: position, update JSON,
+-- identities JSON, trait count, and that many (name, JSON value) pairs.
 -- One read and (mostly) one write for the whole group: each command in a script costs.
 local p, viewed, cart, daily, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local vmax, gap, hl, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
+local bmax = tonumber(ARGV[5])
 local cur = redis.call('HMGET', p, 'merged_into', 'applied', 'first_seen', 'last_seen',
   'session_last', 'lead_score', 'lead_score_at', 'daily_from', 'f:landing_page', 'sessions',
-  'page_views', 'user_id')
+  'page_views', 'user_id', 'bought')
 if cur[1] then return -1 end
 local applied, first_seen, last_seen = cur[2], tonumber(cur[3]), tonumber(cur[4])
 local session_last, sessions = tonumber(cur[5] or '0'), tonumber(cur[10] or '0')
 local score, score_at = tonumber(cur[6] or '0'), tonumber(cur[7])
 local daily_from, has_first, page_views = tonumber(cur[8]), cur[9], tonumber(cur[11] or '0')
 local user_id = cur[12]
+local bought = nil  -- product id -> ms, decoded on the first order of the batch
 local counts, days, traits, newids = {}, {}, {}, {}
 local done = 0
-local i = 5
+local i = 6
 while i <= #ARGV do
   local pos, u, nt = ARGV[i], cjson.decode(ARGV[i + 1]), tonumber(ARGV[i + 3])
   local first_trait = i + 4
@@ -115,6 +135,12 @@ while i <= #ARGV do
         end
       end
     end
+    if u.bought then
+      bought = bought or (cur[13] and cjson.decode(cur[13]) or {})
+      for _, id in ipairs(u.bought) do
+        if not bought[id] or bought[id] < ts then bought[id] = ts end
+      end
+    end
     if u.viewed then
       redis.call('LREM', viewed, 0, u.viewed)
       redis.call('LPUSH', viewed, u.viewed)
@@ -143,6 +169,7 @@ local set = {'applied', applied, 'first_seen', first_seen, 'last_seen', last_see
 local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
 if score_at then put('lead_score', score); put('lead_score_at', score_at) end
 if user_id then put('user_id', user_id) end
+if bought then put('bought', cjson.encode(newest(bought, bmax))) end
 local events = {}
 for event in pairs(counts) do events[#events + 1] = event end
 if #events > 0 then
@@ -179,8 +206,11 @@ redis.call('LTRIM', viewed, 0, vmax - 1)
 redis.call('HSET', p, unpack(set))
 return done
 """
+)
 
-_MERGE = """
+_MERGE = (
+    _NEWEST
+    + """
 local p, viewed, cart, daily, ids, merged = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local src = ARGV[1]
 if redis.call('SISMEMBER', merged, src) == 1 then return 0 end
@@ -206,6 +236,12 @@ for k, v in pairs(s) do
     end
   elseif head == 'f:' then
     if earlier then redis.call('HSET', p, k, v) else redis.call('HSETNX', p, k, v) end
+  elseif k == 'bought' then
+    local both = t.bought and cjson.decode(t.bought) or {}
+    for id, ms in pairs(cjson.decode(v)) do
+      if not both[id] or both[id] < ms then both[id] = ms end
+    end
+    redis.call('HSET', p, k, cjson.encode(newest(both, tonumber(ARGV[10]))))
   end
 end
 if src_first > 0 then
@@ -246,6 +282,7 @@ local src_merged = cjson.decode(ARGV[9])
 redis.call('SADD', merged, src, unpack(src_merged))
 return 1
 """
+)
 
 
 _APPLY_SCRIPT = Script(_APPLY)
@@ -350,7 +387,8 @@ class ProfileStore:
     def apply(self, pipe: Pipeline, pid: str, items: list[tuple[str, Update, list[str]]]) -> None:
         """Queue one apply script on ``pipe`` for a profile's messages, in spool order: each
         item is (spool position, update, identities to add)."""
-        args: list[Any] = [VIEWED_MAX, SESSION_GAP_MS, self.half_life_ms, DAILY_KEEP_DAYS]
+        args: list[Any] = [VIEWED_MAX, SESSION_GAP_MS, self.half_life_ms, DAILY_KEEP_DAYS,
+                           BOUGHT_MAX]  # fmt: skip
         for at, update, identities in items:
             traits = update.traits or {}
             if traits:
@@ -375,6 +413,7 @@ class ProfileStore:
             VIEWED_MAX,
             self.half_life_ms,
             msgspec.json.encode(source.merged_from),
+            BOUGHT_MAX,
         ]
         return bool(self._merge(keys=[*keys[:5], keys[6]], args=args))
 

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from profiles.products import Item, put_items
-from profiles.recommend import STRATEGIES, person, recommend
+from profiles.recommend import STRATEGIES, Filters, Person, person, plan, recommend, recommend_many
 from profiles.store import profile_keys
 from profiles.strategies import RECS
 
@@ -61,11 +61,41 @@ def test_each_strategy(shop: redis.Redis) -> None:
 def test_exclusions_and_filters(shop: redis.Redis) -> None:
     ada = person(shop, "p_ada")
     assert ids(recommend(shop, "recently_viewed", ada, exclude={"hat3"})) == ["hat1", "hat2"]
-    assert ids(recommend(shop, "popular", ada, category="hats")) == ["hat2"]
-    assert ids(recommend(shop, "popular", ada, price=(100, None))) == ["shoe2"]
+    hats = Filters(category="hats", backfill=False)
+    assert ids(recommend(shop, "popular", ada, filters=hats)) == ["hat2"]
+    dear = Filters(min_price=100, backfill=False)
+    assert ids(recommend(shop, "popular", ada, filters=dear)) == ["shoe2"]
+    cheap = Filters(max_price=30, backfill=False)
+    assert ids(recommend(shop, "recently_viewed", ada, filters=cheap)) == ["hat1"]
     assert ids(recommend(shop, "recently_viewed", ada, n=1)) == ["hat1"]
     nobody = person(shop, "p_new")
     assert ids(recommend(shop, "viewed_together", nobody)) == []
     assert ids(recommend(shop, "popular", nobody, n=2)) == ["shoe1", "hat1"]
     with pytest.raises(ValueError, match="strategy must be one of"):
         recommend(shop, "random", nobody)
+
+
+def test_just_bought_never_shown_and_short_lists_backfilled(shop: redis.Redis) -> None:
+    now = 1_800_000_000_000
+    day = 86_400_000
+    ada = Person(viewed=["hat1", "hat3", "hat2"], cart=[],
+                 bought={"hat2": now - day, "shoe2": now - 40 * day})  # fmt: skip
+    recent = Filters(n=3)  # excludes what was bought in the last 30 days, backfills
+    got = ids(recommend(shop, "viewed_together", ada, filters=recent, now_ms=now))
+    assert got == ["shoe1", "shoe2"]  # not hat2, bought yesterday; popular has nothing more
+    assert ids(recommend(shop, "viewed_together", ada, n=3, now_ms=now)) == [
+        "hat2",
+        "shoe1",
+        "shoe2",
+    ]
+    # Trending has one item: the rest comes from popular (not the item in view, hat1).
+    assert ids(recommend(shop, "trending", ada, filters=recent, now_ms=now)) == [
+        "hat3",
+        "shoe1",
+        "shoe2",
+    ]
+    # Run together, plans give what each gives alone.
+    plans = [plan(name, ada, recent, now) for name in STRATEGIES]
+    alone = [ids(recommend(shop, name, ada, filters=recent, now_ms=now)) for name in STRATEGIES]
+    assert [ids(found) for found in recommend_many(shop, plans)] == alone
+    assert all("hat2" not in found for found in alone)

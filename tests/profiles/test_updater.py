@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from profiles import ProfileStore
+from profiles.recommend import person
 from tests.profiles.conftest import send
 
 
@@ -54,12 +55,19 @@ def test_computed_traits(redis_url: str, store: ProfileStore, drain: Any) -> Non
                                "initial_referrer": "https://www.google.com/"}  # fmt: skip
     assert p.number("lead_score") == pytest.approx(25 + 10 * 0.5 ** (55 / (30 * 24 * 60)), rel=1e-9)
     send(redis_url, {"type": "track", "anonymousId": "a1", "event": "Order Completed",
-                     "timestamp": "2026-11-26T11:05:00Z", "properties": {"revenue": 25, "total": 30}},
+                     "timestamp": "2026-11-26T11:05:00Z", "properties": {"revenue": 25, "total": 30,
+                     "products": [{"product_id": "sku-1"}, {"sku": "sku-2"}, {"name": "no id"}]}},
          {"type": "track", "anonymousId": "a1", "event": "Order Completed",
-          "timestamp": "2026-11-26T11:06:00Z", "properties": {"total": 12.5}})  # fmt: skip
+          "timestamp": "2026-11-26T11:06:00Z", "properties": {"total": 12.5,
+                                                               "products": [{"product_id": 7}]}},
+         {"type": "track", "anonymousId": "a1", "event": "Order Completed",  # sent late
+          "timestamp": "2026-11-26T11:01:00Z", "properties": {"products": [{"product_id": "sku-1"}]}},
+    )  # fmt: skip
     drain()
     p = profile_of(store, "anonymous_id:a1")
-    assert (p.number("orders"), p.number("revenue")) == (2, 37.5)
+    assert (p.number("orders"), p.number("revenue")) == (3, 37.5)
     assert p.cart == {}
+    ms = int(datetime(2026, 11, 26, 11, 5, tzinfo=UTC).timestamp() * 1000)
+    assert person(store.client, p.id).bought == {"sku-1": ms, "sku-2": ms, "7": ms + 60_000}
     first = datetime(2026, 11, 26, 10, tzinfo=UTC)
     assert p.fields["first_seen"] == str(int(first.timestamp() * 1000))
