@@ -171,6 +171,14 @@ SETTINGS non_replicated_deduplication_window = 1000
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "events table and its intake", [_EVENTS, _INTAKE, _INTAKE_VIEW]),
     (2, "decisions table", [_DECISIONS]),
+    (
+        3,
+        "recommended items on decisions",
+        [
+            "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS items Array(String) "
+            "COMMENT 'a recommendation''s item ids, in the order shown' AFTER features"
+        ],
+    ),
 ]
 
 _LEDGER = """

@@ -168,6 +168,10 @@ class Spool:
             await self.client.hincrby(STATS, "duplicates", duplicates)
         return Appended(0, duplicates, None)
 
+    async def append_messages(self, messages: list[wire.Message]) -> Appended:
+        """Append messages the engine made itself (a tracked link, …), like a request's."""
+        return await self.append(Intake(messages, _message_ids(messages), None))
+
 
 class DecisionLog:
     """The decide path's side of the spool: the decisions of every request in one event-loop

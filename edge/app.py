@@ -32,6 +32,7 @@ from edge import (
     placements_api,
     products_api,
     profiles_api,
+    recommendations_api,
     segments_api,
     sql,
     tracking,
@@ -112,6 +113,9 @@ def create_app(settings: Settings) -> ASGIApp:
         decider = Decider(
             catalog, Coalescer(client, settings.decide_timeout), suppression, settings.seed
         )
+        # Email systems' recommendations wait for Redis longer than a page would (its own
+        # pipeline: a big batch must not time out the decide path's requests).
+        recommender = Decider(catalog, Coalescer(client, 10.0), suppression, settings.seed)
         # Everything made so far lives as long as the app: keep it out of the garbage
         # collector's scans, which otherwise pause requests for milliseconds (p99 latency).
         gc.collect()
@@ -128,12 +132,14 @@ def create_app(settings: Settings) -> ASGIApp:
                 "profiles": ProfileStore(client_sync),
                 "catalog": catalog,
                 "decider": decider,
+                "recommender": recommender,
             }
         finally:
             for task in tasks:
                 task.cancel()
             await spool.calls.aclose()
             await decider.calls.aclose()
+            await recommender.calls.aclose()
             await store.close()
             await client.aclose()
             client_sync.close()
@@ -149,6 +155,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *models_api.routes,
             *dashboard.routes,
             *products_api.routes,
+            *recommendations_api.routes,
             *ops.routes,
             *openapi.routes,
         ],

@@ -51,6 +51,7 @@ class Slot:
     learned_rev: int = 0
     default: int = 0
     arms: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)  # a recommendation placement's, per arm
 
     @classmethod
     def of(cls, key: str, placement: Placement) -> Slot:
@@ -61,10 +62,13 @@ class Slot:
             templates=[compile_template(v) for v in placement.variants],
             default=placement.default_index(),
             arms=placement.arms(),
+            strategies=[placement.strategy(v) for v in placement.variants],
         )
 
-    def content(self, arm: int, traits: dict[str, Any]) -> Any:
-        return render(self.placement.variants[arm], self.templates[arm], traits)
+    def content(
+        self, arm: int, traits: dict[str, Any], items: list[dict[str, Any]] | None = None
+    ) -> Any:
+        return render(self.placement.variants[arm], self.templates[arm], traits, items)
 
 
 class Catalog:

@@ -27,6 +27,7 @@ no Redis read for definitions or policy state on this path.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -53,6 +54,8 @@ from edge.features import build
 from edge.placements import KEY
 from edge.responses import error
 from edge.visitors import Visitor, Visitors
+from profiles.products import Item
+from profiles.recommend import Person, arecommend, person_of, plan
 from profiles.segments import matches
 from profiles.store import Snapshot
 from profiles.views import view_of
@@ -67,6 +70,7 @@ _EMPTY_SNAPSHOT = Snapshot("", {}, [], {}, {}, [], [], [])
 _context = msgspec.json.Decoder(dict[str, Any]).decode
 _OPEN_BRACE = ord("{")
 _JSON = b"application/json"
+_INTERNAL = ("available", "stock", "source")  # item fields a visitor has no use for
 
 
 class Ask(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -112,6 +116,8 @@ class Decision(msgspec.Struct, omit_defaults=True, rename="camel"):
     content: Any
     propensity: float
     fallback: str | None = None
+    strategy: str | None = None  # a recommendation placement's: how its items were chosen
+    items: list[dict[str, Any]] | None = None  # a recommendation's items, best first
 
 
 _encoder = msgspec.json.Encoder()
@@ -143,20 +149,31 @@ class Decider:
 
     async def decide(self, ask: Ask, user_agent: str | None) -> dict[str, Decision]:
         identities = ask.identities()  # ValueError: the caller answers 400
+        return await self.decide_for(identities, ask.placements, ask.context, user_agent)
+
+    async def decide_for(
+        self,
+        identities: list[tuple[str, str]],
+        keys: list[str],
+        context: msgspec.Raw = EMPTY,
+        user_agent: str | None = None,
+        n: int | None = None,
+    ) -> dict[str, Decision]:
+        """Decide placements ``keys`` for the person known by ``identities`` (``user_id``,
+        ``anonymous_id``, ``email``… or ``profile``: a profile id), strongest first; ``n``:
+        how many items a recommendation placement returns, if not its own number."""
         if not self.catalog.loaded:
-            return {key: _unknown("catalog_unavailable") for key in ask.placements}
-        slots = [self.catalog.slots[k] for k in ask.placements if k in self.catalog.slots]
+            return {key: _unknown("catalog_unavailable") for key in keys}
+        slots = [self.catalog.slots[k] for k in keys if k in self.catalog.slots]
         if not slots:
-            raise UnknownPlacement(
-                f"$.placements: no placement {', '.join(map(repr, ask.placements))}"
-            )
+            raise UnknownPlacement(f"$.placements: no placement {', '.join(map(repr, keys))}")
         hashes = self.suppression.hashes
         if hashes and any(identity_hash(kind, value) in hashes for kind, value in identities):
             return {slot.key: _default(slot, "suppressed") for slot in slots}
         if time.monotonic() < self._closed_until:
             return {slot.key: _default(slot, "redis_unavailable") for slot in slots}
         try:
-            return await self._decide(ask, identities, slots, user_agent)
+            return await self._decide(identities, slots, context, user_agent, n)
         except (TimeoutError, redis.RedisError, OSError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else "redis_unavailable"
             if time.monotonic() >= self._closed_until:
@@ -166,60 +183,76 @@ class Decider:
 
     async def _decide(
         self,
-        ask: Ask,
         identities: list[tuple[str, str]],
         slots: list[Slot],
+        raw_context: msgspec.Raw,
         user_agent: str | None,
+        n: int | None,
     ) -> dict[str, Decision]:
+        recommends = any(s.placement.recommend is not None for s in slots)
         visitor = await self.visitors.read(
             identities,
-            history=any(s.placement.eligibility is not None for s in slots),
+            history=recommends or any(s.placement.eligibility is not None for s in slots),
             assignments=any(isinstance(s.policy, ABTest) for s in slots),
+            ids=identities[0][0] not in ("user_id", "anonymous_id"),
         )
         context: dict[str, Any] | None = None
         if any(s.placement.policy.features for s in slots):
-            context = _context(ask.context)
+            context = _context(raw_context)
             if user_agent and "userAgent" not in context:
                 context["userAgent"] = user_agent
-        traits: dict[str, Any] | None = None
         now = datetime.now(UTC)
+        unit = identities[-1][1]  # A/B tests hash the weakest identity: the anonymous id
+        chosen = [(slot, *self._choose(slot, unit, visitor, context, now)) for slot in slots]
+        items = await self._items(chosen, visitor, now, n)
+        traits = visitor.traits() if any(s.templates[arm] for s, arm, *_ in chosen) else {}
+        user_id, anonymous_id = visitor.logged_ids(identities)
         decisions, lines = {}, []
-        for slot in slots:
-            arm, propensity, features, fallback = self._choose(slot, ask, visitor, context, now)
-            if traits is None and slot.templates[arm] is not None:
-                traits = visitor.traits()
+        for (slot, arm, propensity, features, fallback), found in zip(chosen, items):
+            listed = None if found is None else [_listed(item) for item in found]
             decision = Decision(
-                new_decision_id(), slot.arms[arm], slot.content(arm, traits or {}), propensity,
-                fallback,
+                new_decision_id(), slot.arms[arm], slot.content(arm, traits, listed), propensity,
+                fallback, None if found is None else slot.strategies[arm], listed,
             )  # fmt: skip
             decisions[slot.key] = decision
-            lines.append(
-                _line(
-                    Logged(
-                        decision.decision_id,
-                        now,
-                        slot.key,
-                        decision.variant or "",
-                        arm,
-                        slot.placement.policy.kind,
-                        slot.placement.revision,
-                        propensity,
-                        visitor.profile_id,
-                        str(ask.anonymous_id or ""),
-                        str(ask.user_id or ""),
-                        features,
-                        ask.context,
-                        fallback or "",
-                    )
-                )
-            )
+            logged = Logged(
+                decision.decision_id, now, slot.key, decision.variant or "", arm,
+                slot.placement.policy.kind, slot.placement.revision, propensity,
+                visitor.profile_id, anonymous_id, user_id, features, raw_context, fallback or "",
+                [] if found is None else [item.id or "" for item in found],
+            )  # fmt: skip
+            lines.append(_line(logged))
         await self.log.append(lines)
         return decisions
+
+    async def _items(
+        self,
+        chosen: list[tuple[Slot, int, float, list[float], str | None]],
+        visitor: Visitor,
+        now: datetime,
+        n: int | None,
+    ) -> list[list[Item] | None]:
+        """Each recommendation placement's items (None for the others), read concurrently."""
+        who: Person | None = None
+        plans: dict[int, Any] = {}
+        for i, (slot, arm, *_) in enumerate(chosen):
+            filters = slot.placement.recommend
+            if filters is None:
+                continue
+            if who is None:
+                snapshot = visitor.snapshot
+                who = person_of(visitor.fields, snapshot.viewed, list(snapshot.cart)) if (
+                    snapshot is not None) else Person()  # fmt: skip
+            ms = int(now.timestamp() * 1000)
+            plans[i] = arecommend(self.calls.command, plan(slot.strategies[arm], who, filters,
+                                                           ms, n))  # fmt: skip
+        found = dict(zip(plans, await asyncio.gather(*plans.values()))) if plans else {}
+        return [found.get(i) for i in range(len(chosen))]
 
     def _choose(
         self,
         slot: Slot,
-        ask: Ask,
+        unit: str,
         visitor: Visitor,
         context: dict[str, Any] | None,
         now: datetime,
@@ -236,7 +269,6 @@ class Decider:
         x = build(names, context, visitor.fields) if names and context is not None else None
         features = [] if x is None else x.tolist()
         if isinstance(policy, ABTest):
-            unit = str(ask.anonymous_id if ask.anonymous_id is not None else ask.user_id)
             arm, propensity = policy.assign(unit)
             sticky = visitor.assignments.get(slot.key)
             if sticky is not None and sticky in slot.arms and slot.arms.index(sticky) != arm:
@@ -245,6 +277,12 @@ class Decider:
             return arm, propensity, features, None
         arm, propensity = policy.choose(x if policy.contextual else None, self.rng)
         return arm, propensity, features, None
+
+
+def _listed(item: Item) -> dict[str, Any]:
+    """An item as a decision shows it (what a page or an email needs, nothing internal)."""
+    fields = msgspec.structs.asdict(item)
+    return {k: v for k, v in fields.items() if v is not None and k not in _INTERNAL}
 
 
 def _default(slot: Slot, reason: str) -> Decision:

@@ -6,8 +6,10 @@ reward worker keeps in Redis to attribute rewards.
                                     (expires one attribution window after the decision)
     {dv:<kind>:<value>}     hash    per identity (``user_id`` / ``anonymous_id``):
                                     ``dl:<placement>`` -> "<decisionId> <ms>", the latest
-                                    decision (last touch); ``ab:<placement>`` -> the sticky
-                                    A/B variant (expires ``VISITOR_TTL`` after the last decision)
+                                    decision (last touch); ``dr:<placement>`` -> the newest
+                                    recommendations "<id> <ms> <id> <ms> …" (``RECENT_RECS``);
+                                    ``ab:<placement>`` -> the sticky A/B variant
+                                    (expires ``VISITOR_TTL`` after the last decision)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import msgspec
 __all__ = [
     "DECISION_REWARDS",
     "LOGGED",
+    "RECENT_RECS",
     "RECORD",
     "VISITOR_TTL",
     "Logged",
@@ -31,6 +34,7 @@ __all__ = [
 ]
 
 VISITOR_TTL = 90 * 86_400
+RECENT_RECS = 10  # recommendations per placement and identity an order may reward
 
 # SQL: each decision of a placement and the reward it earned, from the "Decision Rewarded" events
 # the reward worker writes (join it ``ON r.decision_id = d.decisionId``).
@@ -61,6 +65,7 @@ class Logged(msgspec.Struct, rename="camel"):
     features: list[float]
     context: msgspec.Raw
     fallback: str
+    items: list[str] = []  # a recommendation's item ids, in the order shown
 
 
 LOGGED = msgspec.json.Decoder(Logged)
@@ -75,6 +80,7 @@ class Record(msgspec.Struct, omit_defaults=True):
     anonymous_id: str = ""
     user_id: str = ""
     rewarded: str = ""  # the spool position of the event that rewarded it
+    items: list[str] = []  # a recommendation's items
 
 
 RECORD = msgspec.json.Decoder(Record)

@@ -25,6 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from bandits.policy import Policy
 from bandits.spec import CONTEXTUAL, PolicySpec, build, remap
 from edge.features import check_features
+from profiles.recommend import STRATEGIES, Filters
 from profiles.segments import Rule
 
 __all__ = [
@@ -50,7 +51,7 @@ DEFS = "{plc}:defs"
 VERSION = "{plc}:version"
 REVS = "{plc}:revs"
 # Events the engine itself sends or interprets: not usable as a conversion event.
-RESERVED_EVENTS = ("Decision Clicked", "Decision Viewed", "Decision Rewarded")
+RESERVED_EVENTS = ("Decision Clicked", "Decision Viewed", "Decision Rewarded", "Email Opened")
 KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
 _TEMPLATES = ImmutableSandboxedEnvironment(autoescape=True)  # no code, HTML-escaped output
 
@@ -60,14 +61,17 @@ class Variant(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     weight: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
     content: Any = None  # a JSON payload, returned as it is
     template: str | None = None  # jinja2, rendered with the visitor's traits (HTML-escaped)
+    strategy: str | None = None  # a recommendation placement's strategy (default: the key)
 
 
 class Reward(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """``click``: 1 when a "Decision Clicked" event carries the decision's id; ``conversion``:
     1 when the person sends ``event`` within the window; ``revenue``: that event's
-    ``properties.revenue``. Conversions go to the person's latest decision (last touch)."""
+    ``properties.revenue``. Conversions go to the person's latest decision (last touch).
+    ``items`` (recommendation placements): 1 when one of the decision's items is clicked, or
+    is in the person's ``event`` (default "Order Completed", its ``products[]``) in the window."""
 
-    kind: Literal["click", "conversion", "revenue"] = "click"
+    kind: Literal["click", "conversion", "revenue", "items"] = "click"
     event: str | None = None
     window_hours: Annotated[float, msgspec.Meta(gt=0.0, le=24 * 90)] = 24.0
 
@@ -78,6 +82,7 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     policy: PolicySpec = msgspec.field(default_factory=PolicySpec)
     reward: Reward = msgspec.field(default_factory=Reward)
     eligibility: Rule | None = None  # the segment rule language (computed.segments lists them)
+    recommend: Filters | None = None  # a recommendation placement: its variants are strategies
     name: str = ""
     description: str = ""
     revision: int = 0  # set by the engine on every change; decisions log it
@@ -88,13 +93,25 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
             raise ValueError("`variants` must have distinct keys")
         if self.default is not None and self.default not in keys:
             raise ValueError(f"`default` must be one of the variant keys, got {self.default!r}")
-        if self.reward.kind != "click" and not self.reward.event:
+        if self.reward.kind == "items" and self.recommend is None:
+            raise ValueError("`reward.kind` items is for recommendation placements (`recommend`)")
+        if self.reward.kind not in ("click", "items") and not self.reward.event:
             raise ValueError(f"`reward.event` must name the event of a {self.reward.kind} reward")
         if self.reward.event in RESERVED_EVENTS:
             raise ValueError(f"`reward.event` cannot be {self.reward.event!r}: the engine sends it")
         if self.policy.features or self.policy.kind in CONTEXTUAL:
             check_features(self.policy.features)
         for variant in self.variants:
+            if self.recommend is None and variant.strategy is not None:
+                raise ValueError(
+                    f"variant {variant.key!r}: `strategy` needs a recommendation placement "
+                    "(`recommend`)"
+                )
+            if self.recommend is not None and self.strategy(variant) not in STRATEGIES:
+                raise ValueError(
+                    f"variant {variant.key!r}: `strategy` must be one of {', '.join(STRATEGIES)}"
+                    f", got {self.strategy(variant)!r}"
+                )
             if variant.template is not None:
                 try:
                     _TEMPLATES.parse(variant.template)
@@ -103,6 +120,16 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     def arms(self) -> list[str]:
         return [v.key for v in self.variants]
+
+    def strategy(self, variant: Variant) -> str:
+        """The recommendation strategy a variant stands for (its key unless it names one)."""
+        return variant.strategy or variant.key
+
+    def conversion_event(self) -> str | None:
+        """The event that rewards this placement besides clicks, if any."""
+        if self.reward.kind == "items":
+            return self.reward.event or "Order Completed"
+        return None if self.reward.kind == "click" else self.reward.event
 
     def default_index(self) -> int:
         return self.arms().index(self.default) if self.default else 0
@@ -151,12 +178,18 @@ def compile_template(variant: Variant) -> Template | None:
     return None if variant.template is None else _TEMPLATES.from_string(variant.template)
 
 
-def render(variant: Variant, template: Template | None, traits: dict[str, Any]) -> Any:
-    """The variant's content: its template (``compile_template``) rendered with ``traits``
-    (sandboxed, HTML-escaped) as ``html`` beside the JSON payload's keys, else the payload."""
+def render(
+    variant: Variant,
+    template: Template | None,
+    traits: dict[str, Any],
+    items: list[dict[str, Any]] | None = None,
+) -> Any:
+    """The variant's content: its template (``compile_template``) rendered with ``traits`` (and
+    a recommendation's ``items``; sandboxed, HTML-escaped) as ``html`` beside the JSON payload's
+    keys, else the payload."""
     if template is None:
         return variant.content
-    html = template.render(traits=traits, **traits)
+    html = template.render(**traits, traits=traits, items=items or [])
     return {"html": html, **(variant.content or {})} if isinstance(variant.content, dict) else html
 
 

@@ -28,7 +28,7 @@ from profiles.privacy import erase
 from profiles.store import ProfileStore, Snapshot
 from profiles.views import describe
 
-__all__ = ["NotFound", "find_profile", "routes"]
+__all__ = ["NotFound", "find_profile", "parse_identity", "routes"]
 
 _KINDS = ("user_id", "anonymous_id", "email", "wallet", "external")
 _COLUMNS = (
@@ -50,7 +50,7 @@ class NotFound(Exception):
     pass
 
 
-def _identity(raw: str) -> str | None:
+def parse_identity(raw: str) -> str | None:
     """``raw`` as a "kind:value" identity, or None if it is a profile id."""
     kind, sep, value = raw.partition(":")
     if not sep:
@@ -68,7 +68,7 @@ def _identity(raw: str) -> str | None:
 
 
 def find_profile(store: ProfileStore, raw: str) -> Snapshot:
-    identity = _identity(raw)
+    identity = parse_identity(raw)
     if identity is None:
         pid = raw
     else:

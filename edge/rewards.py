@@ -7,6 +7,9 @@ It reads the spool in order — decisions (logged by ``/v1/decide``) and events 
   placement and the sticky A/B variant (``{dv:<kind>:<value>}``, see ``edge.decisions``);
 - rewards a decision once, the first time it earns within its placement's window:
   ``click`` placements on a "Decision Clicked" event whose ``properties.decisionId`` names it;
+  ``items`` (recommendation) placements on such a click too, or on an order (its event,
+  default "Order Completed") whose ``products[]`` hold one of the items of one of the person's
+  recent recommendations of the placement (the newest such decision, ``RECENT_RECS`` kept);
   ``conversion`` and ``revenue`` placements on their conversion event, attributed to the
   person's latest decision of the placement (last touch: the newest decision for the event's
   ``userId`` or ``anonymousId``), with ``properties.revenue`` (else ``total``) as the reward of
@@ -19,7 +22,8 @@ It reads the spool in order — decisions (logged by ``/v1/decide``) and events 
 
 Learning is exactly once: a replayed batch re-applies nothing at or below a state's position,
 and the records' writes are idempotent. "Decision Viewed" events are counted (impressions) and
-kept in ClickHouse; the policy learns from decisions, not views.
+kept in ClickHouse, and so are "Email Opened" events (the open pixel of a recommendation
+email); the policy learns from decisions, not views.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from collector import wire
 from collector.spool import Entry, SpoolReader, append_now, consume
 from edge.decisions import (
     LOGGED,
+    RECENT_RECS,
     RECORD,
     VISITOR_TTL,
     Logged,
@@ -64,7 +69,8 @@ __all__ = ["REWARDS_GROUP", "RewardWorker"]
 log = logging.getLogger("kairos.rewards")
 
 REWARDS_GROUP = "rewards"
-CLICKED, VIEWED = "Decision Clicked", "Decision Viewed"
+CLICKED, VIEWED, OPENED = "Decision Clicked", "Decision Viewed", "Email Opened"
+_SEEN = (CLICKED, VIEWED, OPENED)  # events that name their decision
 _props = msgspec.json.Decoder(dict[str, Any]).decode
 _MARGIN_MS = 3_600_000  # records outlive their window by an hour (late, queued events)
 
@@ -128,8 +134,10 @@ class RewardWorker:
     def process(self, entries: list[Entry]) -> dict[str, float]:
         """Learn from ``entries`` and save what changed (not acknowledged here)."""
         self._refresh()
-        wanted = {CLICKED, VIEWED} | {
-            learner.placement.reward.event or CLICKED for learner in self.learners.values()
+        wanted = {*_SEEN} | {
+            event
+            for learner in self.learners.values()
+            if (event := learner.placement.conversion_event()) is not None
         }
         decisions, events = _read(entries, wanted)
         batch = Batch()
@@ -174,9 +182,14 @@ class RewardWorker:
     ) -> dict[str, Any]:
         """The records and visitor hashes the batch's events refer to, in two round trips:
         visitors (and clicked decisions) first, then the decisions those visitors point to."""
-        clicked = {_decision_id(e) for _, e in events if e.event in (CLICKED, VIEWED)} - {None}
-        converting = [e for _, e in events if e.event not in (CLICKED, VIEWED)]
-        keys = sorted({k for e in converting for k in _visitor_keys(e.user_id, e.anonymous_id)})
+        clicked = {_decision_id(e) for _, e in events if e.event in _SEEN} - {None}
+        converting = [e for _, e in events if e.event not in _SEEN]
+        wanted = {k for e in converting for k in _visitor_keys(e.user_id, e.anonymous_id)}
+        for _, decision in decisions:  # a recommendation adds to its visitors' recent ones
+            learner = self.learners.get(decision.placement)
+            if learner is not None and learner.placement.recommend is not None:
+                wanted.update(_visitor_keys(decision.user_id, decision.anonymous_id))
+        keys = sorted(wanted)
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
@@ -189,10 +202,11 @@ class RewardWorker:
         }
         records = {i: RECORD.decode(r) for i, r in zip(ids, replies[len(keys) :]) if r is not None}
         pointed = {
-            value.split(" ")[0]
+            decision_id
             for fields in visitors.values()
             for name, value in fields.items()
-            if name.startswith("dl:")
+            if name.startswith(("dl:", "dr:"))
+            for decision_id in value.split(" ")[::2]
         } - set(records)
         if pointed:
             ordered = sorted(pointed)
@@ -218,33 +232,42 @@ class RewardWorker:
             learner.applied, learner.dirty = at, True
         ms = int(decision.timestamp.timestamp() * 1000)
         record = Record(decision.placement, arm, decision.variant, ms, features,
-                        decision.anonymous_id, decision.user_id)  # fmt: skip
+                        decision.anonymous_id, decision.user_id, items=decision.items)  # fmt: skip
         known["records"][decision.decision_id] = batch.records[decision.decision_id] = record
         for key in _visitor_keys(decision.user_id, decision.anonymous_id):
             fields = {f"dl:{decision.placement}": f"{decision.decision_id} {ms}"}
             if isinstance(learner.policy, ABTest):
                 fields[f"ab:{decision.placement}"] = decision.variant
+            if learner.placement.recommend is not None:
+                recent = known["visitors"].get(key, {}).get(f"dr:{decision.placement}", "")
+                kept = recent.split(" ")[: 2 * (RECENT_RECS - 1)] if recent else []
+                if decision.decision_id not in kept[::2]:
+                    kept = [decision.decision_id, str(ms), *kept]
+                fields[f"dr:{decision.placement}"] = " ".join(kept)
             known["visitors"].setdefault(key, {}).update(fields)
             batch.visitors.setdefault(key, {}).update(fields)
 
     def _event(self, at: str, event: wire.Track, known: dict[str, Any], batch: Batch) -> None:
         records: dict[str, Record] = known["records"]
-        if event.event == VIEWED:
-            batch.count("decision_views")
+        if event.event in (VIEWED, OPENED):
+            batch.count("decision_views" if event.event == VIEWED else "email_opens")
             return
         if event.event == CLICKED:
             batch.count("decision_clicks")
             decision_id = _decision_id(event)
             record = records.get(decision_id or "")
             learner = self.learners.get(record.placement) if record else None
-            if record and learner and learner.placement.reward.kind == "click":
+            if record and learner and learner.placement.reward.kind in ("click", "items"):
                 self._reward(at, decision_id or "", record, learner, 1.0, event, batch)
             return
         for learner in self.learners.values():
             reward = learner.placement.reward
-            if reward.kind == "click" or reward.event != event.event:
+            if learner.placement.conversion_event() != event.event:
                 continue
-            decision_id, record = _last_touch(learner.key, event, known)
+            if reward.kind == "items":
+                decision_id, record = _recommended(at, learner, event, known)
+            else:
+                decision_id, record = _last_touch(learner.key, event, known)
             if record is None:
                 continue
             value = 1.0
@@ -349,6 +372,36 @@ def _last_touch(
             if int(ms) > best_ms:
                 best, best_ms = decision_id, int(ms)
     return best, known["records"].get(best)
+
+
+def _recommended(
+    at: str, learner: Learner, event: wire.Track, known: dict[str, Any]
+) -> tuple[str, Record | None]:
+    """The newest of the person's recent recommendations of the placement, not yet rewarded
+    and within the window, that shows an item of the order."""
+    products = _props(event.properties).get("products")
+    bought = {
+        str(p.get("product_id") or p.get("sku"))
+        for p in (products if isinstance(products, list) else [])
+        if isinstance(p, dict) and (p.get("product_id") or p.get("sku"))
+    }
+    if not bought:
+        return "", None
+    when = event.timestamp or event.received_at or datetime.now(UTC)
+    ms = int(when.timestamp() * 1000)
+    recent: dict[str, int] = {}
+    for key in _visitor_keys(event.user_id, event.anonymous_id):
+        listed = known["visitors"].get(key, {}).get(f"dr:{learner.key}", "").split(" ")
+        recent |= {d: int(at) for d, at in zip(listed[::2], listed[1::2]) if d}
+    for decision_id, shown in sorted(recent.items(), key=lambda found: -found[1]):
+        record = known["records"].get(decision_id)
+        if record is None or record.rewarded not in ("", at):  # rewarded by an earlier event
+            continue
+        if not 0 <= ms - shown <= learner.window_ms():
+            continue
+        if bought & set(record.items):
+            return decision_id, record
+    return "", None
 
 
 def _number(value: Any) -> float:

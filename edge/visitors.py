@@ -39,11 +39,22 @@ class Visitor:
     raw: dict[bytes, bytes] = field(default_factory=dict)  # the profile hash as Redis sent it
     snapshot: Snapshot | None = None  # with lists and counts, when eligibility needs them
     assignments: dict[str, str] = field(default_factory=dict)  # placement -> sticky variant
+    identities: list[str] = field(default_factory=list)  # "kind:value", when asked for
 
     @property
     def fields(self) -> dict[str, str]:
         """The profile hash, decoded (what features and eligibility read)."""
         return {k.decode(): v.decode() for k, v in self.raw.items()}
+
+    def logged_ids(self, asked: list[tuple[str, str]]) -> tuple[str, str]:
+        """(user id, anonymous id) to log a decision under: those asked with, else the
+        profile's own (its user id; an anonymous id of its identities, when read)."""
+        found = dict(reversed(asked))
+        known = sorted(i.partition(":")[::2] for i in self.identities)
+        for kind, value in known:
+            found.setdefault(kind, value)
+        user_id = found.get("user_id") or self.raw.get(b"user_id", b"").decode()
+        return user_id, found.get("anonymous_id", "")
 
     def traits(self) -> dict[str, Any]:
         return {k[2:].decode(): msgspec.json.decode(v) for k, v in self.raw.items()
@@ -76,9 +87,14 @@ class Visitors:
         self._ids: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def read(
-        self, identities: list[tuple[str, str]], history: bool, assignments: bool
+        self,
+        identities: list[tuple[str, str]],
+        history: bool,
+        assignments: bool,
+        ids: bool = False,
     ) -> Visitor:
-        """The visitor known by ``identities`` (strongest first: user id, then anonymous id)."""
+        """The visitor known by ``identities`` (strongest first: user id, then anonymous id; a
+        ``profile`` identity is the profile id itself); ``ids``: read their identities too."""
         records = (
             [self.calls.command("HGETALL", visitor_key(k, v)) for k, v in identities]
             if assignments
@@ -88,11 +104,11 @@ class Visitors:
             pid = await self._profile_id(identities)
             visitor = Visitor()
             if pid:
-                visitor = await self._profile(pid, history)
+                visitor = await self._profile(pid, history, ids)
                 moved = visitor.raw.get(b"merged_into", b"").decode()
                 if moved:
                     self._remember(identities, moved)
-                    visitor = await self._profile(moved, history)
+                    visitor = await self._profile(moved, history, ids)
             for record in reversed(records):  # the strongest identity's assignment wins
                 for name, value in _pairs(await record).items():
                     if name.startswith("ab:"):
@@ -103,6 +119,8 @@ class Visitors:
 
     async def _profile_id(self, identities: list[tuple[str, str]]) -> str:
         now = time.monotonic()
+        if identities[0][0] == "profile":
+            return identities[0][1]
         for kind, value in identities:
             cached = self._ids.get(f"{kind}:{value}")
             if cached is not None and cached[1] > now:
@@ -127,9 +145,10 @@ class Visitors:
         while len(self._ids) > _CACHE_SIZE:
             self._ids.popitem(last=False)
 
-    async def _profile(self, pid: str, history: bool) -> Visitor:
-        profile, viewed, cart, daily, *_ = profile_keys(pid)
+    async def _profile(self, pid: str, history: bool, ids: bool) -> Visitor:
+        profile, viewed, cart, daily, identities, *_ = profile_keys(pid)
         replies = [self.calls.command("HGETALL", profile)]
+        known = self.calls.command("SMEMBERS", identities) if ids else None
         if history:
             replies += [
                 self.calls.command("LRANGE", viewed, 0, -1),
@@ -137,9 +156,12 @@ class Visitors:
                 self.calls.command("HGETALL", daily),
             ]
         try:
-            return await self._snapshot(pid, history, replies)
+            visitor = await self._snapshot(pid, history, replies)
+            if known is not None:
+                visitor.identities = sorted(i.decode() for i in await known)
+            return visitor
         finally:
-            _forget(replies)
+            _forget(replies if known is None else [*replies, known])
 
     async def _snapshot(self, pid: str, history: bool, replies: list[Any]) -> Visitor:
         raw = _raw(await replies[0])

@@ -120,8 +120,11 @@ def _lists(names: list[str]) -> Command:
     return ("HMGET", RECS, *names)
 
 
+_LIST = msgspec.json.Decoder(list[tuple[str, float]])
+
+
 def _decoded(raw: bytes | None) -> list[tuple[str, float]]:
-    return [(str(i), float(s)) for i, s in msgspec.json.decode(raw)] if raw else []
+    return _LIST.decode(raw) if raw else []
 
 
 def _merged(lists: list[list[tuple[str, float]]]) -> list[str]:
