@@ -148,6 +148,12 @@ def _parser() -> argparse.ArgumentParser:
         help="embedded Redis AOF fsync policy: a machine crash loses up to 1 s (everysec) "
         "or nothing (always, slower); default %(default)s",
     )
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="set up the demo shop at /demo: its catalog and placements (existing ones are "
+        "kept) and, in the background, two weeks of simulated shoppers",
+    )
     up.set_defaults(run=lambda args: _lazy("up")(args))
 
     worker = commands.add_parser(

@@ -55,7 +55,7 @@ from edge.placements import KEY
 from edge.responses import error
 from edge.visitors import Visitor, Visitors
 from profiles.products import Item
-from profiles.recommend import Person, arecommend, person_of, plan
+from profiles.recommend import arecommend, person_of, plan
 from profiles.segments import matches
 from profiles.store import Snapshot
 from profiles.views import view_of
@@ -197,14 +197,14 @@ class Decider:
             ids=identities[0][0] not in ("user_id", "anonymous_id"),
         )
         context: dict[str, Any] | None = None
-        if any(s.placement.policy.features for s in slots):
+        if recommends or any(s.placement.policy.features for s in slots):
             context = _context(raw_context)
             if user_agent and "userAgent" not in context:
                 context["userAgent"] = user_agent
         now = datetime.now(UTC)
         unit = identities[-1][1]  # A/B tests hash the weakest identity: the anonymous id
         chosen = [(slot, *self._choose(slot, unit, visitor, context, now)) for slot in slots]
-        items = await self._items(chosen, visitor, now, n)
+        items = await self._items(chosen, visitor, now, n, (context or {}).get("item"))
         traits = visitor.traits() if any(s.templates[arm] for s, arm, *_ in chosen) else {}
         user_id, anonymous_id = visitor.logged_ids(identities)
         decisions, lines = {}, []
@@ -231,9 +231,11 @@ class Decider:
         visitor: Visitor,
         now: datetime,
         n: int | None,
+        in_view: Any = None,
     ) -> list[list[Item] | None]:
-        """Each recommendation placement's items (None for the others), read concurrently."""
-        who: Person | None = None
+        """Each recommendation placement's items (None for the others), read concurrently;
+        ``in_view``: the product the page shows (``context.item``), the newest view."""
+        who = None
         plans: dict[int, Any] = {}
         for i, (slot, arm, *_) in enumerate(chosen):
             filters = slot.placement.recommend
@@ -241,8 +243,11 @@ class Decider:
                 continue
             if who is None:
                 snapshot = visitor.snapshot
-                who = person_of(visitor.fields, snapshot.viewed, list(snapshot.cart)) if (
-                    snapshot is not None) else Person()  # fmt: skip
+                viewed = snapshot.viewed if snapshot is not None else []
+                if isinstance(in_view, str) and in_view:  # its view may still be on its way
+                    viewed = [in_view, *(v for v in viewed if v != in_view)]
+                cart = list(snapshot.cart) if snapshot is not None else []
+                who = person_of(visitor.fields, viewed, cart)
             ms = int(now.timestamp() * 1000)
             plans[i] = arecommend(self.calls.command, plan(slot.strategies[arm], who, filters,
                                                            ms, n))  # fmt: skip

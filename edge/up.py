@@ -86,7 +86,10 @@ def up(args: argparse.Namespace) -> int:
         client = redis.Redis.from_url(redis_url)
         for worker_name in workers:  # before any append: nothing is trimmed unread
             ensure_group(client, GROUPS[worker_name])
-        client.close()
+        if args.demo:
+            _demo(client, settings)
+        else:
+            client.close()
         node = os.uname().nodename
         if "sink" in workers:
             sink = [*_worker("sink"), *common, "--clickhouse-url", clickhouse_url,
@@ -169,6 +172,33 @@ def worker(args: argparse.Namespace) -> int:
     if args.name == "recs":
         return run_recs_worker(redis_url, store_url, consumer, config)
     return run_profiles_worker(redis_url, store_url, consumer, config)
+
+
+def _demo(client: Any, settings: Any) -> None:
+    """The demo shop's catalog and placements now; its history once the API answers."""
+    import threading
+
+    import httpx
+
+    from edge import demo
+
+    base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}" + (
+        f":{settings.port}"
+    )
+    created = demo.install(client, base)
+    print(f"demo shop: {base}/demo (placements created: {', '.join(created) or 'none'})")
+
+    def later() -> None:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        demo.seed(base, settings.write_key, client)
+
+    threading.Thread(target=later, name="demo", daemon=True).start()
 
 
 def _worker(name: str) -> list[str]:

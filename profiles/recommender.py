@@ -5,7 +5,8 @@ the candidate lists current.
   properties, Order Completed with ``products[]``) adds it to the catalog, or fills fields the
   catalog lacks (``profiles.products.absorb``: the catalog API's values win).
 - Every ``refresh_minutes`` (and at start) the candidate lists are recomputed from ClickHouse
-  (``profiles.strategies.refresh``), and at once when the catalog has grown by a tenth since.
+  (``profiles.strategies.refresh``), and at once when the catalog has grown by a tenth since,
+  or when asked (``profiles.strategies.request_refresh``: the demo's history, an operator).
 
 Absorbing is idempotent (a replayed batch writes the same fields), so no position is kept.
 """
@@ -23,7 +24,7 @@ from collector.spool import Entry, SpoolReader, consume
 from collector.store import EventStore, QueryFailed, StoreUnavailable
 from profiles.computed import event_name
 from profiles.products import ITEMS, Item, absorb, item_from_event
-from profiles.strategies import Settings, refresh
+from profiles.strategies import WANTED, Settings, refresh
 
 __all__ = ["RECS_GROUP", "Recommender"]
 
@@ -85,7 +86,8 @@ class Recommender:
             return
         size = int(self.client.hlen(ITEMS))
         grown = size > self._catalog_size * 1.1
-        if time.monotonic() < self._next_refresh and not grown:
+        asked = bool(self.client.delete(WANTED))
+        if time.monotonic() < self._next_refresh and not grown and not asked:
             return
         self._next_refresh = time.monotonic() + self.settings.refresh_minutes * 60
         self._catalog_size = size

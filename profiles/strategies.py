@@ -31,11 +31,12 @@ import redis
 
 from collector.store import EventStore, sql_time
 
-__all__ = ["LISTS", "RECS", "Settings", "candidates", "refresh"]
+__all__ = ["LISTS", "RECS", "Settings", "candidates", "refresh", "request_refresh"]
 
 log = logging.getLogger("kairos.recs")
 
 RECS = "{rec}:lists"
+WANTED = "{rec}:wanted"  # set to ask the recommendations worker for a refresh now
 _ITEM = "JSONExtractString(properties, 'product_id')"
 _INTEREST = f"""
 interest AS (
@@ -170,3 +171,8 @@ def candidates(client: redis.Redis, names: list[str]) -> dict[str, list[tuple[st
     found = client.hmget(RECS, names)
     return {name: [(str(i), float(s)) for i, s in msgspec.json.decode(raw)] if raw else []
             for name, raw in zip(names, found)}  # fmt: skip
+
+
+def request_refresh(client: redis.Redis) -> None:
+    """Ask the recommendations worker to recompute the lists at its next pass."""
+    client.set(WANTED, 1)

@@ -28,6 +28,7 @@ from edge.app import create_app
 from edge.redis_server import EmbeddedRedis
 from edge.settings import Settings
 from edge.worker import start_learner, start_profiles, start_rewards, start_sink
+from tests.browser import launched
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
@@ -274,3 +275,9 @@ def kairos_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     for process in made:
         if process.proc is not None and process.proc.poll() is None:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's), for one test module."""
+    yield from launched()

@@ -4,50 +4,21 @@ Screenshots go to test-artifacts/dashboard/."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from edge.config import Config
 from profiles.learner import ModelSettings
 from profiles.shoppers import ShopperStream, send
+from tests.browser import shot as browser_shot
+from tests.browser import watched
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine
 from tests.edge.test_profiles_api import bearer, eventually
 from tests.edge.test_results import run_experiment
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-def chromium() -> str:
-    """Debian's chromium, installed on first use where we may (a fresh CI machine, as root)."""
-    found = shutil.which("chromium")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
-                       timeout=900, stdout=subprocess.DEVNULL)  # fmt: skip
-        found = shutil.which("chromium")
-    if found is None:
-        pytest.fail("the browser tests need Debian's chromium: apt-get install -y chromium")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium(), args=FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -69,14 +40,6 @@ def shop(engine_factory: Any, settings: Any) -> Engine:
     return engine
 
 
-def watched(page: Page) -> list[str]:
-    """Console errors and uncaught exceptions of ``page``, as they happen."""
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    return errors
-
-
 def sign_in(page: Page, engine: Engine, key: str) -> None:
     page.goto(f"{engine.url}/dashboard")
     assert page.url.endswith("/dashboard/login")  # signed out: sent to sign in
@@ -85,8 +48,7 @@ def sign_in(page: Page, engine: Engine, key: str) -> None:
 
 
 def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    browser_shot(page, "dashboard", name)
 
 
 def test_every_page_renders_with_data(browser: Browser, shop: Engine) -> None:
