@@ -46,8 +46,9 @@ _CARD = (
     '<span>{{ i.name }}</span><b>${{ "%.2f"|format(i.price or 0) }}</b></a>{% endfor %}</div>'
 )
 _HERO = (
-    '<a class="hero {cls}" href="/demo/c/{category}"><h1>{headline}, '
-    '{{{{ first_name or "there" }}}}</h1><p>{text}</p><span class="cta">{cta}</span></a>'
+    '<a class="hero {cls}" href="/demo/c/{category}"><h1>{headline}</h1><p>'
+    '{{% if first_name %}}Hi {{{{ first_name }}}}: {{% endif %}}{text}</p>'
+    '<span class="cta">{cta}</span></a>'
 )
 PLACEMENTS: dict[str, dict[str, Any]] = {
     "home_hero": {
