@@ -47,7 +47,7 @@ _CARD = (
 )
 _HERO = (
     '<a class="hero {cls}" href="/demo/c/{category}"><h1>{headline}</h1><p>'
-    '{{% if first_name %}}Hi {{{{ first_name }}}}: {{% endif %}}{text}</p>'
+    "{{% if first_name %}}Hi {{{{ first_name }}}}: {{% endif %}}{text}</p>"
     '<span class="cta">{cta}</span></a>'
 )
 PLACEMENTS: dict[str, dict[str, Any]] = {
