@@ -360,6 +360,23 @@ def consume(
             delay = min(delay * 2, 10.0)
 
 
+def profile_ids(
+    client: redis.Redis, entries: list[Entry], wait: float = 10.0
+) -> dict[str, list[str]]:
+    """Each entry's messages' profile ids, as the profile updater resolved them (``PIDS``),
+    waiting up to ``wait`` seconds for it; entries it has not reached are left out."""
+    if not entries:
+        return {}
+    keys = [PIDS + e.id for e in entries]
+    deadline = time.monotonic() + wait
+    while True:
+        values = client.mget(keys)
+        if all(values) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return {e.id: msgspec.json.decode(v) for e, v in zip(entries, values) if v is not None}
+
+
 def ensure_group(client: redis.Redis, group: str) -> None:
     """Create ``group`` at the start of the stream if it does not exist yet."""
     try:

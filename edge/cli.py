@@ -121,9 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--workers",
-        default="sink,profiles,rewards,learner,recs",
+        default="sink,profiles,rewards,learner,recs,journeys",
         metavar="LIST",
-        help="workers to run beside the API: sink, profiles, rewards, learner, recs, or none (run "
+        help="workers to run beside the API: sink, profiles, rewards, learner, recs, journeys, "
+        "or none (run "
         "them elsewhere with `kairos worker NAME`); default %(default)s",
     )
     up.add_argument(
@@ -163,10 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "name",
-        choices=["sink", "profiles", "rewards", "learner", "recs"],
+        choices=["sink", "profiles", "rewards", "learner", "recs", "journeys"],
         help="sink: drains the spool into ClickHouse; profiles: keeps profiles and segments; "
         "rewards: teaches the placements' policies; learner: keeps predictive scores and "
-        "lifetime value; recs: keeps the product catalog and recommendation lists",
+        "lifetime value; recs: keeps the product catalog and recommendation lists; journeys: "
+        "moves people through journeys and sends their actions",
     )
     _store_options(worker)
     worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")

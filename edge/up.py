@@ -113,6 +113,9 @@ def up(args: argparse.Namespace) -> int:
         if "recs" in workers:
             supervisor.start("recs", [*_worker("recs"), *common, "--store-url", history,
                                       "--consumer", f"{node}-recs"])  # fmt: skip
+        if "journeys" in workers:
+            supervisor.start("journeys", [*_worker("journeys"), *common,
+                                          "--consumer", f"{node}-journeys"])  # fmt: skip
         if "learner" in workers:  # lifetime value needs the history: none without a sink here
             supervisor.start("learner", [*_worker("learner"), *common, "--store-url", history,
                                          "--consumer", f"{node}-learner"])  # fmt: skip
@@ -142,6 +145,7 @@ def worker(args: argparse.Namespace) -> int:
     from edge.logs import setup_logging
     from edge.redis_server import EmbeddedRedis
     from edge.worker import (
+        run_journeys_worker,
         run_learner_worker,
         run_profiles_worker,
         run_recs_worker,
@@ -162,6 +166,8 @@ def worker(args: argparse.Namespace) -> int:
         return 2
     if args.name == "rewards":
         return run_rewards_worker(redis_url, consumer, config)
+    if args.name == "journeys":
+        return run_journeys_worker(redis_url, consumer)
     store_url = args.store_url or (
         f"unix://{args.data_dir.resolve() / 'run' / 'store.sock'}"
         if clickhouse_url.startswith("chdb://")

@@ -10,6 +10,8 @@ The rewards worker teaches the placements' policies from decisions, clicks and c
 The learner keeps the predictive scores current (River models) and refits lifetime value.
 
 The recs worker keeps the product catalog and the recommendation candidate lists current.
+
+The journeys worker moves people through journeys: triggers, timers, the outbox of actions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collector.store import EventStore, QueryFailed, StoreUnavailable, open_stor
 from edge.config import Config
 from edge.placements import put_placement
 from edge.rewards import REWARDS_GROUP, RewardWorker
+from journeys.worker import JOURNEYS_GROUP, JourneyWorker
 from profiles import ProfileStore, ProfileUpdater
 from profiles.learner import LEARNER_GROUP, Learner
 from profiles.membership import Membership, put_segment
@@ -43,11 +46,13 @@ __all__ = [
     "PROFILES_GROUP",
     "REWARDS_GROUP",
     "SINK_GROUP",
+    "run_journeys_worker",
     "run_learner_worker",
     "run_profiles_worker",
     "run_recs_worker",
     "run_rewards_worker",
     "run_sink_worker",
+    "start_journeys",
     "start_learner",
     "start_profiles",
     "start_recs",
@@ -65,6 +70,7 @@ GROUPS = {
     "rewards": REWARDS_GROUP,
     "learner": LEARNER_GROUP,
     "recs": RECS_GROUP,
+    "journeys": JOURNEYS_GROUP,
 }
 _HISTORY = (
     "SELECT profile_id, count() FROM events WHERE event = {event:String} "
@@ -215,6 +221,26 @@ def start_recs(
     worker = Recommender(SpoolReader(client, RECS_GROUP, consumer), client, events,
                          config.recommendations, interval=interval)  # fmt: skip
     return _run(name="recs", run=worker.run, stop=stop)
+
+
+def start_journeys(
+    redis_url: str,
+    consumer: str,
+    stop: threading.Event,
+    interval: float = 0.2,
+    clock: Callable[[], int] | None = None,
+) -> threading.Thread:
+    """Run the journeys worker (triggers, timers, the outbox) in a thread."""
+    client = redis.Redis.from_url(redis_url)
+    ensure_group(client, JOURNEYS_GROUP)
+    reader = SpoolReader(client, JOURNEYS_GROUP, consumer)
+    worker = JourneyWorker(reader, client, interval=interval, **({"clock": clock} if clock else {}))
+    return _run(name="journeys", run=worker.run, stop=stop)
+
+
+def run_journeys_worker(redis_url: str, consumer: str) -> int:
+    """The journeys worker process: runs until SIGTERM or SIGINT."""
+    return _serve(lambda stop: start_journeys(redis_url, consumer, stop))
 
 
 def run_recs_worker(

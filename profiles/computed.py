@@ -28,7 +28,7 @@ from collector import wire
 from collector.identifiers import identify_traits
 from profiles.scoring import LeadScoring
 
-__all__ = ["Update", "compute", "event_name"]
+__all__ = ["LEAD_SCORE_ADJUSTED", "Update", "compute", "event_name"]
 
 _UTM = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 _CAMPAIGN = {
@@ -39,6 +39,7 @@ _CAMPAIGN = {
     "content": "utm_content",
 }
 _DAY_MS = 86_400_000
+LEAD_SCORE_ADJUSTED = "Lead Score Adjusted"  # properties.points adds to the lead score
 
 
 class Update(msgspec.Struct, omit_defaults=True, gc=False):
@@ -125,6 +126,8 @@ def compute(msg: wire.Message, scoring: LeadScoring) -> Update:
             update.first = _first_touch(msg, properties) or None
         if scoring.rules:
             update.points = scoring.points(name, properties)
+        if name == LEAD_SCORE_ADJUSTED:  # sent by journeys (and anyone): points as they say
+            update.points += _number(properties.get("points")) or 0.0
     if kind is wire.Track:
         product = properties.get("product_id") or properties.get("sku")
         product = str(product) if isinstance(product, str | int) and product != "" else None

@@ -53,7 +53,7 @@ import msgspec
 import redis
 
 from collector import wire
-from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader, consume
+from collector.spool import SUPPRESSED, Entry, SpoolReader, consume, profile_ids
 from profiles.computed import event_name
 from profiles.history import HISTORY, NUMERIC, SESSION_MS, Example, History, Open, Seen
 from profiles.membership import RESCORED
@@ -305,16 +305,7 @@ class Learner:
 
     def profile_ids(self, entries: list[Entry]) -> dict[str, list[str]]:
         """Each entry's profile ids, as the profile updater resolved them (waits for it)."""
-        if not entries:
-            return {}
-        keys = [PIDS + e.id for e in entries]
-        deadline = time.monotonic() + self.profile_wait
-        while True:
-            values = self.client.mget(keys)
-            if all(values) or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-        return {e.id: msgspec.json.decode(v) for e, v in zip(entries, values) if v is not None}
+        return profile_ids(self.client, entries, self.profile_wait)
 
     def _seen(self, msg: wire.Message) -> Seen | None:
         name = event_name(msg)

@@ -1,0 +1,87 @@
+"""Journeys admin API (secret key): ``PUT/GET/DELETE /v1/journeys/{key}`` and ``GET
+/v1/journeys`` (every journey, and the secret their webhooks are signed with).
+
+A definition is checked on the way in (``journeys.spec``): a 400 names the step or field at
+fault, e.g. ``steps.remind.next: no step 'rmind'``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collector.errors import with_path
+from edge.auth import secret
+from edge.responses import Problem, error, json
+from journeys.actions import webhook_secret
+from journeys.spec import JOURNEY, KEY, Journey, parse
+from journeys.store import DEFS, delete_journey, journeys, put_journey
+
+__all__ = ["routes"]
+
+
+def _key(request: Request) -> str:
+    key: str = request.path_params["key"]
+    if not KEY.fullmatch(key):
+        message = f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
+        raise Problem(400, "invalid_key", message)
+    return key
+
+
+@secret
+async def put(request: Request) -> Response:
+    key = _key(request)
+    try:
+        journey = parse(await request.body())
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_journey", with_path(str(exc)))
+    except msgspec.DecodeError as exc:
+        return error(400, "invalid_json", f"$: {exc}")
+    client = request.state.redis_sync
+    existed = await run_in_threadpool(client.hexists, DEFS, key)
+    changed = await run_in_threadpool(put_journey, client, key, journey)
+    return json({"key": key, "created": not existed, "changed": changed},
+                200 if existed else 201)  # fmt: skip
+
+
+async def _journey(request: Request, key: str) -> Journey:
+    raw = await run_in_threadpool(request.state.redis_sync.hget, DEFS, key)
+    if raw is None:
+        raise Problem(404, "not_found", f"no journey {key!r}")
+    return JOURNEY.decode(raw)
+
+
+@secret
+async def get_one(request: Request) -> Response:
+    key = _key(request)
+    return json({"key": key, **msgspec.to_builtins(await _journey(request, key))})
+
+
+@secret
+async def delete(request: Request) -> Response:
+    key = _key(request)
+    if not await run_in_threadpool(delete_journey, request.state.redis_sync, key):
+        return error(404, "not_found", f"no journey {key!r}")
+    return json({"key": key, "deleted": True})
+
+
+@secret
+async def list_all(request: Request) -> Response:
+    client = request.state.redis_sync
+    found = await run_in_threadpool(journeys, client)
+    signing = await run_in_threadpool(webhook_secret, client)
+    listed = [{"key": k, "name": j.name, "trigger": msgspec.to_builtins(j.trigger),
+               "active": j.active, "steps": len(j.steps), "revision": j.revision}
+              for k, j in sorted(found.items())]  # fmt: skip
+    return json({"journeys": listed, "webhook_secret": signing.decode()})
+
+
+routes = [
+    Route("/v1/journeys", list_all, methods=["GET"]),
+    Route("/v1/journeys/{key}", put, methods=["PUT"]),
+    Route("/v1/journeys/{key}", get_one, methods=["GET"]),
+    Route("/v1/journeys/{key}", delete, methods=["DELETE"]),
+]

@@ -1,0 +1,1 @@
+"""Journeys: trigger-based marketing automation (see journeys.spec for definitions)."""

@@ -1,0 +1,97 @@
+"""What an action step sends, and how.
+
+- ``webhook``: a POST of JSON ``{journey, step, idempotencyKey, person, run, …body}`` with
+  ``Idempotency-Key`` (the action key: a receiver that sees it twice can tell) and
+  ``X-Kairos-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` under the
+  webhook secret (``webhook_secret``: made once, kept in Redis, shown to admins by the journeys
+  API). A 2xx delivers it; anything else, or no answer in 10 s, is retried with backoff
+  (``backoff``: 2 s doubling to 5 minutes, for a day), a 4xx other than 408/429 is not.
+- ``traits``, ``score``, ``emit``: a message into the spool (identify; "Lead Score Adjusted";
+  the event), whose messageId is the action key, so the spool's dedup keeps it once.
+
+Examples:
+    >>> sign(b"secret", b'{"a":1}', 1800000000)
+    't=1800000000,v1=440dfbb83aabca24d9e5027629cfd81cb45254690f8d410bb28f1cc17c990dbc'
+    >>> [backoff(n) for n in (0, 1, 5, 20)]
+    [2000, 4000, 64000, 300000]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import msgspec
+import redis
+
+from collector import wire
+from journeys.spec import Emit, Score, Traits, Webhook
+from profiles.computed import LEAD_SCORE_ADJUSTED
+
+__all__ = ["SECRET", "Delivery", "backoff", "message_for", "sign", "webhook_secret"]
+
+SECRET = "{jrn}:webhook_secret"
+GIVE_UP_MS = 86_400_000  # an action not delivered within a day is dropped (and logged)
+
+
+class Delivery(msgspec.Struct):
+    ok: bool
+    retry: bool
+    detail: str
+
+
+def webhook_secret(client: redis.Redis) -> bytes:
+    """The secret webhooks are signed with (made on first use)."""
+    client.set(SECRET, "whsec_" + secrets.token_urlsafe(24), nx=True)
+    return bytes(client.get(SECRET) or b"")
+
+
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(secret, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def backoff(attempts: int) -> int:
+    """Milliseconds before the next try, after ``attempts`` failed ones."""
+    return int(min(2_000 * 2**attempts, 300_000))
+
+
+def post(
+    http: httpx.Client, step: Webhook, key: str, payload: dict[str, Any], secret: bytes
+) -> Delivery:
+    body = msgspec.json.encode({**payload, **step.body})
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+               "X-Kairos-Signature": sign(secret, body, int(datetime.now(UTC).timestamp())),
+               "User-Agent": "kairos-journeys"}  # fmt: skip
+    try:
+        answer = http.post(step.url, content=body, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        return Delivery(False, True, f"{type(exc).__name__}: {exc}")
+    if answer.is_success:
+        return Delivery(True, False, str(answer.status_code))
+    retry = answer.status_code >= 500 or answer.status_code in (408, 429)
+    return Delivery(False, retry, f"HTTP {answer.status_code}: {answer.text[:200]}")
+
+
+def message_for(
+    step: Traits | Score | Emit, key: str, ids: dict[str, str], properties: dict[str, Any]
+) -> wire.Message:
+    """The spool message of a traits, score or emit step for the person known by ``ids``
+    (``user_id`` and/or ``anonymous_id``)."""
+    now = datetime.now(UTC)
+    common: dict[str, Any] = {
+        "user_id": ids.get("user_id"), "anonymous_id": ids.get("anonymous_id"),
+        "message_id": f"journey-{key}", "timestamp": now, "received_at": now,
+        "context": msgspec.Raw(b'{"library":{"name":"kairos-journeys"}}'),
+    }  # fmt: skip
+    if isinstance(step, Traits):
+        return wire.Identify(traits=msgspec.Raw(msgspec.json.encode(step.set)), **common)
+    if isinstance(step, Score):
+        event, props = LEAD_SCORE_ADJUSTED, {**properties, "points": step.points}
+    else:
+        event, props = step.event, {**properties, **step.properties}
+    return wire.Track(event=event, properties=msgspec.Raw(msgspec.json.encode(props)), **common)

@@ -1,0 +1,206 @@
+"""One person's way through one journey, as pure functions of the definition, the run, the person
+and the time (``now``, in ms, always passed in: tests fast-forward days).
+
+A ``Run`` sits on one step. ``advance`` moves it through branches, splits and actions until it
+reaches a wait (it then says when it is ``due``, or which event it waits for) or an end; the
+actions passed on the way come back as ``Action`` values, each with an idempotency key unique
+to person, journey, entry and step, for the worker to send. ``on_event`` applies one of the
+person's events: an exit rule ends the run, the event a wait is for moves it on.
+
+Examples:
+    >>> from journeys.spec import JOURNEY
+    >>> journey = JOURNEY.decode(b'{"trigger": {"kind": "event", "event": "Product Added"},'
+    ...     b' "start": "wait", "exit": [{"event": "Order Completed"}], "steps": {'
+    ...     b'"wait": {"type": "wait", "duration": "1h", "next": "remind"},'
+    ...     b'"remind": {"type": "emit", "event": "Reminded", "next": "end"},'
+    ...     b'"end": {"type": "end"}}}')
+    >>> run, actions = advance(journey, enter("cart", "p1", 1, 0), Person("p1"), now=0)
+    >>> run.step, run.due, actions
+    ('wait', 3600000, [])
+    >>> run, actions = advance(journey, run, Person("p1"), now=3_600_000)
+    >>> run.ended, [a.step for a in actions]
+    ('completed', ['remind'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from journeys.spec import ACTIONS, Branch, End, Journey, Split, Wait, parse_duration
+from profiles.segments import View, matches
+
+__all__ = ["RUN", "Action", "Person", "Run", "advance", "enter", "may_enter", "on_event"]
+
+_MAX_STEPS = 200  # per advance: the definition forbids loops without a wait; this is a guard
+
+
+class Run(msgspec.Struct, omit_defaults=True):
+    journey: str
+    pid: str
+    entry: int  # 1 for the first time the person entered, 2 for the second, …
+    entered: int  # ms
+    step: str = ""
+    due: int = 0  # ms: when the current wait ends (0: not waiting on the clock)
+    waiting_for: str = ""  # the event the current wait is for
+    seen: list[str] = []  # events the person sent since entering (for branches)
+    vars: dict[str, str] = {}  # what decide steps chose: placement -> variant
+    ended: str = ""  # "" while running; "completed", or "exited: <event>"
+    ended_at: int = 0
+    applied: str = ""  # the spool position of the last event applied (replays change nothing)
+
+    @property
+    def key(self) -> str:
+        return f"{self.journey}|{self.pid}|{self.entry}"
+
+
+RUN = msgspec.json.Decoder(Run)
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action step reached: the worker builds and sends it (once: ``key``)."""
+
+    step: str
+    key: str  # journey|pid|entry|step
+
+
+@dataclass
+class Person:
+    """What branches and entry rules read of the person."""
+
+    pid: str
+    view: View | None = None
+    segments: list[str] = field(default_factory=list)
+    timezone: str | None = None
+
+
+def enter(journey_key: str, pid: str, entry: int, now: int, start: str = "") -> Run:
+    return Run(journey_key, pid, entry, now, start)
+
+
+def may_enter(journey: Journey, last: Run | None, person: Person, now: int) -> bool:
+    """Whether the person may enter now, after ``last`` (their latest run, if any)."""
+    if last is not None:
+        if not last.ended:
+            return False  # never twice at once
+        if journey.entry.reentry == "once":
+            return False
+        if journey.entry.reentry == "days":
+            if now - last.entered < journey.entry.reentry_days * 86_400_000:
+                return False
+    if journey.entry.segment is not None and journey.entry.segment not in person.segments:
+        return False
+    rule = journey.entry.rule
+    return rule is None or (person.view is not None and matches(rule, person.view))
+
+
+def advance(journey: Journey, run: Run, person: Person, now: int) -> tuple[Run, list[Action]]:
+    """Move ``run`` as far as it goes at ``now``; the actions it passed, in order."""
+    if run.ended:
+        return run, []
+    run = msgspec.structs.replace(run, step=run.step or journey.start)
+    actions: list[Action] = []
+    for _ in range(_MAX_STEPS):
+        step = journey.steps[run.step]
+        if isinstance(step, End):
+            return _ended(run, "completed", now), actions
+        if isinstance(step, Wait):
+            if run.due == 0 and not run.waiting_for:  # just arrived: start waiting
+                return _waiting(step, run, person, now), actions
+            if now < run.due:
+                return run, actions  # not yet
+            following = step.timeout_next if step.until_event else step.next
+            run = msgspec.structs.replace(run, step=following or step.next, due=0, waiting_for="")
+            continue
+        if isinstance(step, Branch):
+            run = msgspec.structs.replace(run, step=_branch(step, run, person))
+            continue
+        if isinstance(step, Split):
+            run = msgspec.structs.replace(run, step=_split(step, run))
+            continue
+        assert isinstance(step, ACTIONS)
+        actions.append(Action(run.step, f"{run.key}|{run.step}"))
+        run = msgspec.structs.replace(run, step=step.next)
+    raise RuntimeError(f"journey {run.journey}: more than {_MAX_STEPS} steps without a wait")
+
+
+def on_event(
+    journey: Journey, run: Run, event: str, properties: dict[str, Any], now: int
+) -> tuple[Run, bool]:
+    """Apply one of the person's events; True if the run must be advanced now."""
+    if run.ended:
+        return run, False
+    for rule in journey.exit:
+        if rule.event == event and _where(rule.where, properties):
+            return _ended(run, f"exited: {event}", now), False
+    seen = run.seen if event in run.seen else [*run.seen, event]
+    run = msgspec.structs.replace(run, seen=seen)
+    if run.waiting_for == event:
+        step = journey.steps[run.step]
+        assert isinstance(step, Wait)
+        return msgspec.structs.replace(run, step=step.next, due=0, waiting_for=""), True
+    return run, False
+
+
+def exits(journey: Journey, event: str, properties: dict[str, Any]) -> bool:
+    return any(r.event == event and _where(r.where, properties) for r in journey.exit)
+
+
+def _where(wanted: dict[str, Any], properties: dict[str, Any]) -> bool:
+    return all(properties.get(k) == v for k, v in wanted.items())
+
+
+def _ended(run: Run, why: str, now: int) -> Run:
+    return msgspec.structs.replace(run, ended=why, ended_at=now, due=0, waiting_for="")
+
+
+def _waiting(step: Wait, run: Run, person: Person, now: int) -> Run:
+    if step.duration:
+        return msgspec.structs.replace(run, due=now + parse_duration(step.duration))
+    if step.until_event:
+        due = now + parse_duration(step.timeout or "1d")
+        return msgspec.structs.replace(run, due=due, waiting_for=step.until_event)
+    assert step.until_time is not None
+    return msgspec.structs.replace(run, due=_next_local(step.until_time, person.timezone, now))
+
+
+def _next_local(hh_mm: str, timezone: str | None, now: int) -> int:
+    """The next ``hh_mm`` on the person's clock (UTC if their timezone is unknown)."""
+    try:
+        zone = ZoneInfo(timezone) if timezone else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    local = datetime.fromtimestamp(now / 1000, zone)
+    hour, minute = map(int, hh_mm.split(":"))
+    at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if at <= local:
+        at += timedelta(days=1)
+    return int(at.timestamp() * 1000)
+
+
+def _branch(step: Branch, run: Run, person: Person) -> str:
+    for case in step.cases:
+        if case.segment is not None and case.segment in person.segments:
+            return case.next
+        if case.event_since_entry is not None and case.event_since_entry in run.seen:
+            return case.next
+        if case.rule is not None and person.view is not None and matches(case.rule, person.view):
+            return case.next
+    return step.otherwise
+
+
+def _split(step: Split, run: Run) -> str:
+    """A weighted path, the same for the person every time (hash of person, journey, step)."""
+    digest = hashlib.sha256(f"{run.journey}|{run.pid}|{run.step}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(p.weight for p in step.paths)
+    for path in step.paths:
+        point -= path.weight
+        if point < 0:
+            return path.next
+    return step.paths[-1].next

@@ -1,0 +1,269 @@
+"""Journey definitions: a trigger, entry rules, a graph of steps, exit rules — as data, checked on
+the way in so that every error names the step (or field) at fault.
+
+A journey (JSON, e.g. ``PUT /v1/journeys/abandoned_cart``)::
+
+    {"name": "Abandoned cart",
+     "trigger": {"kind": "event", "event": "Product Added"},
+     "entry": {"reentry": "days", "reentry_days": 7},
+     "exit": [{"event": "Order Completed"}],
+     "goal": "Order Completed",
+     "start": "wait",
+     "steps": {
+       "wait": {"type": "wait", "duration": "1h", "next": "remind"},
+       "remind": {"type": "webhook", "url": "https://mail.example/send", "next": "end"},
+       "end": {"type": "end"}}}
+
+Steps (``type``): ``wait`` (a ``duration``; or ``until_time`` "HH:MM" in the person's
+``timezone`` trait; or ``until_event`` with a ``timeout``, going to ``timeout_next`` when it
+does not come), ``branch`` (``cases``: the first whose rule matches, else ``otherwise``),
+``split`` (weighted random paths, sticky per person: a holdout is a path to an ``end``),
+``webhook`` (signed JSON with the person), ``traits`` (set traits), ``score`` (adjust the lead
+score), ``emit`` (an event), ``end``.
+
+Examples:
+    >>> parse_duration("90m"), parse_duration("1d")
+    (5400000, 86400000)
+    >>> JOURNEY.decode(b'{"trigger": {"kind": "event", "event": "Signed Up"}, "start": "a",'
+    ...     b' "steps": {"a": {"type": "wait", "duration": "1h", "next": "b"}}}')
+    Traceback (most recent call last):
+    ...
+    msgspec.ValidationError: steps.a.next: no step 'b'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from profiles.segments import Rule
+
+__all__ = ["JOURNEY", "KEY", "Journey", "Step", "Trigger", "parse", "parse_duration"]
+
+KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+Duration = Annotated[str, msgspec.Meta(pattern=_DURATION.pattern)]
+StepName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Url = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", max_length=2000)]
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds in "30s", "15m", "1.5h" or "7d"."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise ValueError(f"a duration is a number and s, m, h or d (like 30m), got {text!r}")
+    return int(float(found.group(1)) * _UNIT_MS[found.group(2)])
+
+
+# -- triggers --
+
+
+class EventTrigger(msgspec.Struct, tag="event", tag_field="kind", forbid_unknown_fields=True):
+    event: Annotated[str, msgspec.Meta(min_length=1)]
+    where: dict[str, Any] = {}  # properties that must equal these values
+
+
+class SegmentEntered(msgspec.Struct, tag="segment_entered", tag_field="kind",
+                     forbid_unknown_fields=True):  # fmt: skip
+    segment: str
+
+
+class SegmentExited(msgspec.Struct, tag="segment_exited", tag_field="kind",
+                    forbid_unknown_fields=True):  # fmt: skip
+    segment: str
+
+
+class ScoreCrossed(msgspec.Struct, tag="score", tag_field="kind", forbid_unknown_fields=True):
+    """The person's ``score`` (a predictive score, or ``lead_score``) rises to ``above``."""
+
+    score: str
+    above: float
+
+
+class OnchainTrigger(msgspec.Struct, tag="onchain", tag_field="kind", forbid_unknown_fields=True):
+    event: Literal["mint", "transfer", "stake", "vote", "burn", "swap", "other"]
+    contract: str | None = None
+
+
+Trigger = EventTrigger | SegmentEntered | SegmentExited | ScoreCrossed | OnchainTrigger
+
+
+class Entry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Who may enter: ``rule`` (the segment rule language), how often (``reentry``: once,
+    again after ``reentry_days``, or always — never while already in the journey)."""
+
+    rule: Rule | None = None
+    segment: str | None = None
+    reentry: Literal["once", "days", "always"] = "once"
+    reentry_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+class ExitRule(msgspec.Struct, forbid_unknown_fields=True):
+    event: Annotated[str, msgspec.Meta(min_length=1)]
+    where: dict[str, Any] = {}
+
+
+# -- steps --
+
+
+class Wait(msgspec.Struct, tag="wait", tag_field="type", forbid_unknown_fields=True,
+           omit_defaults=True):  # fmt: skip
+    next: StepName
+    duration: Duration | None = None
+    until_time: Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] | None = None
+    until_event: str | None = None
+    timeout: Duration | None = None
+    timeout_next: StepName | None = None
+
+    def __post_init__(self) -> None:
+        forms = [f for f in ("duration", "until_time", "until_event") if getattr(self, f)]
+        if len(forms) != 1:
+            raise ValueError("a wait has exactly one of duration, until_time, until_event")
+        if self.until_event and not (self.timeout and self.timeout_next):
+            raise ValueError("a wait until_event needs `timeout` and `timeout_next`")
+
+
+class Case(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    next: StepName
+    rule: Rule | None = None
+    segment: str | None = None  # in this segment
+    event_since_entry: str | None = None  # did this since entering the journey
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.rule, self.segment, self.event_since_entry)) != 1:
+            raise ValueError("a case has exactly one of rule, segment, event_since_entry")
+
+
+class Branch(msgspec.Struct, tag="branch", tag_field="type", forbid_unknown_fields=True):
+    cases: Annotated[list[Case], msgspec.Meta(min_length=1)]
+    otherwise: StepName
+
+
+class Path(msgspec.Struct, forbid_unknown_fields=True):
+    weight: Annotated[float, msgspec.Meta(gt=0)]
+    next: StepName
+    name: str = ""
+
+
+class Split(msgspec.Struct, tag="split", tag_field="type", forbid_unknown_fields=True):
+    paths: Annotated[list[Path], msgspec.Meta(min_length=2)]
+
+
+class Webhook(msgspec.Struct, tag="webhook", tag_field="type", forbid_unknown_fields=True,
+              omit_defaults=True):  # fmt: skip
+    url: Url
+    next: StepName
+    body: dict[str, Any] = {}  # merged into the JSON sent
+
+
+class Traits(msgspec.Struct, tag="traits", tag_field="type", forbid_unknown_fields=True):
+    set: dict[str, Any]
+    next: StepName
+
+
+class Score(msgspec.Struct, tag="score", tag_field="type", forbid_unknown_fields=True):
+    points: float
+    next: StepName
+
+
+class Emit(msgspec.Struct, tag="emit", tag_field="type", forbid_unknown_fields=True):
+    event: Annotated[str, msgspec.Meta(min_length=1)]
+    next: StepName
+    properties: dict[str, Any] = {}
+
+
+class End(msgspec.Struct, tag="end", tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+Step = Wait | Branch | Split | Webhook | Traits | Score | Emit | End
+ACTIONS = (Webhook, Traits, Score, Emit)
+
+
+def successors(step: Step) -> list[tuple[str, str]]:
+    """(field, step name) pairs a step can go to."""
+    if isinstance(step, End):
+        return []
+    if isinstance(step, Branch):
+        cases = [(f"cases[{i}].next", c.next) for i, c in enumerate(step.cases)]
+        return [*cases, ("otherwise", step.otherwise)]
+    if isinstance(step, Split):
+        return [(f"paths[{i}].next", p.next) for i, p in enumerate(step.paths)]
+    found = [("next", step.next)]
+    if isinstance(step, Wait) and step.timeout_next:
+        found.append(("timeout_next", step.timeout_next))
+    return found
+
+
+class Journey(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    trigger: Trigger
+    start: StepName
+    steps: Annotated[dict[StepName, Step], msgspec.Meta(min_length=1, max_length=200)]
+    name: str = ""
+    description: str = ""
+    entry: Entry = msgspec.field(default_factory=Entry)
+    exit: list[ExitRule] = []
+    goal: str | None = None  # the event that counts as converting
+    active: bool = True
+    revision: int = 0  # set by the engine on every change
+
+    def __post_init__(self) -> None:
+        if self.start not in self.steps:
+            raise ValueError(f"`start`: no step {self.start!r}")
+        for name, step in self.steps.items():
+            for field, target in successors(step):
+                if target not in self.steps:
+                    raise ValueError(f"steps.{name}.{field}: no step {target!r}")
+        loop = self._loop_without_wait()
+        if loop:
+            raise ValueError(f"steps.{loop}: a loop without a wait would never stop")
+
+    def _loop_without_wait(self) -> str | None:
+        """A step on a cycle that passes no wait, if any."""
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+        def visit(name: str) -> str | None:
+            if state.get(name) == 1:
+                return name
+            if state.get(name) == 2 or isinstance(self.steps[name], Wait):
+                return None
+            state[name] = 1
+            for _, target in successors(self.steps[name]):
+                if (found := visit(target)) is not None:
+                    return found
+            state[name] = 2
+            return None
+
+        for name in self.steps:
+            if (found := visit(name)) is not None:
+                return found
+        return None
+
+
+JOURNEY = msgspec.json.Decoder(Journey)
+_STEP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def parse(body: bytes) -> Journey:
+    """A journey from JSON; a ``msgspec.ValidationError`` names the step at fault
+    (``$.steps.<name>…``) where msgspec alone would say ``$.steps[...]``."""
+    try:
+        return JOURNEY.decode(body)
+    except msgspec.ValidationError as exc:
+        if "steps[...]" not in str(exc):
+            raise
+        try:
+            steps = _STEP.decode(msgspec.json.encode(msgspec.json.decode(body)["steps"]))
+        except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError):
+            raise exc from None
+        for name, raw in steps.items():
+            try:
+                msgspec.json.decode(raw, type=Step)
+            except msgspec.ValidationError as found:
+                text, at, where = str(found).rpartition(" - at `$")
+                text, where = (text, where.rstrip("`")) if at else (where, "")
+                raise msgspec.ValidationError(f"{text} - at `$.steps.{name}{where}`") from None
+        raise

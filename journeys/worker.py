@@ -1,0 +1,323 @@
+"""The journeys worker: a consumer group on the spool, the timers, and the outbox.
+
+For each batch of events, in spool order and per person (the profile ids the profile updater
+resolved): every running journey of theirs sees the event (exit rules end it, the event a wait is
+for moves it on), then journeys the event triggers are entered (entry rules, re-entry policy).
+Runs advance until a wait or an end; the actions they pass go to the outbox under their
+idempotency keys, before the runs are saved (``journeys.store``). Each run keeps the spool
+position of the last event it applied, so a replayed batch changes nothing.
+
+Between batches, once it has caught up with the spool (so an exit event already sent is seen
+first), the worker wakes the runs whose waits are due, and sends what the outbox holds: a run
+that has exited since its action was queued gets nothing (the exit rules are checked again right
+before each action). Each delivered action is recorded as sent and never sent again.
+
+Journey events go to the spool (and so to ClickHouse): "Journey Entered", "Journey Action
+Sent" (with the step and the action), "Journey Exited" (with the reason) and "Journey
+Completed", each with ``journey`` and ``entry``. ``clock`` (ms) is injectable: tests move days.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import msgspec
+import redis
+
+from collector import wire
+from collector.spool import Entry, SpoolReader, append_now, consume, profile_ids
+from journeys import store
+from journeys.actions import GIVE_UP_MS, backoff, message_for, post, webhook_secret
+from journeys.runs import Person, Run, advance, enter, may_enter, on_event
+from journeys.spec import (
+    EventTrigger,
+    Journey,
+    ScoreCrossed,
+    SegmentEntered,
+    SegmentExited,
+    Webhook,
+)
+from profiles.computed import event_name
+from profiles.store import ProfileStore, Snapshot, position
+from profiles.views import view_of
+
+__all__ = ["JOURNEYS_GROUP", "JourneyWorker"]
+
+log = logging.getLogger("kairos.journeys")
+
+JOURNEYS_GROUP = "journeys"
+_OWN = ("Journey Entered", "Journey Action Sent", "Journey Exited", "Journey Completed")
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class JourneyWorker:
+    def __init__(
+        self,
+        reader: SpoolReader,
+        client: redis.Redis,
+        clock: Callable[[], int] = _wall_ms,
+        http: httpx.Client | None = None,
+        max_entries: int = 500,
+        interval: float = 0.2,
+        profile_wait: float = 10.0,
+    ):
+        self.reader = reader
+        self.client = client
+        self.profiles = ProfileStore(client)
+        self.clock = clock
+        self.http = http or httpx.Client()
+        self.max_entries = max_entries
+        self.interval = interval
+        self.profile_wait = profile_wait
+        self.journeys: dict[str, Journey] = {}
+        self._version: bytes | None = None
+        self._caught_up = False
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("journeys worker started", extra={"consumer": self.reader.consumer})
+        consume(self.reader, stop, self.process, idle=self._idle, between=self.tick,
+                max_entries=self.max_entries, interval=self.interval)  # fmt: skip
+        log.info("journeys worker stopped")
+
+    def _idle(self) -> None:
+        self._caught_up = True
+
+    # -- events --
+
+    def process(self, entries: list[Entry]) -> dict[str, float]:
+        self._refresh()
+        self._caught_up = sum(e.count for e in entries) < self.max_entries
+        if not self.journeys:
+            return {}
+        pids = profile_ids(self.client, entries, self.profile_wait)
+        mine: dict[str, list[tuple[str, wire.Message]]] = {}
+        for entry in entries:
+            if entry.kind != "events":
+                continue
+            for i, (msg, pid) in enumerate(zip(entry.messages(), pids.get(entry.id, []))):
+                if pid and event_name(msg) is not None:
+                    mine.setdefault(pid, []).append((position(entry.id, i), msg))
+        counters: dict[str, float] = {}
+        if mine:
+            self._apply(mine, counters)
+        return counters
+
+    def _apply(
+        self, mine: dict[str, list[tuple[str, wire.Message]]], counters: dict[str, float]
+    ) -> None:
+        runs = store.read_runs(self.client, list(mine))
+        snapshots = dict(zip(mine, self.profiles.read_many(list(mine))))
+        now = self.clock()
+        changed: list[Run] = []
+        outgoing: dict[str, store.Outgoing] = {}
+        said: list[wire.Message] = []
+        for pid, events in mine.items():
+            person = _person(snapshots[pid], now)
+            theirs = runs[pid]
+            for at, msg in events:
+                name = event_name(msg) or ""
+                properties = wire.as_dict(msg.properties) if hasattr(msg, "properties") else {}
+                for key, run in list(theirs.items()):
+                    journey = self.journeys.get(key)
+                    if journey is None or run.ended or at <= run.applied:
+                        continue
+                    run, moved = on_event(journey, run, name, properties, now)
+                    run = msgspec.structs.replace(run, applied=at)
+                    if moved:
+                        run, actions = advance(journey, run, person, now)
+                        outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
+                    theirs[key] = run
+                    changed.append(run)
+                    said += _said(run, snapshots[pid], now)
+                if name in _OWN:
+                    continue
+                for key, journey in self.journeys.items():
+                    if not journey.active or not _triggers(journey, name, properties, person):
+                        continue
+                    last = theirs.get(key)
+                    if last is not None and at <= last.applied:
+                        continue  # this very event entered it already (a replay)
+                    if not may_enter(journey, last, person, now):
+                        continue
+                    run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start)
+                    run, actions = advance(journey, msgspec.structs.replace(run, applied=at),
+                                           person, now)  # fmt: skip
+                    outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
+                    theirs[key] = run
+                    changed.append(run)
+                    counters["journeys_entered"] = counters.get("journeys_entered", 0) + 1
+                    said.append(_event("Journey Entered", run, snapshots[pid], now))
+                    said += _said(run, snapshots[pid], now)
+        store.save(self.client, _latest(changed), outgoing, now)
+        if said:
+            append_now(self.client, said)
+
+    # -- timers and the outbox --
+
+    def tick(self) -> None:
+        if not self._caught_up:
+            return
+        self._refresh()
+        now = self.clock()
+        due = store.due_timers(self.client, now)
+        if due:
+            self._wake(due, now)
+        self.send(now)
+
+    def _wake(self, due: list[tuple[str, str]], now: int) -> None:
+        pids = sorted({pid for pid, _ in due})
+        runs = store.read_runs(self.client, pids)
+        snapshots = dict(zip(pids, self.profiles.read_many(pids)))
+        changed: list[Run] = []
+        outgoing: dict[str, store.Outgoing] = {}
+        said: list[wire.Message] = []
+        for pid, key in due:
+            run, journey = runs[pid].get(key), self.journeys.get(key)
+            if run is None or journey is None or run.ended:
+                self.client.zrem(store.TIMERS, f"{pid} {key}")  # deleted, or done meanwhile
+                continue
+            if run.step not in journey.steps:  # the definition changed under it
+                run = msgspec.structs.replace(run, ended="exited: step removed", ended_at=now)
+            else:
+                run, actions = advance(journey, run, _person(snapshots[pid], now), now)
+                outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
+            changed.append(run)
+            said += _said(run, snapshots[pid], now)
+        store.save(self.client, changed, outgoing, now)
+        if said:
+            append_now(self.client, said)
+
+    def send(self, now: int) -> int:
+        """Deliver what the outbox holds that is due; returns how many were delivered."""
+        delivered = 0
+        for key, item in store.due_actions(self.client, now):
+            journey = self.journeys.get(item.journey)
+            run = store.read_runs(self.client, [item.pid])[item.pid].get(item.journey)
+            if journey is None or run is None or run.entry != item.entry or (
+                    run.ended.startswith("exited")) or item.step not in journey.steps:  # fmt: skip
+                store.settle(self.client, key, now, "cancelled")
+                continue
+            if store.was_sent(self.client, key):
+                store.settle(self.client, key, now, "sent")
+                continue
+            step = journey.steps[item.step]
+            snapshot = self.profiles.read(item.pid)
+            if isinstance(step, Webhook):
+                payload = {
+                    "journey": item.journey, "step": item.step, "idempotencyKey": key,
+                    "person": _document(snapshot, now), "run": msgspec.to_builtins(run),
+                }  # fmt: skip
+                result = post(self.http, step, key, payload, webhook_secret(self.client))
+                if not result.ok:
+                    if result.retry and now - item.created < GIVE_UP_MS:
+                        store.retry(self.client, key, item, now + backoff(item.attempts),
+                                    result.detail)  # fmt: skip
+                    else:
+                        log.warning(
+                            "journey action dropped", extra={"action": key, "error": result.detail}
+                        )
+                        store.settle(self.client, key, now, "dropped")
+                    continue
+            else:
+                ids = _ids(snapshot)
+                if not ids:
+                    store.settle(self.client, key, now, "dropped")
+                    continue
+                append_now(self.client, [message_for(step, key, ids,  # type: ignore[arg-type]
+                                                     {"journey": item.journey})])  # fmt: skip
+            store.settle(self.client, key, now, "sent")
+            kind = step.__struct_config__.tag
+            sent = _event("Journey Action Sent", run, snapshot, now, step=item.step, action=kind)
+            append_now(self.client, [sent])
+            delivered += 1
+        return delivered
+
+    def _refresh(self) -> None:
+        version = self.client.get(store.VERSION)
+        if version != self._version or self._version is None:
+            self.journeys = store.journeys(self.client)
+            self._version = version
+
+
+def _latest(runs: list[Run]) -> list[Run]:
+    """The last state of each run (a person's events may change one run several times)."""
+    return list({(r.pid, r.journey): r for r in runs}.values())
+
+
+def _outgoing(run: Run, step: str, now: int) -> store.Outgoing:
+    return store.Outgoing(run.journey, run.pid, run.entry, step, now)
+
+
+def _person(snapshot: Snapshot, now: int) -> Person:
+    if not snapshot.exists:
+        return Person(snapshot.id)
+    view = view_of(snapshot, now)
+    zone = view.traits.get("timezone")
+    return Person(
+        snapshot.id, view, list(snapshot.segments), zone if isinstance(zone, str) else None
+    )
+
+
+def _triggers(journey: Journey, name: str, properties: dict[str, Any], person: Person) -> bool:
+    trigger = journey.trigger
+    if isinstance(trigger, EventTrigger):
+        return name == trigger.event and all(
+            properties.get(k) == v for k, v in trigger.where.items()
+        )
+    if isinstance(trigger, SegmentEntered | SegmentExited):
+        wanted = "Segment Entered" if isinstance(trigger, SegmentEntered) else "Segment Exited"
+        return name == wanted and properties.get("segment") == trigger.segment
+    if isinstance(trigger, ScoreCrossed):
+        if person.view is None:
+            return False
+        score = person.view.scores.get(trigger.score, person.view.computed.get(trigger.score))
+        return isinstance(score, int | float) and score >= trigger.above
+    return False
+
+
+def _ids(snapshot: Snapshot) -> dict[str, str]:
+    found = {}
+    if snapshot.fields.get("user_id"):
+        found["user_id"] = snapshot.fields["user_id"]
+    anonymous = [i.partition(":")[2] for i in snapshot.identities if i.startswith("anonymous_id:")]
+    if anonymous:
+        found["anonymous_id"] = sorted(anonymous)[0]
+    return found
+
+
+def _document(snapshot: Snapshot, now: int) -> dict[str, Any]:
+    from profiles.views import describe
+
+    return describe(snapshot, now) if snapshot.exists else {"id": snapshot.id}
+
+
+def _said(run: Run, snapshot: Snapshot, now: int) -> list[wire.Message]:
+    """The journey event of a run that just ended, if it did."""
+    if not run.ended or run.ended_at != now:
+        return []
+    if run.ended == "completed":
+        return [_event("Journey Completed", run, snapshot, now)]
+    return [_event("Journey Exited", run, snapshot, now, reason=run.ended)]
+
+
+def _event(name: str, run: Run, snapshot: Snapshot, now: int, **more: Any) -> wire.Message:
+    ids = _ids(snapshot) or {"anonymous_id": f"profile-{run.pid}"}
+    when = datetime.fromtimestamp(now / 1000, UTC)
+    properties = {"journey": run.journey, "entry": run.entry, "profile_id": run.pid, **more}
+    suffix = f"|{more['step']}" if "step" in more else ""
+    return wire.Track(
+        event=name, user_id=ids.get("user_id"), anonymous_id=ids.get("anonymous_id"),
+        message_id=f"{name.lower().replace(' ', '-')}-{run.key}{suffix}",
+        timestamp=when, received_at=datetime.now(UTC),
+        properties=msgspec.Raw(msgspec.json.encode(properties)),
+        context=msgspec.Raw(b'{"library":{"name":"kairos-journeys"}}'),
+    )  # fmt: skip
