@@ -5,55 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-import redis
 
 from edge.worker import start_journeys
-from journeys.store import runs_key
 from tests.conftest import Engine
 from tests.edge.test_profiles_api import bearer, eventually
-
-
-class Receiver:
-    """A webhook receiver on localhost that records what it is sent."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.status = 200
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.received.append({"path": self.path, "headers": dict(self.headers),
-                                       "raw": body, "json": json.loads(body)})  # fmt: skip
-                self.send_response(outer.status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    yield found
-    found.close()
+from tests.journeys.conftest import Receiver, abandoned_cart, put_journey, run_of, track
 
 
 class Clock:
@@ -78,42 +39,6 @@ def clock(engine: Engine) -> Iterator[Clock]:
     yield found
     stop.set()
     thread.join(timeout=30)
-
-
-def put_journey(engine: Engine, key: str, body: dict[str, Any]) -> None:
-    answer = engine.client.put(f"{engine.url}/v1/journeys/{key}", json=body, headers=bearer())
-    assert answer.status_code in (200, 201), answer.text
-
-
-def abandoned_cart(url: str) -> dict[str, Any]:
-    return {
-        "name": "Abandoned cart",
-        "trigger": {"kind": "event", "event": "Product Added"},
-        "entry": {"reentry": "days", "reentry_days": 7},
-        "exit": [{"event": "Order Completed"}],
-        "goal": "Order Completed",
-        "start": "wait",
-        "steps": {
-            "wait": {"type": "wait", "duration": "1h", "next": "remind"},
-            "remind": {"type": "webhook", "url": f"{url}/remind", "body": {"template": "cart"},
-                       "next": "end"},
-            "end": {"type": "end"},
-        },
-    }  # fmt: skip
-
-
-def track(engine: Engine, who: str, event: str, **properties: Any) -> None:
-    answer = engine.post(
-        "/v1/track", {"anonymousId": who, "event": event, "properties": properties}
-    )
-    assert answer.status_code == 200
-
-
-def run_of(engine: Engine, who: str, journey: str) -> dict[str, Any] | None:
-    r = redis.Redis.from_url(engine.settings.redis_url)
-    pid = r.get(f"{{id:anonymous_id:{who}}}")
-    raw = r.hget(runs_key(pid.decode()), journey) if pid else None
-    return json.loads(raw) if raw else None
 
 
 def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
