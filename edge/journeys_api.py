@@ -1,5 +1,6 @@
-"""Journeys admin API (secret key): ``PUT/GET/DELETE /v1/journeys/{key}`` and ``GET
-/v1/journeys`` (every journey, and the secret their webhooks are signed with).
+"""Journeys admin API (secret key): ``PUT/GET/DELETE /v1/journeys/{key}``, ``GET
+/v1/journeys/{key}/stats`` (``journeys.stats``) and ``GET /v1/journeys`` (every journey, and
+the secret their webhooks are signed with).
 
 A definition is checked on the way in (``journeys.spec``): a 400 names the step or field at
 fault, e.g. ``steps.remind.next: no step 'rmind'``.
@@ -14,10 +15,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
+from collector.store import QueryFailed, StoreUnavailable
 from edge.auth import secret
 from edge.responses import Problem, error, json
 from journeys.actions import webhook_secret
 from journeys.spec import JOURNEY, KEY, Journey, parse
+from journeys.stats import active_by_step, counts
 from journeys.store import DEFS, delete_journey, journeys, put_journey
 
 __all__ = ["routes"]
@@ -69,6 +72,19 @@ async def delete(request: Request) -> Response:
 
 
 @secret
+async def stats(request: Request) -> Response:
+    """Entered, active per step, completed, exited by reason, converted, actions per step."""
+    key = _key(request)
+    journey = await _journey(request, key)
+    try:
+        found = await run_in_threadpool(counts, request.state.store, key, journey)
+    except (StoreUnavailable, QueryFailed) as exc:
+        return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
+    active = await run_in_threadpool(active_by_step, request.state.redis_sync, key)
+    return json({"key": key, **found, "active": active})
+
+
+@secret
 async def list_all(request: Request) -> Response:
     client = request.state.redis_sync
     found = await run_in_threadpool(journeys, client)
@@ -81,6 +97,7 @@ async def list_all(request: Request) -> Response:
 
 routes = [
     Route("/v1/journeys", list_all, methods=["GET"]),
+    Route("/v1/journeys/{key}/stats", stats, methods=["GET"]),
     Route("/v1/journeys/{key}", put, methods=["PUT"]),
     Route("/v1/journeys/{key}", get_one, methods=["GET"]),
     Route("/v1/journeys/{key}", delete, methods=["DELETE"]),

@@ -55,6 +55,8 @@ def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
     assert run_of(engine, "bob", "abandoned_cart")["ended"] == "exited: Order Completed"
     time.sleep(0.5)
     assert receiver.received == []  # the hour has not passed
+    waiting = engine.client.get(f"{engine.url}/v1/journeys/abandoned_cart/stats", headers=bearer())
+    assert waiting.json()["active"] == {"wait": 1}  # ada; bob has left
     clock.forward(61)
     eventually(lambda: receiver.received)
     time.sleep(0.5)  # nothing more comes
@@ -80,6 +82,10 @@ def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
     assert rows == [["Journey Action Sent", "ada", ""], ["Journey Completed", "ada", ""],
                     ["Journey Entered", "ada", ""], ["Journey Entered", "bob", ""],
                     ["Journey Exited", "bob", "exited: Order Completed"]]  # fmt: skip
+    stats = engine.client.get(f"{engine.url}/v1/journeys/abandoned_cart/stats", headers=bearer())
+    assert stats.json() == {"key": "abandoned_cart", "entered": 2, "people": 2, "completed": 1,
+                            "exited": {"exited: Order Completed": 1}, "converted": 1,
+                            "actions": {"remind": 1}, "active": {}}  # fmt: skip
 
 
 def test_a_holdout_stays_untouched(engine: Engine, clock: Clock, receiver: Receiver) -> None:
@@ -97,6 +103,8 @@ def test_a_holdout_stays_untouched(engine: Engine, clock: Clock, receiver: Recei
     for who in people:
         track(engine, who, "Signed Up")
     eventually(lambda: all(run_of(engine, w, "welcome") for w in people))
+    stats = engine.client.get(f"{engine.url}/v1/journeys/welcome/stats", headers=bearer()).json()
+    assert stats["active"] == {}  # no waits: everyone passed straight through
     eventually(lambda: len(receiver.received) >= 8)
     time.sleep(0.5)
     greeted = {r["json"]["person"]["identities"]["anonymous_id"][0] for r in receiver.received}
