@@ -8,6 +8,9 @@ fault, e.g. ``steps.remind.next: no step 'rmind'``.
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,6 +22,7 @@ from collector.store import QueryFailed, StoreUnavailable
 from edge.auth import secret
 from edge.responses import Problem, error, json
 from journeys.actions import webhook_secret
+from journeys.dryrun import simulate
 from journeys.spec import JOURNEY, KEY, Journey, parse
 from journeys.stats import active_by_step, counts
 from journeys.store import DEFS, delete_journey, journeys, put_journey
@@ -84,6 +88,40 @@ async def stats(request: Request) -> Response:
     return json({"key": key, **found, "active": active})
 
 
+class SimulateAsk(msgspec.Struct, forbid_unknown_fields=True):
+    since: datetime | None = None
+    until: datetime | None = None
+    journey: msgspec.Raw = msgspec.Raw(b"null")  # a definition to try before saving it
+
+
+@secret
+async def simulate_journey(request: Request) -> Response:
+    """Replay ``since``..``until`` (default: the last 7 days) through the journey, sending
+    nothing: who would have entered, what each step would have sent, who would have converted."""
+    key = _key(request)
+    body = await request.body()
+    try:
+        ask = msgspec.json.decode(body or b"{}", type=SimulateAsk)
+        journey = parse(bytes(ask.journey)) if bytes(ask.journey) != b"null" else None
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_request", with_path(str(exc)))
+    except msgspec.DecodeError as exc:
+        return error(400, "invalid_json", f"$: {exc}")
+    journey = journey or await _journey(request, key)
+    until = ask.until or datetime.now(UTC)
+    since = ask.since or until - timedelta(days=7)
+    if since.tzinfo is None or until.tzinfo is None or since >= until:
+        return error(400, "invalid_request", "$.since: must be before `until`, both with a zone")
+    try:
+        report = await run_in_threadpool(simulate, request.state.store, request.state.profiles,
+                                         key, journey, since, until)  # fmt: skip
+    except ValueError as exc:
+        return error(400, "invalid_request", str(exc))
+    except (StoreUnavailable, QueryFailed) as exc:
+        return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
+    return json({"key": key, "since": since, "until": until, **dataclasses.asdict(report)})
+
+
 @secret
 async def list_all(request: Request) -> Response:
     client = request.state.redis_sync
@@ -98,6 +136,7 @@ async def list_all(request: Request) -> Response:
 routes = [
     Route("/v1/journeys", list_all, methods=["GET"]),
     Route("/v1/journeys/{key}/stats", stats, methods=["GET"]),
+    Route("/v1/journeys/{key}/simulate", simulate_journey, methods=["POST"]),
     Route("/v1/journeys/{key}", put, methods=["PUT"]),
     Route("/v1/journeys/{key}", get_one, methods=["GET"]),
     Route("/v1/journeys/{key}", delete, methods=["DELETE"]),

@@ -32,10 +32,32 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from journeys.spec import ACTIONS, Branch, End, Journey, Split, Wait, parse_duration
+from journeys.spec import (
+    ACTIONS,
+    Branch,
+    End,
+    EventTrigger,
+    Journey,
+    ScoreCrossed,
+    SegmentEntered,
+    SegmentExited,
+    Split,
+    Wait,
+    parse_duration,
+)
 from profiles.segments import View, matches
 
-__all__ = ["RUN", "Action", "Person", "Run", "advance", "enter", "may_enter", "on_event"]
+__all__ = [
+    "RUN",
+    "Action",
+    "Person",
+    "Run",
+    "advance",
+    "enter",
+    "may_enter",
+    "on_event",
+    "triggers",
+]
 
 _MAX_STEPS = 200  # per advance: the definition forbids loops without a wait; this is a guard
 
@@ -146,6 +168,24 @@ def on_event(
         assert isinstance(step, Wait)
         return msgspec.structs.replace(run, step=step.next, due=0, waiting_for=""), True
     return run, False
+
+
+def triggers(journey: Journey, name: str, properties: dict[str, Any], person: Person) -> bool:
+    """Whether the person's event ``name`` (with ``properties``) triggers ``journey``."""
+    trigger = journey.trigger
+    if isinstance(trigger, EventTrigger):
+        return name == trigger.event and all(
+            properties.get(k) == v for k, v in trigger.where.items()
+        )
+    if isinstance(trigger, SegmentEntered | SegmentExited):
+        wanted = "Segment Entered" if isinstance(trigger, SegmentEntered) else "Segment Exited"
+        return name == wanted and properties.get("segment") == trigger.segment
+    if isinstance(trigger, ScoreCrossed):
+        if person.view is None:
+            return False
+        score = person.view.scores.get(trigger.score, person.view.computed.get(trigger.score))
+        return isinstance(score, int | float) and score >= trigger.above
+    return False
 
 
 def exits(journey: Journey, event: str, properties: dict[str, Any]) -> bool:

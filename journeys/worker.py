@@ -34,15 +34,8 @@ from collector import wire
 from collector.spool import Entry, SpoolReader, append_now, consume, profile_ids
 from journeys import store
 from journeys.actions import GIVE_UP_MS, backoff, message_for, post, webhook_secret
-from journeys.runs import Person, Run, advance, enter, may_enter, on_event
-from journeys.spec import (
-    EventTrigger,
-    Journey,
-    ScoreCrossed,
-    SegmentEntered,
-    SegmentExited,
-    Webhook,
-)
+from journeys.runs import Person, Run, advance, enter, may_enter, on_event, triggers
+from journeys.spec import Journey, Webhook
 from profiles.computed import event_name
 from profiles.store import ProfileStore, Snapshot, position
 from profiles.views import view_of
@@ -141,7 +134,7 @@ class JourneyWorker:
                 if name in _OWN:
                     continue
                 for key, journey in self.journeys.items():
-                    if not journey.active or not _triggers(journey, name, properties, person):
+                    if not journey.active or not triggers(journey, name, properties, person):
                         continue
                     last = theirs.get(key)
                     if last is not None and at <= last.applied:
@@ -265,23 +258,6 @@ def _person(snapshot: Snapshot, now: int) -> Person:
     return Person(
         snapshot.id, view, list(snapshot.segments), zone if isinstance(zone, str) else None
     )
-
-
-def _triggers(journey: Journey, name: str, properties: dict[str, Any], person: Person) -> bool:
-    trigger = journey.trigger
-    if isinstance(trigger, EventTrigger):
-        return name == trigger.event and all(
-            properties.get(k) == v for k, v in trigger.where.items()
-        )
-    if isinstance(trigger, SegmentEntered | SegmentExited):
-        wanted = "Segment Entered" if isinstance(trigger, SegmentEntered) else "Segment Exited"
-        return name == wanted and properties.get("segment") == trigger.segment
-    if isinstance(trigger, ScoreCrossed):
-        if person.view is None:
-            return False
-        score = person.view.scores.get(trigger.score, person.view.computed.get(trigger.score))
-        return isinstance(score, int | float) and score >= trigger.above
-    return False
 
 
 def _ids(snapshot: Snapshot) -> dict[str, str]:
