@@ -173,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     _store_options(worker)
     worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
     worker.add_argument(
+        "--api-url",
+        default=_env("KAIROS_API_URL", "http://127.0.0.1:8000"),
+        help="journeys: the engine's HTTP API, for email hand-offs and decisions (keys from "
+        "KAIROS_WRITE_KEY/KAIROS_SECRET_KEY or the data dir); env KAIROS_API_URL, "
+        "default %(default)s",
+    )
+    worker.add_argument(
         "--store-url",
         default=None,
         metavar="URL",

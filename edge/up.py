@@ -114,8 +114,11 @@ def up(args: argparse.Namespace) -> int:
             supervisor.start("recs", [*_worker("recs"), *common, "--store-url", history,
                                       "--consumer", f"{node}-recs"])  # fmt: skip
         if "journeys" in workers:
+            local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
             supervisor.start("journeys", [*_worker("journeys"), *common,
-                                          "--consumer", f"{node}-journeys"])  # fmt: skip
+                                          "--consumer", f"{node}-journeys",
+                                          "--data-dir", str(data_dir),
+                                          "--api-url", f"http://{local}:{args.port}"])  # fmt: skip
         if "learner" in workers:  # lifetime value needs the history: none without a sink here
             supervisor.start("learner", [*_worker("learner"), *common, "--store-url", history,
                                          "--consumer", f"{node}-learner"])  # fmt: skip
@@ -167,7 +170,11 @@ def worker(args: argparse.Namespace) -> int:
     if args.name == "rewards":
         return run_rewards_worker(redis_url, consumer, config)
     if args.name == "journeys":
-        return run_journeys_worker(redis_url, consumer)
+        from edge.settings import load_keys
+
+        keys = load_keys(args.data_dir.resolve())
+        return run_journeys_worker(redis_url, consumer,
+                                   (args.api_url, keys.write_key, keys.secret_key))  # fmt: skip
     store_url = args.store_url or (
         f"unix://{args.data_dir.resolve() / 'run' / 'store.sock'}"
         if clickhouse_url.startswith("chdb://")

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import redis
 
 from collector import Sink, SpoolReader, connect, migrate
@@ -33,6 +34,7 @@ from collector.store import EventStore, QueryFailed, StoreUnavailable, open_stor
 from edge.config import Config
 from edge.placements import put_placement
 from edge.rewards import REWARDS_GROUP, RewardWorker
+from journeys.actions import Api
 from journeys.worker import JOURNEYS_GROUP, JourneyWorker
 from profiles import ProfileStore, ProfileUpdater
 from profiles.learner import LEARNER_GROUP, Learner
@@ -227,20 +229,25 @@ def start_journeys(
     redis_url: str,
     consumer: str,
     stop: threading.Event,
+    api: tuple[str, str, str] | None = None,
     interval: float = 0.2,
     clock: Callable[[], int] | None = None,
 ) -> threading.Thread:
-    """Run the journeys worker (triggers, timers, the outbox) in a thread."""
+    """Run the journeys worker (triggers, timers, the outbox) in a thread; ``api``: the
+    engine's URL, write key and secret key (email hand-offs and decisions need them)."""
     client = redis.Redis.from_url(redis_url)
     ensure_group(client, JOURNEYS_GROUP)
     reader = SpoolReader(client, JOURNEYS_GROUP, consumer)
-    worker = JourneyWorker(reader, client, interval=interval, **({"clock": clock} if clock else {}))
+    http = httpx.Client(timeout=10.0)
+    worker = JourneyWorker(reader, client, http=http, interval=interval,
+                           api=Api(*api, http) if api else None,
+                           **({"clock": clock} if clock else {}))  # fmt: skip
     return _run(name="journeys", run=worker.run, stop=stop)
 
 
-def run_journeys_worker(redis_url: str, consumer: str) -> int:
+def run_journeys_worker(redis_url: str, consumer: str, api: tuple[str, str, str]) -> int:
     """The journeys worker process: runs until SIGTERM or SIGINT."""
-    return _serve(lambda stop: start_journeys(redis_url, consumer, stop))
+    return _serve(lambda stop: start_journeys(redis_url, consumer, stop, api))
 
 
 def run_recs_worker(

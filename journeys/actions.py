@@ -6,6 +6,11 @@
   webhook secret (``webhook_secret``: made once, kept in Redis, shown to admins by the journeys
   API). A 2xx delivers it; anything else, or no answer in 10 s, is retried with backoff
   (``backoff``: 2 s doubling to 5 minutes, for a day), a 4xx other than 408/429 is not.
+- ``email``: a webhook to the provider carrying ``to`` (the person's email trait), ``subject``
+  and the recommendations API's rendered block for the person (``html``, ``text``, the items
+  and their decisionId), fetched from the engine's own API (``Api``: its URL and keys);
+  ``decide`` on a webhook or email adds that placement's decision for the person (from
+  ``/v1/decide``, so it is logged and learns like any other).
 - ``traits``, ``score``, ``emit``: a message into the spool (identify; "Lead Score Adjusted";
   the event), whose messageId is the action key, so the spool's dedup keeps it once.
 
@@ -29,10 +34,11 @@ import msgspec
 import redis
 
 from collector import wire
-from journeys.spec import Emit, Score, Traits, Webhook
+from journeys.spec import Email, Emit, Score, Traits, Webhook
 from profiles.computed import LEAD_SCORE_ADJUSTED
 
-__all__ = ["SECRET", "Delivery", "backoff", "message_for", "sign", "webhook_secret"]
+__all__ = ["SECRET", "Api", "ApiError", "Delivery", "backoff", "message_for", "sign",
+           "webhook_secret"]  # fmt: skip
 
 SECRET = "{jrn}:webhook_secret"
 GIVE_UP_MS = 86_400_000  # an action not delivered within a day is dropped (and logged)
@@ -42,6 +48,47 @@ class Delivery(msgspec.Struct):
     ok: bool
     retry: bool
     detail: str
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, retry: bool):
+        super().__init__(message)
+        self.retry = retry
+
+
+class Api:
+    """The engine's own HTTP API, for what journeys take from it (decisions, recommendations)."""
+
+    def __init__(self, url: str, write_key: str, secret_key: str, http: httpx.Client):
+        self.url = url.rstrip("/")
+        self.write_key = write_key
+        self.secret_key = secret_key
+        self.http = http
+
+    def _call(self, method: str, path: str, key: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            headers = {"Authorization": f"Bearer {key}"}
+            answer = self.http.request(method, self.url + path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"the engine's API at {self.url}: {exc}", retry=True) from None
+        if not answer.is_success:
+            status = answer.status_code
+            retry = status >= 500 or status == 429
+            raise ApiError(f"{path}: HTTP {status}: {answer.text[:200]}", retry=retry)
+        found: dict[str, Any] = answer.json()
+        return found
+
+    def decide(self, placement: str, ids: dict[str, str]) -> dict[str, Any]:
+        body = {"placements": [placement], "userId": ids.get("user_id"),
+                "anonymousId": ids.get("anonymous_id")}  # fmt: skip
+        body = {k: v for k, v in body.items() if v is not None}
+        decided = self._call("POST", "/v1/decide", self.write_key, json=body)["decisions"]
+        return dict(decided[placement])
+
+    def rendered(self, pid: str, placement: str, n: int, template: str) -> dict[str, Any]:
+        params = {"placement": placement, "n": n, "template": template}
+        return self._call("GET", f"/v1/recommendations/{pid}/render", self.secret_key,
+                          params=params)  # fmt: skip
 
 
 def webhook_secret(client: redis.Redis) -> bytes:
@@ -61,7 +108,7 @@ def backoff(attempts: int) -> int:
 
 
 def post(
-    http: httpx.Client, step: Webhook, key: str, payload: dict[str, Any], secret: bytes
+    http: httpx.Client, step: Webhook | Email, key: str, payload: dict[str, Any], secret: bytes
 ) -> Delivery:
     body = msgspec.json.encode({**payload, **step.body})
     headers = {"Content-Type": "application/json", "Idempotency-Key": key,

@@ -18,8 +18,10 @@ Steps (``type``): ``wait`` (a ``duration``; or ``until_time`` "HH:MM" in the per
 ``timezone`` trait; or ``until_event`` with a ``timeout``, going to ``timeout_next`` when it
 does not come), ``branch`` (``cases``: the first whose rule matches, else ``otherwise``),
 ``split`` (weighted random paths, sticky per person: a holdout is a path to an ``end``),
-``webhook`` (signed JSON with the person), ``traits`` (set traits), ``score`` (adjust the lead
-score), ``emit`` (an event), ``end``.
+``webhook`` (signed JSON with the person; ``decide``: a placement's variant goes along),
+``email`` (a webhook to an email provider with the address, a subject and rendered
+recommendations), ``traits`` (set traits), ``score`` (adjust the lead score), ``emit`` (an
+event), ``end``.
 
 Examples:
     >>> parse_duration("90m"), parse_duration("1d")
@@ -157,6 +159,23 @@ class Webhook(msgspec.Struct, tag="webhook", tag_field="type", forbid_unknown_fi
     url: Url
     next: StepName
     body: dict[str, Any] = {}  # merged into the JSON sent
+    decide: str | None = None  # a placement: its variant for the person goes along (a bandit)
+
+
+class Email(msgspec.Struct, tag="email", tag_field="type", forbid_unknown_fields=True,
+            omit_defaults=True):  # fmt: skip
+    """A hand-off to an email provider: a webhook carrying the person's address, ``subject``,
+    and a block of recommendations from ``placement`` rendered by the recommendations API
+    (``template``: grid or list), with ``decide``'s variant if given."""
+
+    url: Url
+    next: StepName
+    subject: str = ""
+    placement: str | None = None
+    template: Literal["grid", "list"] = "grid"
+    n: Annotated[int, msgspec.Meta(ge=1, le=50)] = 4
+    body: dict[str, Any] = {}
+    decide: str | None = None
 
 
 class Traits(msgspec.Struct, tag="traits", tag_field="type", forbid_unknown_fields=True):
@@ -179,8 +198,8 @@ class End(msgspec.Struct, tag="end", tag_field="type", forbid_unknown_fields=Tru
     pass
 
 
-Step = Wait | Branch | Split | Webhook | Traits | Score | Emit | End
-ACTIONS = (Webhook, Traits, Score, Emit)
+Step = Wait | Branch | Split | Webhook | Email | Traits | Score | Emit | End
+ACTIONS = (Webhook, Email, Traits, Score, Emit)
 
 
 def successors(step: Step) -> list[tuple[str, str]]:

@@ -33,9 +33,18 @@ import redis
 from collector import wire
 from collector.spool import Entry, SpoolReader, append_now, consume, profile_ids
 from journeys import store
-from journeys.actions import GIVE_UP_MS, backoff, message_for, post, webhook_secret
+from journeys.actions import (
+    GIVE_UP_MS,
+    Api,
+    ApiError,
+    Delivery,
+    backoff,
+    message_for,
+    post,
+    webhook_secret,
+)
 from journeys.runs import Person, Run, advance, enter, may_enter, on_event, triggers
-from journeys.spec import Journey, Webhook
+from journeys.spec import Email, Journey, Webhook
 from profiles.computed import event_name
 from profiles.store import ProfileStore, Snapshot, position
 from profiles.views import view_of
@@ -62,8 +71,11 @@ class JourneyWorker:
         max_entries: int = 500,
         interval: float = 0.2,
         profile_wait: float = 10.0,
+        api: Api | None = None,
     ):
+        """``api``: the engine's HTTP API, for decisions and rendered recommendations."""
         self.reader = reader
+        self.api = api
         self.client = client
         self.profiles = ProfileStore(client)
         self.clock = clock
@@ -204,12 +216,17 @@ class JourneyWorker:
                 continue
             step = journey.steps[item.step]
             snapshot = self.profiles.read(item.pid)
-            if isinstance(step, Webhook):
+            if isinstance(step, Webhook | Email):
                 payload = {
                     "journey": item.journey, "step": item.step, "idempotencyKey": key,
                     "person": _document(snapshot, now), "run": msgspec.to_builtins(run),
                 }  # fmt: skip
-                result = post(self.http, step, key, payload, webhook_secret(self.client))
+                try:
+                    payload |= self._gathered(step, snapshot)
+                except ApiError as exc:
+                    result = Delivery(False, exc.retry, str(exc))
+                else:
+                    result = post(self.http, step, key, payload, webhook_secret(self.client))
                 if not result.ok:
                     if result.retry and now - item.created < GIVE_UP_MS:
                         store.retry(self.client, key, item, now + backoff(item.attempts),
@@ -233,6 +250,27 @@ class JourneyWorker:
             append_now(self.client, [sent])
             delivered += 1
         return delivered
+
+    def _gathered(self, step: Webhook | Email, snapshot: Snapshot) -> dict[str, Any]:
+        """What the step takes from the engine's API: a decision, rendered recommendations."""
+        if self.api is None and (step.decide or isinstance(step, Email)):
+            raise ApiError("this worker has no API to ask (--api-url)", retry=False)
+        found: dict[str, Any] = {}
+        if step.decide and self.api is not None:
+            found["decision"] = self.api.decide(step.decide, _ids(snapshot))
+        if isinstance(step, Email) and self.api is not None:
+            traits = view_of(snapshot, self.clock()).traits if snapshot.exists else {}
+            found |= {"to": traits.get("email"), "subject": step.subject}
+            if step.placement:
+                block = self.api.rendered(snapshot.id, step.placement, step.n, step.template)
+                found |= {
+                    "html": block["html"],
+                    "text": block["text"],
+                    "recommendations": {
+                        k: block[k] for k in ("decisionId", "placement", "strategy", "items")
+                    },
+                }
+        return found
 
     def _refresh(self) -> None:
         version = self.client.get(store.VERSION)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 import redis
 
+from edge.worker import start_journeys
 from journeys.store import runs_key
-from tests.conftest import Engine
+from tests.conftest import SECRET_KEY, WRITE_KEY, Engine
 from tests.edge.test_profiles_api import bearer
 
 
@@ -85,3 +87,28 @@ def run_of(engine: Engine, who: str, journey: str) -> dict[str, Any] | None:
     pid = r.get(f"{{id:anonymous_id:{who}}}")
     raw = r.hget(runs_key(pid.decode()), journey) if pid else None
     return json.loads(raw) if raw else None
+
+
+class Clock:
+    """Wall time plus what the test has moved it by (ms)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self) -> int:
+        return int(time.time() * 1000) + self.offset
+
+    def forward(self, minutes: float) -> None:
+        self.offset += int(minutes * 60_000)
+
+
+@pytest.fixture
+def clock(engine: Engine) -> Iterator[Clock]:
+    found = Clock()
+    stop = threading.Event()
+    api = (engine.url, WRITE_KEY, SECRET_KEY)
+    thread = start_journeys(engine.settings.redis_url, "test-journeys", stop, api,
+                            interval=0.05, clock=found)  # fmt: skip
+    yield found
+    stop.set()
+    thread.join(timeout=30)

@@ -5,40 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from edge.worker import start_journeys
 from tests.conftest import Engine
 from tests.edge.test_profiles_api import bearer, eventually
-from tests.journeys.conftest import Receiver, abandoned_cart, put_journey, run_of, track
-
-
-class Clock:
-    """Wall time plus what the test has moved it by (ms)."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-
-    def __call__(self) -> int:
-        return int(time.time() * 1000) + self.offset
-
-    def forward(self, minutes: float) -> None:
-        self.offset += int(minutes * 60_000)
-
-
-@pytest.fixture
-def clock(engine: Engine) -> Iterator[Clock]:
-    found = Clock()
-    stop = threading.Event()
-    thread = start_journeys(engine.settings.redis_url, "test-journeys", stop, interval=0.05,
-                            clock=found)  # fmt: skip
-    yield found
-    stop.set()
-    thread.join(timeout=30)
+from tests.journeys.conftest import Clock, Receiver, abandoned_cart, put_journey, run_of, track
 
 
 def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
