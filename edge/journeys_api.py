@@ -26,6 +26,7 @@ from journeys.dryrun import simulate
 from journeys.spec import JOURNEY, KEY, Journey, parse
 from journeys.stats import active_by_step, counts
 from journeys.store import DEFS, delete_journey, journeys, put_journey
+from journeys.templates import examples
 
 __all__ = ["routes"]
 
@@ -123,6 +124,12 @@ async def simulate_journey(request: Request) -> Response:
 
 
 @secret
+async def templates(request: Request) -> Response:
+    """The journey templates, filled with example URLs: change them and PUT."""
+    return json({"templates": examples()})
+
+
+@secret
 async def list_all(request: Request) -> Response:
     client = request.state.redis_sync
     found = await run_in_threadpool(journeys, client)
@@ -135,6 +142,7 @@ async def list_all(request: Request) -> Response:
 
 routes = [
     Route("/v1/journeys", list_all, methods=["GET"]),
+    Route("/v1/journeys/templates", templates, methods=["GET"]),
     Route("/v1/journeys/{key}/stats", stats, methods=["GET"]),
     Route("/v1/journeys/{key}/simulate", simulate_journey, methods=["POST"]),
     Route("/v1/journeys/{key}", put, methods=["PUT"]),

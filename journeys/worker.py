@@ -91,6 +91,7 @@ class JourneyWorker:
         log.info("journeys worker started", extra={"consumer": self.reader.consumer})
         consume(self.reader, stop, self.process, idle=self._idle, between=self.tick,
                 max_entries=self.max_entries, interval=self.interval)  # fmt: skip
+        self.http.close()
         log.info("journeys worker stopped")
 
     def _idle(self) -> None:
@@ -232,9 +233,8 @@ class JourneyWorker:
                         store.retry(self.client, key, item, now + backoff(item.attempts),
                                     result.detail)  # fmt: skip
                     else:
-                        log.warning(
-                            "journey action dropped", extra={"action": key, "error": result.detail}
-                        )
+                        log.warning("journey action dropped: %s", result.detail,
+                                    extra={"action": key})  # fmt: skip
                         store.settle(self.client, key, now, "dropped")
                     continue
             else:
