@@ -56,6 +56,7 @@ __all__ = [
     "enter",
     "may_enter",
     "on_event",
+    "trigger_event",
     "triggers",
 ]
 
@@ -186,6 +187,18 @@ def triggers(journey: Journey, name: str, properties: dict[str, Any], person: Pe
         score = person.view.scores.get(trigger.score, person.view.computed.get(trigger.score))
         return isinstance(score, int | float) and score >= trigger.above
     return False
+
+
+def trigger_event(journey: Journey) -> str | None:
+    """The event name that can trigger ``journey`` (None: any event may, a score trigger)."""
+    trigger = journey.trigger
+    if isinstance(trigger, EventTrigger):
+        return trigger.event
+    if isinstance(trigger, SegmentEntered):
+        return "Segment Entered"
+    if isinstance(trigger, SegmentExited):
+        return "Segment Exited"
+    return None
 
 
 def exits(journey: Journey, event: str, properties: dict[str, Any]) -> bool:

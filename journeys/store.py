@@ -113,10 +113,10 @@ def save(client: redis.Redis, runs: list[Run], outgoing: dict[str, Outgoing], no
     pipe.execute()
 
 
-def due_timers(client: redis.Redis, now: int, count: int = 500) -> list[tuple[str, str]]:
-    """(pid, journey) of the waits that have ended by ``now``."""
-    found = client.zrangebyscore(TIMERS, "-inf", now, start=0, num=count)
-    return [tuple(m.decode().split(" ", 1)) for m in found]  # type: ignore[misc]
+def due_timers(client: redis.Redis, now: int, count: int = 500) -> list[tuple[str, str, int]]:
+    """(pid, journey, due ms) of the waits that have ended by ``now``, the earliest first."""
+    found = client.zrangebyscore(TIMERS, "-inf", now, start=0, num=count, withscores=True)
+    return [(*m.decode().split(" ", 1), int(due)) for m, due in found]  # type: ignore[misc]
 
 
 def due_actions(client: redis.Redis, now: int, count: int = 100) -> list[tuple[str, Outgoing]]:

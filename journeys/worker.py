@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +44,16 @@ from journeys.actions import (
     post,
     webhook_secret,
 )
-from journeys.runs import Person, Run, advance, enter, may_enter, on_event, triggers
+from journeys.runs import (
+    Person,
+    Run,
+    advance,
+    enter,
+    may_enter,
+    on_event,
+    trigger_event,
+    triggers,
+)
 from journeys.spec import Email, Journey, Webhook
 from profiles.computed import event_name
 from profiles.store import ProfileStore, Snapshot, position
@@ -85,7 +95,10 @@ class JourneyWorker:
         self.profile_wait = profile_wait
         self.journeys: dict[str, Journey] = {}
         self._version: bytes | None = None
+        self._by_event: dict[str, list[str]] = {}  # event name -> journeys it may trigger
+        self._on_any: list[str] = []  # journeys any event may trigger (score triggers)
         self._caught_up = False
+        self.lateness: deque[int] = deque(maxlen=10_000)  # ms between due and woken, recent
 
     def run(self, stop: threading.Event) -> None:
         log.info("journeys worker started", extra={"consumer": self.reader.consumer})
@@ -121,15 +134,20 @@ class JourneyWorker:
         self, mine: dict[str, list[tuple[str, wire.Message]]], counters: dict[str, float]
     ) -> None:
         runs = store.read_runs(self.client, list(mine))
-        snapshots = dict(zip(mine, self.profiles.read_many(list(mine))))
+        # Profiles are read only for people whose events may enter a journey or move a run.
+        wanted = [pid for pid, events in mine.items()
+                  if any(not r.ended for r in runs[pid].values())
+                  or any(self._candidates(event_name(m) or "") for _, m in events)]  # fmt: skip
+        snapshots = dict(zip(wanted, self.profiles.read_many(wanted)))
         now = self.clock()
         changed: list[Run] = []
         outgoing: dict[str, store.Outgoing] = {}
         said: list[wire.Message] = []
-        for pid, events in mine.items():
-            person = _person(snapshots[pid], now)
+        for pid in wanted:
+            snapshot = snapshots[pid]
+            person = _person(snapshot, now)
             theirs = runs[pid]
-            for at, msg in events:
+            for at, msg in mine[pid]:
                 name = event_name(msg) or ""
                 properties = wire.as_dict(msg.properties) if hasattr(msg, "properties") else {}
                 for key, run in list(theirs.items()):
@@ -143,10 +161,11 @@ class JourneyWorker:
                         outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
                     theirs[key] = run
                     changed.append(run)
-                    said += _said(run, snapshots[pid], now)
+                    said += _said(run, snapshot, now)
                 if name in _OWN:
                     continue
-                for key, journey in self.journeys.items():
+                for key in self._candidates(name):
+                    journey = self.journeys[key]
                     if not journey.active or not triggers(journey, name, properties, person):
                         continue
                     last = theirs.get(key)
@@ -161,11 +180,16 @@ class JourneyWorker:
                     theirs[key] = run
                     changed.append(run)
                     counters["journeys_entered"] = counters.get("journeys_entered", 0) + 1
-                    said.append(_event("Journey Entered", run, snapshots[pid], now))
-                    said += _said(run, snapshots[pid], now)
-        store.save(self.client, _latest(changed), outgoing, now)
+                    said.append(_event("Journey Entered", run, snapshot, now))
+                    said += _said(run, snapshot, now)
+        if changed or outgoing:
+            store.save(self.client, _latest(changed), outgoing, now)
         if said:
             append_now(self.client, said)
+
+    def _candidates(self, name: str) -> list[str]:
+        """The journeys an event of this name may trigger (score triggers: any event)."""
+        return self._by_event.get(name, []) + self._on_any
 
     # -- timers and the outbox --
 
@@ -179,14 +203,15 @@ class JourneyWorker:
             self._wake(due, now)
         self.send(now)
 
-    def _wake(self, due: list[tuple[str, str]], now: int) -> None:
-        pids = sorted({pid for pid, _ in due})
+    def _wake(self, due: list[tuple[str, str, int]], now: int) -> None:
+        self.lateness.extend(now - at for *_, at in due)
+        pids = sorted({pid for pid, *_ in due})
         runs = store.read_runs(self.client, pids)
         snapshots = dict(zip(pids, self.profiles.read_many(pids)))
         changed: list[Run] = []
         outgoing: dict[str, store.Outgoing] = {}
         said: list[wire.Message] = []
-        for pid, key in due:
+        for pid, key, _ in due:
             run, journey = runs[pid].get(key), self.journeys.get(key)
             if run is None or journey is None or run.ended:
                 self.client.zrem(store.TIMERS, f"{pid} {key}")  # deleted, or done meanwhile
@@ -277,6 +302,13 @@ class JourneyWorker:
         if version != self._version or self._version is None:
             self.journeys = store.journeys(self.client)
             self._version = version
+            self._by_event, self._on_any = {}, []
+            for key, journey in sorted(self.journeys.items()):
+                name = trigger_event(journey)
+                if name is None:
+                    self._on_any.append(key)
+                else:
+                    self._by_event.setdefault(name, []).append(key)
 
 
 def _latest(runs: list[Run]) -> list[Run]:
