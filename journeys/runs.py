@@ -56,6 +56,7 @@ __all__ = [
     "enter",
     "may_enter",
     "on_event",
+    "reads_profile",
     "trigger_event",
     "triggers",
 ]
@@ -187,6 +188,20 @@ def triggers(journey: Journey, name: str, properties: dict[str, Any], person: Pe
         score = person.view.scores.get(trigger.score, person.view.computed.get(trigger.score))
         return isinstance(score, int | float) and score >= trigger.above
     return False
+
+
+def reads_profile(journey: Journey) -> bool:
+    """Whether entering or moving through ``journey`` needs the person's profile."""
+    if journey.entry.rule is not None or journey.entry.segment is not None:
+        return True
+    if isinstance(journey.trigger, ScoreCrossed):
+        return True
+    if any(isinstance(s, Wait) and s.until_time for s in journey.steps.values()):
+        return True  # the person's timezone
+    return any(
+        isinstance(s, Branch) and any(c.rule is not None or c.segment is not None for c in s.cases)
+        for s in journey.steps.values()
+    )
 
 
 def trigger_event(journey: Journey) -> str | None:

@@ -51,6 +51,7 @@ from journeys.runs import (
     enter,
     may_enter,
     on_event,
+    reads_profile,
     trigger_event,
     triggers,
 )
@@ -97,6 +98,7 @@ class JourneyWorker:
         self._version: bytes | None = None
         self._by_event: dict[str, list[str]] = {}  # event name -> journeys it may trigger
         self._on_any: list[str] = []  # journeys any event may trigger (score triggers)
+        self._reads: set[str] = set()  # journeys whose entry, trigger or branches read profiles
         self._caught_up = False
         self.lateness: deque[int] = deque(maxlen=10_000)  # ms between due and woken, recent
 
@@ -114,7 +116,7 @@ class JourneyWorker:
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
         self._refresh()
-        self._caught_up = sum(e.count for e in entries) < self.max_entries
+        self._caught_up = len(entries) < self.max_entries
         if not self.journeys:
             return {}
         pids = profile_ids(self.client, entries, self.profile_wait)
@@ -134,21 +136,22 @@ class JourneyWorker:
         self, mine: dict[str, list[tuple[str, wire.Message]]], counters: dict[str, float]
     ) -> None:
         runs = store.read_runs(self.client, list(mine))
-        # Profiles are read only for people whose events may enter a journey or move a run.
+        # Profiles are read only for people a journey that reads them may enter or move.
         wanted = [pid for pid, events in mine.items()
-                  if any(not r.ended for r in runs[pid].values())
-                  or any(self._candidates(event_name(m) or "") for _, m in events)]  # fmt: skip
-        snapshots = dict(zip(wanted, self.profiles.read_many(wanted)))
+                  if any(not r.ended and r.journey in self._reads for r in runs[pid].values())
+                  or any(set(self._candidates(event_name(m) or "")) & self._reads
+                         for _, m in events)]  # fmt: skip
+        people = {s.id: _person(s, self.clock()) for s in self.profiles.read_many(wanted)}
         now = self.clock()
         changed: list[Run] = []
         outgoing: dict[str, store.Outgoing] = {}
         said: list[wire.Message] = []
-        for pid in wanted:
-            snapshot = snapshots[pid]
-            person = _person(snapshot, now)
+        for pid, events in mine.items():
+            person = people.get(pid) or Person(pid)
             theirs = runs[pid]
-            for at, msg in mine[pid]:
+            for at, msg in events:
                 name = event_name(msg) or ""
+                ids = _message_ids(msg)
                 properties = wire.as_dict(msg.properties) if hasattr(msg, "properties") else {}
                 for key, run in list(theirs.items()):
                     journey = self.journeys.get(key)
@@ -161,7 +164,7 @@ class JourneyWorker:
                         outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
                     theirs[key] = run
                     changed.append(run)
-                    said += _said(run, snapshot, now)
+                    said += _said(run, ids, now)
                 if name in _OWN:
                     continue
                 for key in self._candidates(name):
@@ -180,8 +183,8 @@ class JourneyWorker:
                     theirs[key] = run
                     changed.append(run)
                     counters["journeys_entered"] = counters.get("journeys_entered", 0) + 1
-                    said.append(_event("Journey Entered", run, snapshot, now))
-                    said += _said(run, snapshot, now)
+                    said.append(_event("Journey Entered", run, ids, now))
+                    said += _said(run, ids, now)
         if changed or outgoing:
             store.save(self.client, _latest(changed), outgoing, now)
         if said:
@@ -222,7 +225,7 @@ class JourneyWorker:
                 run, actions = advance(journey, run, _person(snapshots[pid], now), now)
                 outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
             changed.append(run)
-            said += _said(run, snapshots[pid], now)
+            said += _said(run, _ids(snapshots[pid]), now)
         store.save(self.client, changed, outgoing, now)
         if said:
             append_now(self.client, said)
@@ -271,7 +274,8 @@ class JourneyWorker:
                                                      {"journey": item.journey})])  # fmt: skip
             store.settle(self.client, key, now, "sent")
             kind = step.__struct_config__.tag
-            sent = _event("Journey Action Sent", run, snapshot, now, step=item.step, action=kind)
+            sent = _event("Journey Action Sent", run, _ids(snapshot), now, step=item.step,
+                          action=kind)  # fmt: skip
             append_now(self.client, [sent])
             delivered += 1
         return delivered
@@ -303,6 +307,7 @@ class JourneyWorker:
             self.journeys = store.journeys(self.client)
             self._version = version
             self._by_event, self._on_any = {}, []
+            self._reads = {k for k, j in self.journeys.items() if reads_profile(j)}
             for key, journey in sorted(self.journeys.items()):
                 name = trigger_event(journey)
                 if name is None:
@@ -346,17 +351,22 @@ def _document(snapshot: Snapshot, now: int) -> dict[str, Any]:
     return describe(snapshot, now) if snapshot.exists else {"id": snapshot.id}
 
 
-def _said(run: Run, snapshot: Snapshot, now: int) -> list[wire.Message]:
+def _message_ids(msg: wire.Message) -> dict[str, str]:
+    ids = {"user_id": msg.user_id, "anonymous_id": msg.anonymous_id}
+    return {k: str(v) for k, v in ids.items() if v is not None}
+
+
+def _said(run: Run, ids: dict[str, str], now: int) -> list[wire.Message]:
     """The journey event of a run that just ended, if it did."""
     if not run.ended or run.ended_at != now:
         return []
     if run.ended == "completed":
-        return [_event("Journey Completed", run, snapshot, now)]
-    return [_event("Journey Exited", run, snapshot, now, reason=run.ended)]
+        return [_event("Journey Completed", run, ids, now)]
+    return [_event("Journey Exited", run, ids, now, reason=run.ended)]
 
 
-def _event(name: str, run: Run, snapshot: Snapshot, now: int, **more: Any) -> wire.Message:
-    ids = _ids(snapshot) or {"anonymous_id": f"profile-{run.pid}"}
+def _event(name: str, run: Run, ids: dict[str, str], now: int, **more: Any) -> wire.Message:
+    ids = ids or {"anonymous_id": f"profile-{run.pid}"}
     when = datetime.fromtimestamp(now / 1000, UTC)
     properties = {"journey": run.journey, "entry": run.entry, "profile_id": run.pid, **more}
     suffix = f"|{more['step']}" if "step" in more else ""
