@@ -91,6 +91,29 @@ def intervals(rows: Sequence[tuple[str, float, float, float]], label: str) -> Ma
                   + "".join(parts) + "</svg>")  # fmt: skip
 
 
+def funnel(stages: Sequence[tuple[str, int]], label: str) -> Markup:
+    """Horizontal bars, one per stage, each with its count and its share of the first."""
+    if not stages or not stages[0][1]:
+        return Markup('<p class="muted">No one has entered yet.</p>')
+    first, row, left = stages[0][1], 30, 150
+    height = row * len(stages) + 10
+    parts = [f'<text x="4" y="12" class="muted">{escape(label)}</text>']
+    for i, (name, count) in enumerate(stages):
+        y = 18 + i * row
+        width = max(1.0, (_W - left - 120) * count / first)
+        color = COLORS[0] if i == 0 else COLORS[1 + (i - 1) % (len(COLORS) - 1)]
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{escape(name)}</text>'
+            f'<rect x="{left}" y="{y}" width="{width:.1f}" height="{row - 8}" fill="{color}">'
+            f"<title>{escape(name)}: {count:,}</title></rect>"
+            f'<text x="{left + width + 6:.1f}" y="{y + 15}">{count:,} ({count / first:.0%})</text>'
+        )
+    return Markup(
+        f'<svg viewBox="0 0 {_W} {height + 8}" width="100%" role="img" '
+        f'aria-label="{escape(label)}">{"".join(parts)}</svg>'
+    )
+
+
 def _frame(label: str) -> str:
     return (f'<line x1="{_L}" y1="{_H - _B}" x2="{_W - 10}" y2="{_H - _B}" stroke="#999"/>'
             f'<line x1="{_L}" y1="10" x2="{_L}" y2="{_H - _B}" stroke="#999"/>'

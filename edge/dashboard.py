@@ -36,6 +36,10 @@ from edge.placements import placements, state_key
 from edge.placements_api import learned_summary
 from edge.profiles_api import NotFound, find_profile
 from edge.results import allocation, placement_results, store_time, timeline
+from journeys.spec import ACTIONS, in_order
+from journeys.stats import active_by_step
+from journeys.stats import counts as journey_counts
+from journeys.store import journeys
 from profiles.views import describe
 
 __all__ = ["routes"]
@@ -260,6 +264,30 @@ async def models(request: Request) -> Response:
                  calibration=calibration, section="models")  # fmt: skip
 
 
+@_guarded
+async def journeys_page(request: Request) -> Response:
+    """Each journey as a funnel: entered, each action step, completed, converted."""
+    client, store = request.state.redis_sync, request.state.store
+    found = await run_in_threadpool(journeys, client)
+    shown = []
+    for key, journey in sorted(found.items()):
+        try:
+            stats = await run_in_threadpool(journey_counts, store, key, journey)
+        except (StoreUnavailable, QueryFailed):
+            stats = {"entered": 0, "people": 0, "completed": 0, "exited": {}, "actions": {}}
+        active = await run_in_threadpool(active_by_step, client, key)
+        stages = [("entered", stats["entered"])]
+        stages += [(step, stats["actions"].get(step, 0)) for step in in_order(journey)
+                   if isinstance(journey.steps[step], ACTIONS)]  # fmt: skip
+        stages.append(("completed", stats["completed"]))
+        if journey.goal:
+            stages.append((f"converted ({journey.goal})", stats.get("converted", 0)))
+        chart = charts.funnel(stages, f"{journey.name or key}: people by stage")
+        shown.append({"key": key, "journey": journey, "stats": stats, "active": active,
+                      "chart": chart})  # fmt: skip
+    return _page(request, "journeys.html", journeys=shown, section="journeys")
+
+
 def _x(at: Any) -> float:
     return at.timestamp() if isinstance(at, datetime) else float(at)
 
@@ -279,4 +307,5 @@ routes = [
     Route("/dashboard/profiles", profile_page),
     Route("/dashboard/live", live),
     Route("/dashboard/models", models),
+    Route("/dashboard/journeys", journeys_page),
 ]

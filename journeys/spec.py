@@ -217,6 +217,17 @@ def successors(step: Step) -> list[tuple[str, str]]:
     return found
 
 
+def in_order(journey: Journey) -> list[str]:
+    """The journey's step names, breadth first from its start (unreachable ones last)."""
+    seen, queue = [journey.start], [journey.start]
+    while queue:
+        for _, target in successors(journey.steps[queue.pop(0)]):
+            if target not in seen:
+                seen.append(target)
+                queue.append(target)
+    return seen + [name for name in journey.steps if name not in seen]
+
+
 class Journey(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     trigger: Trigger
     start: StepName

@@ -7,7 +7,9 @@ import hashlib
 import hmac
 import time
 
-from tests.conftest import Engine
+import httpx
+
+from tests.conftest import SECRET_KEY, Engine
 from tests.edge.test_profiles_api import bearer, eventually
 from tests.journeys.conftest import Clock, Receiver, abandoned_cart, put_journey, run_of, track
 
@@ -57,6 +59,15 @@ def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
     assert stats.json() == {"key": "abandoned_cart", "entered": 2, "people": 2, "completed": 1,
                             "exited": {"exited: Order Completed": 1}, "converted": 1,
                             "actions": {"remind": 1}, "active": {}}  # fmt: skip
+    # The dashboard draws it as a funnel.
+    with httpx.Client(base_url=engine.url) as client:
+        form = client.get("/dashboard/login").text
+        token = form.split('name="csrf" value="')[1].split('"')[0]
+        client.post("/dashboard/login", data={"key": SECRET_KEY, "csrf": token})
+        page = client.get("/dashboard/journeys")
+    assert page.status_code == 200 and "Abandoned cart: people by stage" in page.text
+    assert "<title>remind: 1</title>" in page.text and "2 people entered (2 times)" in page.text
+    assert "1 (exited: Order Completed)" in page.text
 
 
 def test_a_holdout_stays_untouched(engine: Engine, clock: Clock, receiver: Receiver) -> None:
