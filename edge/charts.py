@@ -95,7 +95,8 @@ def funnel(stages: Sequence[tuple[str, int]], label: str) -> Markup:
     """Horizontal bars, one per stage, each with its count and its share of the first."""
     if not stages or not stages[0][1]:
         return Markup('<p class="muted">No one has entered yet.</p>')
-    first, row, left = stages[0][1], 30, 150
+    first, row = stages[0][1], 30
+    left = min(260, 24 + 7 * max(len(name) for name, _ in stages))  # room for the longest name
     height = row * len(stages) + 10
     parts = [f'<text x="4" y="12" class="muted">{escape(label)}</text>']
     for i, (name, count) in enumerate(stages):

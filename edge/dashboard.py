@@ -281,7 +281,7 @@ async def journeys_page(request: Request) -> Response:
                    if isinstance(journey.steps[step], ACTIONS)]  # fmt: skip
         stages.append(("completed", stats["completed"]))
         if journey.goal:
-            stages.append((f"converted ({journey.goal})", stats.get("converted", 0)))
+            stages.append(("converted", stats.get("converted", 0)))
         chart = charts.funnel(stages, f"{journey.name or key}: people by stage")
         shown.append({"key": key, "journey": journey, "stats": stats, "active": active,
                       "chart": chart})  # fmt: skip
