@@ -1,7 +1,9 @@
 """Identifiers a message carries, checked and normalised at intake.
 
 Identity resolution (profiles) trusts what passes here: blocked placeholder values never become
-identities, emails are compared lower-cased, wallet addresses are EIP-55 checksummed.
+identities, emails are compared lower-cased, wallet addresses are EIP-55 checksummed. A
+``wallet`` trait is only a trait: a wallet becomes a person's identity when they prove it
+(``POST /v1/wallets/link``), never because a message names it.
 
 Examples:
     >>> checksum_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
@@ -126,8 +128,6 @@ def identities(msg: wire.Message) -> list[tuple[str, str]]:
         traits = identify_traits(msg)
         if isinstance(traits.get("email"), str):
             found.append(("email", traits["email"].strip().lower()))
-        if isinstance(traits.get("wallet"), str):
-            found.append(("wallet", traits["wallet"]))
     if b'"externalIds"' in bytes(msg.context):
         for item in wire.as_dict(msg.context).get("externalIds") or []:
             found.append(("external", f"{item['type']}:{item['id']}"))

@@ -31,6 +31,7 @@ __all__ = [
     "EMPTY",
     "MAX_BATCH_BYTES",
     "MAX_MESSAGE_BYTES",
+    "WALLET_PREFIX",
     "Alias",
     "Batch",
     "Group",
@@ -125,6 +126,14 @@ class Alias(_Message, tag="alias", kw_only=True):
 Message = Track | Page | Screen | Identify | Alias | Group
 
 
+# The anonymous identity of a wallet (on-chain events, proven links): only the engine makes it.
+WALLET_PREFIX = "wallet:"
+_RESERVED = (
+    "`{}` must not start with wallet: (the engine's own identity for a wallet; prove a wallet "
+    "with POST /v1/wallets/link)"
+)
+
+
 def check(msg: Message) -> None:
     """What msgspec cannot check, done once per message at intake (not on every decode).
 
@@ -145,10 +154,14 @@ def check(msg: Message) -> None:
             raise ValueError(
                 f"`anonymousId` must be a real identifier, not the placeholder {anonymous!r}"
             )
+        elif anonymous.startswith(WALLET_PREFIX):  # type: ignore[union-attr]
+            raise ValueError(_RESERVED.format("anonymousId"))
     if kind is Alias:
         previous = msg.previous_id = str(msg.previous_id)
         if len(previous) <= 32 and previous.strip().lower() in BLOCKED:
             raise ValueError(f"`previousId` must be a real identifier, not {previous!r}")
+        if previous.startswith(WALLET_PREFIX):
+            raise ValueError(_RESERVED.format("previousId"))
         if user is None:
             raise ValueError("`userId` must be set: the identity that `previousId` merges into")
     elif user is None and anonymous is None:

@@ -29,6 +29,7 @@ from edge import (
     demo,
     journeys_api,
     models_api,
+    onchain_api,
     openapi,
     ops,
     placements_api,
@@ -39,6 +40,7 @@ from edge import (
     segments_api,
     sql,
     tracking,
+    wallets_api,
 )
 from edge.catalog import REFRESH_SECONDS, Catalog
 from edge.cors import CORS
@@ -159,6 +161,8 @@ def create_app(settings: Settings) -> ASGIApp:
             *dashboard.routes,
             *products_api.routes,
             *journeys_api.routes,
+            *onchain_api.routes,
+            *wallets_api.routes,
             *recommendations_api.routes,
             *ops.routes,
             *openapi.routes,

@@ -62,8 +62,8 @@ def parse_identity(raw: str) -> str | None:
         )
     if kind == "email":
         value = value.strip().lower()
-    if kind == "wallet":
-        value = checksum_address(value)
+    if kind == "wallet":  # a wallet's identity is the engine's anonymous one (collector.onchain)
+        return f"anonymous_id:wallet:{checksum_address(value)}"
     return f"{kind}:{value}"
 
 

@@ -21,13 +21,19 @@ from typing import Any
 import msgspec
 
 from collector.store import EventStore, sql_time
-from journeys.runs import Person, Run, advance, enter, may_enter, on_event, triggers
+from journeys.runs import (
+    Person,
+    Run,
+    advance,
+    enter,
+    may_enter,
+    on_event,
+    trigger_event,
+    triggers,
+)
 from journeys.spec import (
-    EventTrigger,
     Journey,
     ScoreCrossed,
-    SegmentEntered,
-    SegmentExited,
     Wait,
 )
 from profiles.store import ProfileStore
@@ -61,12 +67,9 @@ def relevant_events(journey: Journey) -> list[str]:
     if isinstance(trigger, ScoreCrossed):
         raise ValueError("$.trigger: a score trigger cannot be replayed (scores are not events)")
     names = {rule.event for rule in journey.exit}
-    if isinstance(trigger, EventTrigger):
-        names.add(trigger.event)
-    elif isinstance(trigger, SegmentEntered):
-        names.add("Segment Entered")
-    elif isinstance(trigger, SegmentExited):
-        names.add("Segment Exited")
+    started_by = trigger_event(journey)
+    if started_by is not None:
+        names.add(started_by)
     names |= {
         s.until_event for s in journey.steps.values() if isinstance(s, Wait) and s.until_event
     }

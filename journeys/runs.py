@@ -32,12 +32,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from collector.onchain import event_name as onchain_event
 from journeys.spec import (
     ACTIONS,
     Branch,
     End,
     EventTrigger,
     Journey,
+    OnchainTrigger,
     ScoreCrossed,
     SegmentEntered,
     SegmentExited,
@@ -182,6 +184,12 @@ def triggers(journey: Journey, name: str, properties: dict[str, Any], person: Pe
     if isinstance(trigger, SegmentEntered | SegmentExited):
         wanted = "Segment Entered" if isinstance(trigger, SegmentEntered) else "Segment Exited"
         return name == wanted and properties.get("segment") == trigger.segment
+    if isinstance(trigger, OnchainTrigger):
+        return (
+            name == onchain_event(trigger.event)
+            and (trigger.contract is None or properties.get("contract") == trigger.contract)
+            and (trigger.direction is None or properties.get("direction") == trigger.direction)
+        )
     if isinstance(trigger, ScoreCrossed):
         if person.view is None:
             return False
@@ -213,6 +221,8 @@ def trigger_event(journey: Journey) -> str | None:
         return "Segment Entered"
     if isinstance(trigger, SegmentExited):
         return "Segment Exited"
+    if isinstance(trigger, OnchainTrigger):
+        return onchain_event(trigger.event)
     return None
 
 

@@ -14,6 +14,10 @@ A journey (JSON, e.g. ``PUT /v1/journeys/abandoned_cart``)::
        "remind": {"type": "webhook", "url": "https://mail.example/send", "next": "end"},
        "end": {"type": "end"}}}
 
+Triggers (``kind``): ``event`` (``where``: property values), ``segment_entered`` /
+``segment_exited``, ``score`` (a score reaching ``above``), ``onchain`` (an on-chain ``event``
+such as mint or stake, of a ``contract``).
+
 Steps (``type``): ``wait`` (a ``duration``; or ``until_time`` "HH:MM" in the person's
 ``timezone`` trait; or ``until_event`` with a ``timeout``, going to ``timeout_next`` when it
 does not come), ``branch`` (``cases``: the first whose rule matches, else ``otherwise``),
@@ -40,6 +44,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from collector.identifiers import checksum_address
 from profiles.segments import Rule
 
 __all__ = ["JOURNEY", "KEY", "Journey", "Step", "Trigger", "parse", "parse_duration"]
@@ -86,8 +91,15 @@ class ScoreCrossed(msgspec.Struct, tag="score", tag_field="kind", forbid_unknown
 
 
 class OnchainTrigger(msgspec.Struct, tag="onchain", tag_field="kind", forbid_unknown_fields=True):
-    event: Literal["mint", "transfer", "stake", "vote", "burn", "swap", "other"]
-    contract: str | None = None
+    """An on-chain event (``POST /v1/onchain``) of this kind, of ``contract`` if given."""
+
+    event: Literal["mint", "transfer", "stake", "unstake", "vote", "burn", "swap", "other"]
+    contract: Annotated[str, msgspec.Meta(pattern=r"^0x[0-9a-fA-F]{40}$")] | None = None
+    direction: Literal["in", "out"] | None = None  # of a transfer
+
+    def __post_init__(self) -> None:
+        if self.contract is not None:
+            self.contract = checksum_address(self.contract)
 
 
 Trigger = EventTrigger | SegmentEntered | SegmentExited | ScoreCrossed | OnchainTrigger

@@ -11,6 +11,8 @@
 - ``lead_routing``: a form is submitted → lead score at or above the threshold: the profile goes
   to the CRM; below it: a nurture email, and a week later the CRM if the score has risen.
 - ``post_purchase``: an order → three days later a cross-sell email (bought together).
+- ``nft_onboarding``: a wallet mints a token of the contract → a welcome webhook; three days
+  later, unless it has staked, a nudge to stake.
 
 Examples:
     >>> sorted(TEMPLATES)[:2]
@@ -28,8 +30,8 @@ import msgspec
 
 from journeys.spec import JOURNEY
 
-__all__ = ["TEMPLATES", "abandoned_cart", "churn_winback", "lead_routing", "post_purchase",
-           "welcome_series"]  # fmt: skip
+__all__ = ["TEMPLATES", "abandoned_cart", "churn_winback", "lead_routing", "nft_onboarding",
+           "post_purchase", "welcome_series"]  # fmt: skip
 
 Definition = dict[str, Any]
 
@@ -139,18 +141,41 @@ def post_purchase(email_url: str, recommendations: str = "email_cross_sell") -> 
     }  # fmt: skip
 
 
+def nft_onboarding(webhook_url: str, contract: str) -> Definition:
+    return {
+        "name": "NFT-mint onboarding",
+        "trigger": {"kind": "onchain", "event": "mint", "contract": contract},
+        "entry": {"reentry": "once"},
+        "goal": "Onchain Stake",
+        "start": "welcome",
+        "steps": {
+            "welcome": {"type": "webhook", "url": webhook_url, "body": {"kind": "holder_welcome"},
+                        "next": "wait"},
+            "wait": {"type": "wait", "duration": "3d", "next": "staked"},
+            "staked": {"type": "branch", "cases": [{"event_since_entry": "Onchain Stake",
+                                                    "next": "end"}], "otherwise": "nudge"},
+            "nudge": {"type": "webhook", "url": webhook_url, "body": {"kind": "stake_nudge"},
+                      "next": "end"},
+            "end": {"type": "end"},
+        },
+    }  # fmt: skip
+
+
 TEMPLATES: dict[str, Callable[..., Definition]] = {
     "abandoned_cart": abandoned_cart,
     "welcome_series": welcome_series,
     "churn_winback": churn_winback,
     "lead_routing": lead_routing,
     "post_purchase": post_purchase,
+    "nft_onboarding": nft_onboarding,
 }
 
 
 def examples() -> dict[str, Definition]:
     """Each template with example URLs (what ``GET /v1/journeys/templates`` shows)."""
-    urls = {"email_url": "https://mail.example/send", "crm_url": "https://crm.example/leads"}
+    urls = {"email_url": "https://mail.example/send", "crm_url": "https://crm.example/leads",
+            "webhook_url": "https://hooks.example/holders",
+            "contract": "0xfb6916095ca1df60bb79ce92ce3ea74c37c5d359"}  # fmt: skip
     found = {}
     for name, make in TEMPLATES.items():
         wanted = make.__code__.co_varnames[: make.__code__.co_argcount]

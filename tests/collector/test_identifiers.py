@@ -76,7 +76,7 @@ def test_wallets_are_stored_checksummed() -> None:
         "wallet": "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
         "plan": "pro",
     }
-    assert ("wallet", "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359") in identities(msg)
+    assert not [i for i in identities(msg) if i[0] == "wallet"]  # a trait, not a proof
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,22 @@ def test_identities_of_a_message() -> None:
                    "traits": {"email": " Ada@Example.COM "},
                    "context": {"externalIds": [{"id": "42", "type": "crm_id", "collection": "users"}],
                                "traits": {"wallet": "0xdbf03b407c01e7cd3cbea99509d93f8dddc8c6fb"}}}).messages  # fmt: skip
-    assert identities(msg) == [
+    assert identities(msg) == [  # the wallet trait is no identity until it is proven
         ("user_id", "u1"), ("anonymous_id", "a1"), ("email", "ada@example.com"),
-        ("wallet", "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"), ("external", "crm_id:42"),
+        ("external", "crm_id:42"),
     ]  # fmt: skip
+
+
+def test_the_wallet_identity_is_the_engines_own() -> None:
+    with pytest.raises(
+        InvalidInput, match=r"^\$\.batch\[0\]\.anonymousId: must not start with wallet:"
+    ):
+        read(
+            {
+                "type": "track",
+                "event": "X",
+                "anonymousId": "wallet:0xdbf03b407c01e7cd3cbea99509d93f8dddc8c6fb",
+            }
+        )
+    with pytest.raises(InvalidInput, match=r"previousId"):
+        read({"type": "alias", "userId": "u", "previousId": "wallet:0x1"})

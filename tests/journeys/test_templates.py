@@ -52,7 +52,7 @@ def go(j: Journey, run: Run, who: Person, now: int) -> tuple[Run, list[str]]:
 
 def test_every_template_is_valid(engine: Engine) -> None:
     assert sorted(examples()) == ["abandoned_cart", "churn_winback", "lead_routing",
-                                  "post_purchase", "welcome_series"]  # fmt: skip
+                                  "nft_onboarding", "post_purchase", "welcome_series"]  # fmt: skip
     listed = engine.client.get(f"{engine.url}/v1/journeys/templates", headers=bearer()).json()
     for name, definition in listed["templates"].items():
         put_journey(engine, name, definition)  # each goes in as it is
