@@ -26,13 +26,22 @@ data dir is read if it exists. Every section is optional. Example::
       { key = "sale", template = "<h1>Hello {{ first_name or 'there' }}, 20% off today</h1>" },
     ]
 
+    [journeys.abandoned_cart]   # the journeys API's JSON, as TOML (journeys.spec)
+    trigger = { kind = "event", event = "Product Added" }
+    exit = [{ event = "Order Completed" }]
+    start = "wait"
+    steps.wait = { type = "wait", duration = "1h", next = "remind" }
+    steps.remind = { type = "webhook", url = "https://mail.example/cart", next = "end" }
+    steps.end = { type = "end" }
+
     [models]                    # the learner's predictive models (profiles.learner)
     estimator = "logistic"      # or "forest", "tree"; per target: [models.estimators]
     churn_days = 30
     ltv_horizon_days = 90
 
-Placements from the file are installed at start (the rewards worker does it) and may be
-changed through the admin API afterwards; the file wins again at the next start if it differs.
+Placements and journeys from the file are installed at start (by the rewards and the journeys
+worker) and may be changed through the admin API afterwards; the file wins again at the next
+start if it differs.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import msgspec
 
 from collector.consent import ConsentPolicy
 from edge.placements import Placement
+from journeys.spec import Journey
 from profiles.learner import ModelSettings
 from profiles.scoring import LeadScoring
 from profiles.segments import Segment
@@ -56,6 +66,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     consent: ConsentPolicy = msgspec.field(default_factory=ConsentPolicy)
     segments: dict[str, Segment] = msgspec.field(default_factory=dict)
     placements: dict[str, Placement] = msgspec.field(default_factory=dict)
+    journeys: dict[str, Journey] = msgspec.field(default_factory=dict)
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
     recommendations: RecommendationSettings = msgspec.field(default_factory=RecommendationSettings)
 

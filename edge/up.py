@@ -173,8 +173,8 @@ def worker(args: argparse.Namespace) -> int:
         from edge.settings import load_keys
 
         keys = load_keys(args.data_dir.resolve())
-        return run_journeys_worker(redis_url, consumer,
-                                   (args.api_url, keys.write_key, keys.secret_key))  # fmt: skip
+        api = (args.api_url, keys.write_key, keys.secret_key)
+        return run_journeys_worker(redis_url, consumer, api, config)
     store_url = args.store_url or (
         f"unix://{args.data_dir.resolve() / 'run' / 'store.sock'}"
         if clickhouse_url.startswith("chdb://")

@@ -35,6 +35,7 @@ from edge.config import Config
 from edge.placements import put_placement
 from edge.rewards import REWARDS_GROUP, RewardWorker
 from journeys.actions import Api
+from journeys.store import put_journey
 from journeys.worker import JOURNEYS_GROUP, JourneyWorker
 from profiles import ProfileStore, ProfileUpdater
 from profiles.learner import LEARNER_GROUP, Learner
@@ -232,11 +233,16 @@ def start_journeys(
     api: tuple[str, str, str] | None = None,
     interval: float = 0.2,
     clock: Callable[[], int] | None = None,
+    config: Config | None = None,
 ) -> threading.Thread:
     """Run the journeys worker (triggers, timers, the outbox) in a thread; ``api``: the
-    engine's URL, write key and secret key (email hand-offs and decisions need them)."""
+    engine's URL, write key and secret key (email hand-offs and decisions need them). The
+    config file's journeys are installed first."""
     client = redis.Redis.from_url(redis_url)
     ensure_group(client, JOURNEYS_GROUP)
+    for key, journey in (config or Config()).journeys.items():
+        if put_journey(client, key, journey):
+            log.info("journey installed from the config file", extra={"journey": key})
     reader = SpoolReader(client, JOURNEYS_GROUP, consumer)
     http = httpx.Client(timeout=10.0)
     worker = JourneyWorker(reader, client, http=http, interval=interval,
@@ -245,9 +251,11 @@ def start_journeys(
     return _run(name="journeys", run=worker.run, stop=stop)
 
 
-def run_journeys_worker(redis_url: str, consumer: str, api: tuple[str, str, str]) -> int:
+def run_journeys_worker(
+    redis_url: str, consumer: str, api: tuple[str, str, str], config: Config | None = None
+) -> int:
     """The journeys worker process: runs until SIGTERM or SIGINT."""
-    return _serve(lambda stop: start_journeys(redis_url, consumer, stop, api))
+    return _serve(lambda stop: start_journeys(redis_url, consumer, stop, api, config=config))
 
 
 def run_recs_worker(

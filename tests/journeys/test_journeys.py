@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
+from typing import Any
 
 import httpx
+import pytest
 
+from edge.config import ConfigError, load_config
+from edge.worker import start_journeys
 from tests.conftest import SECRET_KEY, Engine
 from tests.edge.test_profiles_api import bearer, eventually
 from tests.journeys.conftest import Clock, Receiver, abandoned_cart, put_journey, run_of, track
@@ -115,3 +120,23 @@ def test_definitions_are_checked(engine: Engine) -> None:
     answer = engine.client.put(f"{engine.url}/v1/journeys/x", json=wrong, headers=bearer())
     assert answer.status_code == 400 and "$.steps.wait.duration" in answer.json()["message"]
     assert engine.client.get(f"{engine.url}/v1/journeys/x", headers=bearer()).status_code == 404
+
+
+def test_journeys_from_the_config_file_are_installed(engine: Engine, tmp_path: Any) -> None:
+    config = tmp_path / "kairos.toml"
+    config.write_text(
+        "[journeys.cart]\n"
+        'trigger = { kind = "event", event = "Product Added" }\n'
+        'start = "wait"\n'
+        'steps.wait = { type = "wait", duration = "1h", next = "end" }\n'
+        'steps.end = { type = "end" }\n'
+    )
+    stop = threading.Event()
+    thread = start_journeys(engine.settings.redis_url, "cfg", stop, config=load_config(config))
+    stop.set()
+    thread.join(timeout=30)
+    found = engine.client.get(f"{engine.url}/v1/journeys/cart", headers=bearer())
+    assert found.status_code == 200 and found.json()["steps"]["wait"]["duration"] == "1h"
+    config.write_text("[journeys.cart]\nstart = 1\n")
+    with pytest.raises(ConfigError, match="journeys"):
+        load_config(config)
