@@ -109,7 +109,10 @@ def simulate(
             if journey.goal == event and entered_at is not None and 0 <= entered_at <= ms:
                 report.converted += 1
                 entered_at = -1  # once per person
-            if triggers(journey, event, properties, person) and may_enter(journey, run, person, ms):
+            entered = [run.entered] if run else []  # one journey replayed: the cap sees its own
+            if triggers(journey, event, properties, person) and may_enter(
+                journey, run, person, ms, entered
+            ):
                 run = enter(key, who, (run.entry if run else 0) + 1, ms, journey.start)
                 report.entered += 1
                 report.people += int(run.entry == 1)

@@ -110,8 +110,14 @@ def enter(journey_key: str, pid: str, entry: int, now: int, start: str = "") -> 
     return Run(journey_key, pid, entry, now, start)
 
 
-def may_enter(journey: Journey, last: Run | None, person: Person, now: int) -> bool:
-    """Whether the person may enter now, after ``last`` (their latest run, if any)."""
+def may_enter(
+    journey: Journey, last: Run | None, person: Person, now: int, entered: list[int] = []
+) -> bool:
+    """Whether the person may enter now, after ``last`` (their latest run of it, if any);
+    ``entered``: when they last entered each of their journeys (for the frequency cap)."""
+    cap = journey.entry.cap
+    if cap is not None and sum(now - at < cap.days * 86_400_000 for at in entered) >= cap.journeys:
+        return False
     if last is not None:
         if not last.ended:
             return False  # never twice at once

@@ -105,14 +105,23 @@ class OnchainTrigger(msgspec.Struct, tag="onchain", tag_field="kind", forbid_unk
 Trigger = EventTrigger | SegmentEntered | SegmentExited | ScoreCrossed | OnchainTrigger
 
 
+class Cap(msgspec.Struct, forbid_unknown_fields=True):
+    """At most ``journeys`` journeys entered (any of them, this one included) per ``days``."""
+
+    journeys: Annotated[int, msgspec.Meta(ge=1)]
+    days: Annotated[float, msgspec.Meta(gt=0)] = 7.0
+
+
 class Entry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Who may enter: ``rule`` (the segment rule language), how often (``reentry``: once,
-    again after ``reentry_days``, or always — never while already in the journey)."""
+    again after ``reentry_days``, or always — never while already in the journey), and a
+    frequency ``cap`` across journeys (so nobody gets five campaigns in a day)."""
 
     rule: Rule | None = None
     segment: str | None = None
     reentry: Literal["once", "days", "always"] = "once"
     reentry_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    cap: Cap | None = None
 
 
 class ExitRule(msgspec.Struct, forbid_unknown_fields=True):

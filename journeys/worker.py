@@ -174,7 +174,8 @@ class JourneyWorker:
                     last = theirs.get(key)
                     if last is not None and at <= last.applied:
                         continue  # this very event entered it already (a replay)
-                    if not may_enter(journey, last, person, now):
+                    entered = [r.entered for r in theirs.values()]
+                    if not may_enter(journey, last, person, now, entered):
                         continue
                     run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start)
                     run, actions = advance(journey, msgspec.structs.replace(run, applied=at),

@@ -11,7 +11,7 @@ import msgspec
 import redis
 
 from edge import demo
-from journeys.runs import Person, Run, advance, enter, on_event, triggers
+from journeys.runs import Person, Run, advance, enter, may_enter, on_event, triggers
 from journeys.spec import JOURNEY, Journey
 from journeys.templates import (
     abandoned_cart,
@@ -159,3 +159,16 @@ def test_abandoned_cart_end_to_end(engine: Engine, clock: Clock, receiver: Recei
         return found if sum(found.values()) == 3 else {}
 
     assert eventually(actions) == {"reminder": 2, "offer": 1}
+
+
+def test_a_frequency_cap_counts_every_journey_entered() -> None:
+    capped = {
+        **post_purchase(URL),
+        "entry": {"reentry": "always", "cap": {"journeys": 2, "days": 7}},
+    }
+    j, who = journey(capped), person()
+    day = 24 * H
+    assert may_enter(j, None, who, 10 * day, entered=[9 * day])  # one journey this week
+    assert not may_enter(j, None, who, 10 * day, entered=[9 * day, 8 * day])  # two: capped
+    assert may_enter(j, None, who, 10 * day, entered=[9 * day, 2 * day])  # one is too old
+    assert may_enter(journey(post_purchase(URL)), None, who, 10 * day, entered=[1, 2, 3])
