@@ -40,6 +40,13 @@ _CAMPAIGN = {
 }
 _DAY_MS = 86_400_000
 LEAD_SCORE_ADJUSTED = "Lead Score Adjusted"  # properties.points adds to the lead score
+# On-chain events (collector.onchain) that change what a wallet holds: tokens counted per
+# contract (a transfer by its direction for the wallet).
+_HOLDINGS: dict[str, dict[Any, int]] = {
+    "Onchain Mint": {None: 1, "in": 1, "out": 1},
+    "Onchain Burn": {None: -1, "in": -1, "out": -1},
+    "Onchain Transfer": {None: 0, "in": 1, "out": -1},
+}
 
 
 class Update(msgspec.Struct, omit_defaults=True, gc=False):
@@ -55,6 +62,7 @@ class Update(msgspec.Struct, omit_defaults=True, gc=False):
     cart: list[Any] | None = None  # ["add", id, item], ["remove", id, quantity], ["clear"]
     viewed: str | None = None  # a product id
     bought: list[str] | None = None  # the product ids of an order
+    holding: list[Any] | None = None  # [contract, change]: tokens in (+) or out (-) on-chain
     points: float = 0.0  # lead score
     uid: str | None = None  # the user id, kept if the profile has none yet
 
@@ -155,4 +163,6 @@ def compute(msg: wire.Message, scoring: LeadScoring) -> Update:
             update.cart = ["remove", product, _number(properties.get("quantity")) or 0.0]
         elif name == "Product Viewed" and product:
             update.viewed = product
+        elif name in _HOLDINGS and isinstance(properties.get("contract"), str):
+            update.holding = [properties["contract"], _HOLDINGS[name][properties.get("direction")]]
     return update

@@ -100,6 +100,10 @@ def matches(rule: Rule, view: View) -> bool:
     assert rule.field is not None and rule.op is not None
     source, _, name = rule.field.partition(".")
     values: dict[str, Any] = getattr(view, source)
+    if name not in values and "." in name:  # a nested value: computed.holdings.<contract>
+        head, _, rest = name.partition(".")
+        inner = values.get(head)
+        values, name = (inner, rest) if isinstance(inner, dict) else ({}, name)
     return _compare(rule.op, name in values, values.get(name), rule.value)
 
 

@@ -5,6 +5,7 @@ the same code runs on Redis Cluster:
 
     {p:ID}            hash   scalars: first_seen, last_seen, sessions, session_last, page_views,
                              orders, revenue, lead_score, lead_score_at, user_id, applied;
+                             h:<contract> (tokens held, from on-chain events);
                              bought (JSON: product id -> ms of the newest order with it,
                              the last ``BOUGHT_MAX`` products);
                              t:<trait> / tt:<trait> (value, event time), f:<first-touch trait>,
@@ -109,6 +110,9 @@ while i <= #ARGV do
       if not daily_from or u.day < daily_from then daily_from = u.day end
     end
     if u.page_view then page_views = page_views + 1 end
+    if u.holding and u.holding[2] ~= 0 then
+      redis.call('HINCRBY', p, 'h:' .. u.holding[1], u.holding[2])
+    end
     if u.revenue then
       redis.call('HINCRBY', p, 'orders', 1)
       redis.call('HINCRBYFLOAT', p, 'revenue', u.revenue)
@@ -224,7 +228,7 @@ local tgt_first = num(t.first_seen)
 local earlier = src_first > 0 and (tgt_first == 0 or src_first < tgt_first)
 for k, v in pairs(s) do
   local head = string.sub(k, 1, 2)
-  if head == 'c:' or k == 'page_views' or k == 'sessions' or k == 'orders' then
+  if head == 'c:' or head == 'h:' or k == 'page_views' or k == 'sessions' or k == 'orders' then
     redis.call('HINCRBY', p, k, v)
   elseif k == 'revenue' then
     redis.call('HINCRBYFLOAT', p, k, v)

@@ -35,6 +35,7 @@ def view_of(snapshot: Snapshot, now_ms: int, half_life_days: float = 30.0) -> Vi
             for item in snapshot.cart.values()
         ),
         "viewed_products": snapshot.viewed,
+        "holdings": {k[2:]: int(v) for k, v in fields.items() if k.startswith("h:") and int(v)},
         "segments": snapshot.segments,
     }
     if "first_seen" in fields:

@@ -140,3 +140,31 @@ def test_a_proven_wallet_joins_its_user_and_a_bad_signature_is_refused(
     assert person["identities"]["user_id"] == ["ada"]
     assert f"wallet:{owner.address}" in person["identities"]["anonymous_id"]
     assert person["traits"]["wallet"] == owner.address
+
+
+def test_segments_on_holdings_and_staking(engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    for key, rule in {
+        "holders": {
+            "field": f"computed.holdings.{checksum_address(CONTRACT)}",
+            "op": "gt",
+            "value": 0,
+        },
+        "stakers": {"event": "Onchain Stake", "min": 1, "days": 30},
+    }.items():
+        answer = engine.client.put(f"{engine.url}/v1/segments/{key}", json={"rule": rule},
+                                   headers=bearer())  # fmt: skip
+        assert answer.status_code in (200, 201), answer.text
+    recent = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    assert deliver(engine, {**mint(1), "blockTime": recent},
+                   {**mint(2, kind="stake"), "blockTime": recent}).status_code == 200  # fmt: skip
+
+    def segments() -> list[str]:
+        found = engine.client.get(f"{engine.url}/v1/profiles/wallet:{WALLET}", headers=bearer())
+        return sorted(found.json().get("segments", [])) if found.status_code == 200 else []
+
+    assert eventually(lambda: segments() == ["holders", "stakers"])
+    sold = {**mint(3, kind="transfer"), "blockTime": recent, "direction": "out"}
+    assert deliver(engine, sold).status_code == 200
+    assert eventually(lambda: segments() == ["stakers"])  # no longer holds one
