@@ -132,8 +132,12 @@ def may_enter(
     return rule is None or (person.view is not None and matches(rule, person.view))
 
 
-def advance(journey: Journey, run: Run, person: Person, now: int) -> tuple[Run, list[Action]]:
-    """Move ``run`` as far as it goes at ``now``; the actions it passed, in order."""
+def advance(
+    journey: Journey, run: Run, person: Person, now: int, passed: list[str] | None = None
+) -> tuple[Run, list[Action]]:
+    """Move ``run`` as far as it goes at ``now``; the actions it passed, in order. ``passed``
+    gets the name of every step the run completes on the way."""
+    done = passed if passed is not None else []
     if run.ended:
         return run, []
     run = msgspec.structs.replace(run, step=run.step or journey.start)
@@ -148,8 +152,10 @@ def advance(journey: Journey, run: Run, person: Person, now: int) -> tuple[Run, 
             if now < run.due:
                 return run, actions  # not yet
             following = step.timeout_next if step.until_event else step.next
+            done.append(run.step)
             run = msgspec.structs.replace(run, step=following or step.next, due=0, waiting_for="")
             continue
+        done.append(run.step)
         if isinstance(step, Branch):
             run = msgspec.structs.replace(run, step=_branch(step, run, person))
             continue

@@ -12,9 +12,10 @@ first), the worker wakes the runs whose waits are due, and sends what the outbox
 that has exited since its action was queued gets nothing (the exit rules are checked again right
 before each action). Each delivered action is recorded as sent and never sent again.
 
-Journey events go to the spool (and so to ClickHouse): "Journey Entered", "Journey Action
-Sent" (with the step and the action), "Journey Exited" (with the reason) and "Journey
-Completed", each with ``journey`` and ``entry``. ``clock`` (ms) is injectable: tests move days.
+Journey events go to the spool (and so to ClickHouse): "Journey Entered", "Journey Step
+Completed" (with the step), "Journey Action Sent" (with the step and the action), "Journey
+Exited" (with the reason) and "Journey Completed", each with ``journey`` and ``entry``.
+``clock`` (ms) is injectable: tests move days.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ __all__ = ["JOURNEYS_GROUP", "JourneyWorker"]
 log = logging.getLogger("kairos.journeys")
 
 JOURNEYS_GROUP = "journeys"
-_OWN = ("Journey Entered", "Journey Action Sent", "Journey Exited", "Journey Completed")
+_OWN = ("Journey Entered", "Journey Step Completed", "Journey Action Sent", "Journey Exited",
+        "Journey Completed")  # fmt: skip
 
 
 def _wall_ms() -> int:
@@ -160,8 +162,7 @@ class JourneyWorker:
                     run, moved = on_event(journey, run, name, properties, now)
                     run = msgspec.structs.replace(run, applied=at)
                     if moved:
-                        run, actions = advance(journey, run, person, now)
-                        outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
+                        run = _advanced(journey, run, person, now, ids, outgoing, said)
                     theirs[key] = run
                     changed.append(run)
                     said += _said(run, ids, now)
@@ -178,13 +179,12 @@ class JourneyWorker:
                     if not may_enter(journey, last, person, now, entered):
                         continue
                     run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start)
-                    run, actions = advance(journey, msgspec.structs.replace(run, applied=at),
-                                           person, now)  # fmt: skip
-                    outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
+                    said.append(_event("Journey Entered", run, ids, now))
+                    run = _advanced(journey, msgspec.structs.replace(run, applied=at), person,
+                                    now, ids, outgoing, said)  # fmt: skip
                     theirs[key] = run
                     changed.append(run)
                     counters["journeys_entered"] = counters.get("journeys_entered", 0) + 1
-                    said.append(_event("Journey Entered", run, ids, now))
                     said += _said(run, ids, now)
         if changed or outgoing:
             store.save(self.client, _latest(changed), outgoing, now)
@@ -223,8 +223,8 @@ class JourneyWorker:
             if run.step not in journey.steps:  # the definition changed under it
                 run = msgspec.structs.replace(run, ended="exited: step removed", ended_at=now)
             else:
-                run, actions = advance(journey, run, _person(snapshots[pid], now), now)
-                outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
+                person = _person(snapshots[pid], now)
+                run = _advanced(journey, run, person, now, _ids(snapshots[pid]), outgoing, said)
             changed.append(run)
             said += _said(run, _ids(snapshots[pid]), now)
         store.save(self.client, changed, outgoing, now)
@@ -317,6 +317,23 @@ class JourneyWorker:
                     self._by_event.setdefault(name, []).append(key)
 
 
+def _advanced(
+    journey: Journey,
+    run: Run,
+    person: Person,
+    now: int,
+    ids: dict[str, str],
+    outgoing: dict[str, store.Outgoing],
+    said: list[wire.Message],
+) -> Run:
+    """``advance``, with its actions queued and a "Journey Step Completed" per step passed."""
+    passed: list[str] = []
+    run, actions = advance(journey, run, person, now, passed)
+    outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
+    said += [_event("Journey Step Completed", run, ids, now, step=step, at=now) for step in passed]
+    return run
+
+
 def _latest(runs: list[Run]) -> list[Run]:
     """The last state of each run (a person's events may change one run several times)."""
     return list({(r.pid, r.journey): r for r in runs}.values())
@@ -370,7 +387,7 @@ def _event(name: str, run: Run, ids: dict[str, str], now: int, **more: Any) -> w
     ids = ids or {"anonymous_id": f"profile-{run.pid}"}
     when = datetime.fromtimestamp(now / 1000, UTC)
     properties = {"journey": run.journey, "entry": run.entry, "profile_id": run.pid, **more}
-    suffix = f"|{more['step']}" if "step" in more else ""
+    suffix = "".join(f"|{more[k]}" for k in ("step", "at") if k in more)
     return wire.Track(
         event=name, user_id=ids.get("user_id"), anonymous_id=ids.get("anonymous_id"),
         message_id=f"{name.lower().replace(' ', '-')}-{run.key}{suffix}",

@@ -54,11 +54,13 @@ def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
     assert run_of(engine, "ada", "abandoned_cart")["ended"] == "completed"
     # Journey events land in ClickHouse.
     rows = eventually(lambda: engine.sql(
-        "SELECT event, anonymous_id, JSONExtractString(properties, 'reason') FROM events "
-        "WHERE event LIKE 'Journey %' ORDER BY anonymous_id, event"
-    ) if len(engine.sql("SELECT 1 FROM events WHERE event LIKE 'Journey %'")) >= 5 else None)  # fmt: skip
+        "SELECT event, anonymous_id, if(event = 'Journey Step Completed', "
+        "JSONExtractString(properties, 'step'), JSONExtractString(properties, 'reason')) "
+        "FROM events WHERE event LIKE 'Journey %' ORDER BY anonymous_id, event, 3"
+    ) if len(engine.sql("SELECT 1 FROM events WHERE event LIKE 'Journey %'")) >= 7 else None)  # fmt: skip
     assert rows == [["Journey Action Sent", "ada", ""], ["Journey Completed", "ada", ""],
-                    ["Journey Entered", "ada", ""], ["Journey Entered", "bob", ""],
+                    ["Journey Entered", "ada", ""], ["Journey Step Completed", "ada", "remind"],
+                    ["Journey Step Completed", "ada", "wait"], ["Journey Entered", "bob", ""],
                     ["Journey Exited", "bob", "exited: Order Completed"]]  # fmt: skip
     stats = engine.client.get(f"{engine.url}/v1/journeys/abandoned_cart/stats", headers=bearer())
     assert stats.json() == {"key": "abandoned_cart", "entered": 2, "people": 2, "completed": 1,
