@@ -134,8 +134,12 @@ def test_a_proven_wallet_joins_its_user_and_a_bad_signature_is_refused(
     put_journey(engine, "nft", nft_onboarding(f"{receiver.url}/holders", CONTRACT))
     eventually(lambda: engine.client.get(f"{engine.url}/v1/profiles/wallet:{owner.address}",
                                          headers=bearer()).status_code == 200)  # fmt: skip
-    assert deliver(engine, {**mint(), "wallet": owner.address.lower()}).json()["accepted"] == 1
+    linked_mint = {**mint(), "wallet": owner.address.lower()}
+    assert deliver(engine, linked_mint).json()["accepted"] == 1
     eventually(lambda: receiver.received)
+    assert deliver(engine, linked_mint).json() == {"accepted": 0, "duplicates": 1}
+    time.sleep(1.5)
+    assert len(receiver.received) == 1  # the redelivered log started nothing
     person = receiver.received[0]["json"]["person"]
     assert person["identities"]["user_id"] == ["ada"]
     assert f"wallet:{owner.address}" in person["identities"]["anonymous_id"]
