@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
 import redis.asyncio
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collector import Spool
@@ -45,10 +44,12 @@ from edge import (
 from edge.catalog import REFRESH_SECONDS, Catalog
 from edge.cors import CORS
 from edge.decide import DecideEndpoint, Decider
+from edge.limits import RequestLimits
+from edge.logs import redact
 from edge.settings import Settings
 from profiles import ProfileStore
 
-__all__ = ["create_app"]
+__all__ = ["BROWSER_PATHS", "create_app"]
 
 log = logging.getLogger("kairos.app")
 
@@ -78,15 +79,24 @@ async def _refresh_catalog(catalog: Catalog, client: redis.asyncio.Redis) -> Non
         await asyncio.sleep(REFRESH_SECONDS)
 
 
-class _DecideFirst:
-    """``POST /v1/decide`` straight to its endpoint (behind CORS); everything else to the
-    Starlette app. The decide path is the one a page waits on; Starlette's middleware stack and
-    router cost about an eighth of its throughput and give it nothing (the endpoint answers
-    its own errors)."""
+# What a shop's pages call from their own origin with the public write key: the only paths that
+# answer cross-origin calls (edge.cors). Everything else takes the secret key, or is same-origin.
+BROWSER_PATHS = (
+    "/v1/decide",
+    *(f"/v1/{kind}" for kind in tracking.KINDS),
+    "/v1/wallets/nonce",
+    "/v1/wallets/link",
+)
 
-    def __init__(self, app: Starlette, cors_origins: Iterable[str]):
+
+class _DecideFirst:
+    """``POST /v1/decide`` straight to its endpoint; everything else to the Starlette app. The
+    decide path is the one a page waits on; Starlette's middleware stack and router cost about
+    an eighth of its throughput and give it nothing (the endpoint answers its own errors)."""
+
+    def __init__(self, app: Starlette):
         self.app = app
-        self.decide = CORS(DecideEndpoint(), cors_origins)
+        self.decide = DecideEndpoint()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/decide":
@@ -97,6 +107,9 @@ class _DecideFirst:
 
 
 def create_app(settings: Settings) -> ASGIApp:
+    """The engine's HTTP app: CORS, then rate and size limits, then the routes."""
+    redact(settings.write_key, settings.secret_key)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # A stuck Redis must not hold a request forever (the decide path gives up much sooner).
@@ -169,7 +182,10 @@ def create_app(settings: Settings) -> ASGIApp:
             *sdk.routes,
             *demo.routes,
         ],
-        middleware=[Middleware(CORS, origins=settings.cors_origins)],
         lifespan=lifespan,
     )
-    return _DecideFirst(app, settings.cors_origins)
+    # CORS outermost, so a browser can read a 429 or a 413 and back off.
+    limited = RequestLimits(
+        _DecideFirst(app), settings.limits, settings.write_key, settings.secret_key
+    )
+    return CORS(limited, settings.cors_origins, BROWSER_PATHS)

@@ -22,6 +22,7 @@ environment:
   KAIROS_SECRET_KEY   key for servers and the growth team (default: generated likewise)
   KAIROS_REDIS_URL, KAIROS_CLICKHOUSE_URL   external servers instead of the embedded ones
   KAIROS_CONFIG       config file (default: kairos.toml in the data dir, if there is one)
+  KAIROS_API_WORKERS  API server processes (default 1)
 """
 
 
@@ -127,6 +128,15 @@ def _parser() -> argparse.ArgumentParser:
         "or none (run "
         "them elsewhere with `kairos worker NAME`); default %(default)s",
     )
+    up.add_argument(
+        "--api-workers",
+        type=int,
+        default=int(_env("KAIROS_API_WORKERS", 1)),
+        metavar="N",
+        help="API server processes on the one port (env KAIROS_API_WORKERS; default "
+        "%(default)s: the API runs in this process)",
+    )
+    up.add_argument("--api-child", action="store_true", help=argparse.SUPPRESS)  # internal
     up.add_argument(
         "--cors-origins",
         default=_env("KAIROS_CORS_ORIGINS", "*"),
@@ -295,6 +305,10 @@ def key(args: argparse.Namespace, name: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # API processes re-run it
+    if getattr(args, "api_workers", 1) < 1:
+        print("kairos: --api-workers must be at least 1", file=sys.stderr)
+        return 2
     return int(args.run(args) or 0)
 
 

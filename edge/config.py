@@ -34,6 +34,13 @@ data dir is read if it exists. Every section is optional. Example::
     steps.remind = { type = "webhook", url = "https://mail.example/cart", next = "end" }
     steps.end = { type = "end" }
 
+    [limits]                    # rate and size limits (edge.limits); 0 turns one off
+    per_ip = 200.0              # requests/s per client IP, sustained
+    per_key = 5000.0            # requests/s per key (write or secret)
+    burst = 2.0                 # seconds of that rate a client may spend at once
+    max_body_kb = 2048          # a larger request body answers 413
+    trusted_proxies = ["127.0.0.1", "::1"]  # whose X-Forwarded-For names the client
+
     [models]                    # the learner's predictive models (profiles.learner)
     estimator = "logistic"      # or "forest", "tree"; per target: [models.estimators]
     churn_days = 30
@@ -51,6 +58,7 @@ from pathlib import Path
 import msgspec
 
 from collector.consent import ConsentPolicy
+from edge.limits import Limits
 from edge.placements import Placement
 from journeys.spec import Journey
 from profiles.learner import ModelSettings
@@ -69,6 +77,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     journeys: dict[str, Journey] = msgspec.field(default_factory=dict)
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
     recommendations: RecommendationSettings = msgspec.field(default_factory=RecommendationSettings)
+    limits: Limits = msgspec.field(default_factory=Limits)
 
 
 class ConfigError(Exception):

@@ -1,12 +1,18 @@
-"""CORS for the browser-facing API: the shop's pages call ``/v1/decide`` and the tracking API
-from their own origin.
+"""CORS for the browser-facing API only: a shop's pages call ``/v1/decide`` and the tracking API
+(with the public write key) from their own origin; nothing else is for browsers on other sites.
 
 A lean ASGI middleware rather than Starlette's ``CORSMiddleware``: this one sits in front of the
 decide path, where Starlette's (header objects built per request, a wrapper on every response,
-with or without an ``Origin``) cost about a quarter of a bare endpoint's throughput. Requests
-without ``Origin`` (servers, SDKs) pass untouched; allowed origins get
-``Access-Control-Allow-Origin`` (``*`` when every origin is allowed, else the origin itself
-with ``Vary: Origin``); preflights are answered here, cached by browsers for a day.
+with or without an ``Origin``) cost about a quarter of a bare endpoint's throughput.
+
+- Requests without ``Origin`` (servers, SDKs) pass untouched.
+- On the browser paths, allowed origins get ``Access-Control-Allow-Origin`` (``*`` when every
+  origin is allowed, else the origin itself with ``Vary: Origin``); their preflights are
+  answered here, cached by browsers for a day; other origins' preflights are refused (400).
+- Everywhere else (the admin API takes the secret key, which never belongs in a web page; the
+  dashboard is same-origin) no CORS header is ever sent and every preflight is refused (403), so
+  no page on another origin can call it with credentials or read an answer.
+- ``Access-Control-Allow-Credentials`` is never sent: cross-origin calls carry no cookies.
 """
 
 from __future__ import annotations
@@ -20,27 +26,43 @@ __all__ = ["CORS"]
 
 _METHODS = b"GET, POST, PUT, DELETE, OPTIONS"
 _MAX_AGE = b"86400"
+_NOT_FOR_BROWSERS = (
+    b"cross-origin calls are not allowed here: only the browser API (decide, tracking, wallets) "
+    b"takes them"
+)
 
 
 class CORS:
-    def __init__(self, app: ASGIApp, origins: Iterable[str]):
+    """``origins``: the allowed origins (``*``: any); ``paths``: the browser-facing paths."""
+
+    def __init__(self, app: ASGIApp, origins: Iterable[str], paths: Iterable[str]):
         self.app = app
         allowed = {o.rstrip("/") for o in origins}
         self.any = "*" in allowed
         self.origins = {o.encode() for o in allowed}
+        self.paths = frozenset(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = requested = None
+        origin = requested = method = None
         for name, value in scope["headers"]:
             if name == b"origin":
                 origin = value
             elif name == b"access-control-request-headers":
                 requested = value
+            elif name == b"access-control-request-method":
+                method = value
         if origin is None:
             await self.app(scope, receive, send)
+            return
+        preflight = scope["method"] == "OPTIONS" and method is not None
+        if scope["path"] not in self.paths:
+            if preflight:
+                await _send(send, 403, _NOT_FOR_BROWSERS, [])
+            else:
+                await self.app(scope, receive, send)
             return
         allowed = self.any or origin in self.origins
         headers = (
@@ -48,10 +70,11 @@ class CORS:
         )
         if not self.any:
             headers.append((b"vary", b"Origin"))
-        if scope["method"] == "OPTIONS" and any(
-            name == b"access-control-request-method" for name, _ in scope["headers"]
-        ):
-            await _preflight(send, allowed, headers, requested)
+        if preflight:
+            if allowed:
+                await _preflight(send, headers, requested)
+            else:
+                await _send(send, 400, b"Disallowed CORS origin", headers)
             return
 
         async def send_with_cors(message: Message) -> None:
@@ -63,20 +86,22 @@ class CORS:
 
 
 async def _preflight(
-    send: Send, allowed: bool, headers: list[tuple[bytes, bytes]], requested: bytes | None
+    send: Send, headers: list[tuple[bytes, bytes]], requested: bytes | None
 ) -> None:
-    body = b"OK" if allowed else b"Disallowed CORS origin"
     extra: list[Any] = [(b"access-control-allow-methods", _METHODS),
-                        (b"access-control-max-age", _MAX_AGE)] if allowed else []  # fmt: skip
-    if allowed and requested:
+                        (b"access-control-max-age", _MAX_AGE)]  # fmt: skip
+    if requested:
         extra.append((b"access-control-allow-headers", requested))
+    await _send(send, 200, b"OK", [*headers, *extra])
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[Any]) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 200 if allowed else 400,
+            "status": status,
             "headers": [
                 *headers,
-                *extra,
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
             ],

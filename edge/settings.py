@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.consent import ConsentPolicy
+from edge.limits import Limits
 
 __all__ = ["Keys", "Settings", "load_keys"]
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    write_key: str
-    secret_key: str
+    write_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
     created: bool = False  # True when this start generated them
 
 
@@ -48,12 +49,13 @@ class Settings:
 
     redis_url: str
     store_url: str  # where reads go: a ClickHouse URL, or unix://… of the store process
-    write_key: str
-    secret_key: str
+    write_key: str = field(repr=False)  # kept out of reprs: tracebacks, debuggers, logs
+    secret_key: str = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     spool_limit: int = 100_000  # stream entries (one per accepted request); 0 = no limit
     consent: ConsentPolicy = field(default_factory=ConsentPolicy)
-    cors_origins: tuple[str, ...] = ("*",)  # browser origins allowed to call the API
+    cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the browser API
+    limits: Limits = field(default_factory=Limits)  # rate and size limits (edge.limits)
     decide_timeout: float = 0.05  # seconds /v1/decide waits on Redis before answering defaults
     seed: int | None = None  # the decide path's random choices (tests fix it)

@@ -4,7 +4,8 @@ Embedded layout (the default), one machine, one data dir:
 
 - a private redis-server (AOF) on a Unix socket;
 - the sink worker, which owns embedded ClickHouse and serves read queries on ``run/store.sock``;
-- the HTTP API in this process, reading through that socket.
+- the HTTP API in this process, reading through that socket; with ``--api-workers N`` (N > 1),
+  N supervised API processes sharing the port (SO_REUSEPORT) instead.
 
 With ``--clickhouse-url`` every process talks to the server directly. ``--workers`` picks the
 workers to run here; without a sink here, this process owns embedded ClickHouse itself.
@@ -60,6 +61,13 @@ def up(args: argparse.Namespace) -> int:
         print(f"kairos: --workers: unknown worker {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     sink_owns_store = clickhouse_url.startswith("chdb://") and "sink" in workers
+    if args.api_workers > 1 and clickhouse_url.startswith("chdb://") and not sink_owns_store:
+        print(
+            "kairos: --api-workers: several API processes read embedded ClickHouse through the "
+            "sink worker, which owns it: add sink to --workers, or give --clickhouse-url",
+            file=sys.stderr,
+        )
+        return 2
     store_url = f"unix://{store_socket}" if sink_owns_store else clickhouse_url
     settings = Settings(
         redis_url=redis_url,
@@ -72,7 +80,10 @@ def up(args: argparse.Namespace) -> int:
         consent=config.consent,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
         decide_timeout=args.decide_timeout_ms / 1000,
+        limits=config.limits,
     )
+    if args.api_child:  # one of the API processes of a `kairos up --api-workers N`
+        return _serve_api(settings)
     common = ["--redis-url", redis_url, "--log-format", args.log_format,
               "--log-level", args.log_level]  # fmt: skip
     if config_path is not None:
@@ -81,6 +92,7 @@ def up(args: argparse.Namespace) -> int:
     try:
         if embedded is not None:
             embedded.start()
+            embedded.keep_running()  # a Redis that dies comes back with its AOF
         import redis
 
         client = redis.Redis.from_url(redis_url)
@@ -131,7 +143,10 @@ def up(args: argparse.Namespace) -> int:
             access_log=False,
             server_header=False,
         )
-        Server(server_config).run()
+        if args.api_workers > 1:
+            _run_api_processes(args, server_config, redis_url, supervisor)
+        else:
+            Server(server_config).run()
     except (RedisStartError, StartError) as exc:
         print(f"kairos: {exc}", file=sys.stderr)
         return 1
@@ -185,6 +200,70 @@ def worker(args: argparse.Namespace) -> int:
     if args.name == "recs":
         return run_recs_worker(redis_url, store_url, consumer, config)
     return run_profiles_worker(redis_url, store_url, consumer, config)
+
+
+def _run_api_processes(
+    args: argparse.Namespace, config: Any, redis_url: str, supervisor: Any
+) -> None:
+    """Run ``--api-workers`` API processes on the port, until SIGINT or SIGTERM.
+
+    Each is this same ``kairos up`` command with ``--api-child``: it builds its settings, keys
+    and config exactly as this process did and serves only the API, on a socket of its own
+    bound with SO_REUSEPORT, so that the kernel spreads new connections evenly over them (on
+    one shared socket, the first process to wake takes a whole burst of connections).
+    """
+    import signal
+    import threading
+
+    holder = _reserve_port(args.host, args.port)
+    argv = [sys.executable, "-m", "edge.cli", *getattr(args, "argv", sys.argv[1:]),
+            "--redis-url", redis_url, "--api-child"]  # fmt: skip
+    for number in range(1, args.api_workers + 1):
+        supervisor.start(f"api-{number}", argv)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass  # the caller's supervisor.stop() stops the API processes first (started last)
+    finally:
+        holder.close()
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Fail if anything listens on the port; else hold it (bound, not listening: it takes no
+    connections) so that only processes that also set SO_REUSEPORT can share it."""
+    with _socket(host, reuse_port=False) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    holder = _socket(host, reuse_port=True)
+    holder.bind((host, port))
+    return holder
+
+
+def _socket(host: str, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def _serve_api(settings: Any) -> int:
+    """One API process of ``kairos up --api-workers N``, on its own SO_REUSEPORT socket."""
+    import uvicorn
+
+    from edge.app import create_app
+    from edge.server import Server
+
+    sock = _socket(settings.host, reuse_port=True)
+    sock.bind((settings.host, settings.port))
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_config=None, access_log=False, server_header=False)  # fmt: skip
+    Server(config).run(sockets=[sock])
+    return 0
 
 
 def _demo(client: Any, settings: Any) -> None:
@@ -244,18 +323,39 @@ def _wait_for_socket(path: Path, supervisor: Any, timeout: float = 120.0) -> Non
 def _banner(
     settings: Any, data_dir: Path, clickhouse_url: str, created: bool, embedded_redis: bool
 ) -> None:
+    """What runs where, and how to start. Keys are shown only on the start that made them (they
+    are kept in keys.json); otherwise the banner says where they come from, never what they are."""
+    import json
+
     base = f"http://{settings.host}:{settings.port}"
     redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else ""
     ch_note = " (embedded)" if clickhouse_url.startswith("chdb://") else ""
-    keys_note = f"  (new: kept in {data_dir / 'keys.json'})" if created else ""
+    path = data_dir / "keys.json"
+    try:
+        stored = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        stored = {}
+    lines = []
+    for name, value, env, use in (
+        ("write key ", settings.write_key, "KAIROS_WRITE_KEY", "public: browsers and SDKs"),
+        ("secret key", settings.secret_key, "KAIROS_SECRET_KEY", "private: servers, dashboard"),
+    ):
+        if os.environ.get(env) == value:
+            lines.append(f"  {name}  from ${env}  ({use})")
+        elif stored.get(name.strip().replace(" ", "_")) != value:
+            lines.append(f"  {name}  from the command line  ({use})")
+        elif created:
+            lines.append(f"  {name}  {value}  (new, {use}; kept in {path})")
+        else:
+            lines.append(f"  {name}  in {path}  ({use})")
+    keys = "\n".join(lines)
     print(
         f"\nKairos is starting on {base}\n"
         f"  data dir    {data_dir}\n"
         f"  redis       {settings.redis_url}{redis_note}\n"
         f"  clickhouse  {clickhouse_url}{ch_note}\n"
-        f"  write key   {settings.write_key}{keys_note}\n"
-        f"  secret key  {settings.secret_key}\n\n"
-        f"  send:   curl -u {settings.write_key}: -H 'content-type: application/json' \\\n"
+        f"{keys}\n\n"
+        f"  send:   curl -u \"$KAIROS_WRITE_KEY:\" -H 'content-type: application/json' \\\n"
         f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
         f"  try:    kairos simulate --shoppers 1000 --days 30   (simulated shoppers)\n"
         f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'

@@ -204,7 +204,7 @@ def send(
     progress: Callable[[int], object] | None = None,
 ) -> int:
     """POST ``messages`` to ``url``/v1/batch, ``batch`` at a time; retries what the engine asks
-    to be retried (503 + Retry-After, connection errors). Returns how many were accepted."""
+    to be retried (429 or 503 + Retry-After, connection errors). Returns how many were accepted."""
     sent, chunk = 0, []
     with httpx.Client(base_url=url, auth=(write_key, ""), timeout=30) as client:
 
@@ -216,7 +216,7 @@ def send(
                 except httpx.TransportError:
                     time.sleep(min(2**attempt * 0.1, 5))
                     continue
-                if answer.status_code == 503:
+                if answer.status_code in (429, 503):  # over a rate limit, or back-pressure
                     time.sleep(float(answer.headers.get("retry-after", 1)))
                     continue
                 answer.raise_for_status()

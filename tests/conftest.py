@@ -25,6 +25,7 @@ import uvicorn
 
 from collector import connect, embedded_url
 from edge.app import create_app
+from edge.limits import Limits
 from edge.redis_server import EmbeddedRedis
 from edge.settings import Settings
 from edge.worker import start_learner, start_profiles, start_rewards, start_sink
@@ -95,6 +96,7 @@ def settings(redis_url: str, clickhouse_url: str) -> Settings:
         write_key=WRITE_KEY,
         secret_key=SECRET_KEY,
         seed=7,
+        limits=Limits(per_ip=0, per_key=0),  # tests push many requests from 127.0.0.1
     )
 
 

@@ -21,7 +21,7 @@ def call(engine: Engine, method: str, path: str, body: Any = None, key: str | No
 
 
 def test_catalog_api(engine: Engine) -> None:
-    assert call(engine, "PUT", "/shoe", SHOE, key="wk_test").status_code == 401
+    assert call(engine, "PUT", "/shoe", SHOE, key="wk_test").status_code == 403
     created = call(engine, "PUT", "/shoe", SHOE)
     assert created.status_code == 201 and created.json()["item"]["id"] == "shoe"
     assert call(engine, "PUT", "/shoe", {**SHOE, "stock": 0}).status_code == 200
