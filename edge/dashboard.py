@@ -56,14 +56,20 @@ def _sign(secret: str, text: str) -> str:
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of any two texts (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def _signed_in(request: Request) -> str | None:
     """The session cookie if it is valid, else None."""
     cookie = request.cookies.get(SESSION, "")
     expires, _, signature = cookie.partition(".")
     secret = request.state.settings.secret_key
-    if not expires.isdigit() or int(expires) < time.time():
+    if not expires.isdecimal() or int(expires) < time.time():
         return None
-    return cookie if hmac.compare_digest(signature, _sign(secret, f"session:{expires}")) else None
+    expected = _sign(secret, f"session:{expires}")
+    return cookie if _same(signature, expected) else None
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -96,10 +102,10 @@ async def login(request: Request) -> Response:
         return response
     form = await _form(request)
     token = str(form.get("csrf", ""))
-    if not token or not hmac.compare_digest(token, request.cookies.get(CSRF, "")):
+    if not token or not _same(token, request.cookies.get(CSRF, "")):
         return _page(request, "login.html", 400, csrf="", error="The form expired: try again.")
     secret = request.state.settings.secret_key
-    if not hmac.compare_digest(str(form.get("key", "")).encode(), secret.encode()):
+    if not _same(str(form.get("key", "")), secret):
         fresh = secrets.token_urlsafe(24)
         response = _page(request, "login.html", csrf=fresh, error="That is not the secret key.")
         response.set_cookie(CSRF, fresh, httponly=True, samesite="strict", path="/dashboard")
@@ -117,7 +123,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     form = await _form(request)
     expected = _sign(request.state.settings.secret_key, f"logout:{_signed_in(request)}")
-    if not hmac.compare_digest(str(form.get("csrf", "")), expected):
+    if not _same(str(form.get("csrf", "")), expected):
         return _page(request, "error.html", 400, message="The form expired: try again.")
     response = RedirectResponse("/dashboard/login", 303)
     response.delete_cookie(SESSION, path="/dashboard")

@@ -60,7 +60,7 @@ from profiles.segments import matches
 from profiles.store import Snapshot
 from profiles.views import view_of
 
-__all__ = ["Decider", "routes"]
+__all__ = ["Decider", "read_ask", "routes"]
 
 log = logging.getLogger("kairos.decide")
 
@@ -80,7 +80,7 @@ class Ask(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     ]
     anonymous_id: Id | None = None
     user_id: Id | None = None
-    context: msgspec.Raw = EMPTY
+    context: msgspec.Raw = msgspec.field(default_factory=lambda: EMPTY)  # (see wire.EMPTY)
     write_key: str | None = None
 
     def identities(self) -> list[tuple[str, str]]:
@@ -104,6 +104,19 @@ class Ask(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 ASK = msgspec.json.Decoder(Ask)
+
+
+def read_ask(body: bytes) -> Ask:
+    """The request body as an ``Ask``; ``InvalidInput`` naming the field if it is not one."""
+    try:
+        ask = ASK.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput("invalid_request", with_path(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("invalid_json", f"$: {exc}") from None
+    if ask.context is not EMPTY and memoryview(ask.context)[0] != _OPEN_BRACE:
+        raise InvalidInput("invalid_request", "$.context: must be a JSON object")
+    return ask
 
 
 class UnknownPlacement(Exception):
@@ -331,15 +344,7 @@ async def _answer(
     try:
         authorization = headers.get(b"authorization")
         header_key = _key(authorization.decode("latin-1") if authorization else None)
-        body = await _read(receive, headers.get(b"content-length"))
-        try:
-            ask = ASK.decode(body)
-        except msgspec.ValidationError as exc:
-            raise InvalidInput("invalid_request", with_path(str(exc))) from None
-        except msgspec.DecodeError as exc:
-            raise InvalidInput("invalid_json", f"$: {exc}") from None
-        if ask.context is not EMPTY and memoryview(ask.context)[0] != _OPEN_BRACE:
-            raise InvalidInput("invalid_request", "$.context: must be a JSON object")
+        ask = read_ask(await _read(receive, headers.get(b"content-length")))
         require_key(header_key or ask.write_key, state["settings"].write_key, "write key")
         agent = headers.get(b"user-agent")
         try:

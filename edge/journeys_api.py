@@ -20,6 +20,7 @@ from starlette.routing import Route
 from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
 from edge.auth import secret
+from edge.placements_api import check_window
 from edge.responses import Problem, error, json
 from journeys.actions import webhook_secret
 from journeys.dryrun import simulate
@@ -92,7 +93,8 @@ async def stats(request: Request) -> Response:
 class SimulateAsk(msgspec.Struct, forbid_unknown_fields=True):
     since: datetime | None = None
     until: datetime | None = None
-    journey: msgspec.Raw = msgspec.Raw(b"null")  # a definition to try before saving it
+    # a definition to try before saving it (a factory keeps the Raw out of the JSON schema)
+    journey: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
 
 @secret
@@ -113,6 +115,7 @@ async def simulate_journey(request: Request) -> Response:
     since = ask.since or until - timedelta(days=7)
     if since.tzinfo is None or until.tzinfo is None or since >= until:
         return error(400, "invalid_request", "$.since: must be before `until`, both with a zone")
+    check_window(since if ask.since else None, until if ask.until else None)
     try:
         report = await run_in_threadpool(simulate, request.state.store, request.state.profiles,
                                          key, journey, since, until)  # fmt: skip

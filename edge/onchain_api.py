@@ -25,8 +25,8 @@ from starlette.routing import Route
 
 from collector.errors import InvalidInput, SpoolFull, Unauthorized, with_path
 from collector.onchain import ONCHAIN, SEEN_TTL, seen_key, to_message
-from edge.auth import key_from_header, require_key, secret
-from edge.responses import error, json
+from edge.auth import require_secret, secret
+from edge.responses import Problem, error, json
 from edge.tracking import read_body
 
 __all__ = ["routes"]
@@ -44,11 +44,10 @@ async def _secret(client: redis.asyncio.Redis) -> bytes:
 async def _authorized(request: Request, body: bytes) -> None:
     signature = request.headers.get("x-kairos-signature")
     if signature is None:
-        require_key(key_from_header(request.headers.get("authorization")),
-                    request.state.settings.secret_key, "secret key")  # fmt: skip
+        require_secret(request)  # a 403 for the write key
         return
     stamp, _, digest = signature.partition(",v1=")
-    if not stamp.startswith("t=") or not stamp[2:].isdigit():
+    if not stamp.startswith("t=") or not stamp[2:].isdecimal():
         raise Unauthorized("X-Kairos-Signature must be t=<unix time>,v1=<hex HMAC-SHA256>")
     if abs(time.time() - int(stamp[2:])) > _TOLERANCE:
         raise Unauthorized("X-Kairos-Signature is more than five minutes old (or ahead)")
@@ -65,6 +64,8 @@ async def ingest(request: Request) -> Response:
         batch = ONCHAIN.decode(body)
     except Unauthorized as exc:
         return error(401, exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"})
+    except Problem as exc:
+        return exc.response()
     except InvalidInput as exc:
         return error(400, exc.code, exc.message)
     except msgspec.ValidationError as exc:

@@ -9,7 +9,7 @@ not depend on the context) the probability each variant is shown with now.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -41,7 +41,12 @@ from edge.results import placement_results
 from profiles.membership import member_key
 from profiles.store import profile_keys
 
-__all__ = ["routes"]
+__all__ = ["check_window", "routes"]
+
+# What a DateTime64 column holds comfortably (and what the tracking API accepts): a window
+# outside it is the caller's mistake, not the store's failure.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class Evaluation(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,6 +58,25 @@ class Evaluation(msgspec.Struct, forbid_unknown_fields=True):
     train_share: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.5
 
 
+def check_window(
+    since: datetime | None, until: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """``since`` and ``until`` in UTC (a time without a zone is UTC), between 1970 and 2200,
+    ``since`` first; a 400 ``Problem`` naming the field otherwise."""
+    found = []
+    for name, value in (("since", since), ("until", until)):
+        if value is not None:
+            value = value if value.tzinfo else value.replace(tzinfo=UTC)
+            if not _EARLIEST <= value < _LATEST:
+                message = f"$.{name}: must lie between 1970 and 2200, got {value.isoformat()}"
+                raise Problem(400, "invalid_request", message)
+        found.append(value)
+    since, until = found
+    if since is not None and until is not None and since >= until:
+        raise Problem(400, "invalid_request", "$.since: must be before `until`")
+    return since, until
+
+
 def _key(request: Request) -> str:
     key: str = request.path_params["key"]
     if not KEY.fullmatch(key):
@@ -60,6 +84,16 @@ def _key(request: Request) -> str:
             400, "invalid_key", f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
         )
     return key
+
+
+def _check_policy(key: str, placement: Placement, code: str = "invalid_placement") -> None:
+    """The policy must build for these variants (``min_share`` × variants at most 1, a weight
+    above 0…): a placement whose policy cannot be built would break every reader of it."""
+    try:
+        policy_for(key, placement, None, seed=0)
+    except ValueError as exc:
+        field = "$.variants" if "weights" in str(exc) else "$.policy"
+        raise Problem(400, code, f"{field}: {exc}") from None
 
 
 async def _placement(request: Request, key: str) -> Placement:
@@ -78,6 +112,7 @@ async def put(request: Request) -> Response:
         return error(400, "invalid_placement", with_path(str(exc)))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
+    _check_policy(key, placement)
     client = request.state.redis_sync
     existed = await run_in_threadpool(client.hexists, "{plc}:defs", key)
     changed = await run_in_threadpool(put_placement, client, key, placement)
@@ -137,15 +172,16 @@ async def evaluate(request: Request) -> Response:
         return error(400, "invalid_request", with_path(str(exc)))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
-    if ask.since and ask.until and ask.since >= ask.until:
-        return error(400, "invalid_request", "$.since: must be before `until`")
+    since, until = check_window(ask.since, ask.until)
     try:  # the candidate must fit the placement (contextual kinds need features, …)
-        PLACEMENT.decode(msgspec.json.encode(msgspec.structs.replace(placement, policy=ask.policy)))
+        candidate = msgspec.structs.replace(placement, policy=ask.policy)
+        PLACEMENT.decode(msgspec.json.encode(candidate))
     except (msgspec.ValidationError, ValueError) as exc:  # replace() checks it too
         return error(400, "invalid_request", with_path(str(exc)))
+    _check_policy(key, candidate, "invalid_request")
     try:
         result = await evaluate_placement(
-            request.state.store, key, placement, ask.policy, ask.since, ask.until, ask.train_share
+            request.state.store, key, placement, ask.policy, since, until, ask.train_share
         )
     except (StoreUnavailable, QueryFailed) as exc:
         return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
@@ -210,8 +246,7 @@ async def results(request: Request) -> Response:
         ask = msgspec.convert(dict(request.query_params), ResultsQuery, strict=False)
     except msgspec.ValidationError as exc:
         return error(400, "invalid_request", with_path(str(exc)))
-    if ask.since and ask.until and ask.since >= ask.until:
-        return error(400, "invalid_request", "$.since: must be before `until`")
+    since, until = check_window(ask.since, ask.until)
     client = request.state.redis_sync
     units = None
     if ask.segment is not None:
@@ -222,7 +257,7 @@ async def results(request: Request) -> Response:
     posterior = {row["variant"]: row for row in learned["variants"]}
     try:
         found = await placement_results(request.state.store, key, placement, ask.metric,
-                                        ask.since, ask.until, units, posterior)  # fmt: skip
+                                        since, until, units, posterior)  # fmt: skip
     except (StoreUnavailable, QueryFailed) as exc:
         return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
     return json(found)

@@ -90,7 +90,7 @@ async def delete(request: Request) -> Response:
 @secret
 async def list_items(request: Request) -> Response:
     cursor = request.query_params.get("cursor", "0")
-    if not cursor.isdigit():
+    if not cursor.isdecimal():
         return error(400, "invalid_request", "$.cursor: not a cursor this API returned")
     following, found = await run_in_threadpool(
         request.state.redis_sync.hscan, ITEMS, int(cursor), None, 500

@@ -161,7 +161,7 @@ def _parameters(request: Request) -> tuple[str, int | None]:
     if not KEY.fullmatch(placement):
         raise Problem(400, "invalid_request", "$.placement: required, a placement key")
     n = query.get("n")
-    if n is not None and not (n.isdigit() and 1 <= int(n) <= MAX_ITEMS):
+    if n is not None and not (n.isdecimal() and 1 <= int(n) <= MAX_ITEMS):
         raise Problem(400, "invalid_request", f"$.n: a whole number from 1 to {MAX_ITEMS}")
     return placement, int(n) if n is not None else None
 

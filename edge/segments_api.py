@@ -85,7 +85,7 @@ async def members(request: Request) -> Response:
     key = _key(request)
     client = request.state.profiles.client
     cursor = request.query_params.get("cursor", "0")
-    if not cursor.isdigit():
+    if not cursor.isdecimal():
         return error(400, "invalid_request", "$.cursor: not a cursor this API returned")
     following, found = await run_in_threadpool(
         client.sscan, member_key(key), int(cursor), None, 500

@@ -31,7 +31,7 @@ _SUCCESS = b'{"success":true}'
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused as soon as it passes ``limit`` bytes (never buffered beyond that)."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and (not declared.isdecimal() or int(declared) > limit):
         what = "batch" if limit == MAX_BATCH_BYTES else "message"
         raise InvalidInput(f"{what}_too_large", f"the {what} is over {limit // 1024} KB")
     chunks = []

@@ -1,0 +1,276 @@
+"""What the JSON answers look like, as msgspec Structs the OpenAPI document is generated from.
+
+The endpoints build these answers as dicts; the types here exist to describe them (the fuzz
+tests in tests/fuzz check every answer against the schema made from them). Fields a body may
+or may not carry are typed ``X | None`` or left out; ``Any`` where the content is the caller's
+own JSON (a variant's content, an event's properties).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+__all__ = ["ANSWERS"]
+
+
+class Error(Struct):
+    """What every 4xx and 5xx answer carries: a stable ``code`` and a ``message`` that leads
+    with the field path (``$.batch[3].event: required field is missing``)."""
+
+    code: str
+    message: str
+    errors: list[dict[str, Any]] | None = None  # a batch: every invalid message by index
+
+
+class Accepted(Struct):
+    """The tracking API's 200: every message of the request is in the spool."""
+
+    success: bool
+
+
+class QueryResult(Struct):
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+
+class Saved(Struct):
+    """A PUT of a placement, segment or journey: created (201) or replaced (200)."""
+
+    key: str
+    created: bool
+    changed: bool
+    revision: int | None = None  # placements
+    backfill: bool | None = None  # segments: a changed rule is evaluated over history
+
+
+class Deleted(Struct):
+    deleted: bool
+    key: str | None = None
+    id: str | None = None
+
+
+class PlacementRow(Struct):
+    key: str
+    name: str
+    policy: str
+    variants: list[str]
+    revision: int
+
+
+class PlacementList(Struct):
+    placements: list[PlacementRow]
+
+
+class Learned(Struct):
+    policy: str
+    revision: int
+    decisions: float
+    variants: list[dict[str, Any]]
+
+
+class PlacementShown(Struct):
+    """A placement's definition (see the request schema ``Placement``) and what it learned."""
+
+    key: str
+    variants: list[dict[str, Any]]
+    learned: Learned
+
+
+class Results(Struct):
+    placement: str
+    policy: str
+    metric: str
+    control: str
+    window: dict[str, Any]
+    variants: list[dict[str, Any]]
+
+
+class EvaluationResult(Struct):
+    placement: str
+    candidate: dict[str, Any]
+    window: dict[str, Any]
+    decisions: dict[str, Any]
+    estimates: dict[str, Any]
+
+
+class Profile(Struct):
+    id: str
+    identities: dict[str, Any]
+    traits: dict[str, Any]
+    computed: dict[str, Any]
+    segments: list[str]
+    merged_from: list[str]
+
+
+class ProfileEvents(Struct):
+    profile: str
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class ProfileExport(Struct):
+    profile: Profile
+    events: list[dict[str, Any]]
+
+
+class Erasure(Struct):
+    erased: str
+    profiles: list[str]
+    identities: int
+    events: str
+
+
+class SegmentShown(Struct):
+    key: str
+    rule: Any
+    members: int
+
+
+class SegmentList(Struct):
+    segments: list[SegmentShown]
+
+
+class Members(Struct):
+    segment: str
+    profiles: list[str]
+    next_cursor: str | None
+
+
+class Models(Struct):
+    models: list[dict[str, Any]]
+    ltv: dict[str, Any] | None
+
+
+class ItemShown(Struct):
+    item: dict[str, Any]
+    recommendable: bool | None = None
+    created: bool | None = None
+
+
+class ItemPage(Struct):
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Upserted(Struct):
+    upserted: int
+
+
+class JourneyRow(Struct):
+    key: str
+    name: str
+    trigger: dict[str, Any]
+    active: bool
+    steps: int
+    revision: int
+
+
+class JourneyList(Struct):
+    journeys: list[JourneyRow]
+    webhook_secret: str
+
+
+class JourneyShown(Struct):
+    key: str
+    trigger: dict[str, Any]
+    steps: dict[str, Any]
+
+
+class JourneyStats(Struct):
+    key: str
+    active: dict[str, Any]
+
+
+class Simulation(Struct):
+    key: str
+    since: str
+    until: str
+
+
+class Templates(Struct):
+    templates: dict[str, Any]  # by name: a journey definition to change and PUT
+
+
+class OnchainAccepted(Struct):
+    accepted: int
+    duplicates: int
+
+
+class OnchainSecret(Struct):
+    secret: str
+    signature: str
+
+
+class Nonce(Struct, rename="camel"):
+    nonce: str
+    expires_in: int
+
+
+class Linked(Struct, rename="camel"):
+    linked: str
+    user_id: str
+
+
+class Recommendation(Struct, rename="camel"):
+    decision_id: str
+    placement: str
+    strategy: str | None
+    variant: str | None
+    propensity: float
+    fallback: str | None
+    items: list[dict[str, Any]]
+    html: str | None = None  # /render only
+    text: str | None = None
+
+
+class Recommendations(Struct):
+    """One entry per recipient: a ``Recommendation`` and ``recipient``, or ``recipient`` and an
+    ``error`` ({code, message}) for one the engine cannot answer (an erased person)."""
+
+    results: list[dict[str, Any]]
+
+
+class Health(Struct):
+    status: str
+    redis: str | None = None
+    clickhouse: str | None = None
+    spool: dict[str, Any] | None = None
+
+
+ANSWERS = [
+    Error,
+    Accepted,
+    QueryResult,
+    Saved,
+    Deleted,
+    PlacementList,
+    PlacementShown,
+    Results,
+    EvaluationResult,
+    Profile,
+    ProfileEvents,
+    ProfileExport,
+    Erasure,
+    SegmentShown,
+    SegmentList,
+    Members,
+    Models,
+    ItemShown,
+    ItemPage,
+    Upserted,
+    JourneyList,
+    JourneyShown,
+    JourneyStats,
+    Simulation,
+    Templates,
+    OnchainAccepted,
+    OnchainSecret,
+    Nonce,
+    Linked,
+    Recommendation,
+    Recommendations,
+    Health,
+]
