@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio
 from jinja2 import Template
@@ -76,6 +77,7 @@ class Catalog:
         self.slots: dict[str, Slot] = {}
         self.loaded = False  # True once a refresh has read the definitions
         self._version: bytes | None = None
+        self._broken: set[str] = set()  # placements skipped (logged once each)
 
     async def refresh(self, client: redis.asyncio.Redis) -> None:
         """Bring the catalog up to date (raises redis errors; the caller retries)."""
@@ -103,12 +105,21 @@ class Catalog:
     def _rebuild(self, defs: dict[str, bytes]) -> None:
         slots = {}
         for key, raw in defs.items():
-            placement = PLACEMENT.decode(raw)
-            current = self.slots.get(key)
-            if current is not None and current.placement.revision == placement.revision:
-                slots[key] = current  # unchanged: keep its policy and what it learned
-            else:
-                slots[key] = Slot.of(key, placement)
+            try:
+                placement = PLACEMENT.decode(raw)
+                current = self.slots.get(key)
+                if current is not None and current.placement.revision == placement.revision:
+                    slots[key] = current  # unchanged: keep its policy and what it learned
+                else:
+                    slots[key] = Slot.of(key, placement)
+            except (msgspec.MsgspecError, ValueError, KeyError) as exc:
+                # One placement stored before a check refused it must not stop the others
+                # from refreshing: it is skipped (its slots answer their defaults).
+                if key not in self._broken:
+                    log.error("placement skipped", extra={"placement": key, "error": str(exc)})
+                self._broken.add(key)
+                continue
+            self._broken.discard(key)
         self.slots = slots
 
     def _learn(self, slot: Slot, raw: bytes | None) -> None:

@@ -14,12 +14,14 @@ Examples:
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 import redis
-from jinja2 import Template
+from jinja2 import Template, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bandits.policy import Policy
@@ -47,6 +49,8 @@ __all__ = [
     "state_key",
 ]
 
+log = logging.getLogger("kairos.placements")
+
 DEFS = "{plc}:defs"
 VERSION = "{plc}:version"
 REVS = "{plc}:revs"
@@ -54,6 +58,7 @@ REVS = "{plc}:revs"
 RESERVED_EVENTS = ("Decision Clicked", "Decision Viewed", "Decision Rewarded", "Email Opened")
 KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
 _TEMPLATES = ImmutableSandboxedEnvironment(autoescape=True)  # no code, HTML-escaped output
+_INTERNAL_NAME = re.compile(r"__\w|_[A-Za-z]\w*__\w")  # dunders, mangled private names
 
 
 class Variant(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -113,10 +118,7 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
                     f", got {self.strategy(variant)!r}"
                 )
             if variant.template is not None:
-                try:
-                    _TEMPLATES.parse(variant.template)
-                except Exception as exc:  # jinja2's syntax errors
-                    raise ValueError(f"`template` of variant {variant.key!r} does not parse: {exc}")
+                _check_template(variant.key, variant.template)
 
     def arms(self) -> list[str]:
         return [v.key for v in self.variants]
@@ -174,6 +176,39 @@ def policy_for(
     return policy
 
 
+def _check_template(variant: str, source: str) -> None:
+    """A template must parse, and must not name a dunder (``__class__``) or a mangled private name
+    (``_TemplateReference__context``): they reach Python's internals. The sandbox refuses them
+    at render time anyway; this says so when the placement is saved, naming the variant. Nor
+    may it turn escaping off (``|safe``, ``{% autoescape false %}``): traits come from browsers
+    (the write key is public), so they are always HTML-escaped."""
+    try:
+        tree = _TEMPLATES.parse(source)
+    except Exception as exc:  # jinja2's syntax errors
+        raise ValueError(f"`template` of variant {variant!r} does not parse: {exc}") from None
+    for node in tree.find_all((nodes.Filter, nodes.ScopedEvalContextModifier)):
+        if isinstance(node, nodes.Filter):
+            unescaped = node.name == "safe"
+        else:  # {% autoescape … %}: only `true` keeps it on
+            unescaped = any(not (isinstance(o.value, nodes.Const) and o.value.value is True)
+                            for o in node.options)  # fmt: skip
+        if unescaped:
+            raise ValueError(f"`template` of variant {variant!r} turns HTML escaping off: "
+                             "traits come from browsers and are always escaped")  # fmt: skip
+    for node in tree.find_all((nodes.Getattr, nodes.Const)):
+        name = node.attr if isinstance(node, nodes.Getattr) else node.value
+        if isinstance(name, str) and _INTERNAL_NAME.match(name):
+            raise ValueError(f"`template` of variant {variant!r} names {name!r}: Python's "
+                             "internals are not for templates")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _failed(variant: str, error: str) -> None:
+    """Log a template that fails to render once, not on every decision."""
+    log.warning("template failed to render; answered without it",
+                extra={"variant": variant, "error": error})  # fmt: skip
+
+
 def compile_template(variant: Variant) -> Template | None:
     return None if variant.template is None else _TEMPLATES.from_string(variant.template)
 
@@ -189,7 +224,11 @@ def render(
     keys, else the payload."""
     if template is None:
         return variant.content
-    html = template.render(**traits, traits=traits, items=items or [])
+    try:
+        html = template.render(**traits, traits=traits, items=items or [])
+    except Exception as exc:  # the sandbox's SecurityError, a division by zero, …: never a 500
+        _failed(variant.key, f"{type(exc).__name__}: {exc}")
+        html = ""
     return {"html": html, **(variant.content or {})} if isinstance(variant.content, dict) else html
 
 
@@ -198,7 +237,20 @@ def state_key(placement: str) -> str:
 
 
 def placements(client: redis.Redis) -> dict[str, Placement]:
-    return {k.decode(): PLACEMENT.decode(v) for k, v in client.hgetall(DEFS).items()}
+    """Every stored placement that still loads (one saved before a check refused it is left
+    out, with a log line, rather than breaking every reader)."""
+    found = {}
+    for key, raw in client.hgetall(DEFS).items():
+        try:
+            found[key.decode()] = PLACEMENT.decode(raw)
+        except msgspec.MsgspecError as exc:
+            if key not in _SKIPPED:
+                log.error("placement skipped", extra={"placement": key.decode(), "error": str(exc)})
+            _SKIPPED.add(key)
+    return found
+
+
+_SKIPPED: set[bytes] = set()  # placements logged as skipped by this process
 
 
 def put_placement(client: redis.Redis, key: str, placement: Placement) -> bool:
@@ -206,8 +258,11 @@ def put_placement(client: redis.Redis, key: str, placement: Placement) -> bool:
     variants that still exist (the reward worker remaps it by variant key)."""
     current = client.hget(DEFS, key)
     if current is not None:
-        before = PLACEMENT.decode(current)
-        if msgspec.structs.replace(before, revision=placement.revision) == placement:
+        try:
+            before = PLACEMENT.decode(current)
+        except msgspec.MsgspecError:  # a definition that no longer loads: replace it
+            before = None
+        if before and msgspec.structs.replace(before, revision=placement.revision) == placement:
             return False
     revision = int(client.incr(VERSION))
     client.hset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from dataclasses import replace
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.placements import DEFS
 from edge.redis_server import EmbeddedRedis
 from tests.conftest import Engine
 from tests.edge.test_profiles_api import bearer, eventually
@@ -231,6 +233,22 @@ def test_an_edit_reaches_the_decide_path_within_a_second(engine: Engine) -> None
     assert time.monotonic() - started < 1.5
 
 
+def test_a_stored_placement_that_no_longer_loads_does_not_stop_the_others(
+    engine: Engine, r: Any
+) -> None:
+    """A definition saved before a check refused it (here: a policy no longer known) is
+    skipped; the other placements keep refreshing."""
+    put_placement(engine, "banner", {"variants": [{"key": "old"}]})
+    wait_catalog(engine, "banner")
+    raw = json.loads(r.hget(DEFS, "banner"))
+    raw["policy"] = {"kind": "retired"}
+    r.hset(DEFS, "legacy", json.dumps(raw))
+    put_placement(engine, "banner", {"variants": [{"key": "new"}]})
+    eventually(lambda: decide(engine, "banner")["banner"]["variant"] == "new", timeout=5)
+    answer = engine.post("/v1/decide", {"anonymousId": "a1", "placements": ["legacy"]})
+    assert answer.status_code == 404, answer.text
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
@@ -309,7 +327,7 @@ def test_bad_placements_are_refused_with_the_field(
 def test_placement_admin_api(engine: Engine) -> None:
     assert (
         engine.client.get(f"{engine.url}/v1/placements", headers=bearer("wk_test")).status_code
-        == 401
+        == 403
     )
     created = put_placement(engine, "home_hero", HERO)
     assert created["created"] is True and created["revision"] > 0
