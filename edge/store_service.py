@@ -35,6 +35,10 @@ def create_store_service(store: LocalStore) -> Starlette:
             return error(503, exc.code, exc.message)
 
     async def ping(request: Request) -> Response:
+        try:
+            await store.query("SELECT 1")
+        except (QueryFailed, StoreUnavailable) as exc:
+            return error(503, "store_unavailable", exc.message)
         return json({"ok": True})
 
     return Starlette(routes=[Route("/query", query, methods=["POST"]), Route("/ping", ping)])
