@@ -10,7 +10,10 @@ position of the last event it applied, so a replayed batch changes nothing.
 Between batches, once it has caught up with the spool (so an exit event already sent is seen
 first), the worker wakes the runs whose waits are due, and sends what the outbox holds: a run
 that has exited since its action was queued gets nothing (the exit rules are checked again right
-before each action). Each delivered action is recorded as sent and never sent again.
+before each action). Each delivered action is recorded as sent and never sent again; only a
+delivery in flight when the worker dies (the receiver got it, the worker never saw the answer)
+goes out a second time after the restart, under the same Idempotency-Key: webhooks are at least
+once (tests/drills).
 
 Journey events go to the spool (and so to ClickHouse): "Journey Entered", "Journey Step
 Completed" (with the step), "Journey Action Sent" (with the step and the action), "Journey

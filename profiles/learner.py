@@ -28,14 +28,21 @@ the profile for the profile worker to re-check its segments on scores.
 Exactly once: a batch's writes (records, queue, labels, scores, the spool position applied) go
 in one MULTI/EXEC; a replayed batch at or below that position is skipped. Models live in memory
 and are checkpointed to Redis (``{learn}:checkpoint``, one atomic SET of the pickled models and
-their metrics) every ``checkpoint_seconds`` and at shutdown: a crash loses at most the learning
-since the last checkpoint, never the records. One learner per spool (it relies on spool order).
-An erasure (a command in the spool) removes the person's record, deadline and waiting examples.
+their metrics) every ``checkpoint_seconds``, at shutdown, and once 20,000 examples wait in the
+redo log. The redo log (``{learn}:redo``) holds what the models learned since the checkpoint —
+each example as it was learned: scaled features, label, prediction — and goes into each batch's
+MULTI/EXEC with the feature scaler (``{learn}:scaler``); a checkpoint empties it in the
+transaction that saves the models. A restart loads the checkpoint and re-learns the redo log, so
+a crash loses no learning either: the models hold every learned example exactly once
+(``learned:<target>`` in ``{learn}:state`` counts them). One learner per spool (it relies on
+spool order). An erasure (a command in the spool) removes the person's record, deadline and
+waiting examples.
 
 Keys: ``{p:<id>}:learn`` (the record, JSON ``History``), ``{learn}:queue``, ``{learn}:labels``,
 ``{learn}:due`` (person -> deadline of their churn example), ``{learn}:state`` (hash:
-``applied``, ``watermark``), ``{learn}:checkpoint``, ``{learn}:models`` (the summary the API
-shows at ``GET /v1/models``). A waiting example takes about 1 KB.
+``applied``, ``watermark``, ``learned:<target>``), ``{learn}:checkpoint``, ``{learn}:redo``,
+``{learn}:scaler``, ``{learn}:models`` (the summary the API shows at ``GET /v1/models``). A
+waiting example takes about 1 KB, and so does an example in the redo log.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ QUEUE = "{learn}:queue"
 LABELS = "{learn}:labels"
 STATE = "{learn}:state"
 CHECKPOINT = "{learn}:checkpoint"
+REDO = "{learn}:redo"  # what the models learned since the checkpoint, in order
+SCALER = "{learn}:scaler"  # the feature scaler as of the last batch (pickled)
 SUMMARY = "{learn}:models"
 TARGETS = ("conversion", "conversion_session", "churn")
 DAY_MS = 86_400_000
@@ -90,6 +99,7 @@ _SWEEP_MAX = 10_000  # examples learned per sweep at most (the rest in the next)
 _SWEEP_EVERY_MS = 10 * 60_000  # of event time, within a batch
 _SCORE_STEP = 0.005
 _LATENESS_MS = 5 * 60_000
+_REDO_MAX = 20_000  # examples in the redo log that bring the next checkpoint forward
 
 
 class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -133,6 +143,8 @@ class Batch:
     learning: set[bytes] = field(default_factory=set)  # queue members learned: to remove
     settled: list[str] = field(default_factory=list)  # their ids (labels to remove)
     examples: int = 0
+    redo: list[bytes] = field(default_factory=list)  # what the models learned, to re-learn
+    learned: dict[str, int] = field(default_factory=dict)  # examples learned per target
     pushed: int = 0
     erased: set[str] = field(default_factory=set)  # profiles whose traces go
     forgotten: list[tuple[bytes, float]] = field(default_factory=list)  # their queued examples
@@ -150,6 +162,9 @@ class Batch:
 
 
 _EXAMPLE = msgspec.json.Decoder(Example)
+# MessagePack rather than JSON: a scaled feature may be inf or nan, and must come back as it was.
+_REDO = msgspec.msgpack.Decoder(tuple[str, dict[str, float], bool, float])
+_REDO_ENCODE = msgspec.msgpack.Encoder().encode
 
 
 class Learner:
@@ -186,6 +201,7 @@ class Learner:
         self.watermark = 0
         self._swept = 0  # deadlines up to here are learned (or in the batch being written)
         self._saved_at = time.monotonic()
+        self._redo = 0  # examples in the redo log
         self._published_at = 0.0
         self._set_scores = client.register_script(SET_SCORES)
 
@@ -207,18 +223,32 @@ class Learner:
         log.info("learner stopped")
 
     def _between(self) -> None:
-        if time.monotonic() - self._saved_at >= self.settings.checkpoint_seconds:
+        if (time.monotonic() - self._saved_at >= self.settings.checkpoint_seconds
+                or self._redo >= _REDO_MAX):  # fmt: skip
             self.checkpoint()
         if self.periodic is not None:
             self.periodic()
 
     def restore(self) -> None:
-        """Load the last checkpoint (models and metrics) and the position applied."""
-        raw = self.client.get(CHECKPOINT)
+        """Load the last checkpoint (models and metrics), re-learn the redo log, and load the
+        scaler and the position applied: the models as the last saved batch left them."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(CHECKPOINT)
+        pipe.lrange(REDO, 0, -1)
+        pipe.get(SCALER)
+        raw, redo, scaler = pipe.execute()
+        self.models, self.scaler = self._fresh_models(), Scaler(NUMERIC)
         if raw is not None:
             saved = pickle.loads(raw)  # noqa: S301 - our own checkpoint, in our own Redis
             self.models, self.scaler = saved["models"], saved["scaler"]
-            log.info("models restored", extra={"examples": {
+        for line in redo:
+            target, z, label, p = _REDO.decode(line)
+            self.models[target].learn(z, label, p)
+        if scaler is not None:
+            self.scaler = pickle.loads(scaler)  # noqa: S301 - ours, as above
+        self._redo = len(redo)
+        if raw is not None or redo:
+            log.info("models restored", extra={"redo": len(redo), "examples": {
                 t: m.quality.examples for t, m in self.models.items()}})  # fmt: skip
         state = self.client.hgetall(STATE)
         self.applied = state.get(b"applied", b"0-0").decode()
@@ -228,8 +258,12 @@ class Learner:
         """Save the models atomically (one SET: the old checkpoint or the new, never half)."""
         blob = pickle.dumps({"models": self.models, "scaler": self.scaler,
                              "applied": self.applied, "at": time.time()})  # fmt: skip
-        self.client.set(CHECKPOINT, blob)
+        pipe = self.client.pipeline(transaction=True)  # the redo log is in the models now
+        pipe.set(CHECKPOINT, blob)
+        pipe.delete(REDO)
+        pipe.execute()
         self._saved_at = time.monotonic()
+        self._redo = 0
         self.publish()
         log.info("models checkpointed", extra={"bytes": len(blob), "applied": self.applied})
 
@@ -453,7 +487,10 @@ class Learner:
         batch.erased |= profiles
 
     def _learn(self, example: Example, label: bool, batch: Batch) -> None:
-        self.models[example.target].learn(self.scaler(example.x), label, example.p)
+        z = self.scaler(example.x)
+        self.models[example.target].learn(z, label, example.p)
+        batch.redo.append(_REDO_ENCODE((example.target, z, label, example.p)))
+        batch.learned[example.target] = batch.learned.get(example.target, 0) + 1
         batch.examples += 1
         if self.on_example is not None:
             self.on_example(example, label)
@@ -487,9 +524,15 @@ class Learner:
             members = [m for m, _ in batch.forgotten]
             pipe.zrem(QUEUE, *members)
             pipe.hdel(LABELS, *(_EXAMPLE.decode(m).id for m in members))
+        if batch.redo:
+            pipe.rpush(REDO, *batch.redo)
+            for target, count in batch.learned.items():
+                pipe.hincrby(STATE, f"learned:{target}", count)
+        pipe.set(SCALER, pickle.dumps(self.scaler))  # it learns from every event
         pipe.hset(STATE, mapping={"applied": applied, "watermark": self.watermark})
         pipe.execute()
         self.applied = applied
+        self._redo += len(batch.redo)
 
 
 def _segment_owner(msg: wire.Message) -> str | None:

@@ -149,10 +149,14 @@ class ProfileUpdater:
     def _merge(self, source: str, target: str) -> None:
         snapshot = self.store.read(source)
         self.store.merge(snapshot, target)
+        # Forward before re-pointing the identities: a crash in between leaves identities that
+        # resolve through the pointer. The other way round, the replay finds every identity on
+        # the target already, plans no merge, and the source stays whole beside it (an orphan
+        # still in its segments).
+        self.store.forward(source, target)
         pipe = self.store.client.pipeline(transaction=False)
         for identity in snapshot.identities:
             kind, _, value = identity.partition(":")
             pipe.set(identity_key(kind, value), target)
         pipe.execute()
-        self.store.forward(source, target)
         log.info("profiles merged", extra={"from": source, "into": target})
