@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from bench.decide import _WRK, HERO, SECRET_KEY, WRITE_KEY, wrk  # noqa: E402
 from bench.ingest import free_port, wait_http  # noqa: E402
 from bench.profiles import fill, run_updater, traffic  # noqa: E402
-from edge.placements import PLACEMENT, put_placement  # noqa: E402
-from edge.redis_server import EmbeddedRedis  # noqa: E402
+from decisions.placements import PLACEMENT, put_placement  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "api_workers.md"
 

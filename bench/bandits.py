@@ -33,7 +33,7 @@ from bandits.mab import UCB1, BetaThompson, EpsilonGreedy  # noqa: E402
 from bandits.policy import Policy  # noqa: E402
 from bandits.simulate import BernoulliArms, ContextualArms, simulate  # noqa: E402
 from bench.ingest import publish  # noqa: E402
-from edge.progress import Progress  # noqa: E402
+from edge.cli.progress import Progress  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "bandits.md"
 CHART = ROOT / "bench" / "reports" / "bandits.svg"

@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 from bandits.mab import BetaThompson  # noqa: E402
 from bench.ingest import free_port, publish, wait_http, wait_port  # noqa: E402
 from bench.profiles import fill, run_updater, traffic  # noqa: E402
-from edge.placements import PLACEMENT, put_placement  # noqa: E402
-from edge.redis_server import EmbeddedRedis  # noqa: E402
+from decisions.placements import PLACEMENT, put_placement  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "decide.md"
 WRITE_KEY, SECRET_KEY = "wk_bench", "sk_bench"

@@ -39,7 +39,7 @@ class Engine:
 
 def limits_supported() -> bool:
     """Whether this engine's config knows the ``[limits]`` table (older ones refuse it)."""
-    from edge.config import Config
+    from edge.runtime.config import Config
 
     return "limits" in Config.__struct_fields__
 

@@ -11,7 +11,7 @@ resolved by the profile updater first:
 2. worker    the journeys worker on the same spool: per batch, runs read in one pipeline,
              journeys indexed by trigger event, profiles read only for who may enter, runs,
              timers and actions written in two pipelines;
-3. lateness  the worker running as in production (its consume loop, with the profile updater
+3. lateness  the worker running as in production (its spool loop, with the profile updater
              beside it) while events arrive at ``--rate`` per second for ``--seconds``, the
              journeys' waits now 2 s: how long after its due time each timer was woken.
 
@@ -44,13 +44,12 @@ from bench.ingest import publish  # noqa: E402
 from bench.profiles import fill, run_updater  # noqa: E402
 from collector import SpoolReader, wire  # noqa: E402
 from collector.spool import ensure_group, profile_ids  # noqa: E402
-from edge.progress import Progress  # noqa: E402
-from edge.redis_server import EmbeddedRedis  # noqa: E402
-from edge.worker import PROFILES_GROUP  # noqa: E402
+from edge.cli.progress import Progress  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from journeys.runs import RUN, Person, enter, triggers  # noqa: E402
 from journeys.spec import JOURNEY, Journey  # noqa: E402
 from journeys.store import put_journey, runs_key  # noqa: E402
-from journeys.worker import JOURNEYS_GROUP, JourneyWorker  # noqa: E402
+from journeys.worker import JourneyWorker  # noqa: E402
 from profiles import LeadScoring, ProfileStore, ProfileUpdater  # noqa: E402
 from profiles.computed import event_name  # noqa: E402
 
@@ -116,8 +115,8 @@ def naive(client: redis.Redis, journeys: dict[str, Journey], total: int) -> floa
 
 
 def worker_rate(client: redis.Redis, total: int) -> float:
-    ensure_group(client, JOURNEYS_GROUP)
-    worker = JourneyWorker(SpoolReader(client, JOURNEYS_GROUP, "bench"), client)
+    ensure_group(client, "journeys")
+    worker = JourneyWorker(SpoolReader(client, "journeys", "bench"), client)
     bar = Progress(total, "journeys worker")
     started, done = time.perf_counter(), 0
     while done < total and (entries := worker.reader.read(100, 10)):
@@ -136,9 +135,9 @@ def lateness(url: str, journeys: int, rate: int, seconds: int, people: int) -> d
     for key, journey in definitions(journeys, "2s").items():
         put_journey(client, key, journey)
     stop = threading.Event()
-    updater = ProfileUpdater(SpoolReader(client, PROFILES_GROUP, "bench-live"),
+    updater = ProfileUpdater(SpoolReader(client, "profiles", "bench-live"),
                              ProfileStore(client), LeadScoring())  # fmt: skip
-    worker = JourneyWorker(SpoolReader(client, JOURNEYS_GROUP, "bench-live"),
+    worker = JourneyWorker(SpoolReader(client, "journeys", "bench-live"),
                            redis.Redis.from_url(url), interval=0.05)  # fmt: skip
     threads = [threading.Thread(target=updater.run, args=(stop,), daemon=True),
                threading.Thread(target=worker.run, args=(stop,), daemon=True)]  # fmt: skip
@@ -178,7 +177,7 @@ def main() -> int:
     url = server.start()
     try:
         client = redis.Redis.from_url(url)
-        for group in ("naive", JOURNEYS_GROUP):
+        for group in ("naive", "journeys"):
             ensure_group(client, group)
         journeys = definitions(args.journeys, "1h")
         for key, journey in journeys.items():

@@ -39,8 +39,8 @@ from bench.ingest import publish  # noqa: E402
 from bench.profiles import fill  # noqa: E402
 from collector import SpoolReader  # noqa: E402
 from collector.spool import Entry, ensure_group  # noqa: E402
-from edge.progress import Progress  # noqa: E402
-from edge.redis_server import EmbeddedRedis  # noqa: E402
+from edge.cli.progress import Progress  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles import ProfileStore, ProfileUpdater  # noqa: E402
 from profiles.history import NUMERIC, Example  # noqa: E402
 from profiles.learner import Learner, ModelSettings  # noqa: E402

@@ -3,7 +3,7 @@
 ``write`` takes the engine's run and the bare app's (``bench.bare_shop``, the same users) and
 writes ``load.csv`` (a row per endpoint, then ``all``), ``memory.csv`` (the engine's resident
 memory per process, a sample a second), ``load.md`` and ``load.html``: the same table, plus
-server-rendered SVG charts (edge.charts) of throughput and latency percentiles over time, the
+server-rendered SVG charts (edge.pages.charts) of throughput and latency percentiles over time, the
 per-endpoint percentiles as bars, and memory over time.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from markupsafe import Markup
 
 from bench.locust_run import Run
-from edge.charts import COLORS, lines
+from edge.pages.charts import COLORS, lines
 
 __all__ = ["Row", "rows", "write"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.engine import rss_mb
-from edge.progress import Progress
+from edge.cli.progress import Progress
 
 __all__ = ["Run", "run"]
 

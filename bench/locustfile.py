@@ -50,7 +50,7 @@ from profiles.shoppers import CATALOG, DEVICES, Product  # noqa: E402
 
 SDK_VERSION = "1.0.0"
 EMAIL_PLACEMENT = "cart_recs"
-SEEDED = 600  # the demo's simulated shoppers (edge.demo.seed): sim-0 … sim-599
+SEEDED = 600  # the demo's simulated shoppers (edge.pages.demo.seed): sim-0 … sim-599
 _CATEGORIES = sorted({p.category for p in CATALOG})
 _BY_ID = {p.id: p for p in CATALOG}
 _users = itertools.count()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench.ingest import free_port, publish, wait_http  # noqa: E402
 from collector import Spool, SpoolReader, read_request  # noqa: E402
 from collector.spool import ensure_group  # noqa: E402
-from edge.redis_server import EmbeddedRedis  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles import LeadScoring, ProfileStore, ProfileUpdater, ScoreRule  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "profiles.md"

@@ -44,9 +44,9 @@ from bench.ingest import SECRET_KEY, free_port, publish, start_engine, stop  # n
 from bench.profiles import run_updater  # noqa: E402
 from bench.recs_quality import train  # noqa: E402
 from collector import embedded_url  # noqa: E402
-from edge.placements import PLACEMENT, put_placement  # noqa: E402
-from edge.progress import Progress  # noqa: E402
-from edge.redis_server import EmbeddedRedis  # noqa: E402
+from decisions.placements import PLACEMENT, put_placement  # noqa: E402
+from edge.cli.progress import Progress  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles.strategies import RECS, Settings  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "recs.md"

@@ -50,8 +50,8 @@ from bench.profiles import fill  # noqa: E402
 from collector import Sink, SpoolReader, connect, embedded_url, migrate  # noqa: E402
 from collector.spool import ensure_group  # noqa: E402
 from collector.store import open_store  # noqa: E402
-from edge.progress import Progress  # noqa: E402
-from edge.redis_server import EmbeddedRedis  # noqa: E402
+from edge.cli.progress import Progress  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles.recommend import STRATEGIES, Person, recommend  # noqa: E402
 from profiles.recommender import Recommender  # noqa: E402
 from profiles.shoppers import ShopperStream  # noqa: E402

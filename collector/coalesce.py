@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import ssl
 from collections import deque
 from typing import Any
@@ -21,18 +20,9 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-__all__ = ["Coalescer", "Pipeline", "Script"]
+from collector.scripts import Script
 
-
-class Script:
-    """A Lua script and its SHA1, sent by EVALSHA (and loaded when Redis does not know it)."""
-
-    def __init__(self, source: str):
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    def load(self, client: redis.Redis) -> None:
-        client.script_load(self.source)
+__all__ = ["Coalescer", "Pipeline"]
 
 
 # (the packed command, the script it runs if any, the caller's future)
@@ -248,7 +238,9 @@ class Pipeline:
     replies are read at ``execute``. Redis works on the first commands while Python prepares
     the next, and packing is done by hiredis, not in Python.
 
-    Scripts must be loaded first (``Script.load``); an error reply is returned in its place.
+    A script's first call in each round trip is preceded by its ``SCRIPT LOAD`` (whose reply
+    is not returned), so scripts never meet NOSCRIPT here; an error reply is returned in its
+    place.
     """
 
     def __init__(self, client: redis.Redis, chunk: int = 256):
@@ -257,11 +249,17 @@ class Pipeline:
         self._connection: Any = None
         self._buffer: list[bytes] = []
         self._sent = 0
+        self._loads: list[int] = []  # positions of this round's SCRIPT LOADs (replies dropped)
+        self._loaded: set[str] = set()
 
     def __len__(self) -> int:
-        return self._sent + len(self._buffer)
+        return self._sent + len(self._buffer) - len(self._loads)
 
     def script(self, script: Script, keys: list[Any], args: list[Any]) -> None:
+        if script.sha not in self._loaded:
+            self._loaded.add(script.sha)
+            self._loads.append(self._sent + len(self._buffer))
+            self.command("SCRIPT", "LOAD", script.source)
         self.command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def command(self, *args: Any) -> None:
@@ -275,13 +273,16 @@ class Pipeline:
         self._send()
         connection, self._connection = self._connection, None
         count, self._sent = self._sent, 0
+        loads, self._loads, self._loaded = set(self._loads), [], set()
         try:
             replies: list[Any] = []
-            for _ in range(count):
+            for position in range(count):
                 try:
-                    replies.append(connection.read_response())
+                    reply = connection.read_response()
                 except redis.ResponseError as exc:
-                    replies.append(exc)
+                    reply = exc
+                if position not in loads:
+                    replies.append(reply)
             return replies
         except BaseException:
             connection.disconnect()
@@ -300,6 +301,7 @@ class Pipeline:
             self._connection.disconnect()
             self.client.connection_pool.release(self._connection)
             self._connection, self._buffer, self._sent = None, [], 0
+            self._loads, self._loaded = [], set()
             raise
         self._sent += len(self._buffer)
         self._buffer = []

@@ -26,6 +26,7 @@ import msgspec
 import redis.asyncio
 
 from collector import wire
+from collector.versioned import Versioned
 
 __all__ = [
     "SUPPRESSION",
@@ -86,16 +87,20 @@ def suppressed(msg: wire.Message, hashes: frozenset[bytes] | set[bytes]) -> bool
     )
 
 
+async def _members(client: redis.asyncio.Redis) -> frozenset[bytes]:
+    return frozenset(await client.smembers(SUPPRESSION))
+
+
 class SuppressionCache:
     """This process's copy of the suppression list, refreshed when its version changes (the
     collector checks every message against it without a Redis call)."""
 
     def __init__(self) -> None:
-        self.hashes: frozenset[bytes] = frozenset()
-        self._version: bytes | None = None
+        self._list: Versioned[frozenset[bytes]] = Versioned(SUPPRESSION_VERSION, frozenset())
+
+    @property
+    def hashes(self) -> frozenset[bytes]:
+        return self._list.value
 
     async def refresh(self, client: redis.asyncio.Redis) -> None:
-        version = await client.get(SUPPRESSION_VERSION)
-        if version is not None and version != self._version:
-            self.hashes = frozenset(await client.smembers(SUPPRESSION))
-            self._version = version
+        await self._list.aget(client, _members)

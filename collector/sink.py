@@ -24,6 +24,7 @@ import redis
 
 from collector.schema import INTAKE_SETTINGS
 from collector.spool import PIDS, STREAM, SUPPRESSED, Entry, SpoolReader, trim
+from collector.worker import SpoolWorker, Stopped
 
 __all__ = ["INSERT_BUCKETS", "Sink"]
 
@@ -52,8 +53,14 @@ def _name(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class Sink:
-    """One sink consumer; ``run`` loops until ``stop`` is set (a thread or a process of its own)."""
+class Sink(SpoolWorker):
+    """One sink consumer; ``run`` loops until ``stop`` is set (a thread or a process of its own).
+
+    Its batches close on size or time (``read``), and every few seconds it trims what every
+    group has acknowledged and takes over the batch of a peer that went silent (``between``).
+    """
+
+    name = "sink"
 
     def __init__(
         self,
@@ -67,46 +74,28 @@ class Sink:
         profile_wait: float = 30.0,
         profile_lag: float = 5.0,
     ):
-        self.reader = reader
+        super().__init__(reader, max_entries=max_entries, interval=interval)
         self.store = store
         self.max_messages = max_messages
-        self.max_entries = max_entries
-        self.interval = interval
         self.dead_after = dead_after
         self.profiles_group = profiles_group
         self.profile_wait = profile_wait
         self.profile_lag = profile_lag
         self._per_entry = 100  # messages per spool entry, as last seen
+        self._next_housekeeping = 0.0
 
-    def run(self, stop: threading.Event) -> None:
-        log.info("sink started", extra={"consumer": self.reader.consumer})
-        recover = True  # at start, and after a Redis error, our pending list comes first
-        next_housekeeping = 0.0
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                if recover:
-                    self.reader.ensure_group()
-                    batch = self.reader.pending(self.max_entries)
-                    if batch:
-                        log.info("replaying unacknowledged batch", extra={"entries": len(batch)})
-                    recover = False
-                else:
-                    batch = self._collect(stop)
-                if batch and not self._flush(batch, stop):
-                    break
-                if time.monotonic() >= next_housekeeping:
-                    self._housekeeping(stop)
-                    next_housekeeping = time.monotonic() + _HOUSEKEEPING_SECONDS
-                delay = 0.5
-            except redis.RedisError as exc:
-                log.warning("spool unreachable; retrying", extra={"error": str(exc), "in": delay})
-                recover = True
-                stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-        log.info("sink stopped")
+    def between(self) -> None:
+        if time.monotonic() >= self._next_housekeeping:
+            self._housekeeping(self.stopping)
+            self._next_housekeeping = time.monotonic() + _HOUSEKEEPING_SECONDS
 
-    def _collect(self, stop: threading.Event) -> list[Entry]:
+    def process(self, entries: list[Entry]) -> dict[str, float]:
+        counters = self._store(entries, self.stopping)
+        if counters is None:
+            raise Stopped
+        return counters
+
+    def read(self, stop: threading.Event) -> list[Entry]:
         entries: list[Entry] = []
         messages = 0
         deadline = time.monotonic() + self.interval
@@ -128,9 +117,9 @@ class Sink:
                 break
         return entries
 
-    def _flush(self, entries: list[Entry], stop: threading.Event) -> bool:
-        """Store then acknowledge ``entries`` (commands among them run in their place);
-        False if stopped before ClickHouse took them."""
+    def _store(self, entries: list[Entry], stop: threading.Event) -> dict[str, float] | None:
+        """Store ``entries`` (commands among them run in their place); the counters of the
+        batch, or None if stopped before ClickHouse took them."""
         elapsed, dead, run = 0.0, set(), []
         for entry in [*entries, None]:
             if entry is not None and entry.kind != "command":
@@ -141,11 +130,11 @@ class Sink:
                 if part:
                     stored = self.store_batch(part, stop)
                     if stored is None:
-                        return False
+                        return None
                     elapsed, dead = elapsed + stored[0], dead | stored[1]
             run = []
             if entry is not None and not self._command(entry, stop):
-                return False
+                return None
         counters: dict[str, float] = {
             "sink_inserted": sum(e.count for e in entries if e.id not in dead),
             "sink_batches": 1,
@@ -156,9 +145,8 @@ class Sink:
         for bound in INSERT_BUCKETS:
             if elapsed <= bound:
                 counters[f"sink_insert_seconds_le_{bound}"] = 1
-        self._ack(entries, counters, stop)
         log.debug("batch stored", extra={"rows": counters["sink_inserted"], "seconds": elapsed})
-        return True
+        return counters
 
     def store_batch(
         self, entries: list[Entry], stop: threading.Event
@@ -305,19 +293,6 @@ class Sink:
             elapsed, dead = elapsed + stored[0], dead | stored[1]
         return elapsed, dead
 
-    def _ack(self, entries: list[Entry], counters: dict[str, float], stop: threading.Event) -> None:
-        delay = 0.5
-        while True:
-            try:
-                self.reader.ack(entries, counters)
-                return
-            except redis.RedisError as exc:
-                # Stored but not acknowledged: a replay would be deduplicated by its token anyway.
-                log.warning("acknowledge failed; retrying", extra={"error": str(exc)})
-                if stop.wait(delay):
-                    raise
-                delay = min(delay * 2, 10.0)
-
     def _housekeeping(self, stop: threading.Event) -> None:
         trimmed = trim(self.reader.client)
         if trimmed:
@@ -325,7 +300,9 @@ class Sink:
         orphans = self.reader.claim_dead(int(self.dead_after * 1000), self.max_entries)
         if orphans:
             log.info("claimed a silent peer's batch", extra={"entries": len(orphans)})
-            self._flush(orphans, stop)
+            counters = self._store(orphans, stop)
+            if counters is not None:  # stored: acknowledged now (a Redis error replays it)
+                self.reader.ack(orphans, counters)
 
     def _count(self, counters: dict[str, int]) -> None:
         try:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
@@ -30,9 +28,10 @@ import redis
 import redis.asyncio
 
 from collector import wire
-from collector.coalesce import Coalescer, Script
+from collector.coalesce import Coalescer
 from collector.errors import SpoolFull
 from collector.intake import ID_BYTES, Intake
+from collector.scripts import lua
 
 __all__ = [
     "STATS",
@@ -44,7 +43,7 @@ __all__ = [
     "SpoolReader",
     "append_command",
     "append_now",
-    "consume",
+    "group_lags",
     "spool_state",
 ]
 
@@ -63,41 +62,8 @@ DECISIONS = b"d"  # stream field holding decisions, one JSON line each
 DEDUP_WINDOW = 24 * 3600
 DEDUP_BUCKET = 4 * 3600
 
-_APPEND = """
--- KEYS: stream, stats hash, dedup sets (current first)
--- ARGV: packed ids, spool limit, ttl of the current set, bytes per id, duplicates seen, payload
-local packed, size = ARGV[1], tonumber(ARGV[4])
-local n = #packed / size
-local ids = {}
-for i = 1, n do ids[i] = string.sub(packed, (i - 1) * size + 1, i * size) end
-local dups = {}
-for k = 3, #KEYS do
-  for s = 1, n, 1000 do
-    local e = math.min(s + 999, n)
-    local hit = redis.call('SMISMEMBER', KEYS[k], unpack(ids, s, e))
-    for j = 1, #hit do
-      if hit[j] == 1 then dups[#dups + 1] = s + j - 2 end
-    end
-  end
-end
-if #dups > 0 then return {0, dups} end
-local limit = tonumber(ARGV[2])
-if limit > 0 then
-  local length = redis.call('XLEN', KEYS[1])
-  if length >= limit then return {-1, length} end
-end
-for s = 1, n, 1000 do
-  redis.call('SADD', KEYS[3], unpack(ids, s, math.min(s + 999, n)))
-end
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-local id = redis.call('XADD', KEYS[1], '*', 'n', n, 'e', ARGV[6])
-redis.call('HINCRBY', KEYS[2], 'accepted', n)
-if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', ARGV[5]) end
-return {1, id}
-"""
-
-
-_APPEND_SCRIPT = Script(_APPEND)
+# One round trip per request: dedup, limit, append and count, atomically (all ``{spool}`` keys).
+APPEND = lua(__file__, "append.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +126,7 @@ class Spool:
         messages, ids, duplicates = intake.messages, intake.ids, intake.duplicates
         while messages:
             keys, args = _arguments(messages, ids, self.limit, duplicates)
-            reply = await self.calls.run(_APPEND_SCRIPT, keys, args)
+            reply = await self.calls.run(APPEND, keys, args)
             done, messages, ids, duplicates = _settle(reply, messages, ids, duplicates, self.limit)
             if done is not None:
                 return done
@@ -217,11 +183,10 @@ def append_now(client: redis.Redis, messages: list[wire.Message]) -> Appended:
     """Append messages a worker made (segment announcements, …): same script, same dedup,
     no limit (they are few, and refusing them would lose them)."""
     ids, duplicates = _message_ids(messages), 0
-    script = client.register_script(_APPEND)
     while messages:
         keys, args = _arguments(messages, ids, 0, duplicates)
         done, messages, ids, duplicates = _settle(
-            script(keys=keys, args=args), messages, ids, duplicates, 0
+            APPEND(client, keys, args), messages, ids, duplicates, 0
         )
         if done is not None:
             return done
@@ -319,47 +284,6 @@ class SpoolReader:
         pipe.execute()
 
 
-def consume(
-    reader: SpoolReader,
-    stop: threading.Event,
-    handle: Callable[[list[Entry]], dict[str, float]],
-    *,
-    recover: Callable[[], object] = lambda: None,
-    idle: Callable[[], object] = lambda: None,
-    between: Callable[[], object] = lambda: None,
-    max_entries: int = 500,
-    interval: float = 0.2,
-) -> None:
-    """A worker's loop until ``stop``: ``handle`` each batch (then acknowledge it with the
-    counters it returns), ``idle`` when a poll finds nothing, ``between`` after every poll.
-
-    At start and after Redis failed, the group is made sure of, ``recover`` runs, and the
-    consumer's own pending batch comes first (what it held when it stopped). While Redis is
-    unreachable it retries with backoff, up to 10 s apart."""
-    recovering, delay = True, 0.5
-    while not stop.is_set():
-        try:
-            if recovering:
-                reader.ensure_group()
-                recover()
-                entries = reader.pending(max_entries)
-                recovering = False
-            else:
-                entries = reader.read(max_entries, int(interval * 1000))
-            if entries:
-                reader.ack(entries, handle(entries))
-            else:
-                idle()
-            between()
-            delay = 0.5
-        except redis.RedisError as exc:
-            log.warning("redis unreachable; retrying",
-                        extra={"group": reader.group, "error": str(exc), "in": delay})  # fmt: skip
-            recovering = True
-            stop.wait(delay)
-            delay = min(delay * 2, 10.0)
-
-
 def profile_ids(
     client: redis.Redis, entries: list[Entry], wait: float = 10.0
 ) -> dict[str, list[str]]:
@@ -417,18 +341,27 @@ def _safe_floor(client: redis.Redis) -> str | None:
 def spool_state(client: redis.Redis, group: str) -> dict[str, Any]:
     """Length of the stream and how far ``group`` lags behind its head."""
     length = int(client.xlen(STREAM))
-    oldest_ms = None
-    for info in client.xinfo_groups(STREAM) if length else []:
-        if _text(info["name"]) != group:
-            continue
+    return {"length": length, "lag_seconds": group_lags(client).get(group, 0.0) if length else 0.0}
+
+
+def group_lags(client: redis.Redis) -> dict[str, float]:
+    """Each consumer group's lag: seconds since the oldest entry it has not acknowledged was
+    appended (0 when it is done with the stream)."""
+    lags = {}
+    try:
+        groups = client.xinfo_groups(STREAM)
+    except redis.ResponseError:  # no stream yet
+        return {}
+    for info in groups:
+        group = _text(info["name"])
         pending = client.xpending(STREAM, group)["min"] if info["pending"] else None
         if pending is not None:
-            oldest_ms = _parse_id(pending)[0]
+            oldest_ms: int | None = _parse_id(pending)[0]
         else:
             after = client.xrange(STREAM, min=f"({_text(info['last-delivered-id'])}", count=1)
             oldest_ms = _parse_id(after[0][0])[0] if after else None
-    lag_seconds = max(0.0, time.time() - oldest_ms / 1000) if oldest_ms else 0.0
-    return {"length": length, "lag_seconds": round(lag_seconds, 3)}
+        lags[group] = round(max(0.0, time.time() - oldest_ms / 1000), 3) if oldest_ms else 0.0
+    return lags
 
 
 def _text(value: bytes | str) -> str:

@@ -24,7 +24,6 @@ Exited" (with the reason) and "Journey Completed", each with ``journey`` and ``e
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +35,9 @@ import msgspec
 import redis
 
 from collector import wire
-from collector.spool import Entry, SpoolReader, append_now, consume, profile_ids
+from collector.spool import Entry, SpoolReader, append_now, profile_ids
+from collector.versioned import Versioned
+from collector.worker import SpoolWorker
 from journeys import store
 from journeys.actions import (
     GIVE_UP_MS,
@@ -64,11 +65,10 @@ from profiles.computed import event_name
 from profiles.store import ProfileStore, Snapshot, position
 from profiles.views import view_of
 
-__all__ = ["JOURNEYS_GROUP", "JourneyWorker"]
+__all__ = ["JourneyWorker"]
 
 log = logging.getLogger("kairos.journeys")
 
-JOURNEYS_GROUP = "journeys"
 _OWN = ("Journey Entered", "Journey Step Completed", "Journey Action Sent", "Journey Exited",
         "Journey Completed")  # fmt: skip
 
@@ -77,7 +77,9 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-class JourneyWorker:
+class JourneyWorker(SpoolWorker):
+    name = "journeys worker"
+
     def __init__(
         self,
         reader: SpoolReader,
@@ -90,31 +92,28 @@ class JourneyWorker:
         api: Api | None = None,
     ):
         """``api``: the engine's HTTP API, for decisions and rendered recommendations."""
-        self.reader = reader
+        super().__init__(reader, max_entries=max_entries, interval=interval)
         self.api = api
         self.client = client
         self.profiles = ProfileStore(client)
         self.clock = clock
         self.http = http or httpx.Client()
-        self.max_entries = max_entries
-        self.interval = interval
         self.profile_wait = profile_wait
         self.journeys: dict[str, Journey] = {}
-        self._version: bytes | None = None
+        self._defs: Versioned[dict[str, Journey]] = Versioned(store.VERSION, {})
         self._by_event: dict[str, list[str]] = {}  # event name -> journeys it may trigger
         self._on_any: list[str] = []  # journeys any event may trigger (score triggers)
         self._reads: set[str] = set()  # journeys whose entry, trigger or branches read profiles
         self._caught_up = False
         self.lateness: deque[int] = deque(maxlen=10_000)  # ms between due and woken, recent
 
-    def run(self, stop: threading.Event) -> None:
-        log.info("journeys worker started", extra={"consumer": self.reader.consumer})
-        consume(self.reader, stop, self.process, idle=self._idle, between=self.tick,
-                max_entries=self.max_entries, interval=self.interval)  # fmt: skip
+    def stopped(self) -> None:
         self.http.close()
-        log.info("journeys worker stopped")
 
-    def _idle(self) -> None:
+    def between(self) -> None:
+        self.tick()
+
+    def idle(self) -> None:
         self._caught_up = True
 
     # -- events --
@@ -307,9 +306,8 @@ class JourneyWorker:
 
     def _refresh(self) -> None:
         version = self.client.get(store.VERSION)
-        if version != self._version or self._version is None:
-            self.journeys = store.journeys(self.client)
-            self._version = version
+        if self._defs.stale(version):
+            self.journeys = self._defs.update(version, store.journeys(self.client))
             self._by_event, self._on_any = {}, []
             self._reads = {k for k, j in self.journeys.items() if reads_profile(j)}
             for key, journey in sorted(self.journeys.items()):

@@ -50,7 +50,6 @@ from __future__ import annotations
 import heapq
 import logging
 import pickle
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +59,8 @@ import msgspec
 import redis
 
 from collector import wire
-from collector.spool import SUPPRESSED, Entry, SpoolReader, consume, profile_ids
+from collector.spool import SUPPRESSED, Entry, SpoolReader, profile_ids
+from collector.worker import SpoolWorker
 from profiles.computed import event_name
 from profiles.history import HISTORY, NUMERIC, SESSION_MS, Example, History, Open, Seen
 from profiles.membership import RESCORED
@@ -71,7 +71,6 @@ from profiles.visits import device, source
 
 __all__ = [
     "CHECKPOINT",
-    "LEARNER_GROUP",
     "SUMMARY",
     "TARGETS",
     "Learner",
@@ -81,7 +80,6 @@ __all__ = [
 
 log = logging.getLogger("kairos.learner")
 
-LEARNER_GROUP = "learner"
 DUE = "{learn}:due"
 QUEUE = "{learn}:queue"
 LABELS = "{learn}:labels"
@@ -167,7 +165,9 @@ _REDO = msgspec.msgpack.Decoder(tuple[str, dict[str, float], bool, float])
 _REDO_ENCODE = msgspec.msgpack.Encoder().encode
 
 
-class Learner:
+class Learner(SpoolWorker):
+    name = "learner"
+
     def __init__(
         self,
         reader: SpoolReader,
@@ -185,15 +185,13 @@ class Learner:
         (None: event time only, for replays of history); ``on_example``: called with each
         example as it is learned, and its label (for evaluation); ``periodic``:
         called between batches (the lifetime-value refit schedule)."""
-        self.reader = reader
+        super().__init__(reader, max_entries=max_entries, interval=interval)
         self.client = client
         self.settings = settings or ModelSettings()
         self.scoring = scoring or LeadScoring()
         self.clock = clock
         self.on_example = on_example
         self.periodic = periodic
-        self.max_entries = max_entries
-        self.interval = interval
         self.profile_wait = profile_wait
         self.models = self._fresh_models()
         self.scaler = Scaler(NUMERIC)
@@ -203,7 +201,6 @@ class Learner:
         self._saved_at = time.monotonic()
         self._redo = 0  # examples in the redo log
         self._published_at = 0.0
-        self._set_scores = client.register_script(SET_SCORES)
 
     def _fresh_models(self) -> dict[str, Model]:
         s = self.settings
@@ -211,18 +208,16 @@ class Learner:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        log.info("learner started", extra={"consumer": self.reader.consumer})
-        consume(self.reader, stop, self.process, recover=self.restore, idle=self.idle,
-                between=self._between, max_entries=self.max_entries,
-                interval=self.interval)  # fmt: skip
+    def recover(self) -> None:
+        self.restore()
+
+    def stopped(self) -> None:
         try:
             self.checkpoint()
         except redis.RedisError as exc:
             log.warning("last checkpoint not saved", extra={"error": str(exc)})
-        log.info("learner stopped")
 
-    def _between(self) -> None:
+    def between(self) -> None:
         if (time.monotonic() - self._saved_at >= self.settings.checkpoint_seconds
                 or self._redo >= _REDO_MAX):  # fmt: skip
             self.checkpoint()
@@ -514,7 +509,7 @@ class Learner:
             pipe.hdel(LABELS, *batch.settled)
         for pid, scores in batch.scores.items():
             args = [x for target, value in scores.items() for x in (f"s:{target}", value)]
-            self._set_scores(keys=[profile_keys(pid)[0]], args=args, client=pipe)
+            SET_SCORES.queue(pipe, [profile_keys(pid)[0]], args)
         if batch.scores:  # segments on scores are re-checked by the profile worker
             pipe.sadd(RESCORED, *batch.scores)
         if batch.erased:

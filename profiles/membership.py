@@ -27,6 +27,7 @@ import msgspec
 import redis
 
 from collector import wire
+from collector.versioned import Versioned
 from profiles.segments import SEGMENT, Segment, View, event_conditions, matches
 from profiles.store import ProfileStore, Snapshot, profile_keys
 from profiles.views import view_of
@@ -58,6 +59,10 @@ def member_key(segment: str) -> str:
     return f"{{segm:{segment}}}"
 
 
+def _definitions(client: redis.Redis) -> dict[str, Segment]:
+    return {k.decode(): SEGMENT.decode(v) for k, v in client.hgetall(DEFS).items()}
+
+
 class Membership:
     def __init__(
         self,
@@ -69,8 +74,7 @@ class Membership:
         self.client: redis.Redis = store.client
         self.emit = emit
         self.half_life_days = half_life_days
-        self._version: bytes | None = None
-        self._defs: dict[str, Segment] = {}
+        self._defs: Versioned[dict[str, Segment]] = Versioned(VERSION, {})
         self._next_sweep = 0.0
 
     def maintain(self, history: Callable[[str, int], dict[str, int]]) -> None:
@@ -89,12 +93,7 @@ class Membership:
             self.sweep(f"sweep:{int(time.time() // _SWEEP_SECONDS)}")
 
     def definitions(self) -> dict[str, Segment]:
-        version = self.client.get(VERSION)
-        if version != self._version or self._version is None:
-            raw = self.client.hgetall(DEFS)
-            self._defs = {k.decode(): SEGMENT.decode(v) for k, v in raw.items()}
-            self._version = version
-        return self._defs
+        return self._defs.get(self.client, _definitions)
 
     def evaluate(
         self,

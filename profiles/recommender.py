@@ -14,23 +14,22 @@ Absorbing is idempotent (a replayed batch writes the same fields), so no positio
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import redis
 
 from collector import wire
-from collector.spool import Entry, SpoolReader, consume
+from collector.spool import Entry, SpoolReader
 from collector.store import EventStore, QueryFailed, StoreUnavailable
+from collector.worker import SpoolWorker
 from profiles.computed import event_name
 from profiles.products import ITEMS, Item, absorb, item_from_event
 from profiles.strategies import WANTED, Settings, refresh
 
-__all__ = ["RECS_GROUP", "Recommender"]
+__all__ = ["Recommender"]
 
 log = logging.getLogger("kairos.recs")
 
-RECS_GROUP = "recs"
 _PRODUCT_EVENTS = ("Product Viewed", "Product Added", "Product Removed", "Product Clicked")
 
 
@@ -49,7 +48,9 @@ def products_of(msg: wire.Message) -> list[Item]:
     return [item for item in found if item is not None]
 
 
-class Recommender:
+class Recommender(SpoolWorker):
+    name = "recommendations worker"
+
     def __init__(
         self,
         reader: SpoolReader,
@@ -60,27 +61,19 @@ class Recommender:
         interval: float = 0.2,
     ):
         """``store``: where the lists are computed from (None: the catalog only)."""
-        self.reader = reader
+        super().__init__(reader, max_entries=max_entries, interval=interval)
         self.client = client
         self.store = store
         self.settings = settings or Settings()
-        self.max_entries = max_entries
-        self.interval = interval
         self._next_refresh = 0.0
         self._catalog_size = 0
-
-    def run(self, stop: threading.Event) -> None:
-        log.info("recommendations worker started", extra={"consumer": self.reader.consumer})
-        consume(self.reader, stop, self.process, between=self.maybe_refresh,
-                max_entries=self.max_entries, interval=self.interval)  # fmt: skip
-        log.info("recommendations worker stopped")
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
         seen = [item for entry in entries for msg in entry.messages() for item in products_of(msg)]
         changed = absorb(self.client, seen)
         return {"catalog_items_changed": changed}
 
-    def maybe_refresh(self) -> None:
+    def between(self) -> None:
         """Recompute the lists when due, or when the catalog has grown by a tenth."""
         if self.store is None:
             return

@@ -13,7 +13,6 @@ One updater per spool: the position check relies on messages arriving in spool o
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import msgspec
@@ -22,7 +21,8 @@ from collector import wire
 from collector.coalesce import Pipeline
 from collector.consent import SUPPRESSION, identity_hash
 from collector.identifiers import identities as identities_of
-from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader, consume
+from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader
+from collector.worker import SpoolWorker
 from profiles.computed import Update, compute
 from profiles.resolve import Resolver
 from profiles.scoring import LeadScoring
@@ -43,7 +43,9 @@ def _check(replies: list[object]) -> None:
             raise reply
 
 
-class ProfileUpdater:
+class ProfileUpdater(SpoolWorker):
+    name = "profile updater"
+
     def __init__(
         self,
         reader: SpoolReader,
@@ -54,29 +56,23 @@ class ProfileUpdater:
         max_entries: int = 500,
         interval: float = 0.2,
     ):
-        self.reader = reader
+        super().__init__(reader, max_entries=max_entries, interval=interval)
         self.store = store
         self.scoring = scoring or LeadScoring()
         self.after_batch = after_batch  # with the profiles a batch changed, before its ack
         self.periodic = periodic  # between batches, at most once per poll interval
-        self.max_entries = max_entries
-        self.interval = interval
 
-    def run(self, stop: threading.Event) -> None:
-        log.info("profile updater started", extra={"consumer": self.reader.consumer})
-        # After a Redis failure the scripts are loaded again (Redis may have restarted).
-        consume(self.reader, stop, self._handle, recover=self.store.load_scripts,
-                between=self.periodic or (lambda: None), max_entries=self.max_entries,
-                interval=self.interval)  # fmt: skip
-        log.info("profile updater stopped")
+    def between(self) -> None:
+        if self.periodic is not None:
+            self.periodic()
 
-    def _handle(self, entries: list[Entry]) -> dict[str, float]:
-        touched = self.process(entries)
+    def process(self, entries: list[Entry]) -> dict[str, float]:
+        touched = self.apply(entries)
         if self.after_batch is not None:
             self.after_batch(touched, entries)
         return {"profiles_applied": sum(e.count for e in entries)}
 
-    def process(self, entries: list[Entry]) -> set[str]:
+    def apply(self, entries: list[Entry]) -> set[str]:
         """Apply ``entries`` to profiles; returns the ids of the profiles changed."""
         batch: list[tuple[Entry, str, wire.Message, list[str]]] = []
         for entry in entries:

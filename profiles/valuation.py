@@ -76,11 +76,10 @@ def refit(
     gg = GammaGamma().fit(frequency, np.where(frequency > 0, monetary, 0.0))
     purchases, value = lifetime_value(bg, gg, horizon_days, frequency, recency, age, monetary)
     alive = bg.probability_alive(frequency, recency, age)
-    script = client.register_script(SET_SCORES)
     for start in range(0, len(pids), _CHUNK):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(start + _CHUNK, len(pids))):
-            script(keys=[profile_keys(pids[i])[0]], client=pipe, args=[
+            SET_SCORES.queue(pipe, [profile_keys(pids[i])[0]], [
                 "s:ltv", round(float(value[i]), 2), "s:purchases", round(float(purchases[i]), 4),
                 "s:alive", round(float(alive[i]), 4)])  # fmt: skip
         pipe.sadd(RESCORED, *pids[start : start + _CHUNK])

@@ -24,11 +24,14 @@ import redis
 import uvicorn
 
 from collector import connect, embedded_url
-from edge.app import create_app
-from edge.limits import Limits
-from edge.redis_server import EmbeddedRedis
-from edge.settings import Settings
-from edge.worker import start_learner, start_profiles, start_rewards, start_sink
+from collector.store import open_store
+from edge.api.app import create_app
+from edge.api.limits import Limits
+from edge.runtime.config import Config
+from edge.runtime.embedded_redis import EmbeddedRedis
+from edge.runtime.settings import Settings
+from edge.runtime.stores import redis_client
+from edge.runtime.workers import Needs, start
 from tests.browser import launched
 
 WRITE_KEY = "wk_test"
@@ -131,6 +134,19 @@ class Engine:
         return stored
 
 
+def worker_needs(
+    redis_url: str,
+    consumer: str,
+    config: Config | None = None,
+    clickhouse_url: str = "",
+    api: tuple[str, str, str] | None = None,
+) -> Needs:
+    """What a worker started by a test is given (the stores the fixtures started)."""
+    history = open_store(clickhouse_url) if clickhouse_url else None
+    return Needs(redis=redis_client(redis_url), consumer=consumer, config=config or Config(),
+                 history=history, clickhouse_url=clickhouse_url, api=api)  # fmt: skip
+
+
 class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # the test runner owns signals
         pass
@@ -144,7 +160,7 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
     stop = threading.Event()
     sinks: list[threading.Thread] = []
 
-    def start(
+    def launch(
         settings: Settings,
         sink: bool = True,
         profiles: bool = True,
@@ -154,23 +170,19 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
         **changes: Any,
     ) -> Engine:
         settings = replace(settings, port=free_port(), **changes)
+
+        def run(name: str, **options: Any) -> None:
+            given = worker_needs(settings.redis_url, f"test-{name}", config, clickhouse_url)
+            sinks.append(start(name, given, stop, **options))
+
         if rewards:
-            sinks.append(
-                start_rewards(settings.redis_url, "test-rewards", stop, config, interval=0.05)
-            )
+            run("rewards", interval=0.05)
         if learner:  # on event time only: simulated histories lie in the past
-            sinks.append(start_learner(settings.redis_url, clickhouse_url, "test-learner", stop,
-                                       config, interval=0.05, clock=None))  # fmt: skip
+            run("learner", interval=0.05, clock=None)
         if profiles:  # before the sink: it stamps the profile ids the updater resolves
-            sinks.append(
-                start_profiles(
-                    settings.redis_url, clickhouse_url, "test-profiles", stop, config, interval=0.05
-                )
-            )
+            run("profiles", interval=0.05)
         if sink:
-            sinks.append(
-                start_sink(settings.redis_url, clickhouse_url, "test-sink", stop, interval=0.2)
-            )
+            run("sink", interval=0.2)
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
@@ -190,7 +202,7 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
         running.append((server, thread, client))
         return Engine(f"http://127.0.0.1:{settings.port}", settings, client)
 
-    yield start
+    yield launch
     for server, thread, client in running:
         server.should_exit = True
         thread.join(timeout=30)

@@ -16,7 +16,7 @@ import pytest
 from collector import connect, migrate
 from collector.sink import Sink
 from collector.spool import SpoolReader
-from tests.collector.test_sink import count, fill
+from tests.helpers import count, fill
 
 pytestmark = [
     pytest.mark.server,

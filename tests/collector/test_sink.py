@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -10,42 +8,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from collector import STATS, Sink, Spool, SpoolReader, connect, migrate, read_request
+from collector import STATS, Sink, SpoolReader, connect, migrate
 from collector.spool import ensure_group
+from tests.helpers import count, fill
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-def fill(redis_url: str, batches: int, size: int, prefix: str = "m") -> None:
-    async def run() -> None:
-        client = redis.asyncio.Redis.from_url(redis_url)
-        spool = Spool(client)
-        for b in range(batches):
-            body = {
-                "batch": [
-                    {
-                        "type": "track",
-                        "event": "Order Completed",
-                        "userId": f"u{i % 7}",
-                        "messageId": f"{prefix}{b}-{i}",
-                        "properties": {"revenue": i},
-                    }
-                    for i in range(size)
-                ]
-            }
-            intake = read_request(
-                json.dumps(body).encode(),
-                kind="batch",
-                content_type="application/json",
-                content_encoding=None,
-                received_at=NOW,
-                ip="198.51.100.7",
-            )
-            await spool.append(intake)
-        await spool.aclose()
-        await client.aclose()
-
-    asyncio.run(run())
 
 
 def run_sink(redis_url: str, clickhouse_url: str, until: Any, consumer: str = "s1") -> Sink:
@@ -62,10 +29,6 @@ def run_sink(redis_url: str, clickhouse_url: str, until: Any, consumer: str = "s
         stop.set()
         thread.join(30)
     return sink
-
-
-def count(ch: Any) -> int:
-    return int(ch.query("SELECT count() FROM events").result_rows[0][0])
 
 
 def test_sink_drains_the_spool_into_events(

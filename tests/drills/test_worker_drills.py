@@ -24,11 +24,10 @@ import redis
 from bench.profiles import fill
 from collector import SpoolReader
 from collector.spool import ensure_group
-from edge.redis_server import EmbeddedRedis
+from edge.runtime.embedded_redis import EmbeddedRedis
 from journeys.store import ACTIONS, DEFS, OUTBOX, SENT
 from profiles.history import NUMERIC
 from profiles.learner import (
-    LEARNER_GROUP,
     REDO,
     STATE,
     SUMMARY,
@@ -256,9 +255,9 @@ def test_a_learner_that_dies_between_checkpoints_restores_the_uninterrupted_mode
     while entries := updater.reader.read(200, 10):
         updater.process(entries)
         updater.reader.ack(entries, {})
-    ensure_group(r, LEARNER_GROUP)
+    ensure_group(r, "learner")
     settings = ModelSettings(estimator=estimator, churn_days=7)
-    alive = Learner(SpoolReader(r, LEARNER_GROUP, "t"), r, settings, clock=None)
+    alive = Learner(SpoolReader(r, "learner", "t"), r, settings, clock=None)
     alive.restore()
     for batch in range(1_000):
         entries = alive.reader.read(5, 10)
@@ -268,7 +267,7 @@ def test_a_learner_that_dies_between_checkpoints_restores_the_uninterrupted_mode
         if batch == 20:
             alive.checkpoint()  # the last one: everything after it is in the redo log only
     assert r.llen(REDO) > 0
-    restored = Learner(SpoolReader(r, LEARNER_GROUP, "t"), r, settings, clock=None)
+    restored = Learner(SpoolReader(r, "learner", "t"), r, settings, clock=None)
     restored.restore()
     for target, model in alive.models.items():
         assert restored.models[target].summary() == model.summary()

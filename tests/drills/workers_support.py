@@ -22,7 +22,6 @@ import numpy as np
 import redis
 
 from collector.spool import STREAM
-from edge.worker import GROUPS
 from profiles.shoppers import ShopperStream, send
 from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic, free_port
 
@@ -159,7 +158,7 @@ class Stack:
         spool since ``since`` (monotonic seconds): the process started then is working on it,
         rather than a dead one holding it, or a new one still starting."""
         ago_ms = (time.monotonic() - since) * 1000
-        for consumer in self.redis.xinfo_consumers(STREAM, GROUPS[worker]):
+        for consumer in self.redis.xinfo_consumers(STREAM, worker):
             if consumer["pending"] and consumer["idle"] < ago_ms:
                 return True
         return False
@@ -167,7 +166,7 @@ class Stack:
     def drained(self, worker: str) -> bool:
         """The worker's group has read and acknowledged every spool entry."""
         for info in self.redis.xinfo_groups(STREAM):
-            if info["name"].decode() == GROUPS[worker]:
+            if info["name"].decode() == worker:
                 last = self.redis.xrevrange(STREAM, count=1)
                 head = _position(last[0][0]) if last else (0, 0)
                 return bool(info["pending"] == 0 and _position(info["last-delivered-id"]) >= head)

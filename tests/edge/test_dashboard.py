@@ -11,14 +11,13 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from edge.config import Config
+from edge.runtime.config import Config
 from profiles.learner import ModelSettings
 from profiles.shoppers import ShopperStream, send
 from tests.browser import shot as browser_shot
 from tests.browser import watched
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine
-from tests.edge.test_profiles_api import bearer, eventually
-from tests.edge.test_results import run_experiment
+from tests.helpers import bearer, eventually, run_experiment
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import httpx
 import redis
 
-from edge.demo import PLACEMENTS
+from edge.pages.demo import PLACEMENTS
 from tests.conftest import Process
-from tests.edge.test_profiles_api import bearer, eventually
+from tests.helpers import bearer, eventually
 
 
 def test_up_with_the_demo(kairos_process: Callable[..., Process]) -> None:

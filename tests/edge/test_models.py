@@ -9,24 +9,13 @@ from typing import Any
 
 import redis
 
-from edge.config import Config
+from edge.runtime.config import Config
 from profiles.learner import STATE, ModelSettings
 from profiles.shoppers import ShopperStream, send
 from profiles.store import ProfileStore
 from profiles.valuation import refit
 from tests.conftest import WRITE_KEY, Engine
-from tests.edge.test_profiles_api import bearer, eventually
-
-
-def members(engine: Engine, segment: str) -> set[str]:
-    found: set[str] = set()
-    cursor: str | None = "0"
-    while cursor is not None:
-        answer = engine.client.get(f"{engine.url}/v1/segments/{segment}/members",
-                                   params={"cursor": cursor}, headers=bearer()).json()  # fmt: skip
-        found.update(answer["profiles"])
-        cursor = answer["next_cursor"]
-    return found
+from tests.helpers import bearer, eventually, members
 
 
 def scored(r: redis.Redis, name: str) -> dict[str, float]:

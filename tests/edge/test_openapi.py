@@ -9,9 +9,9 @@ from typing import Any
 import schemathesis
 from starlette.routing import Route
 
-from edge.app import create_app
-from edge.openapi import EXCLUDED, spec
-from edge.settings import Settings
+from edge.api.app import create_app
+from edge.openapi.document import EXCLUDED, spec
+from edge.runtime.settings import Settings
 
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")  # Starlette's {id:path} is OpenAPI's {id}
 

@@ -13,6 +13,11 @@ def test_healthz_reports_each_store_and_the_spool(engine: Engine) -> None:
     body = answer.json()
     assert (body["status"], body["redis"], body["clickhouse"]) == ("ok", "ok", "ok")
     assert set(body["spool"]) == {"length", "lag_seconds"}
+    # Every worker kind of the table, running here (a lag) or not (the engine fixture runs the
+    # sink, profiles and rewards workers; no learner, recs or journeys).
+    assert set(body["workers"]) == {"sink", "profiles", "rewards", "learner", "recs", "journeys"}
+    assert body["workers"]["journeys"] == {"status": "never started"}
+    assert set(body["workers"]["sink"]) == {"lag_seconds"}
 
 
 def test_metrics_count_the_pipeline(engine: Engine) -> None:
@@ -110,7 +115,7 @@ def test_redis_down_is_503_then_recovers(engine_factory: Any, settings: Any, tmp
     """A Redis restart: ingestion answers 503 with Retry-After meanwhile, never a 500."""
     from dataclasses import replace
 
-    from edge.redis_server import EmbeddedRedis
+    from edge.runtime.embedded_redis import EmbeddedRedis
 
     private = EmbeddedRedis(tmp_path / "private")
     engine = engine_factory(replace(settings, redis_url=private.start()), sink=False)

@@ -9,7 +9,7 @@ import redis
 
 from profiles.products import Item, absorb, get_items, item_from_event, put_items, recommendable
 from tests.conftest import Engine
-from tests.edge.test_profiles_api import bearer
+from tests.helpers import bearer
 
 SHOE = {"name": "Red <shoe>", "url": "https://shop.example/p/shoe", "price": 40,
         "category": "shoes", "image": "https://shop.example/i/shoe.jpg"}  # fmt: skip

@@ -7,28 +7,15 @@ from typing import Any
 
 import pytest
 
-from edge.config import Config
+from edge.runtime.config import Config
 from profiles.scoring import LeadScoring, ScoreRule
-from tests.conftest import SECRET_KEY, WRITE_KEY, Engine
-
-
-def bearer(key: str = SECRET_KEY) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from tests.conftest import WRITE_KEY, Engine
+from tests.helpers import bearer, eventually
 
 
 def get(engine: Engine, path: str, **params: Any) -> Any:
     answer = engine.client.get(engine.url + path, headers=bearer(), params=params)
     return answer
-
-
-def eventually(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def settled(engine: Engine, count: int) -> None:

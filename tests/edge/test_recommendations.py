@@ -13,8 +13,7 @@ import redis
 
 from profiles.strategies import RECS
 from tests.conftest import Engine
-from tests.edge.test_decide import decide, placement, put_placement, wait_catalog
-from tests.edge.test_profiles_api import bearer, eventually
+from tests.helpers import bearer, decide, eventually, placement, put_placement, wait_catalog
 
 SHOP = "https://shop.example/p/"
 ITEMS = [

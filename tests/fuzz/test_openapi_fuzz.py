@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from edge.openapi import spec
+from edge.openapi.document import spec
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, basic
 
 EXAMPLES = int(os.environ.get("KAIROS_FUZZ_EXAMPLES", "8"))

@@ -1,7 +1,7 @@
 """Hypothesis property tests: the wire decoders never fail in an unplanned way, and the bandits'
 learned state merges like sufficient statistics should.
 
-Decoders (``collector.intake.read_request`` behind the tracking API, ``edge.decide.read_ask``
+Decoders (``collector.intake.read_request`` behind the tracking API, ``decisions.choice.read_ask``
 behind ``/v1/decide``): any bytes and any JSON either decode or raise the collector's
 ``InvalidInput`` whose message leads with the path at fault; valid messages round-trip.
 
@@ -30,8 +30,8 @@ from bandits.stats import Paired, Sample
 from collector import wire
 from collector.errors import InvalidInput
 from collector.intake import read_request
-from edge.decide import read_ask
-from edge.tracking import KINDS
+from decisions.choice import read_ask
+from edge.routes.tracking import KINDS
 
 BOUNDED = settings(max_examples=100, derandomize=True, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow])  # fmt: skip

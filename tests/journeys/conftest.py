@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from edge.worker import start_journeys
+from edge.runtime.workers import start
 from journeys.store import runs_key
-from tests.conftest import SECRET_KEY, WRITE_KEY, Engine
-from tests.edge.test_profiles_api import bearer
+from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
+from tests.helpers import bearer
 
 
 class Receiver:
@@ -107,8 +107,8 @@ def clock(engine: Engine) -> Iterator[Clock]:
     found = Clock()
     stop = threading.Event()
     api = (engine.url, WRITE_KEY, SECRET_KEY)
-    thread = start_journeys(engine.settings.redis_url, "test-journeys", stop, api,
-                            interval=0.05, clock=found)  # fmt: skip
+    needs = worker_needs(engine.settings.redis_url, "test-journeys", api=api)
+    thread = start("journeys", needs, stop, interval=0.05, clock=found)
     yield found
     stop.set()
     thread.join(timeout=30)

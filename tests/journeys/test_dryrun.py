@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.conftest import Engine
-from tests.edge.test_profiles_api import bearer
+from tests.helpers import bearer
 
 T0 = datetime(2026, 10, 1, 10, tzinfo=UTC)
 JOURNEY = {

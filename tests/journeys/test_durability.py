@@ -14,9 +14,9 @@ import redis
 
 from collector.spool import SpoolReader
 from journeys.store import OUTBOX, SENT, TIMERS
-from journeys.worker import JOURNEYS_GROUP, JourneyWorker
+from journeys.worker import JourneyWorker
 from tests.conftest import Engine
-from tests.edge.test_profiles_api import eventually
+from tests.helpers import eventually
 from tests.journeys.conftest import Receiver, abandoned_cart, put_journey, run_of, track
 
 
@@ -70,7 +70,7 @@ def test_a_replayed_batch_and_a_second_send_change_nothing(
     put_journey(engine, "abandoned_cart", quick(receiver.url, wait="1m"))
     r = redis.Redis.from_url(engine.settings.redis_url)
     clock = [int(time.time() * 1000)]
-    worker = JourneyWorker(SpoolReader(r, JOURNEYS_GROUP, "replay"), r, clock=lambda: clock[0])
+    worker = JourneyWorker(SpoolReader(r, "journeys", "replay"), r, clock=lambda: clock[0])
     worker.reader.ensure_group()
     for who in ("ada", "bob"):
         track(engine, who, "Product Added", product_id="hat1")

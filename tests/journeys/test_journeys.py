@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.config import ConfigError, load_config
-from edge.worker import start_journeys
-from tests.conftest import SECRET_KEY, Engine
-from tests.edge.test_profiles_api import bearer, eventually
+from edge.runtime.config import ConfigError, load_config
+from edge.runtime.workers import start
+from tests.conftest import SECRET_KEY, Engine, worker_needs
+from tests.helpers import bearer, eventually
 from tests.journeys.conftest import Clock, Receiver, abandoned_cart, put_journey, run_of, track
 
 
@@ -134,7 +134,8 @@ def test_journeys_from_the_config_file_are_installed(engine: Engine, tmp_path: A
         'steps.end = { type = "end" }\n'
     )
     stop = threading.Event()
-    thread = start_journeys(engine.settings.redis_url, "cfg", stop, config=load_config(config))
+    needs = worker_needs(engine.settings.redis_url, "cfg", load_config(config))
+    thread = start("journeys", needs, stop)
     stop.set()
     thread.join(timeout=30)
     found = engine.client.get(f"{engine.url}/v1/journeys/cart", headers=bearer())

@@ -12,7 +12,7 @@ from typing import Any
 from collector.identifiers import checksum_address
 from journeys.templates import nft_onboarding
 from tests.conftest import Engine
-from tests.edge.test_profiles_api import bearer, eventually
+from tests.helpers import bearer, eventually
 from tests.journeys.conftest import Clock, Receiver, put_journey
 
 CONTRACT = "0xfb6916095ca1df60bb79ce92ce3ea74c37c5d359"

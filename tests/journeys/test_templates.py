@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import redis
 
-from edge import demo
+from edge.pages import demo
 from journeys.runs import Person, Run, advance, enter, may_enter, on_event, triggers
 from journeys.spec import JOURNEY, Journey
 from journeys.templates import (
@@ -24,8 +24,7 @@ from journeys.templates import (
 from profiles.segments import View
 from profiles.strategies import RECS
 from tests.conftest import Engine
-from tests.edge.test_decide import wait_catalog
-from tests.edge.test_profiles_api import bearer, eventually
+from tests.helpers import bearer, eventually, wait_catalog
 from tests.journeys.conftest import Clock, Receiver, put_journey, run_of, track
 
 H = 3_600_000

@@ -11,7 +11,7 @@ from collector.store import open_store
 from profiles.shoppers import CATALOG, ShopperStream, send
 from profiles.strategies import RECS, Settings, candidates, refresh
 from tests.conftest import WRITE_KEY, Engine
-from tests.edge.test_profiles_api import eventually
+from tests.helpers import eventually
 
 
 def test_lists_from_history(engine: Engine) -> None:

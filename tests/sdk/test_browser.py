@@ -12,14 +12,13 @@ import redis
 from playwright.sync_api import Browser, Page, Route
 
 from collector.store import open_store
-from edge import demo
-from edge.sdk import SDK_FILE, snippet
+from edge.pages import demo
+from edge.routes.sdk import SDK_FILE, snippet
 from profiles.shoppers import ShopperStream, send
 from profiles.strategies import refresh
 from tests.browser import shot, watched
 from tests.conftest import WRITE_KEY, Engine, free_port
-from tests.edge.test_decide import placement
-from tests.edge.test_profiles_api import eventually
+from tests.helpers import eventually, placement
 
 HEADLINES = ("New season shoes", "20% off jackets", "Carry it all")
 

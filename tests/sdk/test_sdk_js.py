@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.sdk import SDK_FILE, SNIPPET_FILE, VERSION
+from edge.routes.sdk import SDK_FILE, SNIPPET_FILE, VERSION
 from tests.conftest import Engine
 
 SDK = Path(__file__).resolve().parents[2] / "sdk-js"
@@ -46,7 +46,7 @@ def test_the_served_build_is_the_source_and_fits_the_budget(terser: Path, tmp_pa
     subprocess.run([str(terser), "src/kairos.js", "--compress", "--mangle", "--comments", "some",
                     "--output", str(built)], cwd=SDK, check=True, timeout=120)  # fmt: skip
     assert built.read_bytes() == SDK_FILE.read_bytes(), (
-        "edge/static/kairos.min.js is stale: run `npm run build` in sdk-js/"
+        "edge/routes/static/kairos.min.js is stale: run `npm run build` in sdk-js/"
     )
     assert (SDK / "snippet.html").read_text() == SNIPPET_FILE.read_text()
     size = len(gzip.compress(built.read_bytes(), 9))

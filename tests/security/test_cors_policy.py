@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from edge.app import BROWSER_PATHS
+from edge.api.app import BROWSER_PATHS
 from tests.conftest import SECRET_KEY, Engine, basic
 
 SHOP, EVIL = "https://shop.example", "https://evil.example"

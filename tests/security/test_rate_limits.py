@@ -1,4 +1,4 @@
-"""Rate and size limits (edge.limits): per client IP, per key, and the cap on request bodies.
+"""Rate and size limits (edge.api.limits): per client IP, per key, and the cap on request bodies.
 
 Rates are set low (one token every two seconds) so a slow machine cannot refill a bucket between
 two requests of a test; the engine's own uvicorn takes ``X-Forwarded-For`` from 127.0.0.1, as
@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.config import ConfigError, load_config
-from edge.limits import Buckets, Limits, RequestLimits
+from edge.api.limits import Buckets, Limits, RequestLimits
+from edge.runtime.config import ConfigError, load_config
 from tests.conftest import SECRET_KEY, WRITE_KEY, basic
 
 SLOW = {"burst": 4.0}  # with a rate of 0.5/s: two requests at once, then one every 2 s

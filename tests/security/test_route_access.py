@@ -14,8 +14,8 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from edge.app import create_app
-from edge.settings import Settings
+from edge.api.app import create_app
+from edge.runtime.settings import Settings
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, basic
 
 SIG = "0x" + "ab" * 65

@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.logs import JsonFormatter, TextFormatter, redact
-from edge.settings import Settings, load_keys
-from edge.up import _banner
+from edge.runtime.keys import load_keys
+from edge.runtime.logs import JsonFormatter, TextFormatter, redact
+from edge.runtime.settings import Settings
+from edge.runtime.up import _banner
 from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic
 
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Engine
-from tests.edge.test_decide import decide, wait_catalog
-from tests.edge.test_profiles_api import bearer, eventually
+from tests.helpers import bearer, decide, eventually, wait_catalog
 
 HOSTILE = [
     ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "'__subclasses__'"),

@@ -1,0 +1,99 @@
+"""The base of every worker that consumes the spool: one loop, one way to recover.
+
+A worker reads batches of spool entries with its own consumer group, applies each batch
+(``process``, which returns the counters to bump) and only then acknowledges it, in one
+transaction with those counters. At start, and after Redis failed, it makes sure of its group,
+runs ``recover`` and first re-reads its own pending batch (what it held when it stopped), so a
+crash anywhere replays exactly the batch in flight; every worker's ``process`` is idempotent for
+such a replay. While Redis is unreachable it retries with backoff, up to 10 s apart, and a set
+``stop`` ends the loop at once, whatever state the stores are in.
+
+Subclasses set ``name`` (their log lines) and override ``process`` and, where they need them,
+``recover``, ``idle`` (a poll found nothing), ``between`` (after every poll), ``read`` (how a
+batch is collected) and ``stopped`` (after the loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import ClassVar
+
+import redis
+
+from collector.spool import Entry, SpoolReader
+
+__all__ = ["SpoolWorker", "Stopped"]
+
+log = logging.getLogger("kairos.worker")
+
+
+class Stopped(Exception):
+    """Raised by ``process`` when ``stop`` was set before the batch was applied: the loop
+    ends without acknowledging it (the next start replays it)."""
+
+
+class SpoolWorker:
+    name: ClassVar[str] = "worker"
+
+    def __init__(self, reader: SpoolReader, *, max_entries: int = 500, interval: float = 0.2):
+        """``max_entries``: spool entries per batch at most; ``interval``: seconds a poll waits
+        for new entries."""
+        self.reader = reader
+        self.max_entries = max_entries
+        self.interval = interval
+        self.stopping = threading.Event()  # ``run``'s stop, for long work inside a batch
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume the spool until ``stop`` is set."""
+        self.stopping = stop
+        log.info(f"{self.name} started", extra={"consumer": self.reader.consumer})
+        recovering, delay = True, 0.5
+        while not stop.is_set():
+            try:
+                if recovering:
+                    self.reader.ensure_group()
+                    self.recover()
+                    entries = self.reader.pending(self.max_entries)
+                    if entries:
+                        log.info("replaying the unacknowledged batch",
+                                 extra={"worker": self.name, "entries": len(entries)})  # fmt: skip
+                    recovering = False
+                else:
+                    entries = self.read(stop)
+                if entries:
+                    self.reader.ack(entries, self.process(entries))
+                else:
+                    self.idle()
+                self.between()
+                delay = 0.5
+            except Stopped:
+                break
+            except redis.RedisError as exc:
+                extra = {"worker": self.name, "error": str(exc), "in": delay}
+                log.warning("redis unreachable; retrying", extra=extra)
+                recovering = True
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        self.stopped()
+        log.info(f"{self.name} stopped")
+
+    def read(self, stop: threading.Event) -> list[Entry]:
+        """The next batch: new entries, waiting up to ``interval`` for the first."""
+        return self.reader.read(self.max_entries, int(self.interval * 1000))
+
+    def process(self, entries: list[Entry]) -> dict[str, float]:
+        """Apply ``entries`` durably; the counters to bump with their acknowledgement."""
+        raise NotImplementedError
+
+    def recover(self) -> None:
+        """At start and after Redis failed, before the pending batch is replayed."""
+
+    def idle(self) -> None:
+        """A poll found no new entry."""
+
+    def between(self) -> None:
+        """After every poll (periodic work: refreshes, checkpoints, timers)."""
+
+    def stopped(self) -> None:
+        """After the loop ends (a last checkpoint, closing clients)."""

@@ -1,0 +1,201 @@
+"""The commands beyond running the engine: ``kairos sql`` and ``kairos report`` (through a
+running engine's API), ``kairos simulate`` and ``kairos ltv`` (long work, with a progress bar)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from edge.cli.progress import Progress
+from edge.runtime.keys import find_key
+
+__all__ = ["ltv", "report", "simulate", "sql"]
+
+
+class Failed(Exception):
+    pass
+
+
+def _api(args: argparse.Namespace, path: str, body: Any = None) -> Any:
+    """Call the engine's API with the secret key; Failed says why not, in one line."""
+    secret = find_key("secret_key", args.secret_key, args.data_dir)
+    if not secret:
+        raise Failed(f"no secret key: set KAIROS_SECRET_KEY, pass --secret-key, or run from "
+                     f"where {args.data_dir / 'keys.json'} exists")  # fmt: skip
+    request = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read())
+            raise Failed(f"{problem.get('code')}: {problem.get('message')}") from None
+        except ValueError:
+            raise Failed(str(exc)) from None
+    except urllib.error.URLError as exc:
+        raise Failed(f"cannot reach the engine at {args.url}: {exc.reason}") from None
+
+
+def sql(args: argparse.Namespace) -> int:
+    try:
+        result = _api(args, "/v1/sql", {"query": args.query})
+    except Failed as exc:
+        print(f"kairos sql: {exc}", file=sys.stderr)
+        return 1
+    _print_result(result, args.format)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    query = {k: getattr(args, k) for k in ("metric", "since", "until", "segment")
+             if getattr(args, k) is not None}  # fmt: skip
+    path = f"/v1/placements/{urllib.parse.quote(args.placement)}/results"
+    try:
+        found = _api(args, path + "?" + urllib.parse.urlencode(query))
+    except Failed as exc:
+        print(f"kairos report: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    print(f"{found['placement']} · policy {found['policy']} · metric {found['metric']} · "
+          f"control {found['control']}")  # fmt: skip
+    columns = ["variant", "units", "conversions", "rate", "lift", "95% interval", "p-value",
+               "sequential p", "chance to beat", "expected loss"]  # fmt: skip
+    rows = []
+    for v in found["variants"]:
+        control = v["variant"] == found["control"]
+        rows.append([
+            v["variant"] + (" (control)" if control else ""), v["units"], v["conversions"],
+            f"{v['rate']:.2%}", "" if control else f"{v['lift']:+.1%}",
+            "" if control else f"[{v['liftCI'][0]:+.1%}, {v['liftCI'][1]:+.1%}]",
+            "" if control else f"{v['pValue']:.4f}",
+            "" if control else f"{v['sequential']['pValue']:.4f}",
+            "" if control or v["chanceToBeatControl"] is None
+            else f"{v['chanceToBeatControl']:.1%}",
+            "" if control or v["expectedLoss"] is None else f"{v['expectedLoss']:.4g}",
+        ])  # fmt: skip
+    _print_result({"columns": columns, "rows": rows}, "table")
+    if found.get("srmPValue") is not None:
+        verdict = "MISMATCH: check the assignment" if found["srm"] else "ok"
+        print(f"sample ratio: p = {found['srmPValue']:.4g} ({verdict})")
+    for note in found["method"]:
+        print(f"  · {note}")
+    return 0
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from profiles.shoppers import ShopperStream, send
+
+    write_key = find_key("write_key", args.write_key, args.data_dir)
+    if not write_key:
+        print("kairos simulate: no write key: set KAIROS_WRITE_KEY or pass --write-key",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    start = datetime.now(UTC) - timedelta(days=args.days)
+    stream = ShopperStream(args.shoppers, args.days, args.seed, start)
+    print(f"simulating {args.shoppers:,} shoppers over {args.days:g} days …", file=sys.stderr)
+    messages = list(stream.messages())
+    bar = Progress(len(messages), "sending")
+    try:
+        sent = send(messages, args.url, write_key, progress=bar.advance)
+    except httpx.HTTPError as exc:
+        print(f"\nkairos simulate: {args.url}: {exc}", file=sys.stderr)
+        return 1
+    orders = sum(s.orders for s in stream.shoppers)
+    print(f"sent {sent:,} events: {orders:,} orders from "
+          f"{sum(1 for s in stream.shoppers if s.orders):,} buyers", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def ltv(args: argparse.Namespace) -> int:
+    import redis
+
+    from collector import embedded_url
+    from collector.store import QueryFailed, StoreUnavailable, open_store
+    from edge.runtime.config import ConfigError
+    from edge.runtime.embedded_redis import EmbeddedRedis
+    from edge.runtime.logs import setup_logging
+    from edge.runtime.up import _config
+    from profiles.valuation import refit
+
+    setup_logging(args.log_format, args.log_level)
+    data_dir = args.data_dir.resolve()
+    try:
+        _, config = _config(args, data_dir)
+    except ConfigError as exc:
+        print(f"kairos ltv: {exc}", file=sys.stderr)
+        return 2
+    clickhouse_url = args.clickhouse_url or embedded_url(data_dir)
+    store_url = (f"unix://{data_dir / 'run' / 'store.sock'}"
+                 if clickhouse_url.startswith("chdb://") else clickhouse_url)  # fmt: skip
+    client = redis.Redis.from_url(args.redis_url or EmbeddedRedis(data_dir).url)
+    horizon = args.horizon_days or config.models.ltv_horizon_days
+    bars: list[Progress] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(Progress(total, "writing scores"))
+        bars[0].advance(done - bars[0].done)
+
+    try:
+        fit = refit(open_store(store_url), client, horizon, progress=progress)
+    except ValueError as exc:
+        print(f"kairos ltv: {exc}", file=sys.stderr)
+        return 1
+    except (StoreUnavailable, QueryFailed, redis.RedisError) as exc:
+        print(f"kairos ltv: is the engine running? {exc}", file=sys.stderr)
+        return 1
+    print(f"fitted on {fit['customers']:,} buyers ({fit['repeat_customers']:,} repeat) in "
+          f"{fit['seconds']} s")  # fmt: skip
+    print("BG/NBD " + " ".join(f"{k}={v:.3f}" for k, v in fit["beta_geo"].items()))
+    print("Gamma-Gamma " + " ".join(f"{k}={v:.3f}" for k, v in fit["gamma_gamma"].items()))
+    return 0
+
+
+def _print_result(result: dict[str, Any], fmt: str) -> None:
+    columns, rows = result["columns"], result["rows"]
+    if fmt == "json":
+        print(json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str))
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(" " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print(line)
+    for row in cells:
+        print(
+            " " + " | ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(row, widths))
+        )
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value: Any) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,303 @@
+"""The ``kairos`` command: ``up`` runs the engine, ``sql`` queries it, ``worker`` runs a worker.
+
+This module parses and prints; edge.runtime.up starts processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.runtime.workers import WORKERS
+
+__all__ = ["main"]
+
+_EPILOG = """\
+environment:
+  KAIROS_DATA_DIR     data directory (default ./kairos-data)
+  KAIROS_HOST         address to listen on (default 127.0.0.1)
+  KAIROS_PORT         port to listen on (default 8000)
+  KAIROS_WRITE_KEY    public key for browsers and SDKs (default: generated, kept in the data dir)
+  KAIROS_SECRET_KEY   key for servers and the growth team (default: generated likewise)
+  KAIROS_REDIS_URL, KAIROS_CLICKHOUSE_URL   external servers instead of the embedded ones
+  KAIROS_CONFIG       config file (default: kairos.toml in the data dir, if there is one)
+  KAIROS_API_WORKERS  API server processes (default 1)
+"""
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return os.environ.get(name, default)
+
+
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    """For commands that call a running engine's API with the secret key."""
+    parser.add_argument(
+        "--url",
+        default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
+        help="the engine's base URL (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--secret-key", default=None, help="default: KAIROS_SECRET_KEY, else the data dir's"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data"))
+    )
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("KAIROS_DATA_DIR", "kairos-data")),
+        help="where the embedded stores and the keys live (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=_env("KAIROS_REDIS_URL"),
+        metavar="URL",
+        help="use this Redis (redis://host:6379/0) instead of a private redis-server",
+    )
+    parser.add_argument(
+        "--clickhouse-url",
+        default=_env("KAIROS_CLICKHOUSE_URL"),
+        metavar="URL",
+        help="use this ClickHouse server (http://user:password@host:8123/db) instead of chdb",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "text"],
+        default="auto",
+        help="log lines as JSON or key=value text (auto: text on a terminal)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(_env("KAIROS_CONFIG")) if _env("KAIROS_CONFIG") else None,
+        metavar="TOML",
+        help="config file: lead scoring, segments, consent, placements "
+        "(default: kairos.toml in the data dir)",
+    )
+    parser.add_argument(
+        "--sink-batch",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="messages per ClickHouse insert at most (default %(default)s)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kairos",
+        description="Kairos: customer-data platform and experimentation engine.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="start the engine (embedded Redis and ClickHouse unless URLs are given)",
+        description="Start the engine. With no URLs it runs a private redis-server (AOF on) and "
+        "the embedded ClickHouse engine, both in the data dir. Ctrl-C stops everything.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    up.add_argument("--host", default=_env("KAIROS_HOST", "127.0.0.1"), help="default: %(default)s")
+    up.add_argument(
+        "--port", type=int, default=int(_env("KAIROS_PORT", 8000)), help="default: %(default)s"
+    )
+    _store_options(up)
+    up.add_argument("--write-key", default=None, help="overrides KAIROS_WRITE_KEY")
+    up.add_argument("--secret-key", default=None, help="overrides KAIROS_SECRET_KEY")
+    up.add_argument(
+        "--spool-limit",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="answer 503 + Retry-After once the spool holds N entries "
+        "(0: no limit; default %(default)s)",
+    )
+    up.add_argument(
+        "--workers",
+        default=",".join(WORKERS),
+        metavar="LIST",
+        help="workers to run beside the API, comma-separated, or none (run them elsewhere with "
+        "`kairos worker NAME`); default %(default)s",
+    )
+    up.add_argument(
+        "--api-workers",
+        type=int,
+        default=int(_env("KAIROS_API_WORKERS", 1)),
+        metavar="N",
+        help="API server processes on the one port (env KAIROS_API_WORKERS; default "
+        "%(default)s: the API runs in this process)",
+    )
+    up.add_argument("--api-child", action="store_true", help=argparse.SUPPRESS)  # internal
+    up.add_argument(
+        "--cors-origins",
+        default=_env("KAIROS_CORS_ORIGINS", "*"),
+        metavar="LIST",
+        help="comma-separated browser origins allowed to call the API, e.g. "
+        "https://shop.example.com (env KAIROS_CORS_ORIGINS; default %(default)s)",
+    )
+    up.add_argument(
+        "--decide-timeout-ms",
+        type=float,
+        default=float(_env("KAIROS_DECIDE_TIMEOUT_MS", 50)),
+        metavar="MS",
+        help="longest /v1/decide waits on Redis before answering each placement's default "
+        "(env KAIROS_DECIDE_TIMEOUT_MS; default %(default)s)",
+    )
+    up.add_argument(
+        "--fsync",
+        choices=["everysec", "always"],
+        default="everysec",
+        help="embedded Redis AOF fsync policy: a machine crash loses up to 1 s (everysec) "
+        "or nothing (always, slower); default %(default)s",
+    )
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="set up the demo shop at /demo: its catalog and placements (existing ones are "
+        "kept) and, in the background, two weeks of simulated shoppers",
+    )
+    up.set_defaults(run=lambda args: _lazy("up")(args))
+
+    worker = commands.add_parser(
+        "worker",
+        help="run one pipeline worker in this process",
+        description="Run a worker on its own: for the multi-process layout (docker-compose).",
+        epilog="workers:\n" + "\n".join(
+            f"  {k.name:<10}{k.summary}{'' if k.one_per_spool else ' (several may run)'}"
+            for k in WORKERS.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    worker.add_argument("name", choices=list(WORKERS), help="the worker to run (see below)")
+    _store_options(worker)
+    worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
+    worker.add_argument(
+        "--api-url",
+        default=_env("KAIROS_API_URL", "http://127.0.0.1:8000"),
+        help="journeys: the engine's HTTP API, for email hand-offs and decisions (keys from "
+        "KAIROS_WRITE_KEY/KAIROS_SECRET_KEY or the data dir); env KAIROS_API_URL, "
+        "default %(default)s",
+    )
+    worker.add_argument(
+        "--store-url",
+        default=None,
+        metavar="URL",
+        help="profiles, learner, recs: where to read event history (unix://…/store.sock, a "
+        "ClickHouse URL, or none)",
+    )
+    worker.add_argument(
+        "--serve",
+        type=Path,
+        default=None,
+        metavar="SOCKET",
+        help="also answer read queries on this Unix socket (when ClickHouse is embedded)",
+    )
+    worker.set_defaults(run=lambda args: _lazy("worker")(args))
+
+    sql = commands.add_parser(
+        "sql",
+        help="run a read-only SQL query against the event store",
+        description="Run read-only SQL through POST /v1/sql of a running engine and print it.",
+        epilog='example:\n  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sql.add_argument("query", help="the SQL statement")
+    sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    _api_options(sql)
+    sql.set_defaults(run=lambda args: _lazy_command("sql")(args))
+
+    report = commands.add_parser(
+        "report",
+        help="print a placement's experiment results",
+        description="Print GET /v1/placements/PLACEMENT/results of a running engine as a table: "
+        "per variant units, conversions, rate, lift with its 95%% interval, p-value (fixed and "
+        "sequential), chance to beat the control and expected loss; the SRM check; the notes "
+        "on each method.",
+        epilog="example:\n  kairos report home_hero --metric 'Order Completed' --since 2026-11-01",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("placement", help="the placement's key")
+    report.add_argument("--metric", default="reward", help="reward (default) or an event name")
+    report.add_argument("--since", default=None, help="ISO date or time (default: 90 days ago)")
+    report.add_argument("--until", default=None, help="ISO date or time (default: now)")
+    report.add_argument("--segment", default=None, help="only the units in this segment")
+    report.add_argument("--format", choices=["table", "json"], default="table")
+    _api_options(report)
+    report.set_defaults(run=lambda args: _lazy_command("report")(args))
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="send simulated shoppers' events to a running engine",
+        description="Simulate shoppers (hidden intent and spend; sessions, browsing, carts, "
+        "orders, churn) over the last DAYS days and send their events to a running engine "
+        "through POST /v1/batch, with a progress bar. Seeded: the same options send the same "
+        "events (their messageIds too, so a second run is deduplicated).",
+        epilog="example:\n  kairos simulate --shoppers 2000 --days 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    simulate.add_argument("--shoppers", type=int, default=500, help="default %(default)s")
+    simulate.add_argument("--days", type=float, default=14.0, help="default %(default)s")
+    simulate.add_argument("--seed", type=int, default=7, help="default %(default)s")
+    simulate.add_argument(
+        "--url",
+        default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
+        help="the engine's base URL (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--write-key", default=None, help="default: KAIROS_WRITE_KEY, else the data dir's"
+    )
+    simulate.add_argument(
+        "--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data"))
+    )
+    simulate.set_defaults(run=lambda args: _lazy_command("simulate")(args))
+
+    ltv = commands.add_parser(
+        "ltv",
+        help="refit lifetime value now and write it to the profiles",
+        description="Fit BG/NBD and Gamma-Gamma on every buyer's order history in ClickHouse "
+        "and write scores.ltv, scores.purchases and scores.alive to their profiles (the learner "
+        "worker also does this on a schedule). Runs against the stores of a running engine.",
+    )
+    _store_options(ltv)
+    ltv.add_argument(
+        "--horizon-days",
+        type=float,
+        default=None,
+        help="days of future purchases to value (default: the config's, else 90)",
+    )
+    ltv.set_defaults(run=lambda args: _lazy_command("ltv")(args))
+    return parser
+
+
+def _lazy(name: str) -> Any:
+    """Commands import the engine only when run, so ``--help`` and ``sql`` start fast."""
+    from edge.runtime import up
+
+    return getattr(up, name)
+
+
+def _lazy_command(name: str) -> Any:
+    from edge.cli import commands
+
+    return getattr(commands, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # API processes re-run it
+    if getattr(args, "api_workers", 1) < 1:
+        print("kairos: --api-workers must be at least 1", file=sys.stderr)
+        return 2
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

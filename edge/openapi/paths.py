@@ -1,0 +1,364 @@
+"""Every operation of the public HTTP contract: method, path, summary, who may call it, what it
+takes and what it answers. ``edge.openapi.document`` assembles them into the OpenAPI document.
+
+Request bodies are the msgspec Structs the endpoints decode with; JSON answers are the Structs of
+``edge.openapi.types``. Every operation may also answer 413 (body over ``[limits]
+max_body_kb``) and 429 (over a ``[limits]`` rate); ``edge.openapi.document`` adds those, and 401
+to every operation that takes a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector import wire
+from collector.onchain import OnchainBatch
+from decisions.choice import Answer, Ask
+from decisions.placements import KEY, Placement
+from edge.routes.journeys import SimulateAsk
+from edge.routes.placements import Evaluation
+from edge.routes.products import Bulk
+from edge.routes.recommendations import MAX_ITEMS, TEMPLATES
+from edge.routes.recommendations import Batch as RecommendationBatch
+from edge.routes.sql import SqlRequest
+from edge.routes.wallets import Link
+from journeys.spec import Journey
+from profiles.products import Item
+from profiles.segments import Segment
+
+__all__ = ["BODIES", "Operation", "operations"]
+
+BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
+          Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
+          SimulateAsk, OnchainBatch, RecommendationBatch, Link]  # fmt: skip
+
+WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
+_KEY = {"type": "string", "pattern": f"^{KEY.pattern}$"}
+
+
+@dataclass
+class Operation:
+    """One method on one path. ``answers`` maps a status to (description, body) where the body
+    is a component name (JSON), a media type ("text/html"), or None (no body)."""
+
+    method: str
+    path: str
+    summary: str
+    tag: str
+    security: tuple[str, ...] = ()
+    body: str | None = None  # a component name
+    media: tuple[str, ...] = ("application/json",)  # what the body may be sent as
+    body_required: bool = True
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def path(name: str, schema: dict[str, Any] | None = None, about: str = "") -> dict[str, Any]:
+    found = {"name": name, "in": "path", "required": True,
+             "schema": schema or {"type": "string", "minLength": 1}}  # fmt: skip
+    return {**found, "description": about} if about else found
+
+
+def query(name: str, schema: dict[str, Any], about: str = "", required: bool = False) -> Any:
+    found = {"name": name, "in": "query", "required": required, "schema": schema}
+    return {**found, "description": about} if about else found
+
+
+_CURSOR = query("cursor", {"type": "string"}, "next_cursor of the previous page")
+_PLACEMENT_KEY = path("key", _KEY, "the placement's key")
+_SEGMENT_KEY = path("key", _KEY, "the segment's key")
+_JOURNEY_KEY = path("key", _KEY, "the journey's key")
+_PROFILE_ID = path("id", {"type": "string", "minLength": 1},
+                   "a profile id (p_…) or user_id:…, anonymous_id:…, email:…, wallet:…, "
+                   "external:<type>:<id>")  # fmt: skip
+_ITEM_ID = path("id", {"type": "string", "minLength": 1, "maxLength": 200}, "the item's id")
+_SINCE_UNTIL = [
+    query("since", {"type": "string", "format": "date-time"}, "start of the window (ISO 8601)"),
+    query("until", {"type": "string", "format": "date-time"}, "end of the window (ISO 8601)"),
+]
+_RECOMMEND = [
+    query("placement", _KEY, "a recommendation placement", required=True),
+    query("n", {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS}, "how many items"),
+]
+
+_OK_STORED = {200: ("Durable in the spool", "Accepted")}
+_BAD = {400: ("Invalid input; the message leads with the field path", "Error")}
+_MISSING = {404: ("No such resource", "Error")}
+_STORE_DOWN = {503: ("A store is unavailable or the spool is full; retry after Retry-After",
+                     "Error")}  # fmt: skip
+_HTML = "text/html"
+
+
+def _tracking() -> list[Operation]:
+    found = [Operation("post", "/v1/batch", "Segment batch: up to 500 KB, each message up to "
+                       "32 KB; atomic (a 400 lists every invalid message)", "tracking", (WRITE,),
+                       "Batch", ("application/json", "text/plain"),
+                       answers={**_OK_STORED, **_BAD, **_STORE_DOWN})]  # fmt: skip
+    for cls in (wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group):
+        tag = cls.__struct_config__.tag
+        found.append(Operation("post", f"/v1/{tag}", f"One Segment {tag} message (up to 32 KB)",
+                               "tracking", (WRITE,), cls.__name__,
+                               ("application/json", "text/plain"),
+                               answers={**_OK_STORED, **_BAD, **_STORE_DOWN}))  # fmt: skip
+    return found
+
+
+def _deciding() -> list[Operation]:
+    return [
+        Operation("post", "/v1/decide", "Choose each placement's variant for one visitor "
+                  "(the write key may travel in the body as writeKey)", "decide", (WRITE,),
+                  "Ask", answers={200: ("The decisions; placements that do not exist are named "
+                                        "in errors", "Answer"), **_BAD,
+                                  404: ("None of the placements exists", "Error")}),
+    ]  # fmt: skip
+
+
+def _placements() -> list[Operation]:
+    one = [_PLACEMENT_KEY]
+    results = [query("metric", {"type": "string", "minLength": 1, "maxLength": 200},
+                     "reward (default) or an event name"), *_SINCE_UNTIL,
+               query("segment", _KEY, "count only this segment's members")]  # fmt: skip
+    evaluate = [query("kind", {"type": "string"}, "the candidate policy's kind (its other "
+                      "parameters, as in PolicySpec, may follow as query parameters)"),
+                query("features", {"type": "string"}, "comma-separated feature names"),
+                *_SINCE_UNTIL,
+                query("train_share", {"type": "number", "exclusiveMinimum": 0,
+                                      "exclusiveMaximum": 1})]  # fmt: skip
+    return [
+        Operation("get", "/v1/placements", "Every placement", "placements", (SECRET,),
+                  answers={200: ("The placements", "PlacementList")}),
+        Operation("put", "/v1/placements/{key}", "Create or replace a placement", "placements",
+                  (SECRET,), "Placement", parameters=one,
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+        Operation("get", "/v1/placements/{key}", "A placement and what its policy learned",
+                  "placements", (SECRET,), parameters=one,
+                  answers={200: ("The placement", "PlacementShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/placements/{key}", "Delete a placement", "placements",
+                  (SECRET,), parameters=one,
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+        Operation("get", "/v1/placements/{key}/evaluate", "Off-policy evaluation of a candidate "
+                  "policy on the placement's decision log", "placements", (SECRET,),
+                  parameters=[*one, *evaluate],
+                  answers={200: ("Estimates", "EvaluationResult"),
+                           **_BAD, **_MISSING, **_STORE_DOWN}),
+        Operation("post", "/v1/placements/{key}/evaluate", "Off-policy evaluation (the candidate "
+                  "as a JSON body)", "placements", (SECRET,), "Evaluation", parameters=one,
+                  answers={200: ("Estimates", "EvaluationResult"),
+                           **_BAD, **_MISSING, **_STORE_DOWN}),
+        Operation("get", "/v1/placements/{key}/results", "Experiment results per variant",
+                  "placements", (SECRET,), parameters=[*one, *results],
+                  answers={200: ("Results", "Results"), **_BAD, **_MISSING, **_STORE_DOWN}),
+    ]  # fmt: skip
+
+
+def _profiles() -> list[Operation]:
+    one = [_PROFILE_ID]
+    events = [query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}), _CURSOR]
+    return [
+        Operation("get", "/v1/profiles/{id}", "A profile: identities, traits, computed traits, "
+                  "scores, segments", "profiles", (SECRET,), parameters=one,
+                  answers={200: ("The profile", "Profile"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/profiles/{id}", "Erase a person (GDPR): profile, identities, "
+                  "events", "profiles", (SECRET,), parameters=one,
+                  answers={202: ("Erasure under way", "Erasure"), **_BAD, **_MISSING}),
+        Operation("get", "/v1/profiles/{id}/events", "A person's events, newest first",
+                  "profiles", (SECRET,), parameters=[*one, *events],
+                  answers={200: ("A page of events", "ProfileEvents"),
+                           **_BAD, **_MISSING, **_STORE_DOWN}),
+        Operation("get", "/v1/profiles/{id}/export", "Everything about a person (GDPR export)",
+                  "profiles", (SECRET,), parameters=one,
+                  answers={200: ("The export", "ProfileExport"),
+                           **_BAD, **_MISSING, **_STORE_DOWN}),
+    ]  # fmt: skip
+
+
+def _segments() -> list[Operation]:
+    one = [_SEGMENT_KEY]
+    return [
+        Operation("get", "/v1/segments", "Every segment and its size", "segments", (SECRET,),
+                  answers={200: ("The segments", "SegmentList")}),
+        Operation("put", "/v1/segments/{key}", "Create or replace a segment (queues its "
+                  "backfill)", "segments", (SECRET,), "Segment", parameters=one,
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+        Operation("get", "/v1/segments/{key}", "A segment", "segments", (SECRET,),
+                  parameters=one,
+                  answers={200: ("The segment", "SegmentShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/segments/{key}", "Delete a segment", "segments", (SECRET,),
+                  parameters=one,
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+        Operation("get", "/v1/segments/{key}/members", "A page of the segment's profile ids",
+                  "segments", (SECRET,), parameters=[*one, _CURSOR],
+                  answers={200: ("Members", "Members"), **_BAD}),
+    ]  # fmt: skip
+
+
+def _catalog() -> list[Operation]:
+    one = [_ITEM_ID]
+    return [
+        Operation("get", "/v1/catalog/items", "A page of the product catalog", "catalog",
+                  (SECRET,), parameters=[_CURSOR],
+                  answers={200: ("Items", "ItemPage"), **_BAD}),
+        Operation("post", "/v1/catalog/items", "Upsert up to 1,000 items, all or nothing",
+                  "catalog", (SECRET,), "Bulk",
+                  answers={200: ("Upserted", "Upserted"), **_BAD}),
+        Operation("put", "/v1/catalog/items/{id}", "Create or replace an item", "catalog",
+                  (SECRET,), "Item", parameters=one,
+                  answers={200: ("Replaced", "ItemShown"), 201: ("Created", "ItemShown"),
+                           **_BAD}),
+        Operation("get", "/v1/catalog/items/{id}", "An item", "catalog", (SECRET,),
+                  parameters=one,
+                  answers={200: ("The item", "ItemShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/catalog/items/{id}", "Delete an item", "catalog", (SECRET,),
+                  parameters=one,
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+    ]  # fmt: skip
+
+
+def _journeys() -> list[Operation]:
+    one = [_JOURNEY_KEY]
+    return [
+        Operation("get", "/v1/journeys", "Every journey, and the secret webhooks are signed "
+                  "with", "journeys", (SECRET,), answers={200: ("Journeys", "JourneyList")}),
+        Operation("get", "/v1/journeys/templates", "Journey templates to start from",
+                  "journeys", (SECRET,), answers={200: ("Templates", "Templates")}),
+        Operation("get", "/v1/journeys/{key}/stats", "Entered, active per step, completed, "
+                  "exited, converted", "journeys", (SECRET,), parameters=one,
+                  answers={200: ("Counts", "JourneyStats"),
+                           **_BAD, **_MISSING, **_STORE_DOWN}),
+        Operation("post", "/v1/journeys/{key}/simulate", "Dry run over past events (sends "
+                  "nothing)", "journeys", (SECRET,), "SimulateAsk", parameters=one,
+                  body_required=False,
+                  answers={200: ("What would have happened", "Simulation"),
+                           **_BAD, **_MISSING, **_STORE_DOWN}),
+        Operation("put", "/v1/journeys/{key}", "Create or replace a journey", "journeys",
+                  (SECRET,), "Journey", parameters=one,
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+        Operation("get", "/v1/journeys/{key}", "A journey's definition", "journeys", (SECRET,),
+                  parameters=one,
+                  answers={200: ("The journey", "JourneyShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/journeys/{key}", "Delete a journey", "journeys", (SECRET,),
+                  parameters=one,
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+    ]  # fmt: skip
+
+
+def _wallets_and_chain() -> list[Operation]:
+    return [
+        Operation("post", "/v1/onchain", "Normalised on-chain events from an indexer (secret key, "
+                  "or X-Kairos-Signature under the on-chain secret)", "onchain",
+                  (SECRET, SIGNED), "OnchainBatch",
+                  answers={200: ("In the spool", "OnchainAccepted"), **_BAD, **_STORE_DOWN}),
+        Operation("get", "/v1/onchain", "The on-chain webhook secret", "onchain", (SECRET,),
+                  answers={200: ("The secret", "OnchainSecret")}),
+        Operation("post", "/v1/wallets/nonce", "A nonce for one Sign-In with Ethereum proof",
+                  "wallets", (WRITE,), answers={200: ("The nonce", "Nonce")}),
+        Operation("post", "/v1/wallets/link", "Link a wallet to a user by its SIWE signature",
+                  "wallets", (WRITE,), "Link",
+                  answers={200: ("Linked", "Linked"), **_BAD}),
+    ]  # fmt: skip
+
+
+def _recommendations() -> list[Operation]:
+    one = [_PROFILE_ID]
+    template = query("template", {"type": "string", "enum": TEMPLATES}, "the email template")
+    unavailable = {503: ("Placements not loaded yet, or Redis unavailable", "Error")}
+    return [
+        Operation("post", "/v1/recommendations/batch", "Recommendations for up to 1,000 "
+                  "recipients", "recommendations", (SECRET,), "Batch_1",
+                  answers={200: ("One result per recipient", "Recommendations"),
+                           **_BAD, **_MISSING, **unavailable}),
+        Operation("get", "/v1/recommendations/{id}/render", "Recommendations rendered as an "
+                  "email block (html and text)", "recommendations", (SECRET,),
+                  parameters=[*one, *_RECOMMEND, template],
+                  answers={200: ("The rendered block", "Recommendation"),
+                           **_BAD, **_MISSING, **unavailable}),
+        Operation("get", "/v1/recommendations/{id}", "Recommendations for one person",
+                  "recommendations", (SECRET,), parameters=[*one, *_RECOMMEND],
+                  answers={200: ("The items", "Recommendation"),
+                           **_BAD, **_MISSING, **unavailable}),
+        Operation("get", "/v1/r/{decision}/{item}", "Click-tracking redirect to an item's URL "
+                  "(records Decision Clicked)", "recommendations",
+                  parameters=[path("decision", {"type": "string", "pattern": "^d_[0-9a-f]{24}$"}),
+                              path("item"), query("to", {"type": "string"},
+                                                  "must be the item's own URL")],
+                  answers={302: ("To the item's URL", None), **_BAD, **_MISSING}),
+        Operation("get", "/v1/o/{decision}.gif", "Open pixel (records Email Opened)",
+                  "recommendations", parameters=[path("decision")],
+                  answers={200: ("A 1×1 GIF", "image/gif")}),
+    ]  # fmt: skip
+
+
+def _operations_and_sdk() -> list[Operation]:
+    script = {200: ("The script", "application/javascript")}
+    cached = {304: ("Not modified (If-None-Match)", None)}
+    return [
+        Operation("post", "/v1/sql", "Read-only SQL over the event store", "sql", (SECRET,),
+                  "SqlRequest", answers={200: ("columns, types, rows", "QueryResult"),
+                                         **_BAD, **_STORE_DOWN}),
+        Operation("get", "/v1/models", "The learner's models and how well they predict",
+                  "models", (SECRET,), answers={200: ("Models", "Models")}),
+        Operation("get", "/healthz", "Stores and spool lag", "operations",
+                  answers={200: ("Healthy", "Health"), 503: ("Degraded", "Health")}),
+        Operation("get", "/metrics", "Prometheus metrics", "operations",
+                  answers={200: ("Prometheus text", "text/plain")}),
+        Operation("get", "/openapi.json", "This document", "operations",
+                  answers={200: ("OpenAPI 3.1", "application/json")}),
+        Operation("get", "/sdk/kairos.js", "The browser SDK (latest)", "sdk",
+                  answers={**script, **cached}),
+        Operation("get", "/sdk/{version}/kairos.js", "The browser SDK: v<major> or an exact "
+                  "version", "sdk", parameters=[path("version")],
+                  answers={**script, **cached,
+                           404: ("No such version", "application/javascript")}),
+    ]  # fmt: skip
+
+
+def _pages() -> list[Operation]:
+    page = {200: ("The page", _HTML)}
+    away = {303: ("Not signed in: to /dashboard/login", None)}
+    dashboard = [
+        Operation("get", "/dashboard", "Overview: placements with a verdict, models",
+                  "dashboard", (SESSION,), answers={**page, **away}),
+        Operation("get", "/dashboard/placements/{key}", "A placement's results and charts",
+                  "dashboard", (SESSION,), parameters=[path("key")],
+                  answers={**page, **away, 404: ("No such placement", _HTML)}),
+        Operation("get", "/dashboard/profiles", "Profile lookup", "dashboard", (SESSION,),
+                  parameters=[query("id", {"type": "string"}, "a profile id or identity")],
+                  answers={**page, **away}),
+        Operation("get", "/dashboard/live", "The newest events", "dashboard", (SESSION,),
+                  answers={**page, **away}),
+        Operation("get", "/dashboard/models", "Model metrics", "dashboard", (SESSION,),
+                  answers={**page, **away}),
+        Operation("get", "/dashboard/journeys", "Journeys as funnels", "dashboard", (SESSION,),
+                  answers={**page, **away}),
+        Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
+                  answers={**page}),
+        Operation("post", "/dashboard/login", "Sign in with the secret key (form: key, csrf)",
+                  "dashboard", body="Form", media=("application/x-www-form-urlencoded",),
+                  answers={**page, 303: ("Signed in: to /dashboard", None),
+                           400: ("The form expired", _HTML)}),
+        Operation("post", "/dashboard/logout", "Sign out (form: csrf)", "dashboard", (SESSION,),
+                  body="Form", media=("application/x-www-form-urlencoded",),
+                  answers={303: ("Signed out, or not signed in: to /dashboard/login", None),
+                           400: ("The form expired", _HTML)}),
+    ]  # fmt: skip
+    demo = [
+        Operation("get", "/demo", "Demo shop: home", "demo", answers={**page}),
+        Operation("get", "/demo/c/{name}", "Demo shop: a category", "demo",
+                  parameters=[path("name")],
+                  answers={**page, 404: ("No such category", _HTML)}),
+        Operation("get", "/demo/products/{id}", "Demo shop: a product", "demo",
+                  parameters=[path("id")],
+                  answers={**page, 404: ("No such product", _HTML)}),
+        Operation("get", "/demo/cart", "Demo shop: the cart", "demo", answers={**page}),
+        Operation("get", "/demo/checkout", "Demo shop: checkout", "demo", answers={**page}),
+        Operation("get", "/demo/img/{id}.svg", "Demo shop: a product picture", "demo",
+                  parameters=[path("id")], answers={200: ("The picture", "image/svg+xml")}),
+    ]  # fmt: skip
+    return dashboard + demo
+
+
+def operations() -> list[Operation]:
+    return [*_tracking(), *_deciding(), *_placements(), *_profiles(), *_segments(), *_catalog(),
+            *_journeys(), *_wallets_and_chain(), *_recommendations(), *_operations_and_sdk(),
+            *_pages()]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Pages for people: the growth team's dashboard (with its charts) and the demo shop."""

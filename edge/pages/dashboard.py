@@ -1,0 +1,317 @@
+"""The growth team's dashboard, server-rendered (jinja2, inline SVG charts, no front-end build).
+
+Pages under ``/dashboard``: the overview (placements with a one-line verdict, the models), a
+placement's results (table, cumulative conversion rate per variant, allocation over time, lift
+intervals, method notes), a profile lookup, a live tail of incoming events, and the learner's
+model metrics.
+
+Sign-in is with the secret key: a session cookie (HttpOnly, SameSite=Strict, 12 hours) holding
+its expiry signed with HMAC-SHA256 under the secret key, so rotating the key signs everyone
+out. Forms carry a CSRF token: on the sign-in form a random one mirrored in a cookie (double
+submit), on the sign-out form one derived from the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from collector.errors import QueryFailed, StoreUnavailable
+from decisions.placements import placements, state_key
+from decisions.results import allocation, placement_results, store_time, timeline
+from edge.pages import charts
+from edge.routes.models import models_summary
+from edge.routes.placements import learned_summary
+from edge.routes.profiles import NotFound, find_profile
+from journeys.spec import ACTIONS, in_order
+from journeys.stats import active_by_step
+from journeys.stats import counts as journey_counts
+from journeys.store import journeys
+from profiles.views import describe
+
+__all__ = ["routes"]
+
+SESSION, CSRF = "kairos_session", "kairos_csrf"
+_HOURS = 12
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates" / "dashboard"),
+    autoescape=select_autoescape(default=True),
+)
+
+
+def _sign(secret: str, text: str) -> str:
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of any two texts (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _signed_in(request: Request) -> str | None:
+    """The session cookie if it is valid, else None."""
+    cookie = request.cookies.get(SESSION, "")
+    expires, _, signature = cookie.partition(".")
+    secret = request.state.settings.secret_key
+    if not expires.isdecimal() or int(expires) < time.time():
+        return None
+    expected = _sign(secret, f"session:{expires}")
+    return cookie if _same(signature, expected) else None
+
+
+def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    session = _signed_in(request)
+    token = _sign(request.state.settings.secret_key, f"logout:{session}") if session else ""
+    html = _TEMPLATES.get_template(template).render(signed_in=bool(session), logout_token=token,
+                                                    **context)  # fmt: skip
+    return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})
+
+
+def _guarded(endpoint: Any) -> Any:
+    async def guarded(request: Request) -> Response:
+        if _signed_in(request) is None:
+            return RedirectResponse("/dashboard/login", 303)
+        try:
+            return await endpoint(request)  # type: ignore[no-any-return]
+        except (StoreUnavailable, QueryFailed) as exc:
+            return _page(
+                request, "error.html", 503, message=f"The event store is unavailable: {exc}"
+            )
+
+    return guarded
+
+
+async def login(request: Request) -> Response:
+    if request.method == "GET":
+        token = secrets.token_urlsafe(24)
+        response = _page(request, "login.html", csrf=token)
+        response.set_cookie(CSRF, token, httponly=True, samesite="strict", path="/dashboard")
+        return response
+    form = await _form(request)
+    token = str(form.get("csrf", ""))
+    if not token or not _same(token, request.cookies.get(CSRF, "")):
+        return _page(request, "login.html", 400, csrf="", error="The form expired: try again.")
+    secret = request.state.settings.secret_key
+    if not _same(str(form.get("key", "")), secret):
+        fresh = secrets.token_urlsafe(24)
+        response = _page(request, "login.html", csrf=fresh, error="That is not the secret key.")
+        response.set_cookie(CSRF, fresh, httponly=True, samesite="strict", path="/dashboard")
+        return response
+    expires = str(int(time.time()) + _HOURS * 3600)
+    response = RedirectResponse("/dashboard", 303)
+    response.set_cookie(SESSION, f"{expires}.{_sign(secret, f'session:{expires}')}",
+                        max_age=_HOURS * 3600, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/dashboard")  # fmt: skip
+    response.delete_cookie(CSRF, path="/dashboard")
+    return response
+
+
+@_guarded
+async def logout(request: Request) -> Response:
+    form = await _form(request)
+    expected = _sign(request.state.settings.secret_key, f"logout:{_signed_in(request)}")
+    if not _same(str(form.get("csrf", "")), expected):
+        return _page(request, "error.html", 400, message="The form expired: try again.")
+    response = RedirectResponse("/dashboard/login", 303)
+    response.delete_cookie(SESSION, path="/dashboard")
+    return response
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A urlencoded form (the dashboard's forms are no more than that)."""
+    body = await request.body()
+    if len(body) > 4096:
+        return {}
+    return dict(parse_qsl(body.decode("utf-8", "replace")))
+
+
+def verdict(found: dict[str, Any]) -> str:
+    """One line a growth team can act on."""
+    treated = [v for v in found["variants"] if v["variant"] != found["control"]]
+    units = sum(v["units"] for v in found["variants"])
+    if units == 0:
+        return "Waiting for traffic."
+    if found.get("srm"):
+        return "Sample ratio mismatch: the split is off, check the assignment before reading on."
+    if found["policy"] != "ab":
+        leader = max(found["variants"], key=lambda v: (v.get("posterior") or {}).get(
+            "probability", 0))  # fmt: skip
+        share = (leader.get("posterior") or {}).get("probability", 0)
+        return f"The bandit shows {leader['variant']} {share:.0%} of the time ({units:,} visitors)."
+    significant = [v for v in treated if v.get("pValueHolm", v["pValue"]) < 0.05]
+    if not significant:
+        return f"No clear difference yet ({units:,} visitors)."
+    best = max(significant, key=lambda v: v["lift"])
+    word = "beats" if best["lift"] > 0 else "trails"
+    chance = best["chanceToBeatControl"] or 0
+    return (f"{best['variant']} {word} {found['control']}: {best['lift']:+.1%} "
+            f"(p = {best['pValue']:.3g}, {chance:.0%} chance to beat).")  # fmt: skip
+
+
+_LAST_DECISIONS = "SELECT placement, max(timestamp) FROM decisions GROUP BY placement"
+
+
+def status(last: Any) -> str:
+    """live (decided in the last hour), quiet (decided before), or no traffic yet."""
+    if last is None:
+        return "no traffic yet"
+    ago = datetime.now(UTC) - store_time(last)
+    return "live" if ago.total_seconds() < 3600 else "quiet"
+
+
+@_guarded
+async def overview(request: Request) -> Response:
+    defined = await run_in_threadpool(placements, request.state.redis_sync)
+    last = dict((await request.state.store.query(_LAST_DECISIONS, {}, limited=False)).rows)
+    rows = []
+    for key, placement in sorted(defined.items()):
+        found = await placement_results(request.state.store, key, placement)
+        rows.append({"key": key, "name": placement.name or key, "policy": placement.policy.kind,
+                     "variants": len(placement.variants), "verdict": verdict(found),
+                     "status": status(last.get(key)),
+                     "units": sum(v["units"] for v in found["variants"])})  # fmt: skip
+    models = (await models_summary(request))["models"]
+    return _page(request, "overview.html", placements=rows, models=models, section="overview")
+
+
+@_guarded
+async def placement_page(request: Request) -> Response:
+    key = request.path_params["key"]
+    defined = await run_in_threadpool(placements, request.state.redis_sync)
+    placement = defined.get(key)
+    if placement is None:
+        return _page(request, "error.html", 404, message=f"No placement {key!r}.")
+    raw = await run_in_threadpool(request.state.redis_sync.get, state_key(key))
+    learned = learned_summary(key, placement, raw)
+    posterior = {row["variant"]: row for row in learned["variants"]}
+    found = await placement_results(request.state.store, key, placement, posterior=posterior)
+    since, until = found["window"]["since"], found["window"]["until"]
+    curves = await timeline(request.state.store, key, placement, since=since, until=until)
+    counts = await allocation(request.state.store, key, since, until)
+    rate = charts.lines({v: [(_x(at), r) for at, r in curves.get(v, [])] for v in placement.arms()},
+                        "cumulative conversion rate", percent=True,
+                        x_labels=_span(curves))  # fmt: skip
+    shares: dict[str, list[tuple[float, float]]] = {v: [] for v in placement.arms()}
+    for bucket in counts:
+        total = sum(bucket["decisions"].values())
+        for variant in shares:
+            shares[variant].append((_x(bucket["at"]), bucket["decisions"].get(variant, 0) / total))
+    allocated = charts.lines(shares, "share of decisions", percent=True,
+                             x_labels=_span({"": [(b["at"], 0) for b in counts]}))  # fmt: skip
+    lifts = charts.intervals(
+        [(v["variant"], v["liftCI"][0], v["lift"], v["liftCI"][1]) for v in found["variants"]
+         if v["variant"] != found["control"] and v["units"]],
+        f"relative lift against {found['control']}, 95% interval",
+    )  # fmt: skip
+    return _page(request, "placement.html", key=key, placement=placement, found=found,
+                 verdict=verdict(found), rate=rate, allocated=allocated, lifts=lifts,
+                 section="overview")  # fmt: skip
+
+
+@_guarded
+async def profile_page(request: Request) -> Response:
+    wanted = request.query_params.get("id", "").strip()
+    profile, problem = None, None
+    if wanted:
+        try:
+            snapshot = await run_in_threadpool(find_profile, request.state.profiles, wanted)
+            profile = describe(snapshot, int(time.time() * 1000))
+        except (ValueError, NotFound) as exc:
+            problem = str(exc)
+    pretty = msgspec.json.format(msgspec.json.encode(profile)).decode() if profile else ""
+    return _page(request, "profile.html", wanted=wanted, profile=profile, pretty=pretty,
+                 problem=problem, section="profiles")  # fmt: skip
+
+
+_LIVE = """
+SELECT received_at, type, if(event != '', event, name),
+       if(user_id != '', user_id, anonymous_id), page_path
+FROM events
+WHERE received_at > now64(3) - toIntervalHour(1)
+ORDER BY received_at DESC
+LIMIT 50
+"""
+
+
+@_guarded
+async def live(request: Request) -> Response:
+    """The newest events stored (the sink stores them within a second or two)."""
+    rows = (await request.state.store.query(_LIVE, {}, limited=False)).rows
+    events = [{"at": str(at)[:19].replace("T", " "), "type": kind, "name": name, "who": who,
+               "path": path} for at, kind, name, who, path in rows]  # fmt: skip
+    return _page(request, "live.html", events=events, section="live")
+
+
+@_guarded
+async def models(request: Request) -> Response:
+    found = await models_summary(request)
+    calibration = {
+        m["target"]: charts.lines(
+            {"predicted = observed": [(0.0, 0.0), (1.0, 1.0)],
+             "observed": [(d["predicted"], d["observed"]) for d in m["calibration"]]},
+            "observed rate by decile of prediction", percent=True,
+            x_labels=("predicted 0%", "100%"))
+        for m in found["models"]
+    }  # fmt: skip
+    return _page(request, "models.html", models=found["models"], ltv=found.get("ltv"),
+                 calibration=calibration, section="models")  # fmt: skip
+
+
+@_guarded
+async def journeys_page(request: Request) -> Response:
+    """Each journey as a funnel: entered, each action step, completed, converted."""
+    client, store = request.state.redis_sync, request.state.store
+    found = await run_in_threadpool(journeys, client)
+    shown = []
+    for key, journey in sorted(found.items()):
+        try:
+            stats = await run_in_threadpool(journey_counts, store, key, journey)
+        except (StoreUnavailable, QueryFailed):
+            stats = {"entered": 0, "people": 0, "completed": 0, "exited": {}, "actions": {}}
+        active = await run_in_threadpool(active_by_step, client, key)
+        stages = [("entered", stats["entered"])]
+        stages += [(step, stats["actions"].get(step, 0)) for step in in_order(journey)
+                   if isinstance(journey.steps[step], ACTIONS)]  # fmt: skip
+        stages.append(("completed", stats["completed"]))
+        if journey.goal:
+            stages.append(("converted", stats.get("converted", 0)))
+        chart = charts.funnel(stages, f"{journey.name or key}: people by stage")
+        shown.append({"key": key, "journey": journey, "stats": stats, "active": active,
+                      "chart": chart})  # fmt: skip
+    return _page(request, "journeys.html", journeys=shown, section="journeys")
+
+
+def _x(at: Any) -> float:
+    return at.timestamp() if isinstance(at, datetime) else float(at)
+
+
+def _span(series: dict[str, Any]) -> tuple[str, str]:
+    moments = [at for points in series.values() for at, _ in points]
+    if not moments:
+        return "", ""
+    return f"{min(moments):%b %d %H:%M}", f"{max(moments):%b %d %H:%M}"
+
+
+routes = [
+    Route("/dashboard/login", login, methods=["GET", "POST"]),
+    Route("/dashboard/logout", logout, methods=["POST"]),
+    Route("/dashboard", overview),
+    Route("/dashboard/placements/{key}", placement_page),
+    Route("/dashboard/profiles", profile_page),
+    Route("/dashboard/live", live),
+    Route("/dashboard/models", models),
+    Route("/dashboard/journeys", journeys_page),
+]

@@ -1,0 +1,1 @@
+"""One module per route group, each with its ``routes`` list (composed in ``edge.api.app``)."""

@@ -1,0 +1,91 @@
+"""``POST /v1/decide`` (write key): the decide path as a plain ASGI endpoint.
+
+The choice itself is ``decisions.choice``; this module reads the request, checks the key and
+writes the answer (see ``decisions.choice`` for the request and answer shapes).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from collector.errors import InvalidInput, Unauthorized, with_path
+from decisions.choice import Answer, UnknownPlacement, read_ask
+from edge.api.auth import key_from_header, require_key
+from edge.api.responses import error
+
+__all__ = ["MAX_BODY", "DecideEndpoint", "routes"]
+
+MAX_BODY = 64 * 1024
+_JSON = b"application/json"
+_encoder = msgspec.json.Encoder()
+
+
+@functools.lru_cache(maxsize=256)
+def _key(authorization: str | None) -> str | None:
+    return key_from_header(authorization)  # the same few headers over and over: parse once
+
+
+async def _read(receive: Receive, declared: bytes | None) -> bytes:
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _answer(
+    scope: Scope, receive: Receive, state: dict[str, Any], headers: dict[bytes, bytes]
+) -> Response | bytes:
+    """The answer's JSON, or an error response."""
+    try:
+        authorization = headers.get(b"authorization")
+        header_key = _key(authorization.decode("latin-1") if authorization else None)
+        ask = read_ask(await _read(receive, headers.get(b"content-length")))
+        require_key(header_key or ask.write_key, state["settings"].write_key, "write key")
+        agent = headers.get(b"user-agent")
+        try:
+            decisions = await state["decider"].decide(
+                ask, agent.decode("latin-1") if agent else None
+            )
+        except ValueError as exc:
+            raise InvalidInput("invalid_request", with_path(str(exc))) from None
+        except UnknownPlacement as exc:
+            return error(404, "unknown_placement", str(exc))
+    except InvalidInput as exc:
+        return error(400, exc.code, exc.message)
+    except Unauthorized as exc:
+        return error(
+            401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'}
+        )
+    unknown = {k: f"no placement {k!r}" for k in ask.placements if k not in decisions}
+    return _encoder.encode(Answer(decisions, unknown or None))
+
+
+class DecideEndpoint:
+    """``POST /v1/decide`` as a plain ASGI app: the hottest route skips building a Request and
+    a Response per call (most of a bare Starlette endpoint's own cost)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await _answer(scope, receive, scope["state"], dict(scope["headers"]))
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(answer))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+
+routes = [Route("/v1/decide", DecideEndpoint(), methods=["POST"])]

@@ -1,0 +1,196 @@
+"""The profile API (secret key): read a person, their history, export and erase them.
+
+``{id}`` is ``user_id:…``, ``anonymous_id:…``, ``email:…``, ``wallet:…``, ``external:<type>:<id>``
+or a profile id (``p_…``); a merged profile id leads to the profile it was merged into.
+
+A person's events are those stamped with their profile id or any profile merged into theirs,
+plus events stored without a profile id that carry one of their anonymous or user ids
+(rewrite on read, from the merge map the profile keeps in Redis).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collector.errors import QueryFailed, StoreUnavailable
+from collector.identifiers import checksum_address
+from edge.api.auth import secret
+from edge.api.responses import Problem, error, json
+from profiles.privacy import erase
+from profiles.store import ProfileStore, Snapshot
+from profiles.views import describe
+
+__all__ = ["NotFound", "find_profile", "parse_identity", "routes"]
+
+_KINDS = ("user_id", "anonymous_id", "email", "wallet", "external")
+_COLUMNS = (
+    "timestamp, message_id, type, event, name, anonymous_id, user_id, profile_id, "
+    "page_url, properties, traits, context"
+)
+_WHERE = (
+    "(profile_id IN {profiles:Array(String)} OR (profile_id = '' AND "
+    "(anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)})))"
+)
+_BEFORE = (
+    "(timestamp, message_id) < (parseDateTime64BestEffort({ts:String}, 3, 'UTC'), {mid:String})"
+)
+_JSON_COLUMNS = ("properties", "traits", "context")
+_PAGE = 5_000
+
+
+class NotFound(Exception):
+    pass
+
+
+def parse_identity(raw: str) -> str | None:
+    """``raw`` as a "kind:value" identity, or None if it is a profile id."""
+    kind, sep, value = raw.partition(":")
+    if not sep:
+        return None
+    if kind not in _KINDS or not value:
+        raise ValueError(
+            f"the profile id must be a profile id or one of {', '.join(k + ':…' for k in _KINDS)}"
+            f", got {raw!r}"
+        )
+    if kind == "email":
+        value = value.strip().lower()
+    if kind == "wallet":  # a wallet's identity is the engine's anonymous one (collector.onchain)
+        return f"anonymous_id:wallet:{checksum_address(value)}"
+    return f"{kind}:{value}"
+
+
+def find_profile(store: ProfileStore, raw: str) -> Snapshot:
+    identity = parse_identity(raw)
+    if identity is None:
+        pid = raw
+    else:
+        found = store.lookup([identity])
+        if not found:
+            raise NotFound(f"no profile for {identity}")
+        pid = found[identity]
+    snapshot = store.read(store.resolve(pid))
+    if not snapshot.exists:
+        raise NotFound(f"no profile {raw}")
+    return snapshot
+
+
+async def _profile(request: Request) -> Snapshot:
+    try:
+        return await run_in_threadpool(
+            find_profile, request.state.profiles, request.path_params["id"]
+        )
+    except ValueError as exc:
+        raise Problem(400, "invalid_profile_id", f"$.id: {exc}") from None
+    except NotFound as exc:
+        raise Problem(404, "not_found", str(exc)) from None
+
+
+def _history_parameters(snapshot: Snapshot) -> dict[str, Any]:
+    values = [identity.partition(":") for identity in snapshot.identities]
+    return {
+        "profiles": [snapshot.id, *snapshot.merged_from],
+        "anonymous": [v for k, _, v in values if k == "anonymous_id"],
+        "users": [v for k, _, v in values if k == "user_id"],
+    }
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    events = []
+    for row in result.rows:
+        event = dict(zip(result.columns, row))
+        for name in _JSON_COLUMNS:
+            event[name] = msgspec.json.decode(event[name]) if event[name] else {}
+        events.append(event)
+    return events
+
+
+@secret
+async def get_profile(request: Request) -> Response:
+    found = await _profile(request)
+    return json(describe(found, int(time.time() * 1000)))
+
+
+@secret
+async def get_events(request: Request) -> Response:
+    found = await _profile(request)
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+        if not 1 <= limit <= 1000:
+            raise ValueError
+    except ValueError:
+        return error(400, "invalid_request", "$.limit: must be a whole number from 1 to 1000")
+    parameters = {**_history_parameters(found), "limit": limit}
+    where = _WHERE
+    cursor = request.query_params.get("cursor")
+    if cursor:
+        try:
+            ts, mid = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
+            parameters.update(ts=str(ts), mid=str(mid))
+        except (ValueError, TypeError, msgspec.DecodeError):
+            return error(400, "invalid_request", "$.cursor: not a cursor this API returned")
+        where += f" AND {_BEFORE}"
+    sql = (
+        f"SELECT {_COLUMNS} FROM events WHERE {where} "
+        "ORDER BY timestamp DESC, message_id DESC LIMIT {limit:UInt32}"
+    )
+    try:
+        result = await request.state.store.query(sql, parameters, limited=False)
+    except StoreUnavailable as exc:
+        return error(503, exc.code, exc.message, headers={"Retry-After": "5"})
+    except QueryFailed as exc:
+        return error(500 if exc.code != "read_only" else 400, exc.code, exc.message)
+    events = _rows(result)
+    next_cursor = None
+    if len(events) == limit:
+        last = events[-1]
+        token = msgspec.json.encode([last["timestamp"], last["message_id"]])
+        next_cursor = base64.urlsafe_b64encode(token).decode()
+    return json({"profile": found.id, "events": events, "next_cursor": next_cursor})
+
+
+@secret
+async def export(request: Request) -> Response:
+    found = await _profile(request)
+    parameters = _history_parameters(found)
+    events: list[dict[str, Any]] = []
+    try:
+        while True:
+            sql = (
+                f"SELECT {_COLUMNS} FROM events WHERE {_WHERE} "
+                "ORDER BY timestamp, message_id LIMIT {page:UInt32} OFFSET {offset:UInt64}"
+            )
+            page = {**parameters, "page": _PAGE, "offset": len(events)}
+            batch = _rows(await request.state.store.query(sql, page, limited=False))
+            events.extend(batch)
+            if len(batch) < _PAGE:
+                break
+    except StoreUnavailable as exc:
+        return error(503, exc.code, exc.message, headers={"Retry-After": "5"})
+    return json(
+        {"profile": describe(found, int(time.time() * 1000)), "events": events},
+        headers={"Content-Disposition": f'attachment; filename="{found.id}.json"'},
+    )
+
+
+@secret
+async def delete_profile(request: Request) -> Response:
+    found = await _profile(request)
+    erasure = await run_in_threadpool(erase, request.state.profiles, found.id)
+    await request.state.suppression.refresh(request.state.redis)
+    return json(erasure.as_json(), 202)
+
+
+routes = [
+    Route("/v1/profiles/{id}", get_profile, methods=["GET"]),
+    Route("/v1/profiles/{id}", delete_profile, methods=["DELETE"]),
+    Route("/v1/profiles/{id}/events", get_events, methods=["GET"]),
+    Route("/v1/profiles/{id}/export", export, methods=["GET"]),
+]

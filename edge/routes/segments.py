@@ -1,0 +1,116 @@
+"""Segment admin API (secret key): ``PUT/GET/DELETE /v1/segments/{key}``, ``GET /v1/segments``,
+``GET /v1/segments/{key}/members``.
+
+A PUT that creates or changes a segment queues its backfill: the profiles worker evaluates every
+profile, counting events over ClickHouse history.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collector.errors import with_path
+from edge.api.auth import secret
+from edge.api.responses import Problem, error, json
+from profiles.membership import delete_segment, member_key, put_segment, segments
+from profiles.segments import SEGMENT
+
+__all__ = ["routes"]
+
+_KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
+
+
+def _key(request: Request) -> str:
+    key: str = request.path_params["key"]
+    if not _KEY.fullmatch(key):
+        raise Problem(
+            400, "invalid_key", f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
+        )
+    return key
+
+
+@secret
+async def put(request: Request) -> Response:
+    key = _key(request)
+    try:
+        segment = SEGMENT.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_segment", with_path(str(exc)))
+    except msgspec.DecodeError as exc:
+        return error(400, "invalid_json", f"$: {exc}")
+    client = request.state.profiles.client
+    existed = await run_in_threadpool(client.hexists, "{seg}:defs", key)
+    changed = await run_in_threadpool(put_segment, client, key, segment)
+    body = {"key": key, "created": not existed, "changed": changed, "backfill": changed}
+    return json(body, 201 if not existed else 200)
+
+
+@secret
+async def get_one(request: Request) -> Response:
+    key = _key(request)
+    client = request.state.profiles.client
+    found = (await run_in_threadpool(segments, client)).get(key)
+    if found is None:
+        return error(404, "not_found", f"no segment {key!r}")
+    members = await run_in_threadpool(client.scard, member_key(key))
+    return json({"key": key, **msgspec.to_builtins(found), "members": members})
+
+
+@secret
+async def list_all(request: Request) -> Response:
+    client = request.state.profiles.client
+    found = await run_in_threadpool(segments, client)
+    pipe = client.pipeline(transaction=False)
+    for key in found:
+        pipe.scard(member_key(key))
+    counts = await run_in_threadpool(pipe.execute)
+    return json(
+        {
+            "segments": [
+                {"key": key, **msgspec.to_builtins(segment), "members": count}
+                for (key, segment), count in zip(found.items(), counts)
+            ]
+        }
+    )
+
+
+@secret
+async def members(request: Request) -> Response:
+    key = _key(request)
+    client = request.state.profiles.client
+    cursor = request.query_params.get("cursor", "0")
+    if not cursor.isdecimal():
+        return error(400, "invalid_request", "$.cursor: not a cursor this API returned")
+    following, found = await run_in_threadpool(
+        client.sscan, member_key(key), int(cursor), None, 500
+    )
+    return json(
+        {
+            "segment": key,
+            "profiles": sorted(m.decode() for m in found),
+            "next_cursor": str(following) if following else None,
+        }
+    )
+
+
+@secret
+async def delete(request: Request) -> Response:
+    key = _key(request)
+    if not await run_in_threadpool(delete_segment, request.state.profiles.client, key):
+        return error(404, "not_found", f"no segment {key!r}")
+    return json({"key": key, "deleted": True})
+
+
+routes = [
+    Route("/v1/segments", list_all, methods=["GET"]),
+    Route("/v1/segments/{key}", put, methods=["PUT"]),
+    Route("/v1/segments/{key}", get_one, methods=["GET"]),
+    Route("/v1/segments/{key}", delete, methods=["DELETE"]),
+    Route("/v1/segments/{key}/members", members, methods=["GET"]),
+]

@@ -1,0 +1,357 @@
+"""``kairos up`` and ``kairos worker``: compose the engine's processes.
+
+Embedded layout (the default), one machine, one data dir:
+
+- a private redis-server (AOF) on a Unix socket;
+- the sink worker, which owns embedded ClickHouse and serves read queries on ``run/store.sock``;
+- the HTTP API in this process, reading through that socket; with ``--api-workers N`` (N > 1),
+  N supervised API processes sharing the port (SO_REUSEPORT) instead.
+
+With ``--clickhouse-url`` every process talks to the server directly. ``--workers`` picks the
+workers to run here; without a sink here, this process owns embedded ClickHouse itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["up", "worker"]
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from collector.spool import ensure_group
+    from edge.api.app import create_app
+    from edge.runtime.config import ConfigError
+    from edge.runtime.embedded_redis import EmbeddedRedis, RedisStartError
+    from edge.runtime.keys import load_keys
+    from edge.runtime.logs import setup_logging
+    from edge.runtime.server import Server
+    from edge.runtime.settings import Settings
+    from edge.runtime.stores import clickhouse_url, embedded, redis_client, store_socket
+    from edge.runtime.supervisor import Supervisor
+    from edge.runtime.workers import WORKERS
+
+    setup_logging(args.log_format, args.log_level)
+    data_dir = args.data_dir.resolve()
+    workers = [w for w in args.workers.split(",") if w and w != "none"]
+    unknown = set(workers) - set(WORKERS)
+    if unknown:
+        print(f"kairos: --workers: unknown worker {', '.join(sorted(unknown))} (choose from "
+              f"{', '.join(WORKERS)}, or none)", file=sys.stderr)  # fmt: skip
+        return 2
+    if not args.api_child:  # before anything is made: a second engine must not print keys
+        try:
+            _check_port(args.host, args.port)
+        except StartError as exc:
+            print(f"kairos: {exc}", file=sys.stderr)
+            return 2
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config_path, config = _config(args, data_dir)
+    except ConfigError as exc:
+        print(f"kairos: {exc}", file=sys.stderr)
+        return 2
+    ch_url = clickhouse_url(data_dir, args.clickhouse_url)
+    sink_owns_store = embedded(ch_url) and "sink" in workers
+    if args.api_workers > 1 and embedded(ch_url) and not sink_owns_store:
+        print(
+            "kairos: --api-workers: several API processes read embedded ClickHouse through the "
+            "sink worker, which owns it: add sink to --workers, or give --clickhouse-url",
+            file=sys.stderr,
+        )
+        return 2
+    keys = load_keys(data_dir, args.write_key, args.secret_key)
+    redis_server = None if args.redis_url else EmbeddedRedis(data_dir, args.fsync)
+    redis_url = args.redis_url or redis_server.url  # type: ignore[union-attr]
+    socket_path = store_socket(data_dir)
+    # Without a sink here, this process owns embedded ClickHouse: the workers then have no
+    # history to read (segments backfill from Redis counts only, no lifetime value).
+    history = f"unix://{socket_path}" if sink_owns_store else (
+        "none" if embedded(ch_url) else ch_url)  # fmt: skip
+    settings = Settings(
+        redis_url=redis_url,
+        store_url=f"unix://{socket_path}" if sink_owns_store else ch_url,
+        write_key=keys.write_key,
+        secret_key=keys.secret_key,
+        host=args.host,
+        port=args.port,
+        spool_limit=args.spool_limit,
+        consent=config.consent,
+        cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
+        decide_timeout=args.decide_timeout_ms / 1000,
+        limits=config.limits,
+    )
+    if args.api_child:  # one of the API processes of a `kairos up --api-workers N`
+        return _serve_api(settings)
+    common = ["--redis-url", redis_url, "--log-format", args.log_format,
+              "--log-level", args.log_level, "--data-dir", str(data_dir)]  # fmt: skip
+    if config_path is not None:
+        common += ["--config", str(config_path)]
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    by_need = {
+        "clickhouse": ["--clickhouse-url", ch_url, "--sink-batch", str(args.sink_batch),
+                       *(["--serve", str(socket_path)] if sink_owns_store else [])],
+        "history": ["--store-url", history],
+        "api": ["--api-url", f"http://{local}:{args.port}"],
+    }  # fmt: skip
+    supervisor = Supervisor(data_dir / "run")
+    try:
+        if redis_server is not None:
+            redis_server.start()
+            redis_server.keep_running()  # a Redis that dies comes back with its AOF
+        client = redis_client(redis_url)
+        for name in workers:  # before any append: nothing is trimmed unread
+            ensure_group(client, name)
+        if args.demo:
+            _demo(client, settings)
+        else:
+            client.close()
+        node = os.uname().nodename
+        for name, kind in WORKERS.items():  # in the table's order: the sink first
+            if name not in workers:
+                continue
+            options = [option for need in sorted(kind.needs) for option in by_need[need]]
+            supervisor.start(name, [*_worker(name), *common, *options,
+                                    "--consumer", f"{node}-{name}"])  # fmt: skip
+            if name == "sink" and sink_owns_store:
+                _wait_for_socket(socket_path, supervisor)
+        _banner(settings, data_dir, ch_url, keys.created, redis_server is not None)
+        server_config = uvicorn.Config(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+        if args.api_workers > 1:
+            _run_api_processes(args, server_config, redis_url, supervisor)
+        else:
+            Server(server_config).run()
+    except (RedisStartError, StartError) as exc:
+        print(f"kairos: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        supervisor.stop()
+        if redis_server is not None:
+            redis_server.stop()
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from collector.store import open_store
+    from edge.runtime.config import ConfigError
+    from edge.runtime.embedded_redis import EmbeddedRedis
+    from edge.runtime.keys import load_keys
+    from edge.runtime.logs import setup_logging
+    from edge.runtime.stores import clickhouse_url, reads_url, redis_client
+    from edge.runtime.workers import WORKERS, Needs, serve
+
+    setup_logging(args.log_format, args.log_level)
+    data_dir = args.data_dir.resolve()
+    try:
+        _, config = _config(args, data_dir)
+    except ConfigError as exc:
+        print(f"kairos: {exc}", file=sys.stderr)
+        return 2
+    kind = WORKERS[args.name]
+    ch_url = clickhouse_url(data_dir, args.clickhouse_url)
+    history = None
+    if "history" in kind.needs:
+        url = args.store_url or reads_url(data_dir, ch_url)
+        history = open_store(url) if url != "none" else None
+    api = None
+    if "api" in kind.needs:
+        keys = load_keys(data_dir)
+        api = (args.api_url, keys.write_key, keys.secret_key)
+    redis_url = args.redis_url or EmbeddedRedis(data_dir).url  # that of a running `up`
+    needs = Needs(
+        redis=redis_client(redis_url),
+        consumer=args.consumer or f"{os.uname().nodename}-{args.name}",
+        config=config,
+        history=history,
+        clickhouse_url=ch_url,
+        api=api,
+        sink_batch=args.sink_batch,
+    )
+    return serve(args.name, needs, args.serve if "clickhouse" in kind.needs else None)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail, saying how to pick another, if anything listens on ``host:port``."""
+    with _socket(host, reuse_port=False) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (another Kairos, or another "
+                "program, uses it): pick another port with --port N or KAIROS_PORT=N"
+            ) from None
+
+
+def _run_api_processes(
+    args: argparse.Namespace, config: Any, redis_url: str, supervisor: Any
+) -> None:
+    """Run ``--api-workers`` API processes on the port, until SIGINT or SIGTERM.
+
+    Each is this same ``kairos up`` command with ``--api-child``: it builds its settings, keys
+    and config exactly as this process did and serves only the API, on a socket of its own
+    bound with SO_REUSEPORT, so that the kernel spreads new connections evenly over them (on
+    one shared socket, the first process to wake takes a whole burst of connections).
+    """
+    import signal
+    import threading
+
+    holder = _reserve_port(args.host, args.port)
+    argv = [sys.executable, "-m", "edge.cli", *getattr(args, "argv", sys.argv[1:]),
+            "--redis-url", redis_url, "--api-child"]  # fmt: skip
+    for number in range(1, args.api_workers + 1):
+        supervisor.start(f"api-{number}", argv)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass  # the caller's supervisor.stop() stops the API processes first (started last)
+    finally:
+        holder.close()
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Fail if anything listens on the port; else hold it (bound, not listening: it takes no
+    connections) so that only processes that also set SO_REUSEPORT can share it."""
+    _check_port(host, port)
+    holder = _socket(host, reuse_port=True)
+    holder.bind((host, port))
+    return holder
+
+
+def _socket(host: str, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def _serve_api(settings: Any) -> int:
+    """One API process of ``kairos up --api-workers N``, on its own SO_REUSEPORT socket."""
+    import uvicorn
+
+    from edge.api.app import create_app
+    from edge.runtime.server import Server
+
+    sock = _socket(settings.host, reuse_port=True)
+    sock.bind((settings.host, settings.port))
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_config=None, access_log=False, server_header=False)  # fmt: skip
+    Server(config).run(sockets=[sock])
+    return 0
+
+
+def _demo(client: Any, settings: Any) -> None:
+    """The demo shop's catalog and placements now; its history once the API answers."""
+    import threading
+
+    import httpx
+
+    from edge.pages import demo
+
+    base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}" + (
+        f":{settings.port}"
+    )
+    created = demo.install(client, base)
+    print(f"demo shop: {base}/demo (placements created: {', '.join(created) or 'none'})")
+
+    def later() -> None:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        demo.seed(base, settings.write_key, client)
+
+    threading.Thread(target=later, name="demo", daemon=True).start()
+
+
+def _worker(name: str) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", "worker", name]
+
+
+def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]:
+    """The config file given, else ``kairos.toml`` in the data dir if there is one."""
+    from edge.runtime.config import load_config
+
+    path = args.config
+    if path is None and (data_dir / "kairos.toml").exists():
+        path = data_dir / "kairos.toml"
+    return (path.resolve() if path else None), load_config(path)
+
+
+def _wait_for_socket(path: Path, supervisor: Any, timeout: float = 120.0) -> None:
+    """Wait until the store process accepts connections on ``path`` (it may be restarted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor.exits("sink") >= 3:
+            raise StartError("the sink worker keeps exiting at start; see the log above")
+        with socket.socket(socket.AF_UNIX) as sock:
+            if path.exists() and sock.connect_ex(str(path)) == 0:
+                return
+        time.sleep(0.05)
+    raise StartError(f"the sink worker did not open {path} within {timeout:.0f} s")
+
+
+def _banner(
+    settings: Any, data_dir: Path, clickhouse_url: str, created: bool, embedded_redis: bool
+) -> None:
+    """What runs where, and how to start. Keys are shown only on the start that made them (they
+    are kept in keys.json); otherwise the banner says where they come from, never what they are."""
+    from edge.runtime.keys import keys_file, stored_keys
+
+    base = f"http://{settings.host}:{settings.port}"
+    redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else ""
+    ch_note = " (embedded)" if clickhouse_url.startswith("chdb://") else ""
+    path, stored = keys_file(data_dir), stored_keys(data_dir)
+    lines = []
+    for name, value, env, use in (
+        ("write key ", settings.write_key, "KAIROS_WRITE_KEY", "public: browsers and SDKs"),
+        ("secret key", settings.secret_key, "KAIROS_SECRET_KEY", "private: servers, dashboard"),
+    ):
+        if os.environ.get(env) == value:
+            lines.append(f"  {name}  from ${env}  ({use})")
+        elif stored.get(name.strip().replace(" ", "_")) != value:
+            lines.append(f"  {name}  from the command line  ({use})")
+        elif created:
+            lines.append(f"  {name}  {value}  (new, {use}; kept in {path})")
+        else:
+            lines.append(f"  {name}  in {path}  ({use})")
+    keys = "\n".join(lines)
+    print(
+        f"\nKairos is starting on {base}\n"
+        f"  data dir    {data_dir}\n"
+        f"  redis       {settings.redis_url}{redis_note}\n"
+        f"  clickhouse  {clickhouse_url}{ch_note}\n"
+        f"{keys}\n\n"
+        f"  send:   curl -u \"$KAIROS_WRITE_KEY:\" -H 'content-type: application/json' \\\n"
+        f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
+        f"  try:    kairos simulate --shoppers 1000 --days 30   (simulated shoppers)\n"
+        f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'
+        f"  dashboard: {base}/dashboard (sign in with the secret key)\n"
+        f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )

@@ -1,0 +1,310 @@
+"""The worker table: every kind of pipeline worker, declared once.
+
+``kairos up`` (which workers it starts, with which options), ``kairos worker NAME`` (its
+choices and help), ``--workers``, ``/healthz`` (each worker's lag) and docker-compose's services
+(checked by a test) all derive from ``WORKERS``. A worker kind says what it needs:
+
+- ``history``: it reads event history (through the store socket when ClickHouse is embedded);
+- ``clickhouse``: it writes ClickHouse, and owns it when it is embedded (the sink);
+- ``api``: it calls the engine's HTTP API (journeys: decisions and rendered recommendations).
+
+Each worker runs in a process of its own (``serve``) or, in tests, a thread (``start``). A
+process stops on SIGTERM or SIGINT: its worker finishes the batch in hand for at most
+``STOP_GRACE`` seconds, then the process exits whatever state its stores are in (a batch not
+acknowledged is replayed by the next start: every worker is idempotent on replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the table is read by ``kairos --help``: workers are imported when built
+    import redis
+
+    from collector.sink import Sink
+    from collector.store import EventStore
+    from collector.worker import SpoolWorker
+    from decisions.rewards import RewardWorker
+    from edge.runtime.config import Config
+    from journeys.worker import JourneyWorker
+    from profiles.learner import Learner
+    from profiles.recommender import Recommender
+    from profiles.updater import ProfileUpdater
+
+__all__ = ["STOP_GRACE", "WORKERS", "Needs", "WorkerKind", "serve", "start"]
+
+log = logging.getLogger("kairos.worker")
+
+STOP_GRACE = 10.0  # seconds a stopping worker may take to finish its batch
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a worker is given: its stores, its config and who it is."""
+
+    redis: redis.Redis
+    consumer: str
+    config: Config = field(default_factory=lambda: _config())
+    history: EventStore | None = None  # event history to read (None: none here)
+    clickhouse_url: str = ""  # where the sink writes
+    api: tuple[str, str, str] | None = None  # the engine's URL, write key and secret key
+    sink_batch: int = 20_000
+
+
+def _config() -> Config:
+    from edge.runtime.config import Config
+
+    return Config()
+
+
+@dataclass(frozen=True)
+class WorkerKind:
+    name: str  # also its consumer group on the spool
+    summary: str  # for --help and docker-compose
+    build: Callable[..., SpoolWorker]  # (needs, **options) -> the worker, set up
+    needs: frozenset[str] = frozenset()
+    one_per_spool: bool = True  # applies the spool in order: exactly one runs
+
+
+def _sink(needs: Needs, interval: float = 1.0) -> Sink:
+    from collector import Sink, SpoolReader, connect, migrate
+
+    migrate(connect(needs.clickhouse_url))
+    return Sink(SpoolReader(needs.redis, "sink", needs.consumer), connect(needs.clickhouse_url),
+                max_messages=needs.sink_batch, interval=interval,
+                profiles_group="profiles")  # fmt: skip
+
+
+_HISTORY = (
+    "SELECT profile_id, count() FROM events WHERE event = {event:String} "
+    "AND timestamp >= now64(3) - toIntervalDay({days:UInt32}) AND profile_id != '' "
+    "GROUP BY profile_id"
+)
+
+
+def _profiles(needs: Needs, interval: float = 0.2) -> ProfileUpdater:
+    from collector import SpoolReader
+    from collector.spool import append_now
+    from profiles import ProfileStore, ProfileUpdater
+    from profiles.membership import Membership, put_segment
+
+    client, config, events = needs.redis, needs.config, needs.history
+    store = ProfileStore(client, config.lead_score.half_life_ms)
+    for key, segment in config.segments.items():
+        if put_segment(client, key, segment):
+            log.info("segment from the config file installed", extra={"segment": key})
+    membership = Membership(
+        store, lambda messages: append_now(client, messages), config.lead_score.half_life_days
+    )
+
+    def history(event: str, days: int) -> dict[str, int]:
+        if events is None:
+            log.warning("no event history to backfill from", extra={"event": event})
+            return {}
+        rows = events.query_sync(_HISTORY, {"event": event, "days": days}, limited=False).rows
+        return {pid: int(count) for pid, count in rows}
+
+    return ProfileUpdater(
+        SpoolReader(client, "profiles", needs.consumer),
+        store,
+        config.lead_score,
+        after_batch=lambda touched, entries: membership.evaluate(
+            touched, f"batch:{entries[-1].id}"
+        ),
+        periodic=lambda: membership.maintain(history),
+        interval=interval,
+    )
+
+
+def _rewards(needs: Needs, interval: float = 0.2) -> RewardWorker:
+    from collector import SpoolReader
+    from decisions.placements import put_placement
+    from decisions.rewards import RewardWorker
+
+    for key, placement in needs.config.placements.items():
+        if put_placement(needs.redis, key, placement):
+            log.info("placement from the config file installed", extra={"placement": key})
+    reader = SpoolReader(needs.redis, "rewards", needs.consumer)
+    return RewardWorker(reader, needs.redis, interval=interval)
+
+
+def _learner(
+    needs: Needs, interval: float = 0.2, clock: Callable[[], float] | None = time.time
+) -> Learner:
+    from collector import SpoolReader
+    from collector.store import QueryFailed, StoreUnavailable
+    from profiles.learner import Learner
+    from profiles.valuation import last_fit, refit
+
+    client, settings, events = needs.redis, needs.config.models, needs.history
+    next_fit = [0.0]
+
+    def refit_when_due() -> None:
+        if events is None or time.monotonic() < next_fit[0]:
+            return
+        next_fit[0] = time.monotonic() + 600  # a failed fit is retried in 10 minutes
+        fit = last_fit(client)
+        age = time.time() - datetime.fromisoformat(fit["fitted_at"]).timestamp() if fit else None
+        if age is not None and age < settings.ltv_refit_hours * 3600:
+            next_fit[0] = time.monotonic() + settings.ltv_refit_hours * 3600 - age
+            return
+        try:
+            refit(events, client, settings.ltv_horizon_days)
+            next_fit[0] = time.monotonic() + settings.ltv_refit_hours * 3600
+        except ValueError as exc:  # too few repeat buyers yet
+            log.info("lifetime value not fitted yet", extra={"reason": str(exc)})
+        except (StoreUnavailable, QueryFailed) as exc:
+            log.warning("lifetime value refit failed; retrying", extra={"error": str(exc)})
+
+    return Learner(SpoolReader(client, "learner", needs.consumer), client, settings,
+                   needs.config.lead_score, clock=clock, periodic=refit_when_due,
+                   interval=interval)  # fmt: skip
+
+
+def _recs(needs: Needs, interval: float = 0.2) -> Recommender:
+    from collector import SpoolReader
+    from profiles.recommender import Recommender
+
+    reader = SpoolReader(needs.redis, "recs", needs.consumer)
+    return Recommender(reader, needs.redis, needs.history, needs.config.recommendations,
+                       interval=interval)  # fmt: skip
+
+
+def _journeys(
+    needs: Needs, interval: float = 0.2, clock: Callable[[], int] | None = None
+) -> JourneyWorker:
+    import httpx
+
+    from collector import SpoolReader
+    from journeys.actions import Api
+    from journeys.store import put_journey
+    from journeys.worker import JourneyWorker
+
+    for key, journey in needs.config.journeys.items():
+        if put_journey(needs.redis, key, journey):
+            log.info("journey installed from the config file", extra={"journey": key})
+    reader = SpoolReader(needs.redis, "journeys", needs.consumer)
+    http = httpx.Client(timeout=10.0)
+    return JourneyWorker(reader, needs.redis, http=http, interval=interval,
+                         api=Api(*needs.api, http) if needs.api else None,
+                         **({"clock": clock} if clock else {}))  # fmt: skip
+
+
+# In the order ``kairos up`` starts them (the sink first: it may own embedded ClickHouse).
+WORKERS: dict[str, WorkerKind] = {
+    kind.name: kind
+    for kind in (
+        WorkerKind(
+            "sink",
+            "drains the spool into ClickHouse (events, decisions)",
+            _sink,
+            frozenset({"clickhouse"}),
+            one_per_spool=False,
+        ),  # fmt: skip
+        WorkerKind(
+            "profiles", "keeps profiles, identities and segments", _profiles, frozenset({"history"})
+        ),  # fmt: skip
+        WorkerKind("rewards", "teaches the placements' policies from rewards", _rewards),
+        WorkerKind(
+            "recs",
+            "keeps the product catalog and recommendation lists",
+            _recs,
+            frozenset({"history"}),
+            one_per_spool=False,
+        ),  # fmt: skip
+        WorkerKind(
+            "journeys",
+            "moves people through journeys and sends their actions",
+            _journeys,
+            frozenset({"api"}),
+        ),  # fmt: skip
+        WorkerKind(
+            "learner",
+            "keeps predictive scores and lifetime value",
+            _learner,
+            frozenset({"history"}),
+        ),  # fmt: skip
+    )
+}
+
+
+def start(name: str, needs: Needs, stop: threading.Event, **options: Any) -> threading.Thread:
+    """Build worker ``name`` (its group made sure of) and run it in a daemon thread until
+    ``stop`` is set; ``options`` go to its builder (``interval``, a ``clock``)."""
+    from collector.spool import ensure_group
+
+    ensure_group(needs.redis, name)
+    worker = WORKERS[name].build(needs, **options)
+    thread = threading.Thread(target=worker.run, args=(stop,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def serve(name: str, needs: Needs, queries: Path | None = None) -> int:
+    """The process of worker ``name``: runs until SIGTERM or SIGINT (0), or until the worker
+    dies of a bug (1: the supervisor then restarts the process, which resumes from the spool).
+    ``queries``: the sink also answers read queries on this Unix socket (embedded ClickHouse)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    thread = start(name, needs, stop)
+    try:
+        if queries is not None:
+            return _serve_queries(needs.clickhouse_url, queries, thread, stop)
+        while not stop.wait(0.5):
+            if not thread.is_alive():
+                log.error("worker thread died; exiting so it restarts", extra={"worker": name})
+                return 1
+        return 0
+    finally:
+        stop.set()
+        thread.join(timeout=STOP_GRACE)
+        if thread.is_alive():  # stuck on a store that does not answer: the spool replays it
+            log.warning("worker did not finish its batch in time; exiting without it",
+                        extra={"worker": name, "seconds": STOP_GRACE})  # fmt: skip
+            logging.shutdown()
+            os._exit(0)
+
+
+def _serve_queries(
+    clickhouse_url: str, socket_path: Path, worker: threading.Thread, stop: threading.Event
+) -> int:
+    import uvicorn
+
+    from collector.store import LocalStore
+    from edge.runtime.server import Server
+    from edge.runtime.store_service import create_store_service
+
+    socket_path.unlink(missing_ok=True)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # the API's server speaks
+    app = create_store_service(LocalStore(clickhouse_url))
+    config = uvicorn.Config(app, uds=str(socket_path), log_config=None, access_log=False)
+    server = Server(config)
+    died = threading.Event()
+
+    def watch() -> None:
+        while not server.should_exit:
+            if not worker.is_alive() and not stop.is_set():
+                log.error("sink thread died; exiting so it restarts")
+                died.set()
+                server.should_exit = True
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="watchdog", daemon=True).start()
+    old_umask = os.umask(0o077)  # the socket file: this user only
+    try:
+        log.info("serving queries", extra={"socket": str(socket_path)})
+        server.run()
+    finally:
+        os.umask(old_umask)
+        socket_path.unlink(missing_ok=True)
+    return 1 if died.is_set() else 0

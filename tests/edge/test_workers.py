@@ -1,0 +1,53 @@
+"""The worker table is the one declaration of the worker kinds: the CLI, docker-compose and
+/healthz follow it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from edge.runtime.workers import WORKERS
+
+ROOT = Path(__file__).resolve().parents[2]
+NOT_WORKERS = {"redis", "clickhouse", "api"}
+
+
+def test_docker_compose_runs_one_service_per_worker_kind() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) - NOT_WORKERS == set(WORKERS)
+    for name, kind in WORKERS.items():
+        command = services[name]["command"]
+        assert command[:3] == ["kairos", "worker", name], name
+        assert ("--api-url" in command) == ("api" in kind.needs), name
+
+
+def test_docker_compose_says_which_workers_run_once() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name, kind in WORKERS.items():
+        (comment,) = re.findall(rf"^  {name}:  # (.*)$", text, flags=re.M)
+        assert kind.summary in comment, name
+        assert ("one per spool" in comment) == kind.one_per_spool, name
+
+
+def test_the_cli_offers_exactly_the_table() -> None:
+    shown = subprocess.run([sys.executable, "-m", "edge.cli", "worker", "--help"],
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "{" + ",".join(WORKERS) + "}" in shown
+    for kind in WORKERS.values():
+        assert kind.summary in shown
+    up = subprocess.run([sys.executable, "-m", "edge.cli", "up", "--help"],
+                        capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert ",".join(WORKERS) in up.replace("\n", "").replace(" ", "")
+
+
+def test_an_unknown_worker_is_refused_with_the_choices(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "edge.cli", "up", "--workers", "sink,nope",
+                           "--data-dir", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2
+    assert f"unknown worker nope (choose from {', '.join(WORKERS)}, or none)" in done.stderr
+    assert not (tmp_path / "keys.json").exists()  # refused before anything was made
