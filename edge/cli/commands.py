@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 
 from edge.cli.progress import Progress
-from edge.runtime.keys import find_key
+from edge.runtime.keys import KEY_ENV, find_key
 
-__all__ = ["ltv", "report", "simulate", "sql"]
+__all__ = ["keys", "ltv", "report", "simulate", "sql"]
 
 
 class Failed(Exception):
@@ -94,6 +94,24 @@ def report(args: argparse.Namespace) -> int:
         print(f"sample ratio: p = {found['srmPValue']:.4g} ({verdict})")
     for note in found["method"]:
         print(f"  · {note}")
+    return 0
+
+
+def keys(args: argparse.Namespace) -> int:
+    found = {name: find_key(name, None, args.data_dir) for name in KEY_ENV}
+    if not all(found.values()):
+        print(f"kairos keys: no keys yet: start the engine once (`kairos up`), or set "
+              f"{' and '.join(KEY_ENV.values())}; looked in {args.data_dir / 'keys.json'}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.env:
+        print(f"KAIROS_URL={args.url}")
+        for name, env in KEY_ENV.items():
+            print(f"{env}={found[name]}")
+        return 0
+    print(f"url         {args.url}")
+    print(f"write key   {found['write_key']}   (public: browsers and SDKs)")
+    print(f"secret key  {found['secret_key']}   (private: servers, the dashboard)")
     return 0
 
 

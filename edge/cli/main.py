@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
         "report",
         help="print a placement's experiment results",
         description="Print GET /v1/placements/PLACEMENT/results of a running engine as a table: "
-        "per variant units, conversions, rate, lift with its 95%% interval, p-value (fixed and "
+        "per variant units, conversions, rate, lift with its 95% interval, p-value (fixed and "
         "sequential), chance to beat the control and expected loss; the SRM check; the notes "
         "on each method.",
         epilog="example:\n  kairos report home_hero --metric 'Order Completed' --since 2026-11-01",
@@ -232,6 +232,30 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["table", "json"], default="table")
     _api_options(report)
     report.set_defaults(run=lambda args: _lazy_command("report")(args))
+
+    keys = commands.add_parser(
+        "keys",
+        help="print the engine's keys and address (from the environment or the data dir)",
+        description="Print the write key, the secret key and the engine's URL, as `kairos up` "
+        "uses them: KAIROS_WRITE_KEY / KAIROS_SECRET_KEY if set, else the data dir's keys.json "
+        "(made by the first `kairos up`). With --env, as NAME=value lines for the shell.",
+        epilog="example:\n  export $(.venv/bin/kairos keys --env)\n"
+        '  curl -u "$KAIROS_WRITE_KEY:" "$KAIROS_URL/healthz"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keys.add_argument(
+        "--env", action="store_true", help="print NAME=value lines, for `export $(…)`"
+    )
+    keys.add_argument(
+        "--url",
+        default=_env("KAIROS_URL", f"http://127.0.0.1:{_env('KAIROS_PORT', 8000)}"),
+        help="the engine's base URL to print (default: %(default)s)",
+    )
+    keys.add_argument(
+        "--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data")),
+        help="where keys.json is (default: %(default)s)",
+    )  # fmt: skip
+    keys.set_defaults(run=lambda args: _lazy_command("keys")(args))
 
     simulate = commands.add_parser(
         "simulate",

@@ -251,3 +251,43 @@ def test_simulate_then_refit_lifetime_value(kairos_process: Any) -> None:
     profile = httpx.get(f"{engine.url}/v1/profiles/anonymous_id:{buyer}",
                         headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()  # fmt: skip
     assert profile["scores"]["ltv"] > 0 and 0 < profile["scores"]["alive"] <= 1
+
+
+def test_a_busy_port_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    import socket
+
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        done = subprocess.run([KAIROS, "up", "--port", str(port), "--data-dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "--port N or KAIROS_PORT=N" in done.stderr
+    assert done.stdout == "" and not (tmp_path / "keys.json").exists()  # no banner, no keys
+
+
+def test_kairos_keys_prints_them_for_the_shell(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIROS_")}
+    missing = subprocess.run([KAIROS, "keys", "--data-dir", str(tmp_path)], env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 1 and "start the engine once" in missing.stderr
+    (tmp_path / "keys.json").write_text(json.dumps({"write_key": "wk_1", "secret_key": "sk_2"}))
+    shown = subprocess.run([KAIROS, "keys", "--env", "--data-dir", str(tmp_path)], env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert shown.stdout.splitlines() == [
+        "KAIROS_URL=http://127.0.0.1:8000",
+        "KAIROS_WRITE_KEY=wk_1",
+        "KAIROS_SECRET_KEY=sk_2",
+    ]
+    env["KAIROS_PORT"] = "8123"
+    moved = subprocess.run([KAIROS, "keys", "--env", "--data-dir", str(tmp_path)], env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert moved.stdout.splitlines()[0] == "KAIROS_URL=http://127.0.0.1:8123"
+
+
+def test_help_texts_print_as_written() -> None:
+    shown = subprocess.run([KAIROS, "report", "--help"], capture_output=True, text=True,
+                           check=True).stdout  # fmt: skip
+    assert "95% interval" in shown.replace("\n", " ") and "%%" not in shown
