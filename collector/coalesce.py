@@ -159,7 +159,7 @@ class _Connection(asyncio.Protocol):
                 cls, settings["host"], settings["port"],
                 ssl=ssl.create_default_context() if secure else None,
             )  # fmt: skip
-        setup = []
+        setup: list[tuple[Any, ...]] = []
         if settings.get("password"):
             user = settings.get("username")
             setup.append(("AUTH", user, settings["password"]) if user else

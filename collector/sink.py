@@ -120,7 +120,7 @@ class Sink(SpoolWorker):
     def _store(self, entries: list[Entry], stop: threading.Event) -> dict[str, float] | None:
         """Store ``entries`` (commands among them run in their place); the counters of the
         batch, or None if stopped before ClickHouse took them."""
-        elapsed, dead, run = 0.0, set(), []
+        elapsed, dead, run = 0.0, set[str](), list[Entry]()
         for entry in [*entries, None]:
             if entry is not None and entry.kind != "command":
                 run.append(entry)
@@ -285,7 +285,7 @@ class Sink(SpoolWorker):
             )
             return 0.0, {entries[0].id}
         half = len(entries) // 2
-        elapsed, dead = 0.0, set()
+        elapsed, dead = 0.0, set[str]()
         for part in (entries[:half], entries[half:]):
             stored = self.store_batch(part, stop)
             if stored is None:
@@ -304,7 +304,7 @@ class Sink(SpoolWorker):
             if counters is not None:  # stored: acknowledged now (a Redis error replays it)
                 self.reader.ack(orphans, counters)
 
-    def _count(self, counters: dict[str, int]) -> None:
+    def _count(self, counters: dict[str, float]) -> None:
         try:
             self.reader.ack([], counters)
         except redis.RedisError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
@@ -81,7 +82,7 @@ def _seen_keys(bucket: int) -> list[str]:
 
 
 def _message_ids(messages: list[wire.Message]) -> list[bytes]:
-    return [blake2b(m.message_id.encode(), digest_size=ID_BYTES).digest() for m in messages]
+    return [blake2b(str(m.message_id).encode(), digest_size=ID_BYTES).digest() for m in messages]
 
 
 def _arguments(
@@ -254,10 +255,10 @@ class SpoolReader:
             if name == self.consumer or not info["pending"] or info["idle"] < min_idle_ms:
                 continue
             rows = self.client.xpending_range(STREAM, self.group, "-", "+", count, name)
-            ids = [row["message_id"] for row in rows]
+            ids: list[Any] = [row["message_id"] for row in rows]
             if not ids:
                 continue
-            claimed = self.client.xclaim(STREAM, self.group, self.consumer, min_idle_ms, ids)
+            claimed: Any = self.client.xclaim(STREAM, self.group, self.consumer, min_idle_ms, ids)
             return [_entry(entry_id, fields) for entry_id, fields in claimed]
         return []
 
@@ -271,7 +272,7 @@ class SpoolReader:
             if "equal or smaller" not in str(exc):
                 raise
 
-    def ack(self, entries: list[Entry], counters: dict[str, float]) -> None:
+    def ack(self, entries: list[Entry], counters: Mapping[str, float]) -> None:
         """Acknowledge ``entries`` and bump ``counters`` in the stats hash, in one transaction."""
         pipe = self.client.pipeline(transaction=True)
         if entries:
@@ -358,7 +359,7 @@ def group_lags(client: redis.Redis) -> dict[str, float]:
         if pending is not None:
             oldest_ms: int | None = _parse_id(pending)[0]
         else:
-            after = client.xrange(STREAM, min=f"({_text(info['last-delivered-id'])}", count=1)
+            after: Any = client.xrange(STREAM, min=f"({_text(info['last-delivered-id'])}", count=1)
             oldest_ms = _parse_id(after[0][0])[0] if after else None
         lags[group] = round(max(0.0, time.time() - oldest_ms / 1000), 3) if oldest_ms else 0.0
     return lags

@@ -30,14 +30,14 @@ class Versioned(Generic[T]):
     def __init__(self, key: str, value: T):
         self.key = key
         self.value = value
-        self._version: bytes | None = None
+        self._version: object = None
         self._loaded = False
 
-    def stale(self, version: bytes | None) -> bool:
+    def stale(self, version: object) -> bool:
         """True when ``version`` (what ``key`` holds now) is not what ``value`` was loaded at."""
         return not self._loaded or version != self._version
 
-    def update(self, version: bytes | None, value: T) -> T:
+    def update(self, version: object, value: T) -> T:
         """Keep ``value`` as loaded at ``version``."""
         self.value, self._version, self._loaded = value, version, True
         return value

@@ -140,23 +140,22 @@ def check(msg: Message) -> None:
     Numeric ids become strings and naive times UTC; placeholder ids ("null", "undefined", …)
     are refused. Raises ValueError naming the field. Written for speed: it runs per message.
     """
-    kind = type(msg)
     user, anonymous = msg.user_id, msg.anonymous_id
     if user is not None:
-        if type(user) is int:
+        if isinstance(user, int):
             msg.user_id = user = str(user)
-        elif len(user) <= 32 and user.strip().lower() in BLOCKED:  # type: ignore[union-attr]
+        elif len(user) <= 32 and user.strip().lower() in BLOCKED:
             raise ValueError(f"`userId` must be a real identifier, not the placeholder {user!r}")
     if anonymous is not None:
-        if type(anonymous) is int:
+        if isinstance(anonymous, int):
             msg.anonymous_id = anonymous = str(anonymous)
-        elif len(anonymous) <= 32 and anonymous.strip().lower() in BLOCKED:  # type: ignore[union-attr]
+        elif len(anonymous) <= 32 and anonymous.strip().lower() in BLOCKED:
             raise ValueError(
                 f"`anonymousId` must be a real identifier, not the placeholder {anonymous!r}"
             )
-        elif anonymous.startswith(WALLET_PREFIX):  # type: ignore[union-attr]
+        elif anonymous.startswith(WALLET_PREFIX):
             raise ValueError(_RESERVED.format("anonymousId"))
-    if kind is Alias:
+    if isinstance(msg, Alias):
         previous = msg.previous_id = str(msg.previous_id)
         if len(previous) <= 32 and previous.strip().lower() in BLOCKED:
             raise ValueError(f"`previousId` must be a real identifier, not {previous!r}")
@@ -166,7 +165,7 @@ def check(msg: Message) -> None:
             raise ValueError("`userId` must be set: the identity that `previousId` merges into")
     elif user is None and anonymous is None:
         raise ValueError("one of `userId` or `anonymousId` is required")
-    if kind is Group and type(msg.group_id) is int:
+    if isinstance(msg, Group) and isinstance(msg.group_id, int):
         msg.group_id = str(msg.group_id)
     if msg.timestamp is not None:
         msg.timestamp = _check_time(msg.timestamp, "timestamp")
@@ -177,10 +176,10 @@ def check(msg: Message) -> None:
     # Raw keeps syntactically valid JSON without building it; an object starts with "{".
     if msg.context is not EMPTY and memoryview(msg.context)[0] != _OPEN_BRACE:
         raise ValueError("`context` must be a JSON object")
-    if kind is Track or kind is Page or kind is Screen:
+    if isinstance(msg, Track | Page | Screen):
         if msg.properties is not EMPTY and memoryview(msg.properties)[0] != _OPEN_BRACE:
             raise ValueError("`properties` must be a JSON object")
-    elif kind is Identify or kind is Group:
+    elif isinstance(msg, Identify | Group):
         if msg.traits is not EMPTY and memoryview(msg.traits)[0] != _OPEN_BRACE:
             raise ValueError("`traits` must be a JSON object")
 

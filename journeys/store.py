@@ -116,7 +116,7 @@ def save(client: redis.Redis, runs: list[Run], outgoing: dict[str, Outgoing], no
 def due_timers(client: redis.Redis, now: int, count: int = 500) -> list[tuple[str, str, int]]:
     """(pid, journey, due ms) of the waits that have ended by ``now``, the earliest first."""
     found = client.zrangebyscore(TIMERS, "-inf", now, start=0, num=count, withscores=True)
-    return [(*m.decode().split(" ", 1), int(due)) for m, due in found]  # type: ignore[misc]
+    return [(*m.decode().split(" ", 1), int(due)) for m, due in found]
 
 
 def due_actions(client: redis.Redis, now: int, count: int = 100) -> list[tuple[str, Outgoing]]:

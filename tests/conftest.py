@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +37,53 @@ from tests.browser import launched
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
+
+# Every process the tests start inherits this mark (through os.environ), however deep: at the
+# end of the session none may still run (see ``pytest_sessionfinish``).
+SESSION_MARK = "PYTEST_KAIROS_SESSION"
+os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
+_LEFT_GRACE = 20.0  # seconds processes get to finish stopping once the last test is done
+
+
+def started_by_the_tests() -> list[tuple[int, str]]:
+    """(pid, command line) of each live process carrying this session's mark, but this one."""
+    mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if (entry / "stat").read_text().split(") ")[-1].startswith("Z"):
+                continue  # exited, not yet reaped by its parent
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        found.append((int(entry.name), command.strip()))
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a process a test started outlives the session (an orphaned worker, a
+    server a fixture forgot): it is killed, and named."""
+    deadline = time.monotonic() + _LEFT_GRACE
+    while (left := started_by_the_tests()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not left:
+        return
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"  {pid}: {command[:200]}" for pid, command in left]
+    message = "processes started by the tests were still running at the end (killed now):"
+    if reporter is not None:
+        reporter.write_line("\n".join([message, *lines]), red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def free_port() -> int:
@@ -286,9 +334,12 @@ def kairos_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
         return process
 
     yield make
-    for process in made:
+    for process in made:  # as a user stops it (Ctrl-C); killed only if that does not work
         if process.proc is not None and process.proc.poll() is None:
-            process.kill()
+            try:
+                process.stop()
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @pytest.fixture(scope="module")

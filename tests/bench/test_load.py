@@ -13,6 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# A real load run against a whole engine (`pytest -m 'not slow'` skips it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINTS = [
     "GET /sdk/v1/kairos.js",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from edge.cli import main
@@ -32,6 +33,9 @@ from tests.drills.conftest import (
     wait_gone,
     wait_stored,
 )
+
+# Drills: minutes of real processes under load and failure (`pytest -m 'not slow'` skips them).
+pytestmark = pytest.mark.slow
 
 
 def _spool(process: Process) -> redis.Redis:

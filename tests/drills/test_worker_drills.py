@@ -52,6 +52,9 @@ from tests.drills.workers_support import (
 )
 from tests.profiles.conftest import send
 
+# Drills: minutes of real processes under load and failure (`pytest -m 'not slow'` skips them).
+pytestmark = pytest.mark.slow
+
 PLACEMENT = "drill_banner"
 SIGNAL, OUTAGE = "drill_signal", "drill_outage"
 OUTAGE_PEOPLE = [f"out-{i}" for i in range(40)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic, free_port
@@ -86,6 +87,7 @@ def _unhealthy(port: int) -> bool:
         return True
 
 
+@pytest.mark.slow  # a whole `kairos up` under load or restarts
 def test_ctrl_c_stops_cleanly_and_a_restart_finds_all_data(kairos_process: Any) -> None:
     engine = kairos_process().start()
     sent = send(engine, 20, 50)
@@ -102,6 +104,7 @@ def test_ctrl_c_stops_cleanly_and_a_restart_finds_all_data(kairos_process: Any) 
     assert sql(engine, "SELECT count() FROM events")[0][0] == sent + late
 
 
+@pytest.mark.slow  # a whole `kairos up` under load or restarts
 def test_a_second_engine_on_the_same_data_dir_refuses_to_start(kairos_process: Any) -> None:
     first = kairos_process().start()
     second = subprocess.run(
@@ -134,6 +137,7 @@ def _kill_mid_drain(engine: Process, stats: redis.Redis, sent: int, target: str)
         os.kill(int((engine.data_dir / "run" / "sink.pid").read_text()), signal.SIGKILL)
 
 
+@pytest.mark.slow  # a whole `kairos up` under load or restarts
 def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(
     kairos_process: Any,
 ) -> None:
@@ -172,6 +176,7 @@ def test_help_names_the_commands_and_environment() -> None:
         assert text in done.stdout
 
 
+@pytest.mark.slow  # a whole `kairos up` under load or restarts
 def test_up_on_an_external_redis(kairos_process: Any, redis_url: str) -> None:
     """The external-server path for Redis (`--redis-url`), with embedded ClickHouse."""
     engine = kairos_process("--redis-url", redis_url).start()
@@ -181,6 +186,7 @@ def test_up_on_an_external_redis(kairos_process: Any, redis_url: str) -> None:
     assert redis.Redis.from_url(redis_url).hget("{spool}:stats", "accepted") == b"60"
 
 
+@pytest.mark.slow  # a whole `kairos up` under load or restarts
 def test_sigkill_of_the_profile_updater_mid_batch_keeps_counts_exact(kairos_process: Any) -> None:
     engine = kairos_process("--workers", "none").start()  # the backlog waits in the spool
     users, per_request, requests = 1000, 100, 200  # one apply script per user and batch
@@ -229,6 +235,7 @@ def _quietly(read: Any) -> list[int]:
         return []
 
 
+@pytest.mark.slow  # a whole `kairos up` under load or restarts
 def test_simulate_then_refit_lifetime_value(kairos_process: Any) -> None:
     """`kairos simulate` drives a running engine; `kairos ltv` refits from what it stored."""
     engine = kairos_process().start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 import redis
 
 from edge.pages.demo import PLACEMENTS
@@ -13,6 +14,7 @@ from tests.conftest import Process
 from tests.helpers import bearer, eventually
 
 
+@pytest.mark.slow  # a whole `kairos up --demo`
 def test_up_with_the_demo(kairos_process: Callable[..., Process]) -> None:
     engine = kairos_process("--demo").start()
     with httpx.Client(base_url=engine.url, timeout=30) as client:

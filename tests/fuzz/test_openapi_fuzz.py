@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -32,6 +33,9 @@ from schemathesis.specs.openapi.checks import (
 
 from edge.openapi.document import spec
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, basic
+
+# Every operation, fuzzed against a running engine (`pytest -m 'not slow'` skips it).
+pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("KAIROS_FUZZ_EXAMPLES", "8"))
 SEED = os.environ.get("KAIROS_FUZZ_SEED")  # other cases than CI's, for a hunt

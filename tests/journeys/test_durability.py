@@ -45,6 +45,7 @@ def worker_process(engine: Engine) -> Iterator[Any]:
             proc.wait()
 
 
+@pytest.mark.slow  # a worker process killed and restarted
 def test_kill_9_between_scheduling_and_sending_delivers_once(
     engine: Engine, receiver: Receiver, worker_process: Any
 ) -> None:

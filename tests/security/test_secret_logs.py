@@ -102,6 +102,7 @@ def test_log_lines_never_carry_a_secret(settings: Settings) -> None:
             assert secret not in line, line
 
 
+@pytest.mark.slow  # a whole `kairos up`, driven at debug level
 def test_no_secret_in_the_banner_or_the_logs(kairos_process: Callable[..., Process]) -> None:
     hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()

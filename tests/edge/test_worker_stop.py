@@ -1,0 +1,61 @@
+"""A worker process stops on SIGTERM promptly, whatever state its stores are in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from edge.runtime.embedded_redis import EmbeddedRedis
+from edge.runtime.stores import redis_client
+from edge.runtime.workers import STOP_GRACE
+from tests.helpers import eventually
+
+
+@pytest.mark.slow  # worker processes against a store that hangs
+@pytest.mark.parametrize("store", ["hung", "gone"])
+@pytest.mark.parametrize("name", ["learner", "journeys", "profiles"])
+def test_sigterm_stops_a_worker_whose_redis_hangs_or_is_gone(
+    tmp_path: Path, name: str, store: str
+) -> None:
+    server = EmbeddedRedis(tmp_path / "own")
+    url = server.start()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "worker", name, "--redis-url", url, "--data-dir",
+         str(tmp_path), "--store-url", "none", "--log-format", "text"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = redis_client(url)
+
+        def consuming() -> bool:
+            try:
+                groups = client.xinfo_groups("{spool}:log")
+            except redis.ResponseError:  # no stream yet: the worker has not started
+                return False
+            return any(g["name"] == name.encode() and g["consumers"] for g in groups)
+
+        eventually(consuming, timeout=60)
+        assert server.process is not None
+        if store == "hung":
+            os.kill(server.process.pid, signal.SIGSTOP)
+        else:
+            server.stop()
+        time.sleep(1.0)  # the worker is now blocked on, or retrying, a store that is not there
+        began = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=STOP_GRACE + 10)
+        assert time.monotonic() - began < STOP_GRACE + 5
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
