@@ -317,6 +317,8 @@ def _pages() -> list[Operation]:
     page = {200: ("The page", _HTML)}
     away = {303: ("Not signed in: to /dashboard/login", None)}
     dashboard = [
+        Operation("get", "/", "Nothing of its own: to the dashboard", "dashboard",
+                  answers={303: ("To /dashboard (which asks to sign in)", None)}),
         Operation("get", "/dashboard", "Overview: placements with a verdict, models",
                   "dashboard", (SESSION,), answers={**page, **away}),
         Operation("get", "/dashboard/placements/{key}", "A placement's results and charts",

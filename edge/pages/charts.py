@@ -11,15 +11,46 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from markupsafe import Markup
 
-__all__ = ["COLORS", "intervals", "lines"]
+__all__ = ["COLORS", "axis_top", "funnel", "intervals", "lines", "palette"]
 
 COLORS = ["#1b6ac9", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#666"]
 _W, _H, _L, _B = 640, 240, 56, 28  # width, height, left and bottom margins
+_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)  # round tops, per decade
+
+
+def palette(keys: Sequence[str]) -> dict[str, str]:
+    """A colour per key by its place in ``keys`` (a placement's variants in their order): every
+    chart of a page takes its colours from one palette, so a variant looks the same in each.
+
+    Examples:
+        >>> palette(["plain", "bold"])
+        {'plain': '#1b6ac9', 'bold': '#d95f02'}
+    """
+    return {key: COLORS[i % len(COLORS)] for i, key in enumerate(keys)}
+
+
+def axis_top(highest: float, rate: bool = False) -> float:
+    """The top of a y axis: the first round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 per
+    decade) at or above ``highest``. A rate's axis never ends above 100%.
+
+    Examples:
+        >>> axis_top(0.5625, rate=True), axis_top(1.0, rate=True), axis_top(0.043, rate=True)
+        (0.6, 1.0, 0.05)
+        >>> axis_top(0.0, rate=True), axis_top(730.0)
+        (1.0, 800.0)
+    """
+    if highest <= 0:
+        return 1.0
+    decade = 10.0 ** math.floor(math.log10(highest))
+    top = next(s * decade for s in _STEPS if s * decade >= highest * (1 - 1e-9))
+    top = float(f"{top:.6g}")  # 0.6, not 0.6000000000000001
+    return min(top, 1.0) if rate and highest <= 1.0 else top
 
 
 def lines(
@@ -27,13 +58,17 @@ def lines(
     label: str,
     percent: bool = False,
     x_labels: tuple[str, str] = ("", ""),
+    colors: Mapping[str, str] | None = None,
 ) -> Markup:
-    """One line per series of (x, y) points (x: any increasing number, e.g. a timestamp)."""
+    """One line per series of (x, y) points (x: any increasing number, e.g. a timestamp).
+    ``percent``: the values are rates (0 to 1), and the axis ends at 100% at most; ``colors``:
+    the page's ``palette`` (by default, one of the series in their order)."""
     points = [p for values in series.values() for p in values]
     if not points:
         return Markup('<p class="muted">No data yet.</p>')
+    colors = colors or palette(list(series))
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    top = max(max(p[1] for p in points), 1e-9) * 1.1
+    top = axis_top(max(p[1] for p in points), rate=percent)
     span = (x1 - x0) or 1.0
 
     def x(v: float) -> float:
@@ -45,12 +80,13 @@ def lines(
     shown = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:,.3g}")
     parts = [
         _frame(label),
-        f'<text x="{_L - 6}" y="16" text-anchor="end">{shown(top)}</text>',
+        f'<text x="{_L - 6}" y="16" text-anchor="end" class="top">'
+        f"{f'{top * 100:g}%' if percent else f'{top:,g}'}</text>",
         f'<text x="{_L}" y="{_H - 8}">{escape(x_labels[0])}</text>',
         f'<text x="{_W - 10}" y="{_H - 8}" text-anchor="end">{escape(x_labels[1])}</text>',
     ]
-    for i, (name, values) in enumerate(series.items()):
-        color = COLORS[i % len(COLORS)]
+    for name, values in series.items():
+        color = colors.get(name, COLORS[-1])
         coords = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in values)
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}">'
                      f"<title>{escape(name)}</title></polyline>")  # fmt: skip
@@ -58,13 +94,19 @@ def lines(
             a, b = values[-1]
             parts.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3.5" fill="{color}">'
                          f"<title>{escape(name)}: {shown(b)}</title></circle>")  # fmt: skip
-    return _svg(parts, _legend(list(series)))
+    return _svg(parts, _legend(list(series), colors))
 
 
-def intervals(rows: Sequence[tuple[str, float, float, float]], label: str) -> Markup:
-    """One row per (name, low, value, high), on a shared axis with a line at 0."""
+def intervals(
+    rows: Sequence[tuple[str, float, float, float]],
+    label: str,
+    colors: Mapping[str, str] | None = None,
+) -> Markup:
+    """One row per (name, low, value, high), on a shared axis with a line at 0; ``colors``:
+    the page's ``palette`` (by default, one of the rows in their order)."""
     if not rows:
         return Markup('<p class="muted">No data yet.</p>')
+    colors = colors or palette([r[0] for r in rows])
     low = min(min(r[1] for r in rows), 0.0)
     high = max(max(r[3] for r in rows), 0.0)
     span = (high - low) or 1.0
@@ -78,7 +120,7 @@ def intervals(rows: Sequence[tuple[str, float, float, float]], label: str) -> Ma
              'stroke-dasharray="3 3"/>']  # fmt: skip
     for i, (name, lo, mid, hi) in enumerate(rows):
         cy = 44 + 34 * i
-        color = COLORS[i % len(COLORS)]
+        color = colors.get(name, COLORS[-1])
         parts += [
             f'<text x="112" y="{cy + 4}" text-anchor="end">{escape(name)}</text>',
             f'<line x1="{x(lo):.1f}" y1="{cy}" x2="{x(hi):.1f}" y2="{cy}" stroke="{color}" '
@@ -122,11 +164,11 @@ def _frame(label: str) -> str:
             f'<text x="{_L + 4}" y="22" class="axis">{escape(label)}</text>')  # fmt: skip
 
 
-def _legend(names: list[str]) -> str:
+def _legend(names: list[str], colors: Mapping[str, str]) -> str:
     return "".join(
-        f'<span class="key"><i style="background:{COLORS[i % len(COLORS)]}"></i>'
+        f'<span class="key"><i style="background:{colors.get(name, COLORS[-1])}"></i>'
         f"{escape(name)}</span>"
-        for i, name in enumerate(names)
+        for name in names
     )
 
 

@@ -30,11 +30,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
-from decisions.placements import placements, state_key
-from decisions.results import allocation, placement_results, store_time, timeline
-from edge.pages import charts
+from decisions.placements import placements
+from decisions.results import allocation, store_time, timeline
+from edge.pages import charts, demo
+from edge.pages.text import exact, plural, when
 from edge.routes.models import models_summary
-from edge.routes.placements import learned_summary
+from edge.routes.placements import results_of
 from edge.routes.profiles import NotFound, find_profile
 from journeys.spec import ACTIONS, in_order
 from journeys.stats import active_by_step
@@ -50,6 +51,7 @@ _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates" / "dashboard"),
     autoescape=select_autoescape(default=True),
 )
+_TEMPLATES.globals.update(plural=plural, when=when, exact=exact)
 
 
 def _sign(secret: str, text: str) -> str:
@@ -94,22 +96,31 @@ def _guarded(endpoint: Any) -> Any:
     return guarded
 
 
+async def root(request: Request) -> Response:
+    """``/`` has nothing of its own: send people to the dashboard (which asks them to sign in)."""
+    return RedirectResponse("/dashboard", 303)
+
+
+async def _sign_in_form(request: Request, status: int = 200, error: str = "") -> Response:
+    """The sign-in form with a fresh CSRF token (and a word about the demo shop when it is
+    installed: a new user's way in)."""
+    token = secrets.token_urlsafe(24)
+    shop = await demo.installed(request.state.redis)
+    response = _page(request, "login.html", status, csrf=token, error=error, demo=shop)
+    response.set_cookie(CSRF, token, httponly=True, samesite="strict", path="/dashboard")
+    return response
+
+
 async def login(request: Request) -> Response:
     if request.method == "GET":
-        token = secrets.token_urlsafe(24)
-        response = _page(request, "login.html", csrf=token)
-        response.set_cookie(CSRF, token, httponly=True, samesite="strict", path="/dashboard")
-        return response
+        return await _sign_in_form(request)
     form = await _form(request)
     token = str(form.get("csrf", ""))
     if not token or not _same(token, request.cookies.get(CSRF, "")):
         return _page(request, "login.html", 400, csrf="", error="The form expired: try again.")
     secret = request.state.settings.secret_key
     if not _same(str(form.get("key", "")), secret):
-        fresh = secrets.token_urlsafe(24)
-        response = _page(request, "login.html", csrf=fresh, error="That is not the secret key.")
-        response.set_cookie(CSRF, fresh, httponly=True, samesite="strict", path="/dashboard")
-        return response
+        return await _sign_in_form(request, error="That is not the secret key.")
     expires = str(int(time.time()) + _HOURS * 3600)
     response = RedirectResponse("/dashboard", 303)
     response.set_cookie(SESSION, f"{expires}.{_sign(secret, f'session:{expires}')}",
@@ -139,26 +150,40 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def verdict(found: dict[str, Any]) -> str:
-    """One line a growth team can act on."""
+    """One line a growth team can act on, from ``results_of`` (for a bandit, the share it
+    shows each variant with now comes from the policy's learned state)."""
     treated = [v for v in found["variants"] if v["variant"] != found["control"]]
     units = sum(v["units"] for v in found["variants"])
+    visitors = plural(units, "visitor")
     if units == 0:
         return "Waiting for traffic."
     if found.get("srm"):
         return "Sample ratio mismatch: the split is off, check the assignment before reading on."
     if found["policy"] != "ab":
-        leader = max(found["variants"], key=lambda v: (v.get("posterior") or {}).get(
-            "probability", 0))  # fmt: skip
-        share = (leader.get("posterior") or {}).get("probability", 0)
-        return f"The bandit shows {leader['variant']} {share:.0%} of the time ({units:,} visitors)."
+        return _bandit_verdict(found, visitors)
     significant = [v for v in treated if v.get("pValueHolm", v["pValue"]) < 0.05]
     if not significant:
-        return f"No clear difference yet ({units:,} visitors)."
+        return f"No clear difference yet ({visitors})."
     best = max(significant, key=lambda v: v["lift"])
     word = "beats" if best["lift"] > 0 else "trails"
     chance = best["chanceToBeatControl"] or 0
     return (f"{best['variant']} {word} {found['control']}: {best['lift']:+.1%} "
             f"(p = {best['pValue']:.3g}, {chance:.0%} chance to beat).")  # fmt: skip
+
+
+def _bandit_verdict(found: dict[str, Any], visitors: str) -> str:
+    shares = {v["variant"]: v["posterior"]["probability"] for v in found["variants"]
+              if "probability" in (v.get("posterior") or {})}  # fmt: skip
+    if shares:
+        leader = max(shares, key=lambda v: shares[v])
+        return f"The bandit shows {leader} {shares[leader]:.0%} of the time ({visitors})."
+    # A contextual policy's share depends on who asks: say what it did lately instead.
+    latest = (found.get("allocation") or [{}])[-1].get("decisions") or {}
+    if not latest:
+        return f"The bandit has not decided yet ({visitors})."
+    leader = max(latest, key=lambda v: latest[v])
+    share = latest[leader] / sum(latest.values())
+    return f"The bandit showed {leader} in {share:.0%} of its latest decisions ({visitors})."
 
 
 _LAST_DECISIONS = "SELECT placement, max(timestamp) FROM decisions GROUP BY placement"
@@ -178,7 +203,7 @@ async def overview(request: Request) -> Response:
     last = dict((await request.state.store.query(_LAST_DECISIONS, {}, limited=False)).rows)
     rows = []
     for key, placement in sorted(defined.items()):
-        found = await placement_results(request.state.store, key, placement)
+        found = await results_of(request, key, placement)
         rows.append({"key": key, "name": placement.name or key, "policy": placement.policy.kind,
                      "variants": len(placement.variants), "verdict": verdict(found),
                      "status": status(last.get(key)),
@@ -194,27 +219,26 @@ async def placement_page(request: Request) -> Response:
     placement = defined.get(key)
     if placement is None:
         return _page(request, "error.html", 404, message=f"No placement {key!r}.")
-    raw = await run_in_threadpool(request.state.redis_sync.get, state_key(key))
-    learned = learned_summary(key, placement, raw)
-    posterior = {row["variant"]: row for row in learned["variants"]}
-    found = await placement_results(request.state.store, key, placement, posterior=posterior)
+    found = await results_of(request, key, placement)
     since, until = found["window"]["since"], found["window"]["until"]
     curves = await timeline(request.state.store, key, placement, since=since, until=until)
     counts = await allocation(request.state.store, key, since, until)
+    colors = charts.palette(placement.arms())  # one per variant, the same in every chart
     rate = charts.lines({v: [(_x(at), r) for at, r in curves.get(v, [])] for v in placement.arms()},
                         "cumulative conversion rate", percent=True,
-                        x_labels=_span(curves))  # fmt: skip
+                        x_labels=_span(curves), colors=colors)  # fmt: skip
     shares: dict[str, list[tuple[float, float]]] = {v: [] for v in placement.arms()}
     for bucket in counts:
         total = sum(bucket["decisions"].values())
         for variant in shares:
             shares[variant].append((_x(bucket["at"]), bucket["decisions"].get(variant, 0) / total))
     allocated = charts.lines(shares, "share of decisions", percent=True,
-                             x_labels=_span({"": [(b["at"], 0) for b in counts]}))  # fmt: skip
+                             x_labels=_span({"": [(b["at"], 0) for b in counts]}),
+                             colors=colors)  # fmt: skip
     lifts = charts.intervals(
         [(v["variant"], v["liftCI"][0], v["lift"], v["liftCI"][1]) for v in found["variants"]
          if v["variant"] != found["control"] and v["units"]],
-        f"relative lift against {found['control']}, 95% interval",
+        f"relative lift against {found['control']}, 95% interval", colors,
     )  # fmt: skip
     return _page(request, "placement.html", key=key, placement=placement, found=found,
                  verdict=verdict(found), rate=rate, allocated=allocated, lifts=lifts,
@@ -231,9 +255,21 @@ async def profile_page(request: Request) -> Response:
             profile = describe(snapshot, int(time.time() * 1000))
         except (ValueError, NotFound) as exc:
             problem = str(exc)
-    pretty = msgspec.json.format(msgspec.json.encode(profile)).decode() if profile else ""
-    return _page(request, "profile.html", wanted=wanted, profile=profile, pretty=pretty,
+    pretty = msgspec.json.format(msgspec.json.encode(_readable(profile))) if profile else b""
+    return _page(request, "profile.html", wanted=wanted, profile=profile, pretty=pretty.decode(),
                  problem=problem, section="profiles")  # fmt: skip
+
+
+_TIMES = ("first_seen", "last_seen")  # epoch ms in the API's profile
+
+
+def _readable(profile: dict[str, Any]) -> dict[str, Any]:
+    """The profile as the API returns it, but with its times for a person to read."""
+    computed = dict(profile["computed"])
+    for name in _TIMES:
+        if name in computed:
+            computed[name] = exact(computed[name])
+    return {**profile, "computed": computed}
 
 
 _LIVE = """
@@ -250,8 +286,8 @@ LIMIT 50
 async def live(request: Request) -> Response:
     """The newest events stored (the sink stores them within a second or two)."""
     rows = (await request.state.store.query(_LIVE, {}, limited=False)).rows
-    events = [{"at": str(at)[:19].replace("T", " "), "type": kind, "name": name, "who": who,
-               "path": path} for at, kind, name, who, path in rows]  # fmt: skip
+    events = [{"at": store_time(at), "type": kind, "name": name, "who": who, "path": path}
+              for at, kind, name, who, path in rows]  # fmt: skip
     return _page(request, "live.html", events=events, section="live")
 
 
@@ -266,8 +302,10 @@ async def models(request: Request) -> Response:
             x_labels=("predicted 0%", "100%"))
         for m in found["models"]
     }  # fmt: skip
+    updated = found.get("updated")  # epoch seconds, from the learner's clock
     return _page(request, "models.html", models=found["models"], ltv=found.get("ltv"),
-                 calibration=calibration, section="models")  # fmt: skip
+                 calibration=calibration, section="models",
+                 updated=datetime.fromtimestamp(updated, UTC) if updated else None)  # fmt: skip
 
 
 @_guarded
@@ -306,6 +344,7 @@ def _span(series: dict[str, Any]) -> tuple[str, str]:
 
 
 routes = [
+    Route("/", root, methods=["GET"]),
     Route("/dashboard/login", login, methods=["GET", "POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
     Route("/dashboard", overview),

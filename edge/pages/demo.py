@@ -12,6 +12,7 @@ last two weeks, so popular and co-occurrence lists have something in them at onc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from typing import Any
 
 import msgspec
 import redis
+import redis.asyncio
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.requests import Request
@@ -32,7 +34,7 @@ from profiles.products import ITEM, ITEMS, Item, put_items
 from profiles.shoppers import CATALOG, ShopperStream, send
 from profiles.strategies import request_refresh
 
-__all__ = ["PLACEMENTS", "install", "routes", "seed"]
+__all__ = ["PLACEMENTS", "install", "installed", "routes", "seed"]
 
 log = logging.getLogger("kairos.demo")
 
@@ -142,6 +144,15 @@ def install(client: redis.Redis, base: str) -> list[str]:
             put_placement(client, key, PLACEMENT.decode(msgspec.json.encode(body)))
             created.append(key)
     return created
+
+
+async def installed(client: redis.asyncio.Redis) -> bool:
+    """Whether ``install`` has run against this Redis (the catalog holds the demo's products);
+    False when Redis does not answer within a second: the sign-in form must show regardless."""
+    try:
+        return bool(await asyncio.wait_for(client.hexists(ITEMS, CATALOG[0].id), 1.0))
+    except (TimeoutError, redis.RedisError, OSError):
+        return False
 
 
 def seed(url: str, write_key: str, client: redis.Redis, shoppers: int = 600) -> threading.Thread:

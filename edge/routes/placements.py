@@ -41,7 +41,7 @@ from edge.api.responses import Problem, error, json
 from profiles.membership import member_key
 from profiles.store import profile_keys
 
-__all__ = ["check_window", "routes"]
+__all__ = ["check_window", "learned_summary", "results_of", "routes"]
 
 # What a DateTime64 column holds comfortably (and what the tracking API accepts): a window
 # outside it is the caller's mistake, not the store's failure.
@@ -229,6 +229,25 @@ def learned_summary(key: str, placement: Placement, raw: bytes | None) -> dict[s
     }
 
 
+async def results_of(
+    request: Request,
+    key: str,
+    placement: Placement,
+    metric: str = "reward",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    units: list[str] | None = None,
+) -> dict[str, Any]:
+    """The results document with what the policy has learned (per variant, its posterior and
+    the share it shows the variant with now). ``/results``, the dashboard's overview and its
+    placement page all read a placement through this one function, so they say the same."""
+    raw = await run_in_threadpool(request.state.redis_sync.get, state_key(key))
+    learned = learned_summary(key, placement, raw)
+    posterior = {row["variant"]: row for row in learned["variants"]}
+    return await placement_results(request.state.store, key, placement, metric, since, until,
+                                   units, posterior)  # fmt: skip
+
+
 class ResultsQuery(msgspec.Struct, forbid_unknown_fields=True):
     """What ``/results`` takes as query parameters."""
 
@@ -253,11 +272,8 @@ async def results(request: Request) -> Response:
         if not await run_in_threadpool(client.hexists, "{seg}:defs", ask.segment):
             return error(404, "not_found", f"$.segment: no segment {ask.segment!r}")
         units = await run_in_threadpool(_segment_units, client, ask.segment) or ["-"]
-    learned = learned_summary(key, placement, await run_in_threadpool(client.get, state_key(key)))
-    posterior = {row["variant"]: row for row in learned["variants"]}
     try:
-        found = await placement_results(request.state.store, key, placement, ask.metric,
-                                        since, until, units, posterior)  # fmt: skip
+        found = await results_of(request, key, placement, ask.metric, since, until, units)
     except (StoreUnavailable, QueryFailed) as exc:
         return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
     return json(found)

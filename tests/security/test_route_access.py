@@ -69,6 +69,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/recommendations/batch"): ("secret", {}),
     ("GET", "/v1/recommendations/{id:path}/render"): ("secret", None),
     ("GET", "/v1/recommendations/{id:path}"): ("secret", None),
+    ("GET", "/"): ("public", None),  # a redirect to /dashboard
     ("GET", "/dashboard/login"): ("public", None),
     ("POST", "/dashboard/login"): ("public", None),
     ("POST", "/dashboard/logout"): ("session", None),
