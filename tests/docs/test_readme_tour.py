@@ -1,10 +1,16 @@
-"""README's ten-minute tour, run as written against a real ``kairos up --demo``.
+"""README's ten-minute tour, then every command of docs/, run as written against a real
+``kairos up --demo``.
 
 The tour is every fenced ``sh`` block between ``<!-- tour -->`` and ``<!-- /tour -->`` in
 README.md. Blocks run in order, each in its own ``bash -euo pipefail`` from the repository root,
 with the environment the blocks before it exported (as in one terminal: the first block's
 ``export $(.venv/bin/kairos keys --env)`` reaches the rest). Shell variables that are not
 exported do not carry over, so a block that passes here also passes in a terminal.
+
+Then every ``sh`` block of the docs pages, in the order of mkdocs.yml's nav, runs the same way on
+the same engine, except a block right after a ``<!-- no-run: why -->`` line (Docker, benchmarks
+of minutes). Those blocks call the API with curl, which exits 0 on an error answer: none of them
+may print an error body (``{"code": …}``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import free_port
 
@@ -27,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TOUR = re.compile(r"<!-- tour -->(.*?)<!-- /tour -->", re.S)
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
+DOC_BLOCK = re.compile(r"^(<!-- no-run: [^>]+ -->\n)?```sh\n(.*?)^```$", re.S | re.M)
+ERROR_BODY = re.compile(r'\{"code": ?"')
 BLOCK_SECONDS = 120  # the longest block (thirty visitors) takes a few seconds on a quiet machine
 
 
@@ -35,6 +46,22 @@ def tour_blocks(text: str) -> list[str]:
     found = TOUR.findall(text)
     assert len(found) == 1, "README.md needs exactly one <!-- tour --> … <!-- /tour --> section"
     return SH_BLOCK.findall(found[0])
+
+
+def docs_blocks() -> list[tuple[str, str]]:
+    """(page, block) of every docs block to run, in the nav's order."""
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    pages = list(_pages(nav))
+    assert sorted(pages) == sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+    return [(page, block) for page in pages
+            for skip, block in DOC_BLOCK.findall((ROOT / "docs" / page).read_text())
+            if not skip]  # fmt: skip
+
+
+def _pages(nav: Any) -> Iterator[str]:
+    for entry in nav:
+        for value in entry.values() if isinstance(entry, dict) else [entry]:
+            yield from _pages(value) if isinstance(value, list) else [value]
 
 
 @dataclass
@@ -59,15 +86,18 @@ def run_blocks(blocks: list[str], env: dict[str, str], cwd: Path, state: Path) -
         done.append(Ran(block, proc.returncode, proc.stdout, proc.stderr))
         if proc.returncode != 0:
             break
-        pairs = (item.partition("=") for item in state.read_text().split("\0") if item)
-        env = {name: value for name, _, value in pairs if name != "KAIROS_TOUR_STATE"}
+        env = _exported(state)
     return done
 
 
-def _failure(ran: list[Ran], log: Path) -> str:
-    last = ran[-1]
-    return (f"tour block {len(ran)} exited {last.returncode}:\n{last.block}\n--- stdout\n"
-            f"{last.stdout[-3000:]}\n--- stderr\n{last.stderr[-3000:]}\n--- engine log\n"
+def _exported(state: Path) -> dict[str, str]:
+    pairs = (item.partition("=") for item in state.read_text().split("\0") if item)
+    return {name: value for name, _, value in pairs if name != "KAIROS_TOUR_STATE"}
+
+
+def _failure(where: str, ran: Ran, log: Path) -> str:
+    return (f"{where} exited {ran.returncode}:\n{ran.block}\n--- stdout\n{ran.stdout[-3000:]}\n"
+            f"--- stderr\n{ran.stderr[-3000:]}\n--- engine log\n"
             f"{log.read_text()[-3000:] if log.exists() else ''}")  # fmt: skip
 
 
@@ -92,6 +122,17 @@ def test_the_tour_is_there_and_written_for_a_newcomer() -> None:
     assert "127.0.0.1" not in text and "localhost" not in text  # "$KAIROS_URL" instead
 
 
+def test_the_docs_commands_are_written_for_a_newcomer() -> None:
+    blocks = docs_blocks()
+    assert len(blocks) >= 15
+    for page, block in blocks:
+        assert not re.search(r"\b(wk|sk)_(\.\.\.|…)", block), page
+        assert not re.search(
+            r"(?<![/\w])kairos (keys|report|sql|up|simulate|worker|ltv)\b", block
+        ), page
+        assert "127.0.0.1" not in block and "localhost" not in block, page
+
+
 def test_a_failing_block_stops_the_run_and_says_which(tmp_path: Path) -> None:
     blocks = ["export TOUR_A=1\nlocal_only=2", 'test "$TOUR_A" = 1\ntest -z "${local_only:-}"',
               "false\necho never", "echo not reached"]  # fmt: skip
@@ -105,7 +146,7 @@ def test_a_failing_block_stops_the_run_and_says_which(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_readme_tour_runs_verbatim(tmp_path: Path) -> None:
+def test_the_readme_tour_and_the_docs_commands_run_verbatim(tmp_path: Path) -> None:
     venv_bin = Path(sys.executable).parent
     assert (ROOT / ".venv" / "bin").resolve() == venv_bin.resolve(), (
         f"the tour runs .venv/bin/kairos from {ROOT}: run the tests with that venv's python "
@@ -119,8 +160,9 @@ def test_the_readme_tour_runs_verbatim(tmp_path: Path) -> None:
                                   env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         _wait_healthy(engine, url, log)
-        ran = run_blocks(tour_blocks(README.read_text()), env, ROOT, tmp_path / "state")
-        assert all(r.returncode == 0 for r in ran), _failure(ran, log)
+        state = tmp_path / "state"
+        ran = run_blocks(tour_blocks(README.read_text()), env, ROOT, state)
+        assert ran[-1].returncode == 0, _failure(f"tour block {len(ran)}", ran[-1], log)
         out = {i + 1: r.stdout for i, r in enumerate(ran)}
         assert '"status":"ok"' in out[1]
         assert out[2].split() == ['{"success":true}', '{"success":true}']
@@ -132,6 +174,14 @@ def test_the_readme_tour_runs_verbatim(tmp_path: Path) -> None:
         assert " variant | decisions" in out[8]
         assert f"url         {url}" in out[9]
         assert len(ran) == 9
+        # Then the docs' commands, in the same terminal: the tour's exports hold.
+        docs = docs_blocks()
+        done = run_blocks([block for _, block in docs], _exported(state), ROOT, state)
+        for (page, _), ran_one in zip(docs, done):
+            where = f"docs/{page}, its block"
+            assert ran_one.returncode == 0, _failure(where, ran_one, log)
+            assert not ERROR_BODY.search(ran_one.stdout), _failure(where, ran_one, log)
+        assert len(done) == len(docs)
     finally:
         engine.send_signal(signal.SIGINT)  # Ctrl-C
         try:
