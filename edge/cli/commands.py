@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -62,6 +63,9 @@ def sql(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     query = {k: getattr(args, k) for k in ("metric", "since", "until", "segment")
              if getattr(args, k) is not None}  # fmt: skip
+    for bound in ("since", "until"):
+        if bound in query:
+            query[bound] = _moment(query[bound])
     path = f"/v1/placements/{urllib.parse.quote(args.placement)}/results"
     try:
         found = _api(args, path + "?" + urllib.parse.urlencode(query))
@@ -95,6 +99,17 @@ def report(args: argparse.Namespace) -> int:
     for note in found["method"]:
         print(f"  · {note}")
     return 0
+
+
+def _moment(text: str) -> str:
+    """An ISO date as the start of that day in UTC, else the time as given: ``--since`` and
+    ``--until`` take either, the API only times (RFC 3339).
+
+    Examples:
+        >>> _moment("2026-11-01"), _moment("2026-11-01T08:00:00+01:00")
+        ('2026-11-01T00:00:00Z', '2026-11-01T08:00:00+01:00')
+    """
+    return f"{text}T00:00:00Z" if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else text
 
 
 def keys(args: argparse.Namespace) -> int:
