@@ -11,8 +11,8 @@ know them — after a restart, a failover or ``SCRIPT FLUSH``:
   round trip, so a call in a pipeline never meets NOSCRIPT and replies stay in order;
 - the asyncio ``collector.coalesce.Coalescer`` loads and retries the one call that met NOSCRIPT.
 
-Scripts keep every key they touch in one hash slot (``{…}`` tags), so they run unchanged on Redis
-Cluster.
+Scripts keep every key they touch in one hash slot (``{…}`` tags), as Redis Cluster requires
+(the engine does not run on a cluster yet: the clients and pipelines still assume one node).
 """
 
 from __future__ import annotations

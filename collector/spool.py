@@ -5,7 +5,7 @@ window, refuses when the spool is at its limit, records the ids, appends one str
 whole batch and counts it, atomically. Workers downstream each read the stream with their own
 consumer group and acknowledge only what they have durably applied.
 
-Keys share the ``{spool}`` hash tag so the script runs unchanged on Redis Cluster.
+Keys share the ``{spool}`` hash tag: one slot, as a script on Redis Cluster requires.
 
 Dedup window: ids live in sets bucketed by four hours; an append checks the buckets that cover
 the last 24 hours (seven sets) and adds to the current one, which expires 28 hours after it opens.

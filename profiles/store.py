@@ -1,7 +1,7 @@
 """Profiles in Redis: the key layout, the scripts that change a profile, and reading one.
 
-Every key of one profile shares the hash tag ``{p:<id>}``, so each script touches one slot and
-the same code runs on Redis Cluster:
+Every key of one profile shares the hash tag ``{p:<id>}``, so each script touches one slot (as
+Redis Cluster requires):
 
     {p:ID}            hash   scalars: first_seen, last_seen, sessions, session_last, page_views,
                              orders, revenue, lead_score, lead_score_at, user_id, applied;
