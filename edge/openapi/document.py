@@ -30,7 +30,8 @@ _DESCRIPTION = """\
 Kairos: the tracking API (Segment-compatible), decisions, and the admin, results and profile
 APIs. Keys travel as HTTP Basic username or as a Bearer token: the **write key** (public, for
 browsers and SDKs) on tracking, decide and wallet proofs, the **secret key** on everything
-else. Every error is JSON `{"code", "message"}` whose message leads with the field path.
+else (and on decide, for servers). Every error is JSON `{"code", "message"}` whose message
+leads with the field path.
 
 Any operation may answer **413** (a body over `[limits] max_body_kb`) and **429** (over a
 `[limits]` rate; retry after `Retry-After`).
@@ -145,7 +146,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     answers = dict(op.answers)
     if op.security and op.security[0] != "dashboardSession":
         answers.setdefault(401, ("Missing or wrong key", "Error"))
-    if "secretKey" in op.security:
+    if op.security[:1] == ("secretKey",):  # not where the write key may do too (decide)
         answers.setdefault(403, ("The write key where the secret key is needed", "Error"))
     answers.update(_LIMITS)
     found: dict[str, Any] = {

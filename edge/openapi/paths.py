@@ -107,7 +107,10 @@ def _tracking() -> list[Operation]:
 def _deciding() -> list[Operation]:
     return [
         Operation("post", "/v1/decide", "Choose each placement's variant for one visitor "
-                  "(the write key may travel in the body as writeKey)", "decide", (WRITE,),
+                  "(the write key may travel in the body as writeKey). With the write key a "
+                  "userId counts only with its userHash (hex HMAC-SHA256 of the userId under "
+                  "the identity secret); the secret key (a server) is trusted as it is",
+                  "decide", (WRITE, SECRET),
                   "Ask", answers={200: ("The decisions; placements that do not exist are named "
                                         "in errors", "Answer"), **_BAD,
                                   404: ("None of the placements exists", "Error")}),
