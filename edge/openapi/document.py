@@ -51,6 +51,11 @@ _FORM = {
     "properties": {"key": {"type": "string"}, "csrf": {"type": "string"}},
     "description": "A urlencoded form: the secret key (sign-in) and the form's CSRF token",
 }
+_DEMO_FORM = {
+    "type": "object",
+    "properties": {"first_name": {"type": "string"}, "email": {"type": "string"}},
+    "description": "A urlencoded form: the demo shopper's first name and (optional) email",
+}
 _SECURITY = {
     "writeKey": {"type": "http", "scheme": "basic",
                  "description": "the write key as the username, empty password (or Bearer)"},
@@ -89,6 +94,7 @@ def _components() -> dict[str, Any]:
         "description": "a definition to try before saving it (default: the saved one)",
     }
     schemas["Form"] = _FORM
+    schemas["DemoForm"] = _DEMO_FORM
     return schemas
 
 

@@ -347,6 +347,17 @@ def _pages() -> list[Operation]:
     ]  # fmt: skip
     demo = [
         Operation("get", "/demo", "Demo shop: home", "demo", answers={**page}),
+        Operation("get", "/demo/login", "Demo shop: the sign-in form", "demo",
+                  answers={**page}),
+        Operation("post", "/demo/login", "Demo shop: sign in (form: first_name, email); the "
+                  "pages after it carry the shopper's userId and userHash", "demo",
+                  body="DemoForm", media=("application/x-www-form-urlencoded",),
+                  body_required=False,
+                  answers={303: ("Signed in: to /demo", None),
+                           400: ("A field is missing or wrong: the form again", _HTML),
+                           503: ("The spool is full or Redis is down", _HTML)}),
+        Operation("post", "/demo/logout", "Demo shop: sign out", "demo",
+                  answers={303: ("Signed out: to /demo", None)}),
         Operation("get", "/demo/c/{name}", "Demo shop: a category", "demo",
                   parameters=[path("name")],
                   answers={**page, 404: ("No such category", _HTML)}),
