@@ -20,6 +20,8 @@ Two kinds of users, as the engine meets them in production:
 Requests are named by endpoint ("POST /v1/decide", "GET /v1/recommendations/[id]") so stats
 group per endpoint. Placements and catalog are the demo shop's (``kairos up --demo``). Options
 (or environment): ``--write-key`` (KAIROS_WRITE_KEY), ``--secret-key`` (KAIROS_SECRET_KEY),
+``--identity-secret`` (KAIROS_IDENTITY_SECRET: logged-in shoppers' decides carry their
+``userHash``, as a shop that signs its pages sends it; without it they are decided for the device),
 ``--think`` seconds between a user's steps (mean; default 1), ``--rate`` requests/s for all
 users together (paced on one shared schedule; 0: think time only), ``--seed``, ``--counters``
 (a JSON file for decision outcomes: how many had content, which fell back to defaults and why).
@@ -46,6 +48,7 @@ from locust import FastHttpUser, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from decisions.identity import user_hash  # noqa: E402
 from profiles.shoppers import CATALOG, DEVICES, Product  # noqa: E402
 
 SDK_VERSION = "1.0.0"
@@ -64,6 +67,8 @@ locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 2  # the runner's progress line read
 def _options(parser: Any) -> None:
     parser.add_argument("--write-key", env_var="KAIROS_WRITE_KEY", default="", help="write key")
     parser.add_argument("--secret-key", env_var="KAIROS_SECRET_KEY", default="", help="secret key")
+    parser.add_argument("--identity-secret", env_var="KAIROS_IDENTITY_SECRET", default="",
+                        help="signs logged-in shoppers' userHash")  # fmt: skip
     parser.add_argument("--think", type=float, default=1.0, help="mean seconds between steps")
     parser.add_argument("--rate", type=float, default=0.0, help="requests/s of all users, paced")
     parser.add_argument("--seed", type=int, default=7, help="seed of the users' choices")
@@ -251,6 +256,9 @@ class Shopper(_Client):
                                "context": context, "writeKey": self.options.write_key}  # fmt: skip
         if self.user_id:
             ask["userId"] = self.user_id
+            secret = getattr(self.options, "identity_secret", "")
+            if secret:  # what the shop's server renders into the page
+                ask["userHash"] = user_hash(secret, self.user_id)
         answer = self.call("POST", "/v1/decide", "POST /v1/decide", data=json.dumps(ask),
                            headers={"Content-Type": "text/plain"})  # fmt: skip
         if answer is None:

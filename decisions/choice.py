@@ -3,11 +3,17 @@ and the recommendations API answer).
 
 A request (``Ask``)::
 
-    {"anonymousId": "a1", "userId": "u1", "placements": ["home_hero", "cart_offer"],
+    {"anonymousId": "a1", "userId": "u1", "userHash": "9f…", "placements": ["home_hero"],
      "context": {"page": {"url": "…", "referrer": "…"}, "userAgent": "…", "campaign": {…}}}
 
-Answer: ``{"decisions": {"home_hero": {"decisionId", "variant", "content", "propensity"}}}``;
-a decision that did not come from the policy says why in ``fallback``:
+Answer: ``{"decisions": {"home_hero": {"decisionId", "variant", "content", "propensity"}},
+"identity": "verified"}``. A browser's ``userId`` counts only with its ``userHash``
+(``decisions.identity``); ``identity`` says what became of it: ``verified`` (a valid userHash,
+or the secret key), ``unverified`` (none, or a wrong one: decided for the anonymous visitor
+alone, without contact traits), ``unchecked`` (``[identity] verification = "off"``); absent
+when the request names no ``userId``.
+
+A decision that did not come from the policy says why in ``fallback``:
 
 - ``ineligible``: the visitor does not meet the placement's eligibility rule (default shown);
 - ``redis_unavailable`` / ``timeout``: Redis failed, or a round trip to it took longer than
@@ -32,7 +38,7 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -46,6 +52,7 @@ from collector.spool import DecisionLog
 from collector.wire import BLOCKED, EMPTY, Id
 from decisions.catalog import Catalog, Slot
 from decisions.features import build
+from decisions.identity import Verifier, without_contact
 from decisions.placements import KEY
 from decisions.records import Logged, new_decision_id
 from decisions.visitors import Visitor, Visitors
@@ -73,6 +80,12 @@ class Ask(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     ]
     anonymous_id: Id | None = None
     user_id: Id | None = None
+    # hex HMAC-SHA256 of userId under the identity secret; a wrong one counts as none (no 4xx:
+    # a page must keep working), so only its length is bounded here.
+    user_hash: Annotated[str, msgspec.Meta(max_length=256, description=(
+        "lowercase hex HMAC-SHA256 of userId under the identity secret, made by the site's "
+        "server; without a valid one a browser's userId is not used (see Answer.identity)"
+    ))] | None = None  # fmt: skip
     context: msgspec.Raw = msgspec.field(default_factory=lambda: EMPTY)  # (see wire.EMPTY)
     write_key: str | None = None
 
@@ -142,10 +155,13 @@ class Decider:
         calls: Coalescer,
         suppression: SuppressionCache | None = None,
         seed: int | None = None,
+        verifier: Verifier | None = None,
     ):
         """``calls``: this path's own pipeline to Redis, whose timeout bounds each round trip;
-        ``suppression``: the erased people, who get defaults and leave no trace."""
+        ``suppression``: the erased people, who get defaults and leave no trace; ``verifier``:
+        the site's identity check for browsers' ``userId`` (none: nothing verifies)."""
         self.catalog = catalog
+        self.verifier = verifier or Verifier("")
         self.suppression = suppression or SuppressionCache()
         self.calls = calls
         self.visitors = Visitors(calls)
@@ -153,9 +169,27 @@ class Decider:
         self.rng = np.random.default_rng(seed)
         self._closed_until = 0.0
 
-    async def decide(self, ask: Ask, user_agent: str | None) -> dict[str, Decision]:
+    async def decide(
+        self, ask: Ask, user_agent: str | None, trusted: bool = False
+    ) -> tuple[dict[str, Decision], str | None]:
+        """The decisions for a ``POST /v1/decide`` and what became of its ``userId`` (see the
+        module's docstring); ``trusted``: the request carries the secret key (a server)."""
         identities = ask.identities()  # ValueError: the caller answers 400
-        return await self.decide_for(identities, ask.placements, ask.context, user_agent)
+        if trusted:
+            verified, identity = True, "verified" if ask.user_id is not None else None
+        elif not self.verifier.required:
+            verified, identity = True, "unchecked" if ask.user_id is not None else None
+        elif ask.user_id is None:
+            verified, identity = False, None
+        elif self.verifier.verified(identities[0][1], ask.user_hash):
+            verified, identity = True, "verified"
+        else:  # the userId is only a claim: the device alone
+            verified, identity = False, "unverified"
+            identities = identities[1:]
+        decisions = await self.decide_for(
+            identities, ask.placements, ask.context, user_agent, verified=verified
+        )
+        return decisions, identity
 
     async def decide_for(
         self,
@@ -164,10 +198,13 @@ class Decider:
         context: msgspec.Raw = EMPTY,
         user_agent: str | None = None,
         n: int | None = None,
+        verified: bool = True,
     ) -> dict[str, Decision]:
         """Decide placements ``keys`` for the person known by ``identities`` (``user_id``,
-        ``anonymous_id``, ``email``… or ``profile``: a profile id), strongest first; ``n``:
-        how many items a recommendation placement returns, if not its own number."""
+        ``anonymous_id``, ``email``… or ``profile``: a profile id), strongest first (none: an
+        unknown visitor); ``n``: how many items a recommendation placement returns, if not its
+        own number. ``verified=False``: a browser that has not proven who it is: only a profile
+        that is still anonymous is used, and contact traits never reach a template."""
         if not self.catalog.loaded:
             return {key: _unknown("catalog_unavailable") for key in keys}
         slots = [self.catalog.slots[k] for k in keys if k in self.catalog.slots]
@@ -179,7 +216,7 @@ class Decider:
         if time.monotonic() < self._closed_until:
             return {slot.key: _default(slot, "redis_unavailable") for slot in slots}
         try:
-            return await self._decide(identities, slots, context, user_agent, n)
+            return await self._decide(identities, slots, context, user_agent, n, verified)
         except (TimeoutError, redis.RedisError, OSError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else "redis_unavailable"
             if time.monotonic() >= self._closed_until:
@@ -194,24 +231,31 @@ class Decider:
         raw_context: msgspec.Raw,
         user_agent: str | None,
         n: int | None,
+        verified: bool,
     ) -> dict[str, Decision]:
         recommends = any(s.placement.recommend is not None for s in slots)
-        visitor = await self.visitors.read(
-            identities,
-            history=recommends or any(s.placement.eligibility is not None for s in slots),
-            assignments=any(isinstance(s.policy, ABTest) for s in slots),
-            ids=identities[0][0] not in ("user_id", "anonymous_id"),
-        )
+        visitor = Visitor()
+        if identities:
+            visitor = await self.visitors.read(
+                identities,
+                history=recommends or any(s.placement.eligibility is not None for s in slots),
+                assignments=any(isinstance(s.policy, ABTest) for s in slots),
+                ids=identities[0][0] not in ("user_id", "anonymous_id"),
+                anonymous=not verified,
+            )
         context: dict[str, Any] | None = None
         if recommends or any(s.placement.policy.features for s in slots):
             context = _context(raw_context)
             if user_agent and "userAgent" not in context:
                 context["userAgent"] = user_agent
         now = datetime.now(UTC)
-        unit = identities[-1][1]  # A/B tests hash the weakest identity: the anonymous id
+        # A/B tests hash the weakest identity (the anonymous id); an unknown visitor, a draw.
+        unit = identities[-1][1] if identities else new_decision_id()
         chosen = [(slot, *self._choose(slot, unit, visitor, context, now)) for slot in slots]
         items = await self._items(chosen, visitor, now, n, (context or {}).get("item"))
         traits = visitor.traits() if any(s.templates[arm] for s, arm, *_ in chosen) else {}
+        if traits and not verified:
+            traits = without_contact(traits)
         user_id, anonymous_id = visitor.logged_ids(identities)
         decisions, lines = {}, []
         for (slot, arm, propensity, features, fallback), found in zip(chosen, items):
@@ -305,6 +349,18 @@ def _unknown(reason: str) -> Decision:
     return Decision(new_decision_id(), None, None, 1.0, reason)
 
 
+Identity = Annotated[
+    Literal["verified", "unverified", "unchecked"],
+    msgspec.Meta(description=(
+        "What became of the request's userId (absent when it names none): verified (a valid "
+        "userHash, or the secret key), unverified (no userHash, or a wrong one: decided for "
+        "the anonymousId's anonymous visitor alone, without contact traits), unchecked "
+        "([identity] verification = \"off\": taken as given)"
+    )),
+]  # fmt: skip
+
+
 class Answer(msgspec.Struct, omit_defaults=True):
     decisions: dict[str, Decision]
     errors: dict[str, str] | None = None
+    identity: Identity | None = None

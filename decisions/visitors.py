@@ -12,6 +12,11 @@ tick in one pipeline (``collector.coalesce``):
   per placement), only when an A/B placement is asked for.
 
 A profile that was merged into another is followed (one more round trip, then cached).
+
+``anonymous=True`` (a browser that has not proven who it is, ``decisions.identity``): a profile
+that belongs to a signed-in person (its ``user_id`` field is set) is read as no profile, since
+the write key can link any device to any user id; the visitor's sticky A/B assignments, which
+are the device's own, are kept. No extra round trip: the field comes with the profile.
 """
 
 from __future__ import annotations
@@ -92,9 +97,11 @@ class Visitors:
         history: bool,
         assignments: bool,
         ids: bool = False,
+        anonymous: bool = False,
     ) -> Visitor:
         """The visitor known by ``identities`` (strongest first: user id, then anonymous id; a
-        ``profile`` identity is the profile id itself); ``ids``: read their identities too."""
+        ``profile`` identity is the profile id itself); ``ids``: read their identities too;
+        ``anonymous``: only a profile without a user id (see the module's docstring)."""
         records = (
             [self.calls.command("HGETALL", visitor_key(k, v)) for k, v in identities]
             if assignments
@@ -109,6 +116,8 @@ class Visitors:
                 if moved:
                     self._remember(identities, moved)
                     visitor = await self._profile(moved, history, ids)
+                if anonymous and visitor.raw.get(b"user_id"):
+                    visitor = Visitor()
             for record in reversed(records):  # the strongest identity's assignment wins
                 for name, value in _pairs(await record).items():
                     if name.startswith("ab:"):

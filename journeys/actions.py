@@ -82,7 +82,9 @@ class Api:
         body = {"placements": [placement], "userId": ids.get("user_id"),
                 "anonymousId": ids.get("anonymous_id")}  # fmt: skip
         body = {k: v for k, v in body.items() if v is not None}
-        decided = self._call("POST", "/v1/decide", self.write_key, json=body)["decisions"]
+        # The secret key: a server deciding for the person it holds (the write key's userId
+        # would need the person's userHash: decisions.identity).
+        decided = self._call("POST", "/v1/decide", self.secret_key, json=body)["decisions"]
         return dict(decided[placement])
 
     def rendered(self, pid: str, placement: str, n: int, template: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from tests.browser import launched
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
+IDENTITY_SECRET = "idsec_test"
 
 # Every process the tests start inherits this mark (through os.environ), however deep: at the
 # end of the session none may still run (see ``pytest_sessionfinish``).
@@ -146,6 +147,7 @@ def settings(redis_url: str, clickhouse_url: str) -> Settings:
         store_url=clickhouse_url,
         write_key=WRITE_KEY,
         secret_key=SECRET_KEY,
+        identity_secret=IDENTITY_SECRET,
         seed=7,
         limits=Limits(per_ip=0, per_key=0),  # tests push many requests from 127.0.0.1
     )
@@ -279,7 +281,8 @@ class Process:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0, wait: bool = True) -> Process:
-        env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
+        env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY,
+               "KAIROS_IDENTITY_SECRET": IDENTITY_SECRET}  # fmt: skip
         with open(self.data_dir / "engine.log", "ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
                 [

@@ -14,6 +14,7 @@ import numpy as np
 import redis.asyncio
 
 from collector import Spool, read_request
+from decisions.identity import user_hash
 from tests.conftest import SECRET_KEY, Engine
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # when ``fill``'s messages were received
@@ -43,6 +44,11 @@ def placement(engine: Engine, key: str) -> dict[str, Any]:
     answer = engine.client.get(f"{engine.url}/v1/placements/{key}", headers=bearer())
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
+
+
+def signed(engine: Engine, user_id: str) -> dict[str, str]:
+    """``userId`` with its ``userHash``, as a site's server renders them for a signed-in user."""
+    return {"userId": user_id, "userHash": user_hash(engine.settings.identity_secret, user_id)}
 
 
 def decide(engine: Engine, *placements: str, **body: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from collector.consent import SuppressionCache
 from collector.store import open_store
 from decisions.catalog import REFRESH_SECONDS, Catalog
 from decisions.choice import Decider
+from decisions.identity import Verifier
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits
 from edge.openapi import document as openapi
@@ -110,7 +111,14 @@ class _DecideFirst:
 
 def create_app(settings: Settings) -> ASGIApp:
     """The engine's HTTP app: CORS, then rate and size limits, then the routes."""
-    redact(settings.write_key, settings.secret_key)
+    redact(settings.write_key, settings.secret_key, settings.identity_secret)
+    verifier = Verifier(settings.identity_secret, settings.identity_verification == "required")
+    if not verifier.required:
+        log.warning(
+            "identity verification is off: /v1/decide takes any userId a browser names as that "
+            "person (their traits, their browsing); sign userHash on your site and set "
+            '[identity] verification = "required"'
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -131,8 +139,9 @@ def create_app(settings: Settings) -> ASGIApp:
         ]
         # The decide path has its own pipeline: its timeout must not touch ingestion's.
         decider = Decider(
-            catalog, Coalescer(client, settings.decide_timeout), suppression, settings.seed
-        )
+            catalog, Coalescer(client, settings.decide_timeout), suppression, settings.seed,
+            verifier,
+        )  # fmt: skip
         # Email systems' recommendations wait for Redis longer than a page would (its own
         # pipeline: a big batch must not time out the decide path's requests).
         recommender = Decider(catalog, Coalescer(client, 10.0), suppression, settings.seed)

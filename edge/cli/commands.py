@@ -114,19 +114,22 @@ def _moment(text: str) -> str:
 
 def keys(args: argparse.Namespace) -> int:
     found = {name: find_key(name, None, args.data_dir) for name in KEY_ENV}
-    if not all(found.values()):
+    if not (found["write_key"] and found["secret_key"]):
         print(f"kairos keys: no keys yet: start the engine once (`kairos up`), or set "
-              f"{' and '.join(KEY_ENV.values())}; looked in {args.data_dir / 'keys.json'}",
+              f"{', '.join(KEY_ENV.values())}; looked in {args.data_dir / 'keys.json'}",
               file=sys.stderr)  # fmt: skip
         return 1
     if args.env:
         print(f"KAIROS_URL={args.url}")
         for name, env in KEY_ENV.items():
-            print(f"{env}={found[name]}")
+            if found[name]:  # a data dir from before the identity secret: its next start
+                print(f"{env}={found[name]}")
         return 0
     print(f"url         {args.url}")
     print(f"write key   {found['write_key']}   (public: browsers and SDKs)")
     print(f"secret key  {found['secret_key']}   (private: servers, the dashboard)")
+    identity = found["identity_secret"] or "none yet (the next `kairos up` makes it)"
+    print(f"identity    {identity}   (private: your server signs userHash with it)")
     return 0
 
 

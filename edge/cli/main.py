@@ -21,6 +21,7 @@ environment:
   KAIROS_PORT         port to listen on (default 8000)
   KAIROS_WRITE_KEY    public key for browsers and SDKs (default: generated, kept in the data dir)
   KAIROS_SECRET_KEY   key for servers and the growth team (default: generated likewise)
+  KAIROS_IDENTITY_SECRET  signs signed-in users' userHash on your server (default: likewise)
   KAIROS_REDIS_URL, KAIROS_CLICKHOUSE_URL   external servers instead of the embedded ones
   KAIROS_CONFIG       config file (default: kairos.toml in the data dir, if there is one)
   KAIROS_API_WORKERS  API server processes (default 1)
@@ -236,9 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser(
         "keys",
         help="print the engine's keys and address (from the environment or the data dir)",
-        description="Print the write key, the secret key and the engine's URL, as `kairos up` "
-        "uses them: KAIROS_WRITE_KEY / KAIROS_SECRET_KEY if set, else the data dir's keys.json "
-        "(made by the first `kairos up`). With --env, as NAME=value lines for the shell.",
+        description="Print the write key, the secret key, the identity secret and the engine's "
+        "URL, as `kairos up` uses them: KAIROS_WRITE_KEY / KAIROS_SECRET_KEY / "
+        "KAIROS_IDENTITY_SECRET if set, else the data dir's keys.json (made by the first "
+        "`kairos up`). With --env, as NAME=value lines for the shell.",
         epilog="example:\n  export $(.venv/bin/kairos keys --env)\n"
         '  curl -u "$KAIROS_WRITE_KEY:" "$KAIROS_URL/healthz"',
         formatter_class=argparse.RawDescriptionHelpFormatter,

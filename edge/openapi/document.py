@@ -30,7 +30,8 @@ _DESCRIPTION = """\
 Kairos: the tracking API (Segment-compatible), decisions, and the admin, results and profile
 APIs. Keys travel as HTTP Basic username or as a Bearer token: the **write key** (public, for
 browsers and SDKs) on tracking, decide and wallet proofs, the **secret key** on everything
-else. Every error is JSON `{"code", "message"}` whose message leads with the field path.
+else (and on decide, for servers). Every error is JSON `{"code", "message"}` whose message
+leads with the field path.
 
 Any operation may answer **413** (a body over `[limits] max_body_kb`) and **429** (over a
 `[limits]` rate; retry after `Retry-After`).
@@ -49,6 +50,11 @@ _FORM = {
     "type": "object",
     "properties": {"key": {"type": "string"}, "csrf": {"type": "string"}},
     "description": "A urlencoded form: the secret key (sign-in) and the form's CSRF token",
+}
+_DEMO_FORM = {
+    "type": "object",
+    "properties": {"first_name": {"type": "string"}, "email": {"type": "string"}},
+    "description": "A urlencoded form: the demo shopper's first name and (optional) email",
 }
 _SECURITY = {
     "writeKey": {"type": "http", "scheme": "basic",
@@ -88,6 +94,7 @@ def _components() -> dict[str, Any]:
         "description": "a definition to try before saving it (default: the saved one)",
     }
     schemas["Form"] = _FORM
+    schemas["DemoForm"] = _DEMO_FORM
     return schemas
 
 
@@ -145,7 +152,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     answers = dict(op.answers)
     if op.security and op.security[0] != "dashboardSession":
         answers.setdefault(401, ("Missing or wrong key", "Error"))
-    if "secretKey" in op.security:
+    if op.security[:1] == ("secretKey",):  # not where the write key may do too (decide)
         answers.setdefault(403, ("The write key where the secret key is needed", "Error"))
     answers.update(_LIMITS)
     found: dict[str, Any] = {

@@ -107,7 +107,10 @@ def _tracking() -> list[Operation]:
 def _deciding() -> list[Operation]:
     return [
         Operation("post", "/v1/decide", "Choose each placement's variant for one visitor "
-                  "(the write key may travel in the body as writeKey)", "decide", (WRITE,),
+                  "(the write key may travel in the body as writeKey). With the write key a "
+                  "userId counts only with its userHash (hex HMAC-SHA256 of the userId under "
+                  "the identity secret); the secret key (a server) is trusted as it is",
+                  "decide", (WRITE, SECRET),
                   "Ask", answers={200: ("The decisions; placements that do not exist are named "
                                         "in errors", "Answer"), **_BAD,
                                   404: ("None of the placements exists", "Error")}),
@@ -346,6 +349,17 @@ def _pages() -> list[Operation]:
     ]  # fmt: skip
     demo = [
         Operation("get", "/demo", "Demo shop: home", "demo", answers={**page}),
+        Operation("get", "/demo/login", "Demo shop: the sign-in form", "demo",
+                  answers={**page}),
+        Operation("post", "/demo/login", "Demo shop: sign in (form: first_name, email); the "
+                  "pages after it carry the shopper's userId and userHash", "demo",
+                  body="DemoForm", media=("application/x-www-form-urlencoded",),
+                  body_required=False,
+                  answers={303: ("Signed in: to /demo", None),
+                           400: ("A field is missing or wrong: the form again", _HTML),
+                           503: ("The spool is full or Redis is down", _HTML)}),
+        Operation("post", "/demo/logout", "Demo shop: sign out", "demo",
+                  answers={303: ("Signed out: to /demo", None)}),
         Operation("get", "/demo/c/{name}", "Demo shop: a category", "demo",
                   parameters=[path("name")],
                   answers={**page, 404: ("No such category", _HTML)}),

@@ -8,16 +8,28 @@ would do. The cart lives in the browser (localStorage), as the demo has no backe
 ``kairos up --demo`` calls ``install`` (the catalog: the shopper simulator's products, and the
 four placements unless they exist) and then ``seed`` in the background (simulated shoppers'
 last two weeks, so popular and co-occurrence lists have something in them at once).
+
+Signing in (``/demo/login``: a first name and an email, no password) does what a shop's server
+does for identity verification (``decisions.identity``): it names the shopper with a new user
+id, identifies them server-side (their traits, and the browsing of this device), and renders
+every page after it with ``{userId, userHash}`` in the snippet's options, signed with the
+engine's identity secret; so the hero greets them by their first name. The demo signs only the
+ids it made itself, kept in a cookie under that signature: it is no oracle for other user ids.
+(No CSRF token: at worst another site signs a browser into a new, empty demo account.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import secrets
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import redis
@@ -25,9 +37,12 @@ import redis.asyncio
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from collector import wire
+from collector.errors import SpoolFull
+from decisions.identity import Verifier, user_hash
 from decisions.placements import DEFS, PLACEMENT, put_placement
 from edge.routes.sdk import VERSION, snippet
 from profiles.products import ITEM, ITEMS, Item, put_items
@@ -178,11 +193,79 @@ def seed(url: str, write_key: str, client: redis.Redis, shoppers: int = 600) -> 
 def _page(request: Request, name: str, status: int = 200, **values: Any) -> Response:
     settings = request.state.settings
     host = str(request.base_url).rstrip("/")
+    options: dict[str, Any] = {"slotTimeout": 800}
+    shopper = _shopper(request)
+    if shopper is not None:  # a page rendered for a signed-in shopper: signed server-side
+        options.update(userId=shopper, userHash=user_hash(settings.identity_secret, shopper))
     html = _TEMPLATES.get_template(name).render(
-        snippet=Markup(snippet(host, settings.write_key, {"slotTimeout": 800})),
+        snippet=Markup(snippet(host, settings.write_key, options)), signed_in=shopper is not None,
         categories=CATEGORIES, sdk_version=VERSION, **values,
     )  # fmt: skip
     return HTMLResponse(html, status)
+
+
+# -- signing in --
+
+SHOPPER = "kairos_demo"  # cookie: "<user id>.<its userHash>", made by the sign-in
+_SHOPPER_ID = re.compile(r"demo-[0-9a-f]{16}")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}")
+
+
+def _shopper(request: Request) -> str | None:
+    """The signed-in shopper's user id, if the cookie is one the demo made."""
+    uid, _, signature = request.cookies.get(SHOPPER, "").partition(".")
+    if not _SHOPPER_ID.fullmatch(uid):
+        return None
+    verifier = Verifier(request.state.settings.identity_secret)
+    return uid if verifier.verified(uid, signature) else None
+
+
+async def login(request: Request) -> Response:
+    if request.method == "GET":
+        return _page(request, "login.html")
+    form = await _form(request)
+    first_name, email = form.get("first_name", "").strip(), form.get("email", "").strip()
+    problem = None
+    if not 1 <= len(first_name) <= 40:
+        problem = "first_name: your first name, 1 to 40 characters"
+    elif email and not _EMAIL.fullmatch(email):
+        problem = "email: an address like ada@example.com, or nothing"
+    if problem:
+        return _page(request, "login.html", 400, error=problem, first_name=first_name[:40])
+    uid = f"demo-{secrets.token_hex(8)}"
+    traits = {"first_name": first_name, **({"email": email} if email else {})}
+    device = request.cookies.get("kairos_aid", "")  # the SDK's anonymous id: its browsing too
+    now = datetime.now(UTC)
+    message = wire.Identify(
+        user_id=uid, anonymous_id=device if 0 < len(device) <= 255 else None,
+        message_id=f"demo-login-{uuid.uuid4()}", timestamp=now, received_at=now,
+        traits=msgspec.Raw(msgspec.json.encode(traits)),
+        context=msgspec.Raw(b'{"library": {"name": "kairos-demo"}}'),
+    )  # fmt: skip
+    try:
+        await request.state.spool.append_messages([message])
+    except (SpoolFull, redis.RedisError) as exc:
+        log.warning("demo sign-in not recorded", extra={"error": str(exc)})
+        return _page(request, "login.html", 503, error="The shop is busy: try again shortly.")
+    response = RedirectResponse("/demo", 303)
+    signature = user_hash(request.state.settings.identity_secret, uid)
+    response.set_cookie(
+        SHOPPER, f"{uid}.{signature}", max_age=30 * 86400, httponly=True, samesite="lax",
+        secure=request.url.scheme == "https", path="/demo",
+    )  # fmt: skip
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """Forget the shopper; the next page tells the SDK to (``kairos.reset()``)."""
+    response = RedirectResponse("/demo?signed_out=1", 303)
+    response.delete_cookie(SHOPPER, path="/demo")
+    return response
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    return {} if len(body) > 4096 else dict(parse_qsl(body.decode("utf-8", "replace")))
 
 
 async def _products(request: Request, ids: list[str]) -> list[Item]:
@@ -192,9 +275,9 @@ async def _products(request: Request, ids: list[str]) -> list[Item]:
 
 
 async def home(request: Request) -> Response:
-    return _page(
-        request, "home.html", products=await _products(request, [p.id for p in CATALOG[::7]])
-    )
+    found = await _products(request, [p.id for p in CATALOG[::7]])
+    signed_out = "signed_out" in request.query_params and _shopper(request) is None
+    return _page(request, "home.html", products=found, signed_out=signed_out)
 
 
 async def category(request: Request) -> Response:
@@ -238,6 +321,8 @@ async def image(request: Request) -> Response:
 
 routes = [
     Route("/demo", home, methods=["GET"]),
+    Route("/demo/login", login, methods=["GET", "POST"]),
+    Route("/demo/logout", logout, methods=["POST"]),
     Route("/demo/c/{name}", category, methods=["GET"]),
     Route("/demo/products/{id}", product, methods=["GET"]),
     Route("/demo/cart", cart, methods=["GET"]),

@@ -1,12 +1,15 @@
-"""``POST /v1/decide`` (write key): the decide path as a plain ASGI endpoint.
+"""``POST /v1/decide`` (write key, or the secret key): the decide path as a plain ASGI endpoint.
 
 The choice itself is ``decisions.choice``; this module reads the request, checks the key and
-writes the answer (see ``decisions.choice`` for the request and answer shapes).
+writes the answer (see ``decisions.choice`` for the request and answer shapes). A request with
+the secret key in its header comes from a server: its ``userId`` is trusted as it is; a browser's
+needs its ``userHash`` (``decisions.identity``).
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 from typing import Any
 
 import msgspec
@@ -46,6 +49,19 @@ async def _read(receive: Receive, declared: bytes | None) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _trusted(header_key: str | None, body_key: str | None, settings: Any) -> bool:
+    """False for the write key (a browser), True for the secret key in the header (a server);
+    Unauthorized for anything else."""
+    try:
+        require_key(header_key or body_key, settings.write_key, "write key")
+        return False
+    except Unauthorized:
+        secret = settings.secret_key.encode()
+        if header_key is None or not hmac.compare_digest(header_key.encode(), secret):
+            raise
+        return True
+
+
 async def _answer(
     scope: Scope, receive: Receive, state: dict[str, Any], headers: dict[bytes, bytes]
 ) -> Response | bytes:
@@ -54,11 +70,11 @@ async def _answer(
         authorization = headers.get(b"authorization")
         header_key = _key(authorization.decode("latin-1") if authorization else None)
         ask = read_ask(await _read(receive, headers.get(b"content-length")))
-        require_key(header_key or ask.write_key, state["settings"].write_key, "write key")
+        trusted = _trusted(header_key, ask.write_key, state["settings"])
         agent = headers.get(b"user-agent")
         try:
-            decisions = await state["decider"].decide(
-                ask, agent.decode("latin-1") if agent else None
+            decisions, identity = await state["decider"].decide(
+                ask, agent.decode("latin-1") if agent else None, trusted
             )
         except ValueError as exc:
             raise InvalidInput("invalid_request", with_path(str(exc))) from None
@@ -71,7 +87,7 @@ async def _answer(
             401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'}
         )
     unknown = {k: f"no placement {k!r}" for k in ask.placements if k not in decisions}
-    return _encoder.encode(Answer(decisions, unknown or None))
+    return _encoder.encode(Answer(decisions, unknown or None, identity))
 
 
 class DecideEndpoint:

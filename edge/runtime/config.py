@@ -13,6 +13,9 @@ data dir is read if it exists. Every section is optional. Example::
     [consent]
     mode = "anonymize"          # or "drop": what happens to events that deny analytics
 
+    [identity]                  # decisions.identity
+    verification = "required"   # or "off": take a browser's userId without its userHash
+
     [segments.repeat_buyers]
     name = "Repeat buyers"
     rule = { field = "computed.orders", op = "gte", value = 2 }
@@ -58,6 +61,7 @@ from pathlib import Path
 import msgspec
 
 from collector.consent import ConsentPolicy
+from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
 from edge.api.limits import Limits
 from journeys.spec import Journey
@@ -78,6 +82,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: ModelSettings = msgspec.field(default_factory=ModelSettings)
     recommendations: RecommendationSettings = msgspec.field(default_factory=RecommendationSettings)
     limits: Limits = msgspec.field(default_factory=Limits)
+    identity: IdentityPolicy = msgspec.field(default_factory=IdentityPolicy)
 
 
 class ConfigError(Exception):

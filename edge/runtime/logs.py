@@ -3,8 +3,9 @@
 Fields passed with ``extra={...}`` become keys of the line, so logs can be filtered by field.
 
 No line carries a secret: whatever a line says (exception messages and tracebacks included),
-the engine's keys (``redact``, and ``KAIROS_WRITE_KEY``/``KAIROS_SECRET_KEY`` from the
-environment), anything shaped like a generated key or signing secret, the value of an
+the engine's keys (``redact``, and ``KAIROS_WRITE_KEY``/``KAIROS_SECRET_KEY``/
+``KAIROS_IDENTITY_SECRET`` from the environment), anything shaped like a generated key or signing
+secret, the value of an
 ``Authorization`` header and the dashboard's session cookie are replaced by ``[redacted]``.
 
 Examples:
@@ -13,6 +14,8 @@ Examples:
     'auth failed for "Bearer [redacted]", cookie kairos_session=[redacted]'
     >>> _redacted("from keys.json: sk_4mZ0yWq1t9LrGm3c8xVfKpQa2B")
     'from keys.json: sk_[redacted]'
+    >>> _redacted("signing with idsec_Qm9vYmFyYmF6cXV4cXV1eA")
+    'signing with idsec_[redacted]'
     >>> _redacted("headers: {'authorization': 'Token abc'} basic setup")
     "headers: {'authorization': '[redacted]'} basic setup"
 """
@@ -26,6 +29,8 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from edge.runtime.keys import KEY_ENV
+
 __all__ = ["redact", "setup_logging"]
 
 _SECRETS: set[str] = set()
@@ -33,7 +38,7 @@ _SHAPES = re.compile(
     r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"  # an Authorization header's credentials
     r"|(?i:\b(authorization['\"]?\s*[:=,]\s*['\"]?)[^'\",;\s]+(?:\s+[^'\",;\s]+)?)"
     r"|\b(kairos_session=)[^;\s\"']+"  # the dashboard's session cookie
-    r"|\b(sk|wk|whsec|ocsec)_[A-Za-z0-9_-]{12,}"  # generated keys and signing secrets
+    r"|\b(sk|wk|whsec|ocsec|idsec)_[A-Za-z0-9_-]{12,}"  # generated keys and signing secrets
 )
 
 
@@ -96,7 +101,7 @@ class TextFormatter(logging.Formatter):
 
 def setup_logging(fmt: str = "auto", level: str = "info") -> None:
     """``fmt``: json, text, or auto (text on a terminal, JSON otherwise)."""
-    redact(os.environ.get("KAIROS_WRITE_KEY", ""), os.environ.get("KAIROS_SECRET_KEY", ""))
+    redact(*(os.environ.get(name, "") for name in KEY_ENV.values()))
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)

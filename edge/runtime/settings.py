@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from collector.consent import ConsentPolicy
 from edge.api.limits import Limits
@@ -27,3 +28,6 @@ class Settings:
     limits: Limits = field(default_factory=Limits)  # rate and size limits (edge.api.limits)
     decide_timeout: float = 0.05  # seconds /v1/decide waits on Redis before answering defaults
     seed: int | None = None  # the decide path's random choices (tests fix it)
+    # What signs a browser's userId (decisions.identity); empty: no userHash verifies.
+    identity_secret: str = field(default="", repr=False)
+    identity_verification: Literal["required", "off"] = "required"  # [identity] verification

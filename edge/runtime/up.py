@@ -85,6 +85,8 @@ def up(args: argparse.Namespace) -> int:
         store_url=f"unix://{socket_path}" if sink_owns_store else ch_url,
         write_key=keys.write_key,
         secret_key=keys.secret_key,
+        identity_secret=keys.identity_secret,
+        identity_verification=config.identity.verification,
         host=args.host,
         port=args.port,
         spool_limit=args.spool_limit,
@@ -316,29 +318,36 @@ def _wait_for_socket(path: Path, supervisor: Any, timeout: float = 120.0) -> Non
 
 
 def _banner(
-    settings: Any, data_dir: Path, clickhouse_url: str, created: bool, embedded_redis: bool
+    settings: Any,
+    data_dir: Path,
+    clickhouse_url: str,
+    created: frozenset[str],
+    embedded_redis: bool,
 ) -> None:
-    """What runs where, and how to start. Keys are shown only on the start that made them (they
-    are kept in keys.json); otherwise the banner says where they come from, never what they are."""
-    from edge.runtime.keys import keys_file, stored_keys
+    """What runs where, and how to start. A key is shown only on the start that made it (``created``
+    names those; they are kept in keys.json); otherwise the banner says where it comes from, never
+    what it is."""
+    from edge.runtime.keys import KEY_ENV, keys_file, stored_keys
 
     base = f"http://{settings.host}:{settings.port}"
     redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else ""
     ch_note = " (embedded)" if clickhouse_url.startswith("chdb://") else ""
     path, stored = keys_file(data_dir), stored_keys(data_dir)
     lines = []
-    for name, value, env, use in (
-        ("write key ", settings.write_key, "KAIROS_WRITE_KEY", "public: browsers and SDKs"),
-        ("secret key", settings.secret_key, "KAIROS_SECRET_KEY", "private: servers, dashboard"),
+    for label, key, use in (
+        ("write key ", "write_key", "public: browsers and SDKs"),
+        ("secret key", "secret_key", "private: servers, dashboard"),
+        ("identity  ", "identity_secret", "private: your server signs userHash with it"),
     ):
+        value, env = getattr(settings, key), KEY_ENV[key]
         if os.environ.get(env) == value:
-            lines.append(f"  {name}  from ${env}  ({use})")
-        elif stored.get(name.strip().replace(" ", "_")) != value:
-            lines.append(f"  {name}  from the command line  ({use})")
-        elif created:
-            lines.append(f"  {name}  {value}  (new, {use}; kept in {path})")
+            lines.append(f"  {label}  from ${env}  ({use})")
+        elif stored.get(key) != value:
+            lines.append(f"  {label}  from the command line  ({use})")
+        elif key in created:
+            lines.append(f"  {label}  {value}  (new, {use}; kept in {path})")
         else:
-            lines.append(f"  {name}  in {path}  ({use})")
+            lines.append(f"  {label}  in {path}  ({use})")
     keys = "\n".join(lines)
     print(
         f"\nKairos is starting on {base}\n"

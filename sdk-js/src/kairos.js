@@ -10,6 +10,10 @@
  * the queue goes out by sendBeacon and stays stored: if the beacon was lost it is sent again on
  * the next page, and the engine drops repeats by messageId. So every message arrives once.
  *
+ * Identity: `identify(userId, traits, {userHash})`, or `{userId, userHash}` in the snippet's
+ * options, keeps the site server's signature of the user id beside it (localStorage, cleared by
+ * reset()); decide() sends it with the userId. Without it the engine decides for this device.
+ *
  * XSS stance: a slot receives HTML only from the engine's server-rendered, sandboxed and
  * autoescaped templates (a variant's `template`, a decision's `content.html`); everything else
  * (JSON content, recommended items without a template) is written as text nodes.
@@ -70,6 +74,12 @@
   }
 
   // -- who --
+  // The site's server signs a signed-in user's id (userHash, HMAC-SHA256 under the identity
+  // secret); without it the engine decides for this device only. A hash is for one user id.
+  function signIn(uid, hash) {
+    if (uid != load("uid", null) || hash) save("uhash", hash ? String(hash) : null);
+    save("uid", uid);
+  }
   function anonymousId() {
     var id = cookie("kairos_aid") || load("aid", null);
     if (!id) id = uuid();
@@ -187,9 +197,10 @@
       enqueue("page", { name: name, properties: p });
     },
     track: function (event, properties) { enqueue("track", { event: event, properties: properties || {} }); },
-    identify: function (userId, traits) {
-      if (typeof userId == "object") { traits = userId; userId = undefined; }
-      if (userId) save("uid", String(userId));
+    identify: function (userId, traits, options) {
+      if (typeof userId == "object") { options = traits; traits = userId; userId = undefined; }
+      if (userId) signIn(String(userId), options && options.userHash);
+      else if (options && options.userHash) save("uhash", String(options.userHash));
       enqueue("identify", { traits: traits || {} });
     },
     alias: function (userId, previousId) {
@@ -198,6 +209,7 @@
     group: function (groupId, traits) { enqueue("group", { groupId: String(groupId), traits: traits || {} }); },
     reset: function () {
       save("uid", null);
+      save("uhash", null);
       save("session", null);
       cookie("kairos_aid", "");
       save("aid", null);
@@ -218,6 +230,8 @@
     if (options && options.item) ask.context.item = String(options.item); // the product in view
     var uid = load("uid", null);
     if (uid) ask.userId = uid;
+    var hash = uid && load("uhash", null);
+    if (hash) ask.userHash = hash; // the engine uses the userId only with it
     var ms = (options && options.timeout) || slotTimeout;
     var ctl = w.AbortController ? new AbortController() : null;
     var t = setTimeout(function () { if (ctl) ctl.abort(); }, ms);
@@ -312,6 +326,7 @@
   w.addEventListener("pagehide", beacon);
   w.addEventListener("online", function () { backoff = 0; schedule(0); });
   w.kairos = api;
+  if (opts.userId) signIn(String(opts.userId), opts.userHash); // a page rendered signed in
   for (var i = 0; i < stub.length; i++) {
     var call = stub[i];
     try {

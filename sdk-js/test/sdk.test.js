@@ -123,3 +123,36 @@ test("SPA navigation sends a page view; reset forgets the person", async () => {
   assert.equal(after.userId, null);
   assert.notEqual(after.anonymousId, before.anonymousId);
 });
+
+test("identify stores the userHash with the user id; decide sends both; reset forgets it", async () => {
+  const b = browser();
+  const k = b.load(stub(HOST, "wk", { page: false }));
+  const asked = () => b.requests.filter((r) => r.url == HOST + "/v1/decide").map((r) => r.json);
+  await k.decide(["home_hero"]);
+  k.identify("u1", { first_name: "Ada" }, { userHash: "a1b2" });
+  await k.decide(["home_hero"]);
+  k.identify("u1", { plan: "pro" }); // the same person: the hash stays
+  await k.decide(["home_hero"]);
+  k.identify("u2", {}); // someone else, unsigned: u1's hash is not theirs
+  await k.decide(["home_hero"]);
+  k.identify("u2", {}, { userHash: "c3d4" });
+  k.reset();
+  await k.decide(["home_hero"]);
+  const sent = asked().map((a) => [a.userId, a.userHash]);
+  assert.deepEqual(sent, [[undefined, undefined], ["u1", "a1b2"], ["u1", "a1b2"], ["u2", undefined],
+                          [undefined, undefined]]);
+  assert.ok(asked().every((a) => a.anonymousId && a.writeKey == "wk"));
+  await b.advance(1000);
+  assert.ok(b.sent().every((m) => !("userHash" in m))); // events carry the user id only
+  assert.equal(b.storage.get("kairos.uhash"), undefined);
+});
+
+test("a page rendered for a signed-in user passes userId and userHash in the snippet", async () => {
+  const b = browser();
+  const k = b.load(stub(HOST, "wk", { page: false, userId: "u7", userHash: "e5f6" },
+                        [["decide", [["home_hero"]]]]));
+  await b.advance(0);
+  const asked = b.requests.filter((r) => r.url == HOST + "/v1/decide").map((r) => r.json);
+  assert.deepEqual(asked.map((a) => [a.userId, a.userHash]), [["u7", "e5f6"]]); // the queued call
+  assert.equal(k.user().userId, "u7");
+});

@@ -15,7 +15,15 @@ import pytest
 from decisions.placements import DEFS
 from edge.runtime.embedded_redis import EmbeddedRedis
 from tests.conftest import Engine
-from tests.helpers import bearer, decide, eventually, placement, put_placement, wait_catalog
+from tests.helpers import (
+    bearer,
+    decide,
+    eventually,
+    placement,
+    put_placement,
+    signed,
+    wait_catalog,
+)
 
 HERO = {
     "name": "Home hero",
@@ -67,7 +75,7 @@ def test_decisions_and_rewards_reach_clickhouse(engine: Engine) -> None:
         engine, "home_hero", {**HERO, "policy": {"kind": "epsilon_greedy", "epsilon": 1.0}}
     )
     wait_catalog(engine, "home_hero")
-    decision = decide(engine, "home_hero", userId="u7", anonymousId="a7",
+    decision = decide(engine, "home_hero", **signed(engine, "u7"), anonymousId="a7",
                       context={"page": {"url": "https://shop.example/"}})["home_hero"]  # fmt: skip
     engine.post("/v1/track", {"userId": "u7", "event": "Decision Clicked",
                               "properties": {"decisionId": decision["decisionId"]}})  # fmt: skip
@@ -160,15 +168,14 @@ def test_eligibility_and_templates_use_the_profile(engine: Engine) -> None:
         "policy": {"kind": "epsilon_greedy", "epsilon": 1.0},
     })  # fmt: skip
     wait_catalog(engine, "welcome")
-    shown = decide(engine, "welcome", userId="ada")["welcome"]
+    shown = decide(engine, "welcome", **signed(engine, "ada"))["welcome"]
     assert {k: v for k, v in shown.items() if k != "decisionId"} == {
         "variant": "generic", "fallback": "ineligible", "propensity": 1.0,
         "content": {"text": "Welcome"}}  # fmt: skip
     engine.post("/v1/identify", {"userId": "ada", "traits": {"plan": "pro", "first_name": "<Ada>"}})
-    eventually(lambda: "fallback" not in decide(engine, "welcome", userId="ada")["welcome"])
-    named = [
-        decide(engine, "welcome", userId="ada", anonymousId=f"dev{i}")["welcome"] for i in range(40)
-    ]
+    ada = signed(engine, "ada")
+    eventually(lambda: "fallback" not in decide(engine, "welcome", **ada)["welcome"])
+    named = [decide(engine, "welcome", **ada, anonymousId=f"dev{i}")["welcome"] for i in range(40)]
     rendered = [d["content"] for d in named if d["variant"] == "named"]
     assert rendered and rendered[0] == {"html": "<p>Hi &lt;Ada&gt;</p>", "cta": "/pro"}
 
@@ -411,8 +418,8 @@ def test_erasure_deletes_the_persons_decisions_too(engine: Engine) -> None:
     engine.post("/v1/identify", {"userId": "fay", "anonymousId": "fay-phone"})
     eventually(lambda: engine.client.get(f"{engine.url}/v1/profiles/user_id:fay",
                                          headers=bearer()).status_code == 200)  # fmt: skip
-    decide(engine, "home_hero", userId="fay", anonymousId="fay-phone")
-    decide(engine, "home_hero", userId="gus")
+    decide(engine, "home_hero", **signed(engine, "fay"), anonymousId="fay-phone")
+    decide(engine, "home_hero", **signed(engine, "gus"))
     count = "SELECT count() FROM decisions WHERE userId = 'fay' OR anonymousId = 'fay-phone'"
     eventually(lambda: engine.sql(count) == [[1]])
     answer = engine.client.delete(f"{engine.url}/v1/profiles/user_id:fay", headers=bearer())
@@ -423,6 +430,6 @@ def test_erasure_deletes_the_persons_decisions_too(engine: Engine) -> None:
     time.sleep(1.1)  # this process's suppression list refreshes each second
     again = decide(engine, "home_hero", anonymousId="fay-phone")["home_hero"]
     assert again["fallback"] == "suppressed" and again["variant"] == "classic"
-    decide(engine, "home_hero", userId="gus")
+    decide(engine, "home_hero", **signed(engine, "gus"))
     eventually(lambda: engine.sql("SELECT count() FROM decisions WHERE userId = 'gus'") == [[2]])
     assert engine.sql(count) == [[0]]

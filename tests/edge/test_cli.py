@@ -70,12 +70,14 @@ def test_keys_are_generated_once_kept_and_printed(tmp_path: Path) -> None:
             time.sleep(0.1)
         keys = json.loads((data / "keys.json").read_text())
         assert keys["write_key"].startswith("wk_") and keys["secret_key"].startswith("sk_")
+        assert keys["identity_secret"].startswith("idsec_")
         assert oct((data / "keys.json").stat().st_mode & 0o777) == "0o600"
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert keys["write_key"] in out and keys["secret_key"] in out
+    assert keys["identity_secret"] in out  # new on this start: shown once
     # `kairos sql` finds the secret key in the data dir by itself.
     assert json.loads((data / "keys.json").read_text()) == keys
 
@@ -281,13 +283,27 @@ def test_kairos_keys_prints_them_for_the_shell(tmp_path: Path) -> None:
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 1 and "start the engine once" in missing.stderr
     (tmp_path / "keys.json").write_text(json.dumps({"write_key": "wk_1", "secret_key": "sk_2"}))
+    older = subprocess.run([KAIROS, "keys", "--env", "--data-dir", str(tmp_path)], env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert older.stdout.splitlines() == [  # made before the identity secret existed
+        "KAIROS_URL=http://127.0.0.1:8000",
+        "KAIROS_WRITE_KEY=wk_1",
+        "KAIROS_SECRET_KEY=sk_2",
+    ]
+    (tmp_path / "keys.json").write_text(
+        json.dumps({"write_key": "wk_1", "secret_key": "sk_2", "identity_secret": "idsec_3"})
+    )
     shown = subprocess.run([KAIROS, "keys", "--env", "--data-dir", str(tmp_path)], env=env,
                            capture_output=True, text=True, check=True)  # fmt: skip
     assert shown.stdout.splitlines() == [
         "KAIROS_URL=http://127.0.0.1:8000",
         "KAIROS_WRITE_KEY=wk_1",
         "KAIROS_SECRET_KEY=sk_2",
+        "KAIROS_IDENTITY_SECRET=idsec_3",
     ]
+    table = subprocess.run([KAIROS, "keys", "--data-dir", str(tmp_path)], env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert "identity    idsec_3   (private: your server signs userHash with it)" in table.stdout
     env["KAIROS_PORT"] = "8123"
     moved = subprocess.run([KAIROS, "keys", "--env", "--data-dir", str(tmp_path)], env=env,
                            capture_output=True, text=True, check=True)  # fmt: skip

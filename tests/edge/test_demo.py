@@ -3,14 +3,18 @@ them from the first README command."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from edge.pages.demo import PLACEMENTS
-from tests.conftest import Process
+from decisions.identity import user_hash
+from edge.pages.demo import PLACEMENTS, SHOPPER
+from tests.conftest import IDENTITY_SECRET, WRITE_KEY, Process, basic
 from tests.helpers import bearer, eventually
 
 
@@ -40,6 +44,7 @@ def _check(engine: Process, client: httpx.Client) -> None:
     found = client.get("/v1/recommendations/anonymous_id:sim-1?placement=pdp_recs",
                        headers=bearer()).json()  # fmt: skip
     assert len(found["items"]) == 4
+    _sign_in(client)
     # A second start keeps what the growth team changed.
     client.put("/v1/placements/cart_offer", headers=bearer(),
                json={"variants": [{"key": "none"}]})  # fmt: skip
@@ -48,3 +53,44 @@ def _check(engine: Process, client: httpx.Client) -> None:
     offer = client.get("/v1/placements/cart_offer", headers=bearer()).json()
     assert [v["key"] for v in offer["variants"]] == ["none"]
     engine.stop()
+
+
+def _options(page: str) -> dict[str, Any]:
+    """The options the page's snippet passes to the SDK (its last argument)."""
+    found = re.search(r',(\{"slotTimeout"[^}]*\})\);', page)
+    assert found, page[:2000]
+    return dict(json.loads(found.group(1)))
+
+
+def _sign_in(client: httpx.Client) -> None:
+    """The demo signs its shopper in server-side: the hero greets her by name, and only her."""
+    assert "userHash" not in _options(client.get("/demo").text)
+    refused = client.post("/demo/login", data={"first_name": "", "email": "x"})
+    assert refused.status_code == 400 and "first_name" in refused.text
+    client.cookies.set("kairos_aid", "ada-device", path="/")  # what the SDK keeps
+    signed = client.post("/demo/login", data={"first_name": "Ada", "email": "ada@example.com"})
+    assert signed.status_code == 303 and signed.headers["location"] == "/demo"
+    options = _options(client.get("/demo").text)
+    uid = options["userId"]
+    assert uid.startswith("demo-") and options["userHash"] == user_hash(IDENTITY_SECRET, uid)
+
+    def hero(**who: Any) -> str:
+        answer = client.post("/v1/decide", json={"placements": ["home_hero"], **who},
+                             headers=basic(WRITE_KEY))  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["decisions"]["home_hero"]["content"])
+
+    verified = {"anonymousId": "ada-device", **options}
+    del verified["slotTimeout"]
+    greeted = eventually(lambda: "Hi Ada" in (shown := hero(**verified)) and shown)
+    assert "<p>Hi Ada: " in greeted
+    assert "Hi Ada" not in hero(anonymousId="ada-device", userId=uid)  # unsigned: the device only
+    assert "Hi Ada" not in hero(anonymousId="ada-device")  # her profile now: needs her hash
+    # A cookie the demo did not make gets no signature (the demo signs only its own ids).
+    forged = httpx.Cookies({SHOPPER: f"{uid[:-1]}0.{options['userHash']}"})
+    with httpx.Client(base_url=str(client.base_url), cookies=forged) as other:
+        assert "userHash" not in _options(other.get("/demo").text)
+    out = client.post("/demo/logout")
+    assert out.status_code == 303 and out.headers["location"] == "/demo?signed_out=1"
+    page = client.get(out.headers["location"]).text
+    assert "kairos.reset()" in page and "userHash" not in _options(page)

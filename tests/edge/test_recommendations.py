@@ -13,7 +13,15 @@ import redis
 
 from profiles.strategies import RECS
 from tests.conftest import Engine
-from tests.helpers import bearer, decide, eventually, placement, put_placement, wait_catalog
+from tests.helpers import (
+    bearer,
+    decide,
+    eventually,
+    placement,
+    put_placement,
+    signed,
+    wait_catalog,
+)
 
 SHOP = "https://shop.example/p/"
 ITEMS = [
@@ -168,7 +176,8 @@ def test_an_order_containing_a_recommended_item_rewards_it(shop: Engine) -> None
                       "template": "<ul>{% for i in items %}<li>{{ i.name }}</li>{% endfor %}</ul>"}],
     })  # fmt: skip
     wait_catalog(shop, "pdp_recs")
-    first = decide(shop, "pdp_recs", anonymousId="ada-browser")["pdp_recs"]
+    ada = {"anonymousId": "ada-browser", **signed(shop, "ada")}  # the shop signs her in
+    first = decide(shop, "pdp_recs", **ada)["pdp_recs"]
     assert first["strategy"] == "viewed_together"
     assert [i["id"] for i in first["items"]] == ["bag2", "hat2"]  # hat3 bought; shoe2 too dear
     assert first["items"][1]["url"] == SHOP + "hat2"  # on site, the item's own URL
@@ -176,7 +185,7 @@ def test_an_order_containing_a_recommended_item_rewards_it(shop: Engine) -> None
         first["content"]
         == "<ul><li>Backpack</li><li>&lt;script&gt;alert(1)&lt;/script&gt;</li></ul>"
     )
-    second = decide(shop, "pdp_recs", anonymousId="ada-browser")["pdp_recs"]
+    second = decide(shop, "pdp_recs", **ada)["pdp_recs"]
     eventually(lambda: shop.sql(
         f"SELECT 1 FROM decisions WHERE decisionId = '{second['decisionId']}'"))  # fmt: skip
     order = {"type": "track", "event": "Order Completed", "anonymousId": "ada-browser",

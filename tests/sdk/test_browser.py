@@ -108,6 +108,40 @@ def test_a_shopper_sees_the_hero_clicks_it_and_orders(browser: Browser, shop: En
     assert eventually(rewarded) == {variant: 1.0}
 
 
+def test_a_signed_in_shopper_is_greeted_by_name_until_signing_out(
+    browser: Browser, shop: Engine
+) -> None:
+    """The demo signs its shopper's id server-side (userHash): the hero greets her by name; the
+    same browser after signing out is a new anonymous visitor."""
+    page = browser.new_page()
+    errors = watched(page)
+    page.goto(f"{shop.url}/demo")
+    before = visitor(page)
+    page.click("#sign-in")
+    page.fill("#first_name", "Ada")
+    page.fill("#email", "ada@example.com")
+    page.click("#login")
+    page.wait_for_url(f"{shop.url}/demo")
+    assert str(page.evaluate("kairos.user().userId")).startswith("demo-")
+    assert visitor(page) == before  # the same device, now signed in
+
+    def greeting() -> str:
+        page.wait_for_selector("[data-kairos-slot=home_hero][data-kairos-decision]")
+        return page.locator("[data-kairos-slot=home_hero] p").inner_text()
+
+    def greeted() -> bool:
+        page.reload()  # until the profile worker has applied the sign-in
+        return greeting().startswith("Hi Ada: ")
+
+    eventually(greeted, timeout=30)
+    shot(page, "sdk", "signed-in")
+    page.click("#sign-out")
+    page.wait_for_url("**/demo?signed_out=1")
+    assert not greeting().startswith("Hi")
+    assert page.evaluate("kairos.user().userId") is None and visitor(page) != before
+    assert errors == []
+
+
 def test_events_made_offline_arrive_once_when_back(browser: Browser, shop: Engine) -> None:
     context = browser.new_context()
     page = context.new_page()

@@ -1,15 +1,20 @@
 """The SDK as a file: its Node unit tests pass, the served build is the source's, it fits the
-size budget, and the engine serves it with caching headers."""
+size budget, the engine serves it with caching headers, and its README's userHash examples sign
+as the engine checks."""
 
 from __future__ import annotations
 
 import gzip
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from decisions.identity import Verifier, user_hash
 from edge.routes.sdk import SDK_FILE, SNIPPET_FILE, VERSION
 from tests.conftest import Engine
 
@@ -68,3 +73,22 @@ def test_the_engine_serves_it_with_caching(engine: Engine) -> None:
                               headers={"If-None-Match": major.headers["etag"]})  # fmt: skip
     assert again.status_code == 304 and again.content == b""
     assert engine.client.get(f"{engine.url}/sdk/v9/kairos.js").status_code == 404
+
+
+def test_the_readmes_user_hash_examples_sign_as_the_engine_checks() -> None:
+    """sdk-js/README.md's Python and Node examples, run as written, give the engine's userHash."""
+    readme = (SDK / "README.md").read_text()
+    python = re.search(r"```python\n(.*?)```", readme, re.S)
+    js = re.search(r"```js\n(const crypto.*?)```", readme, re.S)
+    assert python and js, "the README's userHash examples moved"
+    env = {**os.environ, "KAIROS_IDENTITY_SECRET": "s3cret"}
+    by_python = subprocess.run(
+        [sys.executable, "-c", "user_id = 'u1'\n" + python.group(1) + "print(user_hash)"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    by_node = subprocess.run(
+        [node(), "-e", 'const userId = "u1";\n' + js.group(1) + "console.log(userHash)"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert by_python == by_node == user_hash("s3cret", "u1")
+    assert Verifier("s3cret").verified("u1", by_node)

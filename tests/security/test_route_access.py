@@ -24,6 +24,7 @@ TRACK = {"userId": "u1", "event": "Signed Up"}
 # after the body is read). write: the public write key; secret: only the secret key (the
 # write key gets a 403 that says so); session: the dashboard's sign-in cookie; public: anyone.
 ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
+    # The secret key too (a server: its userId is trusted; tests/decisions/test_identity_…).
     ("POST", "/v1/decide"): ("write", {"anonymousId": "a1", "placements": ["x_probe"]}),
     ("POST", "/v1/batch"): ("write", {"batch": [{"type": "track", **TRACK}]}),
     ("POST", "/v1/track"): ("write", TRACK),
@@ -88,6 +89,9 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/sdk/kairos.js"): ("public", None),
     ("GET", "/sdk/{version}/kairos.js"): ("public", None),
     ("GET", "/demo"): ("public", None),
+    ("GET", "/demo/login"): ("public", None),
+    ("POST", "/demo/login"): ("public", None),  # names a new shopper; it signs no other id
+    ("POST", "/demo/logout"): ("public", None),
     ("GET", "/demo/c/{name}"): ("public", None),
     ("GET", "/demo/products/{id}"): ("public", None),
     ("GET", "/demo/cart"): ("public", None),

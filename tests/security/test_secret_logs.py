@@ -27,7 +27,7 @@ from edge.runtime.keys import load_keys
 from edge.runtime.logs import JsonFormatter, TextFormatter, redact
 from edge.runtime.settings import Settings
 from edge.runtime.up import _banner
-from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic
+from tests.conftest import IDENTITY_SECRET, SECRET_KEY, WRITE_KEY, Process, basic
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -126,31 +126,50 @@ def test_no_secret_in_the_banner_or_the_logs(kairos_process: Callable[..., Proce
     assert (
         "write key   from $KAIROS_WRITE_KEY" in log and "secret key  from $KAIROS_SECRET_KEY" in log
     )
+    assert "identity    from $KAIROS_IDENTITY_SECRET" in log
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(line["level"] == "debug" for line in lines)  # debug level was on
     basic_value = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    for secret in (WRITE_KEY, SECRET_KEY, basic_value, *handed_out):
+    for secret in (WRITE_KEY, SECRET_KEY, IDENTITY_SECRET, basic_value, *handed_out):
         assert secret not in log, f"{secret!r} in engine.log"
 
 
 def test_the_banner_shows_keys_only_on_the_start_that_made_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("KAIROS_WRITE_KEY", "KAIROS_SECRET_KEY"):
+    for name in ("KAIROS_WRITE_KEY", "KAIROS_SECRET_KEY", "KAIROS_IDENTITY_SECRET"):
         monkeypatch.delenv(name, raising=False)
     first = load_keys(tmp_path)
-    assert first.created
-    settings = Settings("redis://r", "chdb://c", first.write_key, first.secret_key)
+    assert first.created == {"write_key", "secret_key", "identity_secret"}
+    assert first.identity_secret.startswith("idsec_") and len(first.identity_secret) > 40
+    settings = Settings("redis://r", "chdb://c", first.write_key, first.secret_key,
+                        identity_secret=first.identity_secret)  # fmt: skip
     _banner(settings, tmp_path, "chdb://c", first.created, True)
     made = capsys.readouterr().out
-    assert first.write_key in made and first.secret_key in made
+    assert first.write_key in made and first.secret_key in made and first.identity_secret in made
     assert f"(new, private: servers, dashboard; kept in {tmp_path / 'keys.json'})" in made
     again = load_keys(tmp_path)
-    assert not again.created
+    assert not again.created and replace(again, created=first.created) == first
     _banner(settings, tmp_path, "chdb://c", again.created, True)
     later = capsys.readouterr().out
-    assert first.write_key not in later and first.secret_key not in later
+    for key in (first.write_key, first.secret_key, first.identity_secret):
+        assert key not in later
     assert f"secret key  in {tmp_path / 'keys.json'}" in later
+    assert f"identity    in {tmp_path / 'keys.json'}" in later
     given = load_keys(tmp_path, secret_key="sk_from_the_command_line")
-    _banner(replace(settings, secret_key=given.secret_key), tmp_path, "chdb://c", False, True)
+    _banner(replace(settings, secret_key=given.secret_key), tmp_path, "chdb://c", frozenset(), True)
     assert "secret key  from the command line" in capsys.readouterr().out
+    # A data dir from before the identity secret gets one on its next start; only it is new.
+    keys = json.loads((tmp_path / "keys.json").read_text())
+    del keys["identity_secret"]
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    upgraded = load_keys(tmp_path)
+    assert upgraded.created == {"identity_secret"} and upgraded.write_key == first.write_key
+    assert upgraded.identity_secret not in (first.identity_secret, "")
+    _banner(replace(settings, identity_secret=upgraded.identity_secret), tmp_path, "chdb://c",
+            upgraded.created, True)  # fmt: skip
+    shown = capsys.readouterr().out
+    assert upgraded.identity_secret in shown and first.secret_key not in shown
+    assert json.loads((tmp_path / "keys.json").read_text())["identity_secret"] == (
+        upgraded.identity_secret
+    )

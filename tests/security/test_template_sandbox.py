@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Engine
-from tests.helpers import bearer, decide, eventually, wait_catalog
+from tests.helpers import bearer, decide, eventually, signed, wait_catalog
 
 HOSTILE = [
     ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "'__subclasses__'"),
@@ -56,7 +56,7 @@ def test_templates_render_sandboxed_and_escaped(engine: Engine) -> None:
         wait_catalog(engine, key)
 
     def rendered() -> dict[str, Any] | None:
-        decisions = decide(engine, *templates, userId="ada")
+        decisions = decide(engine, *templates, **signed(engine, "ada"))
         return decisions if "&lt;script&gt;" in decisions["named"]["content"] else None
 
     shown = eventually(rendered)
