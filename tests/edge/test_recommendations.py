@@ -227,6 +227,23 @@ def test_render_is_valid_escaped_html_with_a_pixel(shop: Engine) -> None:
         assert "<script>alert(1)</script>" in block["text"]  # plain text: shown as it is
 
 
+def test_plain_text_keeps_each_item_on_lines_of_its_own(shop: Engine) -> None:
+    """What a text-only mail client shows: the title, then per item its name and price, its link
+    below, a blank line between items (they once ran together on one line)."""
+    for template in ("grid", "list"):
+        block = get(shop, "/v1/recommendations/user_id:nobody/render", placement="email_weekly",
+                    template=template, n=2)  # fmt: skip
+        first, second = block["items"]
+        assert (first["id"], second["id"]) == ("hat2", "hat1")  # popular, in stock
+        assert block["text"] == (
+            "Picked for you\n"
+            "\n"
+            f"- <script>alert(1)</script> ($35.00)\n  {first['url']}\n"
+            "\n"
+            f"- Wool hat ($20.00)\n  {second['url']}\n"
+        )
+
+
 def test_batch(shop: Engine) -> None:
     recipients = ["user_id:ada", "email:ada@example.com", "user_id:nobody", "phone:5"]
     answer = shop.post("/v1/recommendations/batch", {"placement": "email_weekly", "n": 2,
