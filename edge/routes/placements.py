@@ -9,6 +9,7 @@ not depend on the context) the probability each variant is shown with now.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -42,6 +43,8 @@ from profiles.membership import member_key
 from profiles.store import profile_keys
 
 __all__ = ["check_window", "routes"]
+
+log = logging.getLogger("kairos.placements")
 
 # What a DateTime64 column holds comfortably (and what the tracking API accepts): a window
 # outside it is the caller's mistake, not the store's failure.
@@ -103,6 +106,16 @@ async def _placement(request: Request, key: str) -> Placement:
     return found
 
 
+async def _serve_now(request: Request) -> None:
+    """Refresh this process's catalog before answering a change: whoever wrote a placement and
+    then asks for it (decide, recommendations) from the same process gets what they wrote, not
+    a 404 until the next background refresh. Other API processes catch up within a second."""
+    try:
+        await request.state.catalog.refresh(request.state.redis)
+    except (redis.RedisError, OSError) as exc:  # stored all the same: the background catches up
+        log.warning("catalog not refreshed after a change", extra={"error": str(exc)})
+
+
 @secret
 async def put(request: Request) -> Response:
     key = _key(request)
@@ -117,6 +130,7 @@ async def put(request: Request) -> Response:
     existed = await run_in_threadpool(client.hexists, "{plc}:defs", key)
     changed = await run_in_threadpool(put_placement, client, key, placement)
     revision = (await run_in_threadpool(placements, client))[key].revision
+    await _serve_now(request)
     body = {"key": key, "created": not existed, "changed": changed, "revision": revision}
     return json(body, 201 if not existed else 200)
 
@@ -159,6 +173,7 @@ async def delete(request: Request) -> Response:
     key = _key(request)
     if not await run_in_threadpool(delete_placement, request.state.redis_sync, key):
         return error(404, "not_found", f"no placement {key!r}")
+    await _serve_now(request)
     return json({"key": key, "deleted": True})
 
 
