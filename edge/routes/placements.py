@@ -122,7 +122,7 @@ async def put(request: Request) -> Response:
     try:
         placement = PLACEMENT.decode(await request.body())
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_placement", with_path(str(exc)))
+        return error(400, "invalid_placement", with_path(str(exc), of=Placement))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     _check_policy(key, placement)
@@ -184,7 +184,7 @@ async def evaluate(request: Request) -> Response:
     try:
         ask = await _evaluation(request)
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=Evaluation))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     since, until = check_window(ask.since, ask.until)
@@ -192,7 +192,7 @@ async def evaluate(request: Request) -> Response:
         candidate = msgspec.structs.replace(placement, policy=ask.policy)
         PLACEMENT.decode(msgspec.json.encode(candidate))
     except (msgspec.ValidationError, ValueError) as exc:  # replace() checks it too
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=Placement))
     _check_policy(key, candidate, "invalid_request")
     try:
         result = await evaluate_placement(
@@ -260,7 +260,7 @@ async def results(request: Request) -> Response:
     try:
         ask = msgspec.convert(dict(request.query_params), ResultsQuery, strict=False)
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=ResultsQuery))
     since, until = check_window(ask.since, ask.until)
     client = request.state.redis_sync
     units = None

@@ -196,7 +196,7 @@ async def batch(request: Request) -> Response:
     try:
         ask = BATCH.decode(await request.body())
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=Batch))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     template = _template(ask.template) if ask.template is not None else None
