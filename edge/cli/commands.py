@@ -1,5 +1,6 @@
-"""The commands beyond running the engine: ``kairos sql`` and ``kairos report`` (through a
-running engine's API), ``kairos simulate`` and ``kairos ltv`` (long work, with a progress bar)."""
+"""The commands beyond running the engine: ``kairos sql``, ``kairos report`` and ``kairos recs
+refresh`` (through a running engine's API), ``kairos simulate`` and ``kairos ltv`` (long work,
+with a progress bar)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import httpx
 from edge.cli.progress import Progress
 from edge.runtime.keys import KEY_ENV, find_key
 
-__all__ = ["keys", "ltv", "report", "simulate", "sql"]
+__all__ = ["keys", "ltv", "recs_refresh", "report", "simulate", "sql"]
 
 
 class Failed(Exception):
@@ -94,6 +95,17 @@ def report(args: argparse.Namespace) -> int:
         print(f"sample ratio: p = {found['srmPValue']:.4g} ({verdict})")
     for note in found["method"]:
         print(f"  · {note}")
+    return 0
+
+
+def recs_refresh(args: argparse.Namespace) -> int:
+    try:
+        found = _api(args, "/v1/recommendations/refresh", {})
+    except Failed as exc:
+        print(f"kairos recs refresh: {exc}", file=sys.stderr)
+        return 1
+    print(f"asked: the recommendations worker recomputes the candidate lists at its next pass "
+          f"({found['lists']} cached now)")  # fmt: skip
     return 0
 
 

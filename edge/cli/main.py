@@ -233,6 +233,26 @@ def _parser() -> argparse.ArgumentParser:
     _api_options(report)
     report.set_defaults(run=lambda args: _lazy_command("report")(args))
 
+    recs = commands.add_parser(
+        "recs",
+        help="recommendations: recompute the candidate lists now",
+        description="Recommendation candidate lists (popular, viewed and bought together, …) "
+        "are recomputed every [recommendations] refresh_minutes (10); `kairos recs refresh` asks "
+        "for it now, through POST /v1/recommendations/refresh of a running engine.",
+        epilog="example:\n  kairos recs refresh",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = recs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    refresh = actions.add_parser(
+        "refresh",
+        help="ask the recommendations worker to recompute the lists at its next pass",
+        description="Ask the running engine's recommendations worker to recompute every "
+        "candidate list from ClickHouse at its next pass (after importing a catalog or a "
+        "history). The engine answers 202 at once; the worker does the work.",
+    )
+    _api_options(refresh)
+    refresh.set_defaults(run=lambda args: _lazy_command("recs_refresh")(args))
+
     keys = commands.add_parser(
         "keys",
         help="print the engine's keys and address (from the environment or the data dir)",

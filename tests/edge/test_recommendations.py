@@ -3,6 +3,10 @@ its tracked links and rendered blocks, the batch form, and the same placement on
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,8 +15,9 @@ import msgspec
 import pytest
 import redis
 
+from edge.runtime.workers import start
 from profiles.strategies import RECS
-from tests.conftest import Engine
+from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
 from tests.helpers import bearer, decide, eventually, placement, put_placement, wait_catalog
 
 SHOP = "https://shop.example/p/"
@@ -259,3 +264,43 @@ def test_batch(shop: Engine) -> None:
                                                        "recipients": ["user_id:x"] * 1001},
                          key=None, headers=bearer())  # fmt: skip
     assert too_many.status_code == 400 and "$.recipients" in too_many.json()["message"]
+
+
+def test_a_refresh_is_asked_through_the_api_and_the_cli(engine: Engine, r: redis.Redis) -> None:
+    """``POST /v1/recommendations/refresh`` (secret key) answers 202 and the running worker
+    recomputes the lists at its next pass, not ten minutes later; ``kairos recs refresh`` is
+    that call."""
+    r.hset(RECS, "stale", b"[]")  # what a refresh replaces
+    stop = threading.Event()
+    needs = worker_needs(
+        engine.settings.redis_url, "test-recs", clickhouse_url=engine.settings.store_url
+    )
+    thread = start("recs", needs, stop, interval=0.05)
+    try:
+        eventually(lambda: not r.hexists(RECS, "stale"), timeout=10)  # its refresh at start
+        for ask in ("api", "cli"):
+            r.hset(RECS, "stale", b"[]")
+            time.sleep(0.5)
+            assert r.hexists(RECS, "stale")  # unasked, the next refresh is 10 minutes away
+            if ask == "api":
+                answer = engine.client.post(f"{engine.url}/v1/recommendations/refresh",
+                                            headers=bearer())  # fmt: skip
+                assert answer.status_code == 202, answer.text
+                assert answer.json()["requested"] is True and answer.json()["lists"] == 1
+            else:
+                done = subprocess.run(
+                    [sys.executable, "-m", "edge.cli", "recs", "refresh", "--url", engine.url,
+                     "--secret-key", SECRET_KEY],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                assert done.stdout == ("asked: the recommendations worker recomputes the "
+                                       "candidate lists at its next pass (1 cached now)\n")  # fmt: skip
+            eventually(lambda: not r.hexists(RECS, "stale"), timeout=10)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    wrong = subprocess.run([sys.executable, "-m", "edge.cli", "recs", "refresh", "--url",
+                            engine.url, "--secret-key", WRITE_KEY],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert wrong.returncode == 1 and "forbidden: this endpoint needs the secret key" in wrong.stderr
