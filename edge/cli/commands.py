@@ -128,6 +128,8 @@ def keys(args: argparse.Namespace) -> int:
 
 
 def simulate(args: argparse.Namespace) -> int:
+    """History as events, then (with the secret key, for the placements there are) live
+    sessions through /v1/decide: decisions cannot be made in the past."""
     from profiles.shoppers import ShopperStream, send
 
     write_key = find_key("write_key", args.write_key, args.data_dir)
@@ -142,13 +144,50 @@ def simulate(args: argparse.Namespace) -> int:
     bar = Progress(len(messages), "sending")
     try:
         sent = send(messages, args.url, write_key, progress=bar.advance)
+        orders = sum(s.orders for s in stream.shoppers)
+        buyers = sum(1 for s in stream.shoppers if s.orders)
+        sent += _live(args, stream.shoppers, write_key)
     except httpx.HTTPError as exc:
         print(f"\nkairos simulate: {args.url}: {exc}", file=sys.stderr)
         return 1
-    orders = sum(s.orders for s in stream.shoppers)
-    print(f"sent {sent:,} events: {orders:,} orders from "
-          f"{sum(1 for s in stream.shoppers if s.orders):,} buyers", file=sys.stderr)  # fmt: skip
+    print(f"sent {sent:,} events: {orders:,} orders from {buyers:,} buyers", file=sys.stderr)
     return 0
+
+
+def _live(args: argparse.Namespace, shoppers: list[Any], write_key: str) -> int:
+    """``--live`` sessions of ``shoppers`` now, deciding every placement the engine has (they
+    are listed with the secret key); the events they sent."""
+    from profiles.live import LiveShop, slots_from_api
+
+    if args.live <= 0:
+        return 0
+    secret = find_key("secret_key", args.secret_key, args.data_dir)
+    if not secret:
+        print("no secret key (KAIROS_SECRET_KEY, --secret-key, or keys.json in --data-dir) to "
+              "list the placements with: events only, no decisions", file=sys.stderr)  # fmt: skip
+        return 0
+    try:
+        slots = slots_from_api(args.url, secret)
+    except httpx.HTTPStatusError as exc:
+        answer = exc.response
+        print(f"the placements could not be listed ({answer.status_code}: {answer.text[:200]}): "
+              "events only, no decisions", file=sys.stderr)  # fmt: skip
+        return 0
+    if not slots:
+        print("no placements yet (PUT /v1/placements/{key}): events only, no decisions",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    if any(slot.reward == "items" for slot in slots):  # recommendations from this history
+        try:
+            _api(args, "/v1/recommendations/refresh", {})
+        except Failed as exc:  # an older engine: its lists catch up on their own
+            print(f"recommendation lists not refreshed: {exc}", file=sys.stderr)
+    print(f"live: {args.live:,} sessions deciding {', '.join(s.key for s in slots)} …",
+          file=sys.stderr)  # fmt: skip
+    live = LiveShop(shoppers, slots, args.seed).run(args.url, write_key, args.live)
+    print(f"live: {live.decisions:,} decisions, {live.clicks:,} clicks, {live.orders:,} orders",
+          file=sys.stderr)  # fmt: skip
+    return live.events
 
 
 def ltv(args: argparse.Namespace) -> int:

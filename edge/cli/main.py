@@ -283,7 +283,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Simulate shoppers (hidden intent and spend; sessions, browsing, carts, "
         "orders, churn) over the last DAYS days and send their events to a running engine "
         "through POST /v1/batch, with a progress bar. Seeded: the same options send the same "
-        "events (their messageIds too, so a second run is deduplicated).",
+        "events (their messageIds too, so a second run is deduplicated). Then, for the "
+        "placements the engine has (listed with the secret key), LIVE of the same shoppers' "
+        "sessions now: their pages ask POST /v1/decide, and they click and order by what they "
+        "are shown, so results and off-policy evaluation have decisions. Without the secret "
+        "key, or without placements, events only.",
         epilog="example:\n  kairos simulate --shoppers 2000 --days 30",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -296,7 +300,19 @@ def _parser() -> argparse.ArgumentParser:
         help="the engine's base URL (default: %(default)s)",
     )
     simulate.add_argument(
+        "--live",
+        type=int,
+        default=200,
+        metavar="N",
+        help="live sessions that decide the placements (0: none); default %(default)s",
+    )
+    simulate.add_argument(
         "--write-key", default=None, help="default: KAIROS_WRITE_KEY, else the data dir's"
+    )
+    simulate.add_argument(
+        "--secret-key",
+        default=None,
+        help="lists the placements for --live; default: KAIROS_SECRET_KEY, else the data dir's",
     )
     simulate.add_argument(
         "--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data"))
