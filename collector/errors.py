@@ -69,7 +69,10 @@ def expected(text: str, of: Any) -> str:
     found = _CHOICE.match(text)
     if found is None:
         return ""
-    values = _values(of, found.group(1) or "")
+    try:
+        values = _values(of, found.group(1) or "")
+    except (TypeError, ValueError):  # a type inspect cannot read: the 400 stays as it was
+        return ""
     return f" — expected one of {', '.join(values)}" if values else ""
 
 
