@@ -15,6 +15,8 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import Any
 
@@ -132,3 +134,14 @@ def identities(msg: wire.Message) -> list[tuple[str, str]]:
         for item in wire.as_dict(msg.context).get("externalIds") or []:
             found.append(("external", f"{item['type']}:{item['id']}"))
     return found
+
+
+def user_hash(secret: str, user_id: str) -> str:
+    """What a site's server sends beside ``user_id`` to prove who is signed in (identity
+    verification, ``decisions.identity``): lowercase hex HMAC-SHA256 under the identity secret.
+
+    Examples:
+        >>> user_hash("idsec_x", "u1")[:12]
+        'a3ea4c1bb5b5'
+    """
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()

@@ -167,7 +167,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes | msgspec.Raw, where
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise InvalidInput("invalid_message", with_path(str(exc), where)) from None
+        raise InvalidInput("invalid_message", with_path(str(exc), where, decoder.type)) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput("invalid_json", f"{where}: {exc}") from None
 

@@ -263,15 +263,27 @@ class Sink(SpoolWorker):
 
     def _updater_lag(self, entry_id: str) -> float | None:
         """How many seconds the profile updater's reading is behind ``entry_id`` (None: no
-        profile updater on this spool)."""
+        profile updater on this spool): from the oldest entry it has yet to be given.
+
+        Measured from that entry, not from the last one it was given: an updater that has read
+        nothing yet (its group was made at the start of the spool, "0-0", before it started) or
+        that read everything before a quiet night is not behind by 56 years or by a night; it is
+        about to read this very batch, and its ids are worth the wait. One that stopped, or
+        fell behind, leaves an old entry unread, so its lag grows with the time since, and the
+        sink soon stops waiting for it (as for one that died).
+        """
         try:
             groups = self.reader.client.xinfo_groups(STREAM)
         except redis.ResponseError:
             return None
         for group in groups:
             if _name(group["name"]) == self.profiles_group:
-                delivered = int(_name(group["last-delivered-id"]).partition("-")[0])
-                return max(0.0, (int(entry_id.partition("-")[0]) - delivered) / 1000)
+                delivered = _name(group["last-delivered-id"])
+                unread = self.reader.client.xrange(STREAM, f"({delivered}", entry_id, count=1)
+                if not unread:  # it has been given this batch already
+                    return 0.0
+                oldest = int(_name(unread[0][0]).partition("-")[0])
+                return max(0.0, (int(entry_id.partition("-")[0]) - oldest) / 1000)
         return None
 
     def _isolate(

@@ -21,7 +21,7 @@ Examples:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
@@ -44,6 +44,7 @@ __all__ = [
     "Track",
     "as_dict",
     "check",
+    "event_time",
     "from_lines",
     "to_lines",
 ]
@@ -182,6 +183,38 @@ def check(msg: Message) -> None:
     elif isinstance(msg, Identify | Group):
         if msg.traits is not EMPTY and memoryview(msg.traits)[0] != _OPEN_BRACE:
             raise ValueError("`traits` must be a JSON object")
+
+
+def event_time(msg: Message) -> datetime:
+    """When ``msg`` happened, exactly as the ``events`` table stores it (collector.schema's intake
+    view, in milliseconds): the client's time corrected for its clock's skew (+ receivedAt −
+    sentAt), never after receivedAt nor before 1970. What the engine derives from an event
+    (journey events) carries this time, so that SQL compares like with like.
+
+    >>> from datetime import timedelta
+    >>> at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    >>> skewed = Track(event="E", user_id="u", timestamp=at, sent_at=at + timedelta(hours=1),
+    ...                received_at=at + timedelta(seconds=2))  # the client's clock is an hour fast
+    >>> event_time(skewed).isoformat()
+    '2026-03-01T11:00:02+00:00'
+    """
+    received = _ms(msg.received_at) if msg.received_at is not None else None
+    sent_time = msg.timestamp or msg.original_timestamp
+    original = _ms(sent_time) if sent_time is not None else received
+    if original is None:  # not through intake (which sets receivedAt): now is all there is
+        return datetime.now(UTC)
+    corrected = original
+    if sent_time is not None and msg.sent_at is not None and received is not None:
+        corrected = original + received - _ms(msg.sent_at)
+    if received is not None:
+        corrected = min(corrected, received)
+    return datetime.fromtimestamp(max(corrected, 0) / 1000, UTC)
+
+
+def _ms(value: datetime) -> int:
+    """Whole milliseconds since 1970, as a DateTime64(3) keeps them (it truncates)."""
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)  # a naive time is UTC
+    return (value - _EARLIEST) // timedelta(milliseconds=1)
 
 
 def _check_time(value: datetime, name: str) -> datetime:

@@ -4,13 +4,16 @@
 background task refreshes every ``REFRESH_SECONDS`` (0.5 s). Each refresh is one round trip
 when nothing changed (the definitions' version and the learned states' revisions); definitions
 are read again only when their version moved, a learned state only when its revision did. So a
-placement edit, or what the reward worker learned, reaches every API process within a second.
+placement edit, or what the reward worker learned, reaches every API process within a second;
+the process that took the edit (``PUT``/``DELETE /v1/placements/{key}``) refreshes before it
+answers, so its own next decide already serves it.
 
 When Redis is unreachable the catalog keeps what it had.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,9 +82,16 @@ class Catalog:
         self.loaded = False  # True once a refresh has read the definitions
         self._defs: Versioned[None] = Versioned(VERSION, None)  # when ``slots`` were rebuilt
         self._broken: set[str] = set()  # placements skipped (logged once each)
+        # One refresh at a time: the background one and an admin write's may overlap, and the
+        # one that read the definitions first must not install them after the other.
+        self._refreshing = asyncio.Lock()
 
     async def refresh(self, client: redis.asyncio.Redis) -> None:
         """Bring the catalog up to date (raises redis errors; the caller retries)."""
+        async with self._refreshing:
+            await self._refresh(client)
+
+    async def _refresh(self, client: redis.asyncio.Redis) -> None:
         pipe = client.pipeline(transaction=False)
         pipe.get(VERSION)
         pipe.hgetall(REVS)

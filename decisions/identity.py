@@ -38,6 +38,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from collector.identifiers import user_hash
+
 __all__ = [
     "CONTACT_NAMES",
     "CONTACT_WORDS",
@@ -89,12 +91,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
-
-
-def user_hash(secret: str, user_id: str) -> str:
-    """What the site's server sends beside ``user_id``: lowercase hex HMAC-SHA256 under the
-    identity secret."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
 class Verifier:

@@ -52,7 +52,14 @@ __all__ = ["JOURNEY", "KEY", "Journey", "Step", "Trigger", "parse", "parse_durat
 KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-Duration = Annotated[str, msgspec.Meta(pattern=_DURATION.pattern)]
+_ACCEPTED = (
+    "a number and a unit with nothing between, the unit s (seconds), m (minutes), h (hours) or "
+    'd (days): like "30s", "15m", "1h", "1.5h" or "7d"'
+)
+# Checked by ``parse_duration`` in the steps' __post_init__ rather than by a pattern here: a
+# pattern's error shows the regex (with doubled escapes, in JSON), not what is accepted.
+Duration = Annotated[str, msgspec.Meta(min_length=2, max_length=32, description=_ACCEPTED,
+                                       examples=["30s", "15m", "1h", "7d"])]  # fmt: skip
 StepName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$", max_length=2000)]
 
@@ -61,7 +68,7 @@ def parse_duration(text: str) -> int:
     """Milliseconds in "30s", "15m", "1.5h" or "7d"."""
     found = _DURATION.match(text)
     if found is None:
-        raise ValueError(f"a duration is a number and s, m, h or d (like 30m), got {text!r}")
+        raise ValueError(f"a duration is {_ACCEPTED}; got {text!r}")
     return int(float(found.group(1)) * _UNIT_MS[found.group(2)])
 
 
@@ -142,6 +149,10 @@ class Wait(msgspec.Struct, tag="wait", tag_field="type", forbid_unknown_fields=T
     timeout_next: StepName | None = None
 
     def __post_init__(self) -> None:
+        for name in ("duration", "timeout"):
+            value = getattr(self, name)
+            if value is not None and _DURATION.match(value) is None:
+                raise ValueError(f"`{name}` must be {_ACCEPTED}; got {value!r}")
         forms = [f for f in ("duration", "until_time", "until_event") if getattr(self, f)]
         if len(forms) != 1:
             raise ValueError("a wait has exactly one of duration, until_time, until_event")

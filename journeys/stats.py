@@ -41,8 +41,11 @@ INNER JOIN (
     SELECT profile_id AS pid, max(timestamp) AS last FROM events
     WHERE type = 'track' AND event = {goal:String} AND profile_id != '' GROUP BY pid
 ) AS g ON g.pid = e.pid
-WHERE g.last >= e.entered
+WHERE g.last > e.entered
 """
+# Both sides are event times: "Journey Entered" carries the time of the event that entered the
+# person (journeys.worker), so an order placed after it counts however late the worker ran, and
+# the entering event itself (when the goal is also the trigger) does not.
 
 
 def counts(store: EventStore, key: str, journey: Journey) -> dict[str, Any]:

@@ -17,7 +17,11 @@ once (tests/drills).
 
 Journey events go to the spool (and so to ClickHouse): "Journey Entered", "Journey Step
 Completed" (with the step), "Journey Action Sent" (with the step and the action), "Journey
-Exited" (with the reason) and "Journey Completed", each with ``journey`` and ``entry``.
+Exited" (with the reason) and "Journey Completed", each with ``journey`` and ``entry``. Those an
+event caused (entering, the steps passed at once, an exit) carry that event's time
+(``wire.event_time``), not the time the worker got to it: a person who ordered a minute after
+entering converted, however far behind the worker was (``journeys.stats`` compares event times).
+Those the clock caused (a wait that came due, an action delivered) carry the clock's time.
 ``clock`` (ms) is injectable: tests move days.
 """
 
@@ -156,6 +160,7 @@ class JourneyWorker(SpoolWorker):
             for at, msg in events:
                 name = event_name(msg) or ""
                 ids = _message_ids(msg)
+                when = _ms(wire.event_time(msg))  # what this event causes happened then
                 properties = wire.as_dict(msg.properties) if hasattr(msg, "properties") else {}
                 for key, run in list(theirs.items()):
                     journey = self.journeys.get(key)
@@ -164,10 +169,10 @@ class JourneyWorker(SpoolWorker):
                     run, moved = on_event(journey, run, name, properties, now)
                     run = msgspec.structs.replace(run, applied=at)
                     if moved:
-                        run = _advanced(journey, run, person, now, ids, outgoing, said)
+                        run = _advanced(journey, run, person, now, ids, outgoing, said, when)
                     theirs[key] = run
                     changed.append(run)
-                    said += _said(run, ids, now)
+                    said += _said(run, ids, now, when)
                 if name in _OWN:
                     continue
                 for key in self._candidates(name):
@@ -181,13 +186,13 @@ class JourneyWorker(SpoolWorker):
                     if not may_enter(journey, last, person, now, entered):
                         continue
                     run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start)
-                    said.append(_event("Journey Entered", run, ids, now))
+                    said.append(_event("Journey Entered", run, ids, now, when))
                     run = _advanced(journey, msgspec.structs.replace(run, applied=at), person,
-                                    now, ids, outgoing, said)  # fmt: skip
+                                    now, ids, outgoing, said, when)  # fmt: skip
                     theirs[key] = run
                     changed.append(run)
                     counters["journeys_entered"] = counters.get("journeys_entered", 0) + 1
-                    said += _said(run, ids, now)
+                    said += _said(run, ids, now, when)
         if changed or outgoing:
             store.save(self.client, _latest(changed), outgoing, now)
         if said:
@@ -326,12 +331,15 @@ def _advanced(
     ids: dict[str, str],
     outgoing: dict[str, store.Outgoing],
     said: list[wire.Message],
+    when: int | None = None,
 ) -> Run:
-    """``advance``, with its actions queued and a "Journey Step Completed" per step passed."""
+    """``advance``, with its actions queued and a "Journey Step Completed" per step passed
+    (stamped ``when``: the time of the event that moved the run, else ``now``)."""
     passed: list[str] = []
     run, actions = advance(journey, run, person, now, passed)
     outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
-    said += [_event("Journey Step Completed", run, ids, now, step=step, at=now) for step in passed]
+    said += [_event("Journey Step Completed", run, ids, now, when, step=step, at=now)
+             for step in passed]  # fmt: skip
     return run
 
 
@@ -375,24 +383,31 @@ def _message_ids(msg: wire.Message) -> dict[str, str]:
     return {k: str(v) for k, v in ids.items() if v is not None}
 
 
-def _said(run: Run, ids: dict[str, str], now: int) -> list[wire.Message]:
-    """The journey event of a run that just ended, if it did."""
+def _said(run: Run, ids: dict[str, str], now: int, when: int | None = None) -> list[wire.Message]:
+    """The journey event of a run that just ended (at ``now``), if it did."""
     if not run.ended or run.ended_at != now:
         return []
     if run.ended == "completed":
-        return [_event("Journey Completed", run, ids, now)]
-    return [_event("Journey Exited", run, ids, now, reason=run.ended)]
+        return [_event("Journey Completed", run, ids, now, when)]
+    return [_event("Journey Exited", run, ids, now, when, reason=run.ended)]
 
 
-def _event(name: str, run: Run, ids: dict[str, str], now: int, **more: Any) -> wire.Message:
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _event(
+    name: str, run: Run, ids: dict[str, str], now: int, when: int | None = None, **more: Any
+) -> wire.Message:
+    """A journey event, stamped ``when`` (the causing event's time) if given, else ``now``."""
     ids = ids or {"anonymous_id": f"profile-{run.pid}"}
-    when = datetime.fromtimestamp(now / 1000, UTC)
+    stamp = datetime.fromtimestamp((now if when is None else when) / 1000, UTC)
     properties = {"journey": run.journey, "entry": run.entry, "profile_id": run.pid, **more}
     suffix = "".join(f"|{more[k]}" for k in ("step", "at") if k in more)
     return wire.Track(
         event=name, user_id=ids.get("user_id"), anonymous_id=ids.get("anonymous_id"),
         message_id=f"{name.lower().replace(' ', '-')}-{run.key}{suffix}",
-        timestamp=when, received_at=datetime.now(UTC),
+        timestamp=stamp, received_at=datetime.now(UTC),
         properties=msgspec.Raw(msgspec.json.encode(properties)),
         context=msgspec.Raw(b'{"library":{"name":"kairos-journeys"}}'),
     )  # fmt: skip

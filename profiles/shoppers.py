@@ -11,7 +11,8 @@ views), ``Product Added`` now and then, and at the end, if the cart holds someth
 ``Order Completed`` (revenue = the cart). Some shoppers log in (``identify`` with a user id and
 email) when they first order. Messages are Segment-spec dicts, in time order across shoppers.
 
-``send`` drives a running engine with them, through ``POST /v1/batch`` (``kairos simulate``).
+``send`` drives a running engine with them, through ``POST /v1/batch`` (``kairos simulate``);
+``profiles.live`` then runs the same shoppers' live sessions, which ask ``/v1/decide``.
 
 Examples:
     >>> stream = ShopperStream(shoppers=20, days=7, seed=1)
@@ -35,7 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-__all__ = ["CATALOG", "Product", "Shopper", "ShopperStream", "send"]
+__all__ = ["CATALOG", "Product", "Shopper", "ShopperStream", "call", "post_batch", "send"]
 
 DEVICES = {
     "mobile": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148",
@@ -210,21 +211,10 @@ def send(
 
         def post() -> None:
             nonlocal sent
-            for attempt in range(10):
-                try:
-                    answer = client.post("/v1/batch", json={"batch": chunk})
-                except httpx.TransportError:
-                    time.sleep(min(2**attempt * 0.1, 5))
-                    continue
-                if answer.status_code in (429, 503):  # over a rate limit, or back-pressure
-                    time.sleep(float(answer.headers.get("retry-after", 1)))
-                    continue
-                answer.raise_for_status()
-                sent += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-                return
-            raise RuntimeError(f"{url} refused a batch 10 times")
+            post_batch(client, chunk)
+            sent += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
 
         for message in messages:
             chunk.append(message)
@@ -234,3 +224,32 @@ def send(
         if chunk:
             post()
     return sent
+
+
+def post_batch(
+    client: httpx.Client, messages: list[dict[str, Any]], sent_at: str | None = None
+) -> None:
+    """One ``POST /v1/batch`` of ``messages`` (``sentAt``: when, by the sender's clock)."""
+    if messages:
+        body: dict[str, Any] = {"batch": messages, **({"sentAt": sent_at} if sent_at else {})}
+        call(client, "POST", "/v1/batch", body)
+
+
+def call(
+    client: httpx.Client, method: str, path: str, body: Any = None, missing_ok: bool = False
+) -> httpx.Response:
+    """One API call, retried while the engine asks for it (429 or 503 + Retry-After, connection
+    errors), up to 10 times; raises on any other answer but a 2xx (or a 404 if ``missing_ok``)."""
+    for attempt in range(10):
+        try:
+            answer = client.request(method, path, json=body)
+        except httpx.TransportError:
+            time.sleep(min(2**attempt * 0.1, 5))
+            continue
+        if answer.status_code in (429, 503):  # over a rate limit, or back-pressure
+            time.sleep(float(answer.headers.get("retry-after", 1)))
+            continue
+        if not (missing_ok and answer.status_code == 404):
+            answer.raise_for_status()
+        return answer
+    raise RuntimeError(f"{client.base_url}{path} refused a request 10 times")

@@ -1,5 +1,6 @@
-"""The commands beyond running the engine: ``kairos sql`` and ``kairos report`` (through a
-running engine's API), ``kairos simulate`` and ``kairos ltv`` (long work, with a progress bar)."""
+"""The commands beyond running the engine: ``kairos sql``, ``kairos report`` and ``kairos recs
+refresh`` (through a running engine's API), ``kairos simulate`` and ``kairos ltv`` (long work,
+with a progress bar)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import httpx
 from edge.cli.progress import Progress
 from edge.runtime.keys import KEY_ENV, find_key
 
-__all__ = ["keys", "ltv", "report", "simulate", "sql"]
+__all__ = ["keys", "ltv", "recs_refresh", "report", "simulate", "sql"]
 
 
 class Failed(Exception):
@@ -112,6 +113,17 @@ def _moment(text: str) -> str:
     return f"{text}T00:00:00Z" if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else text
 
 
+def recs_refresh(args: argparse.Namespace) -> int:
+    try:
+        found = _api(args, "/v1/recommendations/refresh", {})
+    except Failed as exc:
+        print(f"kairos recs refresh: {exc}", file=sys.stderr)
+        return 1
+    print(f"asked: the recommendations worker recomputes the candidate lists at its next pass "
+          f"({found['lists']} cached now)")  # fmt: skip
+    return 0
+
+
 def keys(args: argparse.Namespace) -> int:
     found = {name: find_key(name, None, args.data_dir) for name in KEY_ENV}
     if not (found["write_key"] and found["secret_key"]):
@@ -134,6 +146,8 @@ def keys(args: argparse.Namespace) -> int:
 
 
 def simulate(args: argparse.Namespace) -> int:
+    """History as events, then (with the secret key, for the placements there are) live
+    sessions through /v1/decide: decisions cannot be made in the past."""
     from profiles.shoppers import ShopperStream, send
 
     write_key = find_key("write_key", args.write_key, args.data_dir)
@@ -148,13 +162,51 @@ def simulate(args: argparse.Namespace) -> int:
     bar = Progress(len(messages), "sending")
     try:
         sent = send(messages, args.url, write_key, progress=bar.advance)
+        orders = sum(s.orders for s in stream.shoppers)
+        buyers = sum(1 for s in stream.shoppers if s.orders)
+        sent += _live(args, stream.shoppers, write_key)
     except httpx.HTTPError as exc:
         print(f"\nkairos simulate: {args.url}: {exc}", file=sys.stderr)
         return 1
-    orders = sum(s.orders for s in stream.shoppers)
-    print(f"sent {sent:,} events: {orders:,} orders from "
-          f"{sum(1 for s in stream.shoppers if s.orders):,} buyers", file=sys.stderr)  # fmt: skip
+    print(f"sent {sent:,} events: {orders:,} orders from {buyers:,} buyers", file=sys.stderr)
     return 0
+
+
+def _live(args: argparse.Namespace, shoppers: list[Any], write_key: str) -> int:
+    """``--live`` sessions of ``shoppers`` now, deciding every placement the engine has (they
+    are listed with the secret key); the events they sent."""
+    from profiles.live import LiveShop, slots_from_api
+
+    if args.live <= 0:
+        return 0
+    secret = find_key("secret_key", args.secret_key, args.data_dir)
+    if not secret:
+        print("no secret key (KAIROS_SECRET_KEY, --secret-key, or keys.json in --data-dir) to "
+              "list the placements with: events only, no decisions", file=sys.stderr)  # fmt: skip
+        return 0
+    try:
+        slots = slots_from_api(args.url, secret)
+    except httpx.HTTPStatusError as exc:
+        answer = exc.response
+        print(f"the placements could not be listed ({answer.status_code}: {answer.text[:200]}): "
+              "events only, no decisions", file=sys.stderr)  # fmt: skip
+        return 0
+    if not slots:
+        print("no placements yet (PUT /v1/placements/{key}): events only, no decisions",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    if any(slot.reward == "items" for slot in slots):  # recommendations from this history
+        try:
+            _api(args, "/v1/recommendations/refresh", {})
+        except Failed as exc:  # an older engine: its lists catch up on their own
+            print(f"recommendation lists not refreshed: {exc}", file=sys.stderr)
+    print(f"live: {args.live:,} sessions deciding {', '.join(s.key for s in slots)} …",
+          file=sys.stderr)  # fmt: skip
+    signing = find_key("identity_secret", None, args.data_dir) or ""  # as the shop's server
+    live = LiveShop(shoppers, slots, args.seed).run(args.url, write_key, args.live, signing)
+    print(f"live: {live.decisions:,} decisions, {live.clicks:,} clicks, {live.orders:,} orders",
+          file=sys.stderr)  # fmt: skip
+    return live.events
 
 
 def ltv(args: argparse.Namespace) -> int:

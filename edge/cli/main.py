@@ -234,6 +234,26 @@ def _parser() -> argparse.ArgumentParser:
     _api_options(report)
     report.set_defaults(run=lambda args: _lazy_command("report")(args))
 
+    recs = commands.add_parser(
+        "recs",
+        help="recommendations: recompute the candidate lists now",
+        description="Recommendation candidate lists (popular, viewed and bought together, …) "
+        "are recomputed every [recommendations] refresh_minutes (10); `kairos recs refresh` asks "
+        "for it now, through POST /v1/recommendations/refresh of a running engine.",
+        epilog="example:\n  kairos recs refresh",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = recs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    refresh = actions.add_parser(
+        "refresh",
+        help="ask the recommendations worker to recompute the lists at its next pass",
+        description="Ask the running engine's recommendations worker to recompute every "
+        "candidate list from ClickHouse at its next pass (after importing a catalog or a "
+        "history). The engine answers 202 at once; the worker does the work.",
+    )
+    _api_options(refresh)
+    refresh.set_defaults(run=lambda args: _lazy_command("recs_refresh")(args))
+
     keys = commands.add_parser(
         "keys",
         help="print the engine's keys and address (from the environment or the data dir)",
@@ -265,7 +285,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Simulate shoppers (hidden intent and spend; sessions, browsing, carts, "
         "orders, churn) over the last DAYS days and send their events to a running engine "
         "through POST /v1/batch, with a progress bar. Seeded: the same options send the same "
-        "events (their messageIds too, so a second run is deduplicated).",
+        "events (their messageIds too, so a second run is deduplicated). Then, for the "
+        "placements the engine has (listed with the secret key), LIVE of the same shoppers' "
+        "sessions now: their pages ask POST /v1/decide, and they click and order by what they "
+        "are shown, so results and off-policy evaluation have decisions. Without the secret "
+        "key, or without placements, events only.",
         epilog="example:\n  kairos simulate --shoppers 2000 --days 30",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -278,7 +302,19 @@ def _parser() -> argparse.ArgumentParser:
         help="the engine's base URL (default: %(default)s)",
     )
     simulate.add_argument(
+        "--live",
+        type=int,
+        default=200,
+        metavar="N",
+        help="live sessions that decide the placements (0: none); default %(default)s",
+    )
+    simulate.add_argument(
         "--write-key", default=None, help="default: KAIROS_WRITE_KEY, else the data dir's"
+    )
+    simulate.add_argument(
+        "--secret-key",
+        default=None,
+        help="lists the placements for --live; default: KAIROS_SECRET_KEY, else the data dir's",
     )
     simulate.add_argument(
         "--data-dir", type=Path, default=Path(_env("KAIROS_DATA_DIR", "kairos-data"))

@@ -271,6 +271,9 @@ def _recommendations() -> list[Operation]:
                   "recipients", "recommendations", (SECRET,), "Batch_1",
                   answers={200: ("One result per recipient", "Recommendations"),
                            **_BAD, **_MISSING, **unavailable}),
+        Operation("post", "/v1/recommendations/refresh", "Recompute the candidate lists now "
+                  "(the recommendations worker does it at its next pass)", "recommendations",
+                  (SECRET,), answers={202: ("Asked; not yet done", "RefreshRequested")}),
         Operation("get", "/v1/recommendations/{id}/render", "Recommendations rendered as an "
                   "email block (html and text)", "recommendations", (SECRET,),
                   parameters=[*one, *_RECOMMEND, template],

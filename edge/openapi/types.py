@@ -233,6 +233,14 @@ class Recommendations(Struct):
     results: list[dict[str, Any]]
 
 
+class RefreshRequested(Struct):
+    """``POST /v1/recommendations/refresh``: asked; the worker recomputes at its next pass."""
+
+    requested: bool
+    lists: int  # candidate lists cached now (before the refresh)
+    message: str
+
+
 class Health(Struct):
     status: str
     redis: str | None = None
@@ -246,6 +254,7 @@ ANSWERS = [
     QueryResult,
     Saved,
     Deleted,
+    RefreshRequested,
     PlacementList,
     PlacementShown,
     Results,

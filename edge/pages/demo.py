@@ -6,8 +6,11 @@ the SDK from ``/sdk/v1/kairos.js`` through the snippet, so what they do is what 
 would do. The cart lives in the browser (localStorage), as the demo has no backend of its own.
 
 ``kairos up --demo`` calls ``install`` (the catalog: the shopper simulator's products, and the
-four placements unless they exist) and then ``seed`` in the background (simulated shoppers'
-last two weeks, so popular and co-occurrence lists have something in them at once).
+four placements unless they exist) and then ``seed`` in the background: simulated shoppers'
+last two weeks as events (so popular and co-occurrence lists have something in them at once),
+then a few hundred of their sessions live, whose pages ask ``/v1/decide`` and whose shoppers
+click and order by what they were shown (``profiles.live``), so results, charts and off-policy
+evaluation have decisions to show within a minute.
 
 Signing in (``/demo/login``: a first name and an email, no password) does what a shop's server
 does for identity verification (``decisions.identity``): it names the shopper with a new user
@@ -25,6 +28,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,14 +46,16 @@ from starlette.routing import Route
 
 from collector import wire
 from collector.errors import SpoolFull
+from collector.spool import STREAM
 from decisions.identity import Verifier, user_hash
 from decisions.placements import DEFS, PLACEMENT, put_placement
 from edge.routes.sdk import VERSION, snippet
+from profiles.live import LiveShop, slots_from_api
 from profiles.products import ITEM, ITEMS, Item, put_items
 from profiles.shoppers import CATALOG, ShopperStream, send
-from profiles.strategies import request_refresh
+from profiles.strategies import RECS, request_refresh
 
-__all__ = ["PLACEMENTS", "install", "installed", "routes", "seed"]
+__all__ = ["LIVE_SESSIONS", "PLACEMENTS", "install", "installed", "routes", "seed"]
 
 log = logging.getLogger("kairos.demo")
 
@@ -141,6 +147,7 @@ PLACEMENTS: dict[str, dict[str, Any]] = {
     },  # fmt: skip
 }
 CATEGORIES = sorted({p.category for p in CATALOG})
+LIVE_SESSIONS = 150  # about 400 decisions: seconds of work, enough for every variant to show
 
 
 def _items(base: str) -> list[Item]:
@@ -170,24 +177,72 @@ async def installed(client: redis.asyncio.Redis) -> bool:
         return False
 
 
-def seed(url: str, write_key: str, client: redis.Redis, shoppers: int = 600) -> threading.Thread:
-    """Simulated shoppers' last 14 days into the running engine at ``url``, in the background;
-    then the recommendation lists are recomputed."""
+def seed(
+    url: str,
+    write_key: str,
+    secret_key: str,
+    client: redis.Redis,
+    shoppers: int = 600,
+    sessions: int = LIVE_SESSIONS,
+    identity_secret: str = "",
+) -> threading.Thread:
+    """In the background, into the running engine at ``url``: once the profile updater reads the
+    spool, simulated shoppers' last 14 days as events; once the recommendation lists are
+    recomputed from them, ``sessions`` of those shoppers' sessions live, deciding every
+    placement the engine has on the pages that show it."""
 
     def run() -> None:
+        _wait_for_reader(client, "profiles")
         start = datetime.now(UTC) - timedelta(days=14)
         stream = ShopperStream(shoppers=shoppers, days=13.9, seed=2026, start=start)
         try:
             sent = send(stream.messages(), url, write_key)
+            request_refresh(client)
+            _wait_for(lambda: client.hexists(RECS, "popular"), 60.0)
+            slots = slots_from_api(url, secret_key)
+            live = LiveShop(stream.shoppers, slots, seed=2026).run(
+                url, write_key, sessions, identity_secret
+            )
         except Exception as exc:  # the demo must not take the engine down
             log.warning("demo history not sent", extra={"error": str(exc)})
             return
-        request_refresh(client)
-        log.info("demo history sent", extra={"events": sent})
+        log.info("demo history sent", extra={
+            "events": sent + live.events, "live_sessions": live.sessions,
+            "decisions": live.decisions, "clicks": live.clicks, "orders": live.orders})  # fmt: skip
 
     thread = threading.Thread(target=run, name="demo-seed", daemon=True)
     thread.start()
     return thread
+
+
+def _wait_for_reader(client: redis.Redis, group: str, timeout: float = 120.0) -> None:
+    """Until a consumer of ``group`` has read the spool (if that group exists: a profile updater
+    runs on this spool). The sink stamps events with the profile ids the updater resolves and
+    waits for an updater that is reading; history sent while the updater process is still
+    starting would otherwise be stored without profile ids, all of it at once."""
+
+    def reading() -> bool:
+        try:
+            groups = {_text(g["name"]) for g in client.xinfo_groups(STREAM)}
+            return group not in groups or bool(client.xinfo_consumers(STREAM, group))
+        except redis.ResponseError:  # no spool: no worker group was made, so no updater here
+            return True
+
+    if not _wait_for(reading, timeout):
+        log.warning("the profile updater is not reading the spool; sending the demo anyway")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _wait_for(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _page(request: Request, name: str, status: int = 200, **values: Any) -> Response:

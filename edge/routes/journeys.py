@@ -46,7 +46,7 @@ async def put(request: Request) -> Response:
     try:
         journey = parse(await request.body())
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_journey", with_path(str(exc)))
+        return error(400, "invalid_journey", with_path(str(exc), of=Journey))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     client = request.state.redis_sync
@@ -105,11 +105,14 @@ async def simulate_journey(request: Request) -> Response:
     body = await request.body()
     try:
         ask = msgspec.json.decode(body or b"{}", type=SimulateAsk)
-        journey = parse(bytes(ask.journey)) if bytes(ask.journey) != b"null" else None
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=SimulateAsk))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
+    try:
+        journey = parse(bytes(ask.journey)) if bytes(ask.journey) != b"null" else None
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_request", with_path(str(exc), "$.journey", of=Journey))
     journey = journey or await _journey(request, key)
     until = ask.until or datetime.now(UTC)
     since = ask.since or until - timedelta(days=7)

@@ -69,7 +69,7 @@ async def ingest(request: Request) -> Response:
     except InvalidInput as exc:
         return error(400, exc.code, exc.message)
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_event", with_path(str(exc)))
+        return error(400, "invalid_event", with_path(str(exc), of=ONCHAIN.type))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     client = request.state.redis

@@ -9,6 +9,7 @@ not depend on the context) the probability each variant is shown with now.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -42,6 +43,8 @@ from profiles.membership import member_key
 from profiles.store import profile_keys
 
 __all__ = ["check_window", "learned_summary", "results_of", "routes"]
+
+log = logging.getLogger("kairos.placements")
 
 # What a DateTime64 column holds comfortably (and what the tracking API accepts): a window
 # outside it is the caller's mistake, not the store's failure.
@@ -103,13 +106,23 @@ async def _placement(request: Request, key: str) -> Placement:
     return found
 
 
+async def _serve_now(request: Request) -> None:
+    """Refresh this process's catalog before answering a change: whoever wrote a placement and
+    then asks for it (decide, recommendations) from the same process gets what they wrote, not
+    a 404 until the next background refresh. Other API processes catch up within a second."""
+    try:
+        await request.state.catalog.refresh(request.state.redis)
+    except (redis.RedisError, OSError) as exc:  # stored all the same: the background catches up
+        log.warning("catalog not refreshed after a change", extra={"error": str(exc)})
+
+
 @secret
 async def put(request: Request) -> Response:
     key = _key(request)
     try:
         placement = PLACEMENT.decode(await request.body())
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_placement", with_path(str(exc)))
+        return error(400, "invalid_placement", with_path(str(exc), of=Placement))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     _check_policy(key, placement)
@@ -117,6 +130,7 @@ async def put(request: Request) -> Response:
     existed = await run_in_threadpool(client.hexists, "{plc}:defs", key)
     changed = await run_in_threadpool(put_placement, client, key, placement)
     revision = (await run_in_threadpool(placements, client))[key].revision
+    await _serve_now(request)
     body = {"key": key, "created": not existed, "changed": changed, "revision": revision}
     return json(body, 201 if not existed else 200)
 
@@ -159,6 +173,7 @@ async def delete(request: Request) -> Response:
     key = _key(request)
     if not await run_in_threadpool(delete_placement, request.state.redis_sync, key):
         return error(404, "not_found", f"no placement {key!r}")
+    await _serve_now(request)
     return json({"key": key, "deleted": True})
 
 
@@ -169,7 +184,7 @@ async def evaluate(request: Request) -> Response:
     try:
         ask = await _evaluation(request)
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=Evaluation))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     since, until = check_window(ask.since, ask.until)
@@ -177,7 +192,7 @@ async def evaluate(request: Request) -> Response:
         candidate = msgspec.structs.replace(placement, policy=ask.policy)
         PLACEMENT.decode(msgspec.json.encode(candidate))
     except (msgspec.ValidationError, ValueError) as exc:  # replace() checks it too
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=Placement))
     _check_policy(key, candidate, "invalid_request")
     try:
         result = await evaluate_placement(
@@ -264,7 +279,7 @@ async def results(request: Request) -> Response:
     try:
         ask = msgspec.convert(dict(request.query_params), ResultsQuery, strict=False)
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=ResultsQuery))
     since, until = check_window(ask.since, ask.until)
     client = request.state.redis_sync
     units = None

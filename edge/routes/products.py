@@ -41,7 +41,7 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise Problem(400, "invalid_item", with_path(str(exc))) from None
+        raise Problem(400, "invalid_item", with_path(str(exc), of=decoder.type)) from None
     except msgspec.DecodeError as exc:
         raise Problem(400, "invalid_json", f"$: {exc}") from None
 

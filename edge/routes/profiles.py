@@ -28,9 +28,14 @@ from profiles.privacy import erase
 from profiles.store import ProfileStore, Snapshot
 from profiles.views import describe
 
-__all__ = ["NotFound", "find_profile", "parse_identity", "routes"]
+__all__ = ["FORMS", "NotFound", "find_profile", "parse_identity", "routes"]
 
 _KINDS = ("user_id", "anonymous_id", "email", "wallet", "external")
+# What ``{id}`` may be, for the messages that refuse one (the forms parse_identity reads).
+FORMS = (
+    "a profile id (p_ and 16 hexadecimal digits, as the API returns it) or an identity: "
+    "user_id:<id>, anonymous_id:<id>, email:<address>, wallet:<0x address>, external:<type>:<id>"
+)
 _COLUMNS = (
     "timestamp, message_id, type, event, name, anonymous_id, user_id, profile_id, "
     "page_url, properties, traits, context"
@@ -56,10 +61,7 @@ def parse_identity(raw: str) -> str | None:
     if not sep:
         return None
     if kind not in _KINDS or not value:
-        raise ValueError(
-            f"the profile id must be a profile id or one of {', '.join(k + ':…' for k in _KINDS)}"
-            f", got {raw!r}"
-        )
+        raise ValueError(f"{raw!r} is not a profile id nor an identity: give {FORMS}")
     if kind == "email":
         value = value.strip().lower()
     if kind == "wallet":  # a wallet's identity is the engine's anonymous one (collector.onchain)
@@ -78,7 +80,9 @@ def find_profile(store: ProfileStore, raw: str) -> Snapshot:
         pid = found[identity]
     snapshot = store.read(store.resolve(pid))
     if not snapshot.exists:
-        raise NotFound(f"no profile {raw}")
+        if identity is None and not pid.startswith("p_"):  # likely an identity without its kind
+            raise NotFound(f"no profile {raw!r}: give {FORMS}, e.g. user_id:{raw}")
+        raise NotFound(f"no profile {raw!r}")
     return snapshot
 
 

@@ -5,6 +5,8 @@
     GET  /v1/recommendations/{id}/render?placement=&n=&template=   the same with ``html`` (an
                                                            email-safe block) and ``text``
     POST /v1/recommendations/batch                         up to 1,000 recipients per call
+    POST /v1/recommendations/refresh                       202: the candidate lists are
+                                                           recomputed at the worker's next pass
     GET  /v1/r/{decisionId}/{itemId}?to=URL                "Decision Clicked", then 302 to URL
     GET  /v1/o/{decisionId}.gif                            "Email Opened", a 1×1 GIF
 
@@ -34,6 +36,7 @@ from urllib.parse import quote
 import msgspec
 import redis
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -48,6 +51,7 @@ from edge.api.auth import secret
 from edge.api.responses import Problem, error, json
 from edge.routes.profiles import parse_identity
 from profiles.products import ITEM, ITEMS
+from profiles.strategies import RECS, request_refresh
 
 __all__ = ["TEMPLATES", "routes"]
 
@@ -196,7 +200,7 @@ async def batch(request: Request) -> Response:
     try:
         ask = BATCH.decode(await request.body())
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=Batch))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     template = _template(ask.template) if ask.template is not None else None
@@ -216,6 +220,19 @@ async def batch(request: Request) -> Response:
 
     results = await asyncio.gather(*(one(r) for r in ask.recipients))
     return json({"results": results}, headers=_NO_STORE)
+
+
+@secret
+async def refresh(request: Request) -> Response:
+    """Ask the recommendations worker to recompute the candidate lists now (after a catalog
+    import, a backfill of history): 202, as the worker does it at its next pass, not this call."""
+    client = request.state.redis_sync
+    await run_in_threadpool(request_refresh, client)
+    lists = await run_in_threadpool(client.hlen, RECS)
+    return json({"requested": True, "lists": lists,
+                 "message": "the recommendations worker recomputes the candidate lists at its "
+                            "next pass (within a second while it runs, then as long as the SQL "
+                            "takes); `lists` is how many it holds now"}, 202)  # fmt: skip
 
 
 # -- the links in what was sent --
@@ -297,6 +314,7 @@ async def opened(request: Request) -> Response:
 
 routes = [
     Route("/v1/recommendations/batch", batch, methods=["POST"]),
+    Route("/v1/recommendations/refresh", refresh, methods=["POST"]),
     Route("/v1/recommendations/{id:path}/render", render, methods=["GET"]),
     Route("/v1/recommendations/{id:path}", recommendations, methods=["GET"]),
     Route("/v1/r/{decision}/{item:path}", click, methods=["GET"]),

@@ -41,7 +41,7 @@ async def put(request: Request) -> Response:
     try:
         segment = SEGMENT.decode(await request.body())
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_segment", with_path(str(exc)))
+        return error(400, "invalid_segment", with_path(str(exc), of=SEGMENT.type))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     client = request.state.profiles.client

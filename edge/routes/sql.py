@@ -33,7 +33,7 @@ async def sql(request: Request) -> Response:
     try:
         query = _decode(await request.body()).query
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=SqlRequest))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     try:

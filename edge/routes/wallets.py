@@ -66,7 +66,7 @@ async def link(request: Request) -> Response:
         ask = msgspec.json.decode(await request.body(), type=Link)
         _write_key(request, ask.write_key)
     except msgspec.ValidationError as exc:
-        return error(400, "invalid_request", with_path(str(exc)))
+        return error(400, "invalid_request", with_path(str(exc), of=Link))
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     except Unauthorized as exc:

@@ -61,6 +61,7 @@ from pathlib import Path
 import msgspec
 
 from collector.consent import ConsentPolicy
+from collector.errors import expected
 from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
 from edge.api.limits import Limits
@@ -98,6 +99,6 @@ def load_config(path: Path | None) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {exc}{expected(str(exc), Config)}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None

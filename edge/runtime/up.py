@@ -285,7 +285,8 @@ def _demo(client: Any, settings: Any) -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        demo.seed(base, settings.write_key, client)
+        demo.seed(base, settings.write_key, settings.secret_key, client,
+                  identity_secret=settings.identity_secret)  # fmt: skip
 
     threading.Thread(target=later, name="demo", daemon=True).start()
 

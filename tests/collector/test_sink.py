@@ -5,11 +5,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio
 
 from collector import STATS, Sink, SpoolReader, connect, migrate
 from collector.spool import ensure_group
+from edge.runtime.workers import start
+from tests.conftest import worker_needs
 from tests.helpers import count, fill
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -112,3 +115,40 @@ def test_an_entry_clickhouse_refuses_is_set_aside_and_the_rest_stored(
     assert dead_id.decode() == poison_id and fields[b"e"] == poison
     assert b"Code: " in fields[b"error"]
     assert r.hget(STATS, "sink_dead_letters") == b"1"
+
+
+@pytest.mark.parametrize(
+    "read_up_to",
+    [
+        pytest.param("0", id="updater-not-started-yet"),  # `kairos up` made its group at 0
+        pytest.param(f"{int(time.time() * 1000) - 86_400_000}-0", id="after-a-quiet-day"),
+    ],
+)
+def test_events_wait_for_an_updater_that_is_about_to_read_them(
+    redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis, read_up_to: str
+) -> None:
+    """The profile updater's group exists but it has read nothing yet (or nothing since
+    yesterday): it is about to read these events, not 56 years (a day) behind, so the sink
+    waits for their profile ids, and the updater starting a second late leaves none without."""
+    migrate(ch)
+    ensure_group(r, "profiles")
+    r.xgroup_setid("{spool}:log", "profiles", read_up_to)
+    fill(redis_url, batches=20, size=50)
+    stop = threading.Event()
+    updater: list[threading.Thread] = []
+
+    def late_updater() -> bool:
+        if not updater and count(ch) == 0:
+            time.sleep(1.0)  # the sink is holding the first batch by now
+            updater.append(start("profiles", worker_needs(redis_url, "late"), stop, interval=0.05))
+        return count(ch) >= 1000
+
+    try:
+        run_sink(redis_url, clickhouse_url, until=late_updater)
+    finally:
+        stop.set()
+        for thread in updater:
+            thread.join(30)
+    assert count(ch) == 1000
+    assert ch.query("SELECT count() FROM events WHERE profile_id = ''").result_rows == [(0,)]
+    assert r.hget(STATS, "sink_unresolved") in (None, b"0")

@@ -210,6 +210,28 @@ def test_an_edit_reaches_the_decide_path_within_a_second(engine: Engine) -> None
     assert time.monotonic() - started < 1.5
 
 
+def test_the_process_that_took_a_change_serves_it_at_once(engine: Engine) -> None:
+    """PUT then decide, DELETE then decide, with no wait between: the API process refreshes its
+    catalog before it answers a change (the background refresh is 0.5 s apart, so without that
+    nearly every round here would see the old catalog)."""
+    recs = {"recommend": {"n": 2}, "reward": {"kind": "items"}, "variants": [{"key": "popular"}]}
+    for n in range(8):
+        put_placement(engine, "banner", {"variants": [{"key": f"v{n}"}]})
+        assert decide(engine, "banner", anonymousId=f"a{n}")["banner"]["variant"] == f"v{n}"
+        put_placement(engine, "email_recs", recs)
+        found = engine.client.get(f"{engine.url}/v1/recommendations/user_id:u{n}",
+                                  params={"placement": "email_recs"}, headers=bearer())  # fmt: skip
+        assert found.status_code == 200, found.text
+        for key in ("banner", "email_recs"):
+            gone = engine.client.delete(f"{engine.url}/v1/placements/{key}", headers=bearer())
+            assert gone.status_code == 200, gone.text
+        answer = engine.post("/v1/decide", {"anonymousId": f"a{n}", "placements": ["banner"]})
+        assert answer.status_code == 404, answer.text
+        found = engine.client.get(f"{engine.url}/v1/recommendations/user_id:u{n}",
+                                  params={"placement": "email_recs"}, headers=bearer())  # fmt: skip
+        assert found.status_code == 404, found.text
+
+
 def test_a_stored_placement_that_no_longer_loads_does_not_stop_the_others(
     engine: Engine, r: Any
 ) -> None:

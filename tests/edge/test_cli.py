@@ -15,7 +15,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic, free_port
+from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, Process, basic, free_port
+from tests.helpers import eventually, put_placement
 
 KAIROS = str(Path(sys.executable).with_name("kairos"))
 
@@ -314,3 +315,36 @@ def test_help_texts_print_as_written() -> None:
     shown = subprocess.run([KAIROS, "report", "--help"], capture_output=True, text=True,
                            check=True).stdout  # fmt: skip
     assert "95% interval" in shown.replace("\n", " ") and "%%" not in shown
+
+
+def test_simulate_follows_its_history_with_live_decisions(engine: Engine, tmp_path: Path) -> None:
+    """`kairos simulate` sends the history as events, then, with the secret key, live sessions
+    that ask /v1/decide for every placement there is; without the key, events only, said so."""
+    put_placement(engine, "home_hero", {"variants": [{"key": "a", "content": {"n": 1}},
+                                                     {"key": "b", "content": {"n": 2}}]})  # fmt: skip
+    put_placement(engine, "cart_offer", {
+        "reward": {"kind": "conversion", "event": "Order Completed"},
+        "variants": [{"key": "none"}, {"key": "ten_off", "content": {"code": "TEN"}}]})  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIROS_")}
+    cli = [sys.executable, "-m", "edge.cli", "simulate", "--shoppers", "120", "--days", "5",
+           "--url", engine.url, "--write-key", WRITE_KEY, "--data-dir", str(tmp_path)]  # fmt: skip
+    sent = 0
+    for extra in ([], ["--seed", "8", "--live", "60", "--secret-key", SECRET_KEY]):
+        done = subprocess.run([*cli, *extra], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        sent += int(done.stderr.rsplit("sent ", 1)[1].split(" events")[0].replace(",", ""))
+        if not extra:
+            assert (
+                "no secret key (KAIROS_SECRET_KEY, --secret-key, or keys.json in --data-dir) "
+                "to list the placements with: events only, no decisions"
+            ) in done.stderr
+            assert engine.sql("SELECT count() FROM decisions") == [[0]]
+    assert "live: 60 sessions deciding cart_offer, home_hero …" in done.stderr
+    decisions = int(done.stderr.split("live: ")[2].split(" decisions")[0].replace(",", ""))
+    assert decisions >= 60  # every session sees the home page
+    eventually(lambda: engine.sql("SELECT count() FROM decisions")[0][0] == decisions, timeout=60)
+    engine.wait_stored(sent, timeout=60)
+    assert engine.sql("SELECT count() FROM events WHERE event != 'Decision Rewarded'") == [[sent]]
+    found = engine.client.get(f"{engine.url}/v1/placements/home_hero/results",
+                              headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()  # fmt: skip
+    assert all(v["units"] > 0 for v in found["variants"]), found["variants"]

@@ -123,7 +123,7 @@ def test_the_profile_api_wants_the_secret_key(engine: Engine) -> None:
     assert get(engine, "/v1/profiles/user_id:nobody").status_code == 404
     bad = get(engine, "/v1/profiles/phone:123")
     assert bad.status_code == 400 and bad.json()["message"].startswith(
-        "$.id: the profile id must be"
+        "$.id: 'phone:123' is not a profile id nor an identity: give a profile id (p_"
     )
     assert get(engine, "/v1/profiles/wallet:0x123").status_code == 400
 

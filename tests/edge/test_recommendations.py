@@ -3,6 +3,10 @@ its tracked links and rendered blocks, the batch form, and the same placement on
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,8 +15,9 @@ import msgspec
 import pytest
 import redis
 
+from edge.runtime.workers import start
 from profiles.strategies import RECS
-from tests.conftest import Engine
+from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
 from tests.helpers import (
     bearer,
     decide,
@@ -236,6 +241,23 @@ def test_render_is_valid_escaped_html_with_a_pixel(shop: Engine) -> None:
         assert "<script>alert(1)</script>" in block["text"]  # plain text: shown as it is
 
 
+def test_plain_text_keeps_each_item_on_lines_of_its_own(shop: Engine) -> None:
+    """What a text-only mail client shows: the title, then per item its name and price, its link
+    below, a blank line between items (they once ran together on one line)."""
+    for template in ("grid", "list"):
+        block = get(shop, "/v1/recommendations/user_id:nobody/render", placement="email_weekly",
+                    template=template, n=2)  # fmt: skip
+        first, second = block["items"]
+        assert (first["id"], second["id"]) == ("hat2", "hat1")  # popular, in stock
+        assert block["text"] == (
+            "Picked for you\n"
+            "\n"
+            f"- <script>alert(1)</script> ($35.00)\n  {first['url']}\n"
+            "\n"
+            f"- Wool hat ($20.00)\n  {second['url']}\n"
+        )
+
+
 def test_batch(shop: Engine) -> None:
     recipients = ["user_id:ada", "email:ada@example.com", "user_id:nobody", "phone:5"]
     answer = shop.post("/v1/recommendations/batch", {"placement": "email_weekly", "n": 2,
@@ -251,3 +273,43 @@ def test_batch(shop: Engine) -> None:
                                                        "recipients": ["user_id:x"] * 1001},
                          key=None, headers=bearer())  # fmt: skip
     assert too_many.status_code == 400 and "$.recipients" in too_many.json()["message"]
+
+
+def test_a_refresh_is_asked_through_the_api_and_the_cli(engine: Engine, r: redis.Redis) -> None:
+    """``POST /v1/recommendations/refresh`` (secret key) answers 202 and the running worker
+    recomputes the lists at its next pass, not ten minutes later; ``kairos recs refresh`` is
+    that call."""
+    r.hset(RECS, "stale", b"[]")  # what a refresh replaces
+    stop = threading.Event()
+    needs = worker_needs(
+        engine.settings.redis_url, "test-recs", clickhouse_url=engine.settings.store_url
+    )
+    thread = start("recs", needs, stop, interval=0.05)
+    try:
+        eventually(lambda: not r.hexists(RECS, "stale"), timeout=10)  # its refresh at start
+        for ask in ("api", "cli"):
+            r.hset(RECS, "stale", b"[]")
+            time.sleep(0.5)
+            assert r.hexists(RECS, "stale")  # unasked, the next refresh is 10 minutes away
+            if ask == "api":
+                answer = engine.client.post(f"{engine.url}/v1/recommendations/refresh",
+                                            headers=bearer())  # fmt: skip
+                assert answer.status_code == 202, answer.text
+                assert answer.json()["requested"] is True and answer.json()["lists"] == 1
+            else:
+                done = subprocess.run(
+                    [sys.executable, "-m", "edge.cli", "recs", "refresh", "--url", engine.url,
+                     "--secret-key", SECRET_KEY],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                assert done.stdout == ("asked: the recommendations worker recomputes the "
+                                       "candidate lists at its next pass (1 cached now)\n")  # fmt: skip
+            eventually(lambda: not r.hexists(RECS, "stale"), timeout=10)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    wrong = subprocess.run([sys.executable, "-m", "edge.cli", "recs", "refresh", "--url",
+                            engine.url, "--secret-key", WRITE_KEY],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert wrong.returncode == 1 and "forbidden: this endpoint needs the secret key" in wrong.stderr

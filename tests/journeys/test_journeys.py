@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -75,6 +76,40 @@ def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
     assert page.status_code == 200 and "Abandoned cart: people by stage" in page.text
     assert "<title>remind: 1</title>" in page.text and "2 people entered (2 times)" in page.text
     assert "1 (exited: Order Completed)" in page.text
+
+
+def test_journey_events_carry_the_time_of_what_caused_them(
+    engine: Engine, clock: Clock, receiver: Receiver
+) -> None:
+    """The worker runs three hours behind the events it reads (its clock is ahead of their
+    times): "Journey Entered" and "Journey Exited" still carry the times of the add to cart and
+    the order that caused them, so an order ten minutes after the entry converts, and one
+    placed before the entry does not."""
+    put_journey(engine, "abandoned_cart", abandoned_cart(receiver.url))
+    clock.forward(180)
+    start = datetime.now(UTC) - timedelta(hours=2)
+
+    def at(minutes: float) -> str:
+        return (start + timedelta(minutes=minutes)).isoformat(timespec="milliseconds")
+
+    batch = [
+        {"type": "track", "anonymousId": "ada", "event": "Product Added", "timestamp": at(0)},
+        {"type": "track", "anonymousId": "ada", "event": "Order Completed", "timestamp": at(10)},
+        {"type": "track", "anonymousId": "cy", "event": "Order Completed", "timestamp": at(-5)},
+        {"type": "track", "anonymousId": "cy", "event": "Product Added", "timestamp": at(0)},
+    ]  # fmt: skip
+    for message in batch:  # one at a time: ada's order must reach the worker after her entry
+        assert engine.post("/v1/batch", {"batch": [message]}).status_code == 200
+        time.sleep(0.3)
+    eventually(lambda: (run_of(engine, "ada", "abandoned_cart") or {}).get("ended"))
+    query = ("SELECT anonymous_id, event, toUnixTimestamp64Milli(timestamp) FROM events "
+             "WHERE event IN ('Journey Entered', 'Journey Exited') ORDER BY anonymous_id, event")  # fmt: skip
+    rows = eventually(lambda: rows if len(rows := engine.sql(query)) == 3 else None)
+    ms = [int((start + timedelta(minutes=m)).timestamp() * 1000) for m in (0, 10)]
+    assert rows == [["ada", "Journey Entered", ms[0]], ["ada", "Journey Exited", ms[1]],
+                    ["cy", "Journey Entered", ms[0]]]  # fmt: skip
+    stats = engine.client.get(f"{engine.url}/v1/journeys/abandoned_cart/stats", headers=bearer())
+    assert stats.json()["entered"] == 2 and stats.json()["converted"] == 1  # ada, not cy
 
 
 def test_a_holdout_stays_untouched(engine: Engine, clock: Clock, receiver: Receiver) -> None:

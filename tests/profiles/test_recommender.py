@@ -1,15 +1,23 @@
-"""The recommendations worker fills the product catalog from e-commerce events."""
+"""The recommendations worker fills the product catalog from e-commerce events, and fills a new
+shop's candidate lists as soon as its first events are in ClickHouse."""
 
 from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
 
 import redis
 
 from bench.profiles import fill
 from collector import SpoolReader
 from collector.spool import ensure_group
-from profiles.products import ITEMS, get_items
+from collector.store import open_store
+from profiles.products import ITEMS, Item, get_items, put_items
 from profiles.recommender import Recommender
-from profiles.shoppers import CATALOG, ShopperStream
+from profiles.shoppers import CATALOG, ShopperStream, send
+from profiles.strategies import RECS, WANTED
+from tests.conftest import WRITE_KEY, Engine
+from tests.helpers import eventually
 
 
 def test_the_catalog_fills_from_events(r: redis.Redis, redis_url: str) -> None:
@@ -33,3 +41,30 @@ def test_the_catalog_fills_from_events(r: redis.Redis, redis_url: str) -> None:
     while entries := replay.reader.read(50, 10):
         changed += replay.process(entries)["catalog_items_changed"]
     assert changed == 0 and r.hgetall(ITEMS) == before
+
+
+def test_a_new_shops_lists_fill_once_its_first_events_are_stored(engine: Engine) -> None:
+    """The worker's first refresh finds no events (they are still on their way to ClickHouse):
+    while the lists are empty it looks for stored events every ``empty_seconds`` and refreshes
+    once they are there, without being asked and without waiting ``refresh_minutes`` (10)."""
+    r = redis.Redis.from_url(engine.settings.redis_url)
+    put_items(r, [Item(id=p.id, name=p.name, url=f"https://shop.example/{p.id}",
+                       category=p.category, price=p.price) for p in CATALOG])  # fmt: skip
+    ensure_group(r, "recs")
+    worker = Recommender(SpoolReader(r, "recs", "t"), r, open_store(engine.settings.store_url),
+                         interval=0.05, empty_seconds=0.2)  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: worker._next_look > 0)  # the refresh at start ran, and found nothing
+        assert not r.exists(RECS)
+        start = datetime.now(UTC) - timedelta(days=10)
+        messages = list(ShopperStream(shoppers=150, days=10, seed=5, start=start).messages())
+        send(messages, engine.url, WRITE_KEY)
+        eventually(lambda: r.hexists(RECS, "popular"), timeout=30)
+        assert not r.exists(WANTED)  # nobody asked
+        assert engine.sql("SELECT count() FROM events")[0][0] > 0
+    finally:
+        stop.set()
+        thread.join(timeout=30)

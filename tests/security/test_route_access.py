@@ -68,6 +68,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/onchain"): ("secret", {"events": []}),  # or an indexer's signature
     ("GET", "/v1/onchain"): ("secret", None),
     ("POST", "/v1/recommendations/batch"): ("secret", {}),
+    ("POST", "/v1/recommendations/refresh"): ("secret", None),
     ("GET", "/v1/recommendations/{id:path}/render"): ("secret", None),
     ("GET", "/v1/recommendations/{id:path}"): ("secret", None),
     ("GET", "/"): ("public", None),  # a redirect to /dashboard
