@@ -142,6 +142,6 @@ def user_hash(secret: str, user_id: str) -> str:
 
     Examples:
         >>> user_hash("idsec_x", "u1")[:12]
-        'a3ea4c1bb5b5'
+        'eb69ee435069'
     """
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
