@@ -33,7 +33,7 @@ __all__ = ["Comparison", "cuped", "holm", "means", "proportions", "sequential", 
 DEFAULT_TUNING = 5_000  # units at which the sequential test is tightest (GrowthBook's default)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Comparison:
     control: float  # the control's mean
     treatment: float  # the treatment's mean
@@ -56,8 +56,15 @@ def _compare(
     else:
         lift = mt / mc - 1
         lift_se = math.sqrt(vt / (nt * mc**2) + mt**2 * vc / (nc * mc**4))
-    return Comparison(mc, mt, difference, (difference - z * se, difference + z * se),
-                      lift, (lift - z * lift_se, lift + z * lift_se), p_value)  # fmt: skip
+    return Comparison(
+        control=mc,
+        treatment=mt,
+        difference=difference,
+        difference_ci=(difference - z * se, difference + z * se),
+        lift=lift,
+        lift_ci=(lift - z * lift_se, lift + z * lift_se),
+        p_value=p_value,
+    )
 
 
 def proportions(control: Sample, treatment: Sample, alpha: float = 0.05) -> Comparison:
@@ -134,8 +141,15 @@ def sequential(
     )
     lift = delta / mc if mc else 0.0
     lift_half = half / abs(mc) if mc else 0.0
-    return Comparison(mc, mt, delta, (delta - half, delta + half),
-                      lift, (lift - lift_half, lift + lift_half), p_value)  # fmt: skip
+    return Comparison(
+        control=mc,
+        treatment=mt,
+        difference=delta,
+        difference_ci=(delta - half, delta + half),
+        lift=lift,
+        lift_ci=(lift - lift_half, lift + lift_half),
+        p_value=p_value,
+    )
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -36,7 +36,7 @@ __all__ = ["Estimate", "Log", "doubly_robust", "evaluate", "ips", "reward_model"
 Array = NDArray[np.float64]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Estimate:
     method: str
     value: float
@@ -84,7 +84,9 @@ def _estimate(
         low, high = (float(q) for q in np.quantile(boot, [tail, 1.0 - tail]))
     squares = float((counts * weights**2).sum())
     effective = float((counts * weights).sum() ** 2 / squares) if squares else 0.0
-    return Estimate(method, float(estimate), low, high, n, effective)
+    return Estimate(
+        method=method, value=float(estimate), low=low, high=high, n=n, effective_n=effective
+    )
 
 
 def ips(

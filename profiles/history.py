@@ -52,7 +52,7 @@ class Seen(msgspec.Struct, frozen=True):
     segment: str | None = None  # for Segment Entered / Exited
 
 
-class Example(msgspec.Struct, array_like=True):
+class Example(msgspec.Struct, array_like=True, kw_only=True):
     """A prediction waiting for its label: the features as they were, and when it resolves."""
 
     profile: str

@@ -400,7 +400,15 @@ class Learner(SpoolWorker):
                 self._open(pid, h, "conversion_session", event.at, 1.0, p, x, batch)
         # The churn example follows the person to the last event of their session.
         deadline = event.at + int(self.settings.churn_days * DAY_MS)
-        h.churn = Example(pid, "churn", event.at, deadline, h.session_start, p["churn"], x)
+        h.churn = Example(
+            profile=pid,
+            target="churn",
+            at=event.at,
+            deadline=deadline,
+            session=h.session_start,
+            p=p["churn"],
+            x=x,
+        )
         for target, value in p.items():
             if abs(h.scores.get(target, -1.0) - value) > _SCORE_STEP:
                 h.scores[target] = round(value, 4)
@@ -419,7 +427,15 @@ class Learner(SpoolWorker):
     ) -> None:
         if len(h.open) >= _MAX_OPEN:
             return
-        example = Example(pid, target, at, at + int(days * DAY_MS), h.session_start, p[target], x)
+        example = Example(
+            profile=pid,
+            target=target,
+            at=at,
+            deadline=at + int(days * DAY_MS),
+            session=h.session_start,
+            p=p[target],
+            x=x,
+        )
         batch.queue(example)
         h.open.append(Open(target, at, example.deadline, h.session_start))
 
