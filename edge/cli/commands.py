@@ -212,11 +212,11 @@ def _live(args: argparse.Namespace, shoppers: list[Any], write_key: str) -> int:
 def ltv(args: argparse.Namespace) -> int:
     import redis
 
-    from collector import embedded_url
     from collector.store import QueryFailed, StoreUnavailable, open_store
     from edge.runtime.config import ConfigError
     from edge.runtime.embedded_redis import EmbeddedRedis
     from edge.runtime.logs import setup_logging
+    from edge.runtime.stores import clickhouse_url, reads_url, redis_client
     from edge.runtime.up import _config
     from profiles.valuation import refit
 
@@ -227,10 +227,8 @@ def ltv(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kairos ltv: {exc}", file=sys.stderr)
         return 2
-    clickhouse_url = args.clickhouse_url or embedded_url(data_dir)
-    store_url = (f"unix://{data_dir / 'run' / 'store.sock'}"
-                 if clickhouse_url.startswith("chdb://") else clickhouse_url)  # fmt: skip
-    client = redis.Redis.from_url(args.redis_url or EmbeddedRedis(data_dir).url)
+    store_url = reads_url(data_dir, clickhouse_url(data_dir, args.clickhouse_url))
+    client = redis_client(args.redis_url or EmbeddedRedis(data_dir).url)
     horizon = args.horizon_days or config.models.ltv_horizon_days
     bars: list[Progress] = []
 
