@@ -257,7 +257,9 @@ def put_placement(client: redis.Redis, key: str, placement: Placement) -> bool:
     """Create or replace a placement; True if it changed. Learned state is kept for the
     variants that still exist (the reward worker remaps it by variant key)."""
     current = client.hget(DEFS, key)
-    if current is not None:
+    if current is None:  # a new placement learns from scratch (see ``delete_placement``)
+        client.delete(state_key(key))
+    else:
         try:
             before = PLACEMENT.decode(current)
         except msgspec.MsgspecError:  # a definition that no longer loads: replace it
@@ -273,10 +275,15 @@ def put_placement(client: redis.Redis, key: str, placement: Placement) -> bool:
 
 
 def delete_placement(client: redis.Redis, key: str) -> bool:
+    """Delete a placement: its definition (one ``{plc}`` transaction: readers stop serving it
+    at the version bump), then what it learned. The two live in different slots, so they are
+    not one transaction: a learned state left behind (a crash between the two, or a reward
+    worker saving a batch it began before the delete) is dropped when a placement of that key
+    is created again (``put_placement``), so it can never reach a new placement."""
     pipe = client.pipeline(transaction=True)
     pipe.hdel(DEFS, key)
-    pipe.delete(state_key(key))
     pipe.hdel(REVS, key)
     pipe.incr(VERSION)
     deleted, *_ = pipe.execute()
+    client.delete(state_key(key))
     return bool(deleted)

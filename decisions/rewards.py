@@ -190,7 +190,10 @@ class RewardWorker(SpoolWorker):
         } - set(records)
         if pointed:
             ordered = sorted(pointed)
-            found = self.client.mget([decision_key(i) for i in ordered])
+            pipe = self.client.pipeline(transaction=False)  # one GET each: they span slots
+            for decision_id in ordered:
+                pipe.get(decision_key(decision_id))
+            found = pipe.execute()
             records |= {i: RECORD.decode(r) for i, r in zip(ordered, found) if r is not None}
         return {"visitors": visitors, "records": records}
 

@@ -364,7 +364,10 @@ class Learner(SpoolWorker):
         wanted = sorted(pids - batch.histories.keys())
         if not wanted:
             return
-        for pid, raw in zip(wanted, self.client.mget([learner_key(p) for p in wanted])):
+        pipe = self.client.pipeline(transaction=False)  # one GET each: they span slots
+        for pid in wanted:
+            pipe.get(learner_key(pid))
+        for pid, raw in zip(wanted, pipe.execute()):
             batch.histories[pid] = HISTORY.decode(raw) if raw is not None else History()
 
     def _step(self, pid: str, h: History, event: Seen, batch: Batch) -> None:

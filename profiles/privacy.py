@@ -50,7 +50,8 @@ def erase(store: ProfileStore, pid: str) -> Erasure:
     for segment in snapshot.segments:
         pipe.srem(member_key(segment), pid)
     for profile in profiles:
-        pipe.delete(*profile_keys(profile))
+        for key in profile_keys(profile):  # one key per DEL: a cluster pipeline takes no other
+            pipe.delete(key)
     for kind, value in pairs:
         pipe.delete(identity_key(kind, value))
     pipe.execute()
