@@ -8,7 +8,9 @@ know them — after a restart, a failover or ``SCRIPT FLUSH``:
 - a single call (``script(client, keys, args)``) loads the script on NOSCRIPT and runs it again;
 - a redis-py pipeline (``script.queue(pipe, keys, args)``) and the streaming
   ``collector.coalesce.Pipeline`` send ``SCRIPT LOAD`` ahead of the script's first call in each
-  round trip, so a call in a pipeline never meets NOSCRIPT and replies stay in order;
+  round trip, so a call in a pipeline never meets NOSCRIPT and replies stay in order; a Redis
+  Cluster pipeline cannot carry a keyless ``SCRIPT LOAD`` (which node would it go to?), so there
+  the call is an ``EVAL`` of the source, which the node caches;
 - the asyncio ``collector.coalesce.Coalescer`` loads and retries the one call that met NOSCRIPT.
 
 Scripts keep every key they touch in one hash slot (``{…}`` tags), as Redis Cluster requires
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 __all__ = ["Script", "lua"]
@@ -50,6 +53,9 @@ class Script:
     def queue(self, pipe: Any, keys: list[Any], args: list[Any]) -> None:
         """Queue it on a redis-py pipeline, preceded by its ``SCRIPT LOAD`` (once per pipeline:
         the load's reply is among the pipeline's replies, before the script's own)."""
+        if isinstance(pipe, ClusterPipeline):
+            pipe.execute_command("EVAL", self.source, len(keys), *keys, *args)
+            return
         loaded: set[str] = pipe.__dict__.setdefault("_kairos_loaded", set())
         if self.sha not in loaded:
             pipe.execute_command("SCRIPT", "LOAD", self.source)

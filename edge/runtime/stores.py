@@ -1,7 +1,10 @@
 """Where the engine's stores are and how every process reaches them: one place for it.
 
 - Redis: ``redis_client`` / ``async_redis_client`` for every call site (timeouts set, so that a
-  store that hangs cannot hold a process that was asked to stop).
+  store that hangs cannot hold a process that was asked to stop). A URL naming any node of a
+  Redis Cluster gives a cluster client (redis-py's ``RedisCluster``, which routes each command
+  to its slot's master and follows MOVED/ASK): the mode is asked of the node (``INFO cluster``)
+  unless ``cluster`` says it, as ``--redis-cluster`` does.
 - ClickHouse: embedded (``chdb://<data dir>/clickhouse``) or a server URL. Embedded, exactly one
   process owns it (the sink, or ``kairos up`` itself without a sink) and the others read through
   its query socket, ``<data dir>/run/store.sock`` (``reads_url``).
@@ -9,7 +12,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -20,6 +25,7 @@ __all__ = [
     "async_redis_client",
     "clickhouse_url",
     "embedded",
+    "is_cluster",
     "reads_url",
     "redis_client",
     "store_socket",
@@ -29,18 +35,35 @@ _CONNECT_SECONDS = 5.0
 _ANSWER_SECONDS = 30.0  # longer than any blocking read a worker makes (at most a second)
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A blocking client (workers, the API's threads, commands)."""
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=_CONNECT_SECONDS, socket_timeout=_ANSWER_SECONDS
-    )
+@functools.lru_cache(maxsize=16)
+def is_cluster(url: str) -> bool:
+    """Whether the Redis at ``url`` is a node of a Redis Cluster (``cluster_enabled:1``)."""
+    if url.startswith("unix://"):
+        return False  # a cluster's nodes talk over TCP: a socket is a single server
+    with redis.Redis.from_url(url, socket_connect_timeout=_CONNECT_SECONDS,
+                              socket_timeout=_CONNECT_SECONDS) as probe:  # fmt: skip
+        return bool(probe.info("cluster").get("cluster_enabled"))
 
 
-def async_redis_client(url: str, timeout: float = 10.0) -> redis.asyncio.Redis:
+def redis_client(url: str, cluster: bool | None = None) -> redis.Redis:
+    """A blocking client (workers, the API's threads, commands); a cluster client when the URL
+    names a node of a Redis Cluster (``cluster``: None asks the node)."""
+    options: dict[str, Any] = {"socket_connect_timeout": _CONNECT_SECONDS,
+                               "socket_timeout": _ANSWER_SECONDS}  # fmt: skip
+    if is_cluster(url) if cluster is None else cluster:
+        return redis.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, **options)
+
+
+def async_redis_client(
+    url: str, timeout: float = 10.0, cluster: bool | None = None
+) -> redis.asyncio.Redis:
     """An asyncio client (the API); ``timeout``: the longest a request waits on one answer."""
-    return redis.asyncio.Redis.from_url(
-        url, socket_connect_timeout=_CONNECT_SECONDS, socket_timeout=timeout
-    )
+    options: dict[str, Any] = {"socket_connect_timeout": _CONNECT_SECONDS,
+                               "socket_timeout": timeout}  # fmt: skip
+    if is_cluster(url) if cluster is None else cluster:
+        return redis.asyncio.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return redis.asyncio.Redis.from_url(url, **options)
 
 
 def clickhouse_url(data_dir: Path, given: str | None) -> str:
