@@ -210,7 +210,11 @@ class Decider:
         now = datetime.now(UTC)
         unit = identities[-1][1]  # A/B tests hash the weakest identity: the anonymous id
         chosen = [(slot, *self._choose(slot, unit, visitor, context, now)) for slot in slots]
-        items = await self._items(chosen, visitor, now, n, (context or {}).get("item"))
+        items = (
+            await self._items(chosen, visitor, now, n, (context or {}).get("item"))
+            if recommends
+            else [None] * len(chosen)
+        )
         traits = visitor.traits() if any(s.templates[arm] for s, arm, *_ in chosen) else {}
         user_id, anonymous_id = visitor.logged_ids(identities)
         decisions, lines = {}, []

@@ -186,6 +186,8 @@ class RequestLimits:
             return None
         if not self.trusted(host):
             return str(host)
+        if not forwarded:  # a trusted proxy's own request (the usual one on the decide path)
+            return None
         for value in reversed(b",".join(forwarded).split(b",")):
             address = value.strip().decode("latin-1")[:64]
             if address and not self.trusted(address):
