@@ -46,17 +46,13 @@ class CORS:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = requested = method = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-            elif name == b"access-control-request-headers":
-                requested = value
-            elif name == b"access-control-request-method":
-                method = value
+        headers = dict(scope["headers"])  # in C: each header's last value, as a loop would
+        origin = headers.get(b"origin")
         if origin is None:
             await self.app(scope, receive, send)
             return
+        requested = headers.get(b"access-control-request-headers")
+        method = headers.get(b"access-control-request-method")
         preflight = scope["method"] == "OPTIONS" and method is not None
         if scope["path"] not in self.paths:
             if preflight:

@@ -198,15 +198,14 @@ class RequestLimits:
         if scope["type"] != "http" or self.off:
             await self.app(scope, receive, send)
             return
-        authorization = length = None
+        # A dict built in C rather than a loop in Python over every header: the same last
+        # value of each; all of X-Forwarded-For's values (it may repeat) only when it is there.
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization")
+        length = headers.get(b"content-length")
         forwarded: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"x-forwarded-for":
-                forwarded.append(value)
+        if b"x-forwarded-for" in headers:
+            forwarded = [v for n, v in scope["headers"] if n == b"x-forwarded-for"]
         key = self._key(authorization) if authorization is not None else None
         now = monotonic()
         if key != "secret" and self.per_ip is not None:

@@ -34,16 +34,17 @@ def _key(authorization: str | None) -> str | None:
 async def _read(receive: Receive, declared: bytes | None) -> bytes:
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
         raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
-    chunks, size, more = [], 0, True
-    while more:
+    chunks: list[bytes] = []  # a decide body nearly always comes in one message: none kept
+    size = 0
+    while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
+        if not message.get("more_body", False):
+            return b"".join([*chunks, chunk]) if chunks else chunk
         chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _answer(
