@@ -97,7 +97,9 @@ class Coalescer:
     def _queue(
         self, packed: list[bytes], script: Script | None, future: asyncio.Future[Any] | None = None
     ) -> asyncio.Future[Any]:
-        loop = self._running()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # (``_running``, inline: a call per command)
+            loop = self._running()
         future = future or loop.create_future()
         self._pending.append((packed, script, future))
         if not self._scheduled:

@@ -50,9 +50,9 @@ class Visitor:
         """(user id, anonymous id) to log a decision under: those asked with, else the
         profile's own (its user id; an anonymous id of its identities, when read)."""
         found = dict(reversed(asked))
-        known = sorted(i.partition(":")[::2] for i in self.identities)
-        for kind, value in known:
-            found.setdefault(kind, value)
+        if self.identities:
+            for kind, value in sorted(i.partition(":")[::2] for i in self.identities):
+                found.setdefault(kind, value)
         user_id = found.get("user_id") or self.raw.get(b"user_id", b"").decode()
         return user_id, found.get("anonymous_id", "")
 
@@ -105,13 +105,14 @@ class Visitors:
             pid = self._known(identities)
             if pid is None:
                 pid = await self._profile_id(identities)
-            visitor = Visitor()
             if pid:
                 visitor = await self._profile(pid, history, ids)
                 moved = visitor.raw.get(b"merged_into", b"").decode()
                 if moved:
                     self._remember(identities, moved)
                     visitor = await self._profile(moved, history, ids)
+            else:
+                visitor = Visitor()
             for record in reversed(records):  # the strongest identity's assignment wins
                 for name, value in _pairs(await record).items():
                     if name.startswith("ab:"):

@@ -61,11 +61,7 @@ class CORS:
                 await self.app(scope, receive, send)
             return
         allowed = self.any or origin in self.origins
-        headers = (
-            [(b"access-control-allow-origin", b"*" if self.any else origin)] if allowed else []
-        )
-        if not self.any:
-            headers.append((b"vary", b"Origin"))
+        headers = self.headers_for(origin)
         if preflight:
             if allowed:
                 await _preflight(send, headers, requested)
@@ -79,6 +75,16 @@ class CORS:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+    def headers_for(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        """The CORS headers of an answer on a browser path to a request from ``origin``."""
+        allowed = self.any or origin in self.origins
+        headers = (
+            [(b"access-control-allow-origin", b"*" if self.any else origin)] if allowed else []
+        )
+        if not self.any:
+            headers.append((b"vary", b"Origin"))
+        return headers
 
 
 async def _preflight(

@@ -80,12 +80,28 @@ class DecideEndpoint:
     a Response per call (most of a bare Starlette endpoint's own cost)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = await _answer(scope, receive, scope["state"], dict(scope["headers"]))
+        await self.serve(scope, receive, send, dict(scope["headers"]))
+
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Answer with ``headers`` already read (``dict(scope["headers"])``) and ``extra``
+        response headers (CORS's, when the app's front has applied its policy)."""
+        answer = await _answer(scope, receive, scope["state"], headers)
         if isinstance(answer, Response):
+            if extra:
+                answer.raw_headers.extend(extra)
             await answer(scope, receive, send)
             return
-        headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(answer))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        start = [(b"content-type", _JSON), (b"content-length", b"%d" % len(answer))]
+        if extra:
+            start += extra
+        await send({"type": "http.response.start", "status": 200, "headers": start})
         await send({"type": "http.response.body", "body": answer})
 
 
