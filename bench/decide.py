@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bandits.mab import BetaThompson  # noqa: E402
+from bench.engine import processes  # noqa: E402
 from bench.harness import (  # noqa: E402
     Load,
     Verdict,
@@ -256,20 +257,36 @@ class Run:
                 _until(lambda: _decides(http), 60, "the placement answers")
                 # Every worker done with what came before: the load is all they have to do.
                 _until(lambda: not any(group_lags(own).values()), 600, "the workers caught up")
+                family = processes(data, engine.pid)
+                before = {name: _cpu(pid) for name, pid in family.items()}
                 started = datetime.now(UTC)
                 got = self.load("kairos-1core", port, cpus="1")
                 stored_then = _decisions(http, started)
+                used = {name: _cpu(pid) - before[name] for name, pid in family.items()}
                 waited = time.monotonic()
                 _until(lambda: _decisions(http, started) >= got.ok, 120, "", fail=False)
                 stored, caught_up = _decisions(http, started), time.monotonic() - waited
             self.verdict.decisions("kairos-1core", got.ok, stored)
+            total = sum(used.values()) or 1.0
+            shares = ", ".join(f"{name} {100 * cpu / total:.0f}%" for name, cpu in
+                               sorted(used.items(), key=lambda kv: -kv[1]) if cpu > 0)  # fmt: skip
             self.notes["kairos-1core"] = (
                 f"{stored:,} decisions in ClickHouse for {got.ok:,} answered with 200 "
                 f"({stored_then:,} stored by the end of the load; the sink caught up "
-                f"{caught_up:.1f} s later)"
+                f"{caught_up:.1f} s later); the core's time during the load (last round): "
+                f"{shares}"
             )
         finally:
             stop(engine)
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stat(client: redis.Redis, name: str) -> int:
