@@ -195,6 +195,7 @@ class Run:
         self.script = script(work, args.people)
         self.verdict = Verdict()
         self.best: dict[str, Load] = {}  # per phase, the round with the most requests/s
+        self.rounds: dict[str, list[Load]] = {}  # per phase, every round's
         self.notes: dict[str, str] = {}
         self.answered = 0  # 200 answers of the last phase loaded (see ``load``)
 
@@ -211,6 +212,7 @@ class Run:
         self.answered += got.ok
         if phase not in self.best or got.rps > self.best[phase].rps:
             self.best[phase] = got
+        self.rounds.setdefault(phase, []).append(got)
         print(f"   {got.rps:,.0f} requests/s, p99 {got.p99}, {got.errors:,} errors", flush=True)
         return got
 
@@ -444,6 +446,12 @@ def report(
     for phase in ("kairos", "kairos-1core"):
         if phase in run.notes:
             lines.append(f"- {phase}: {run.notes[phase]}.")
+    for phase, base in (("kairos", "bare"), ("kairos-1core", "bare-1core")):
+        ours, theirs = run.rounds.get(phase, []), run.rounds.get(base, [])
+        if len(ours) > 1 and len(ours) == len(theirs) and verdict.ok(phase, base):
+            each = ", ".join(f"{a.rps / b.rps:.2f}" for a, b in zip(ours, theirs))
+            lines.append(f"- {phase} × {base} round by round (other work on the machine "
+                         f"slows either): {each}.")  # fmt: skip
     if micro:
         lines += [
             "",
