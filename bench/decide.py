@@ -422,6 +422,7 @@ def report(
         f"# Decision benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"One uvicorn worker each, wrk -t1 -c{args.connections}, {args.seconds} s per phase"
+        + (f" after {args.warmup} s of warm-up" if args.warmup else "")
         + (f", best of {args.rounds} alternating rounds" if args.rounds > 1 else "")
         + f"; one placement (Thompson sampling, two variants, one templated); visitors drawn "
         f"from {args.people:,} real profiles; private Redis (AOF everysec); the engine's rate "
