@@ -252,7 +252,11 @@ class Decider:
         # A/B tests hash the weakest identity (the anonymous id); an unknown visitor, a draw.
         unit = identities[-1][1] if identities else new_decision_id()
         chosen = [(slot, *self._choose(slot, unit, visitor, context, now)) for slot in slots]
-        items = await self._items(chosen, visitor, now, n, (context or {}).get("item"))
+        items = (
+            await self._items(chosen, visitor, now, n, (context or {}).get("item"))
+            if recommends
+            else [None] * len(chosen)
+        )
         traits = visitor.traits() if any(s.templates[arm] for s, arm, *_ in chosen) else {}
         if traits and not verified:
             traits = without_contact(traits)
