@@ -141,7 +141,7 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 PLACEMENT = msgspec.json.Decoder(Placement)
 
 
-class Learned(msgspec.Struct, forbid_unknown_fields=True):
+class Learned(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """What ``{pol:<key>}`` holds: a policy's state and what it was learned for."""
 
     arms: list[str]

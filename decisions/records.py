@@ -49,7 +49,7 @@ DECISION_REWARDS = """(
 )"""
 
 
-class Logged(msgspec.Struct, rename="camel"):
+class Logged(msgspec.Struct, rename="camel", kw_only=True):
     """One line of the decision log (the ``decisions`` table's columns)."""
 
     decision_id: str
@@ -72,7 +72,7 @@ class Logged(msgspec.Struct, rename="camel"):
 LOGGED = msgspec.json.Decoder(Logged)
 
 
-class Record(msgspec.Struct, omit_defaults=True):
+class Record(msgspec.Struct, omit_defaults=True, kw_only=True):
     placement: str
     arm: int
     variant: str
