@@ -11,9 +11,15 @@ The sink is paused (SIGSTOP) while wrk runs, so that the numbers are those of th
 alternate (1, 2, 1, 2, … for ``--rounds``) and each cell is the best round: on a shared machine,
 other work only ever slows a run down.
 
+Every run's non-2xx answers are counted, the warm-up's too (the engine's rate limiter in the path,
+per process, with limits far above what wrk reaches: ``--per-key``/``--per-ip``), and every
+decision answered must be in the spool (the sink is paused, so nothing is trimmed); else the run
+prints one ``FAILED:`` line and exits 1.
+
 Prints a table and writes bench/reports/api_workers.md. Needs ``wrk`` (apt-get install wrk).
 
     python bench/api_workers.py --seconds 10 --connections 32
+    python bench/api_workers.py --quick
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import redis
@@ -35,13 +42,27 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.decide import _WRK, HERO, SECRET_KEY, WRITE_KEY, wrk  # noqa: E402
-from bench.ingest import free_port, wait_http  # noqa: E402
+from bench.decide import _WRK, HERO, SECRET_KEY, WRITE_KEY  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Load,
+    Verdict,
+    add_options,
+    free_port,
+    machine,
+    need,
+    parse,
+    publish,
+    spool_decisions,
+    wait_http,
+    write_limits,
+    wrk,
+)
 from bench.profiles import fill, run_updater, traffic  # noqa: E402
 from decisions.placements import PLACEMENT, put_placement  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "api_workers.md"
+QUICK = {"seconds": 1, "people": 200, "rounds": 1, "warmup": 1}
 
 _TRACK = r"""
 math.randomseed(11)
@@ -57,12 +78,11 @@ end
 
 
 def run(
-    work: Path, url: str, processes: int, args: argparse.Namespace, attempt: int
-) -> dict[str, dict]:
+    work: Path, url: str, processes: int, args: argparse.Namespace, attempt: int, verdict: Verdict
+) -> dict[str, Load]:
     """wrk on /v1/decide and /v1/track against ``kairos up --api-workers processes``."""
     data = work / f"data-{processes}-{attempt}"
-    data.mkdir()
-    (data / "kairos.toml").write_text("[limits]\nper_ip = 0\nper_key = 0\n")
+    write_limits(data, args.per_ip, args.per_key)
     port = free_port()
     with open(work / f"engine-{processes}.log", "ab") as log:
         engine = subprocess.Popen(
@@ -73,25 +93,34 @@ def run(
             stdout=log, stderr=log, cwd=ROOT,
         )  # fmt: skip
     results = {}
+    client = redis.Redis.from_url(url)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=engine)
         sink = int((data / "run" / "sink.pid").read_text())
         os.kill(sink, signal.SIGSTOP)
         try:
             for name in ("decide", "track"):
+                phase = f"{name}-{processes}"
                 print(f"  {processes} API process(es): /v1/{name}", flush=True)
                 script = work / f"{name}.lua"
-                wrk(port, 2, args.connections, script)  # warm-up: every process is serving
-                results[name] = wrk(port, args.seconds, args.connections, script)
+                before = spool_decisions(client)
+                target = f"http://127.0.0.1:{port}"
+                # The warm-up (every process serving) is counted too: its answers are answers.
+                warm = verdict.load(phase, wrk(target, args.warmup, args.connections, script))
+                got = verdict.load(phase, wrk(target, args.seconds, args.connections, script))
+                if name == "decide":
+                    verdict.decisions(phase, warm.ok + got.ok, spool_decisions(client) - before)
+                results[name] = got
         finally:
             os.kill(sink, signal.SIGCONT)
     finally:
+        client.close()
         engine.send_signal(signal.SIGINT)
         engine.wait(timeout=180)
     return results
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -99,14 +128,17 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="default %(default)s")
     parser.add_argument("--people", type=int, default=5_000, help="default %(default)s")
     parser.add_argument("--rounds", type=int, default=2, help="default %(default)s")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("bench/api_workers.py needs wrk: apt-get install -y wrk", file=sys.stderr)
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of load before each run (default %(default)s)")  # fmt: skip
+    add_options(parser, REPORT)
+    args = parse(parser, QUICK, argv)
+    if not need("wrk", "bench/api_workers.py"):
         return 2
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-api-"))
     server = EmbeddedRedis(work / "redis-home")
     url = server.start()
-    results: dict[int, dict[str, dict]] = {}
+    results: dict[int, dict[str, Load]] = {}
+    verdict = Verdict()
     try:
         client = redis.Redis.from_url(url)
         print(f"profiles for {args.people:,} people (the profile updater)", flush=True)
@@ -119,40 +151,43 @@ def main() -> int:
             (work / f"{name}.lua").write_text(text)
         for attempt in range(args.rounds):
             for processes in (1, 2):
-                got = run(work, url, processes, args, attempt)
+                print(f"round {attempt + 1}/{args.rounds}, {processes} API process(es)",
+                      flush=True)  # fmt: skip
+                got = run(work, url, processes, args, attempt, verdict)
                 best = results.setdefault(processes, got)
                 for name, r in got.items():
-                    if float(r["rps"]) > float(best[name]["rps"]):
+                    if r.rps > best[name].rps:
                         best[name] = r
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args)
-    return 0
+    report(results, args, verdict)
+    return verdict.exit_code()
 
 
-def report(results: dict[int, dict[str, dict]], args: argparse.Namespace) -> None:
+def report(results: dict[int, dict[str, Load]], args: argparse.Namespace, verdict: Verdict) -> Any:
     lines = [
         "# API processes: `kairos up --api-workers N`",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores; wrk -t1 "
-        f"-c{args.connections}, {args.seconds} s per run, best of {args.rounds} alternating "
-        "rounds; the sink paused during each run.",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; wrk -t1 -c{args.connections}, "
+        f"{args.seconds} s per run after {args.warmup} s of warm-up, best of {args.rounds} "
+        "alternating rounds; the sink paused during each run; the rate limiter in the path "
+        f"(per process: per_key {args.per_key:g} requests/s).",
         "",
-        "| endpoint | API processes | requests/s | × one process | p50 | p99 | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| phase | endpoint | API processes | requests/s | × one process | p50 | p99 | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("decide", "track"):
-        base = float(results[1][name]["rps"])
+        base = results[1][name].rps
         for processes, runs in results.items():
-            r = runs[name]
+            r, phase = runs[name], f"{name}-{processes}"
+            ratio = verdict.ratio(r.rps, base, phase, f"{name}-1")
             lines.append(
-                f"| /v1/{name} | {processes} | {float(r['rps']):,.0f} | "
-                f"{float(r['rps']) / base:.2f} | {r['p50']} | {r['p99']} | {r['non2xx']} |"
+                f"| {phase} | /v1/{name} | {processes} | {r.rps:,.0f} | {ratio} | {r.p50} | "
+                f"{r.p99} | {verdict.errors(phase)} |"
             )
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    REPORT.write_text(text)
+    lines += ["", *verdict.lines()]
+    publish(args.report, lines)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ Regret is what a policy lost against always showing the best variant (in expecte
 summed over the rounds; an even A/B split is the baseline that never learns. Prints a table,
 writes bench/reports/bandits.md and a chart of the regret curves, bench/reports/bandits.svg.
 
+No HTTP and no engine: in-process simulation only, so no answers to count and no limits to set.
+
     python bench/bandits.py --rounds 20000 --seeds 5
+    python bench/bandits.py --quick
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from bandits.linear import LinearThompson, LinUCB  # noqa: E402
 from bandits.mab import UCB1, BetaThompson, EpsilonGreedy  # noqa: E402
 from bandits.policy import Policy  # noqa: E402
 from bandits.simulate import BernoulliArms, ContextualArms, simulate  # noqa: E402
-from bench.ingest import publish  # noqa: E402
+from bench.harness import add_options, parse, publish  # noqa: E402
 from edge.cli.progress import Progress  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "bandits.md"
-CHART = ROOT / "bench" / "reports" / "bandits.svg"
+QUICK = {"rounds": 400, "seeds": 1}
 COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666"]
 
 Maker = Callable[[int], Policy]
@@ -118,7 +121,7 @@ def chart(curves: dict[str, dict[str, NDArray[np.float64]]], rounds: int) -> str
             'font-family="sans-serif" font-size="11">' + "".join(panels) + "</svg>\n")  # fmt: skip
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -126,17 +129,19 @@ def main() -> int:
     parser.add_argument(
         "--seeds", type=int, default=5, help="runs per policy (default %(default)s)"
     )
-    args = parser.parse_args()
+    add_options(parser, REPORT, engine=False)
+    args = parse(parser, QUICK, argv)
     curves = run(args.rounds, args.seeds)
-    CHART.parent.mkdir(parents=True, exist_ok=True)
-    CHART.write_text(chart(curves, args.rounds))
+    chart_path = args.report.with_suffix(".svg")  # beside the report, which links it
+    chart_path.parent.mkdir(parents=True, exist_ok=True)
+    chart_path.write_text(chart(curves, args.rounds))
     lines = [
         f"# Policy simulation, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{args.rounds:,} rounds, mean of {args.seeds} seeded runs per policy. Regret: expected "
-        "clicks lost against always showing the best variant. Chart: `bandits.svg`.",
+        f"clicks lost against always showing the best variant. Chart: `{chart_path.name}`.",
         "",
-        "![cumulative regret](bandits.svg)",
+        f"![cumulative regret]({chart_path.name})",
         "",
         "Top-two Thompson sampling spends more pulls on the runner-up on purpose (it is made to "
         "identify the best variant quickly, not to earn the most while doing so). In the "
@@ -152,8 +157,8 @@ def main() -> int:
             final = float(curve[-1])
             lines.append(f"| {name} | {final:,.1f} | {final / best:.1f} | "
                          f"{final - float(curve[quarter - 1]):,.1f} |")  # fmt: skip
-    publish(REPORT, lines)
-    print(f"(chart: {CHART.relative_to(ROOT)})")
+    publish(args.report, lines)
+    print(f"(chart: {chart_path})")
     return 0
 
 

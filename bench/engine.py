@@ -1,8 +1,10 @@
 """An engine to load: ``kairos up --demo`` on a temporary data dir, and its processes' memory.
 
-``start`` writes the shared load-test config (no rate limits: every request comes from
-127.0.0.1), starts the engine with fixed keys and waits until the demo history is in and the
-recommendation placements answer with items, so the run measures decisions with real content.
+``start`` writes the shared load-test config (the rate limiter in the path with limits far above
+what Locust reaches here, ``bench.harness.QUIET_LIMIT``, unless told others), starts the engine
+with fixed keys and waits until the demo history is in and the recommendation placements answer
+with items, so the run measures decisions with real content. ``wait_decisions`` waits until the
+decisions answered since a moment are in ClickHouse's ``decisions`` table.
 ``processes`` names the engine's processes (the API, each worker of ``run/*.pid``, Redis) and
 ``rss_mb`` reads their resident memory.
 """
@@ -20,11 +22,12 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["Engine", "processes", "rss_mb", "start", "stop"]
+from bench.harness import QUIET_LIMIT, write_limits
+
+__all__ = ["Engine", "decisions_since", "processes", "rss_mb", "start", "stop", "wait_decisions"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITE_KEY, SECRET_KEY = "wk_load", "sk_load"
-LIMITS = "[limits]\nper_ip = 0\nper_key = 0\n"
 
 
 @dataclass
@@ -44,12 +47,19 @@ def limits_supported() -> bool:
     return "limits" in Config.__struct_fields__
 
 
-def start(work: Path, port: int, api_workers: int | None = None, timeout: float = 240) -> Engine:
-    """``kairos up --demo`` in ``work/data``, ready for load (see the module's docstring)."""
+def start(
+    work: Path,
+    port: int,
+    api_workers: int | None = None,
+    timeout: float = 240,
+    limits: tuple[float, float] = (QUIET_LIMIT, QUIET_LIMIT),
+) -> Engine:
+    """``kairos up --demo`` in ``work/data``, ready for load (see the module's docstring);
+    ``limits``: its ``[limits]`` per_ip and per_key."""
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     if limits_supported():
-        (data / "kairos.toml").write_text(LIMITS)
+        write_limits(data, *limits)
     else:
         print("note: this engine's config has no [limits] table yet; kairos.toml not written",
               file=sys.stderr)  # fmt: skip
@@ -91,6 +101,25 @@ def ready(engine: Engine, timeout: float = 240) -> None:
             return answer.status_code == 200 and bool(decision.get("items"))
 
         _until(deadline, engine, has_items, "recommends items")
+
+
+def decisions_since(engine: Engine, since: float) -> int:
+    """Decisions in ClickHouse's ``decisions`` table made since ``since`` (epoch seconds)."""
+    query = ("SELECT count() FROM decisions WHERE "
+             f"toUnixTimestamp64Milli(timestamp) >= {int(since * 1000)}")  # fmt: skip
+    answer = httpx.post(f"{engine.url}/v1/sql", json={"query": query}, timeout=30,
+                        headers={"Authorization": f"Bearer {engine.secret_key}"})  # fmt: skip
+    answer.raise_for_status()
+    return int(answer.json()["rows"][0][0])
+
+
+def wait_decisions(engine: Engine, since: float, expected: int, timeout: float = 60) -> int:
+    """Decisions stored since ``since``, once there are ``expected`` (the sink may lag the
+    load) or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while (found := decisions_since(engine, since)) < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
 
 
 def _get(client: httpx.Client, path: str) -> dict[str, object] | None:

@@ -18,24 +18,38 @@ Prints a table and writes bench/reports/ingest.md. Needs ``wrk`` (apt-get instal
 from __future__ import annotations
 
 import argparse
-import os
-import re
+import base64
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import (  # noqa: E402
+    Load,
+    Verdict,
+    add_options,
+    free_port,
+    machine,
+    need,
+    parse,
+    publish,
+    serve_app,
+    start_engine,
+    stop,
+    wrk,
+)
+
 REPORT = ROOT / "bench" / "reports" / "ingest.md"
 WRITE_KEY, SECRET_KEY = "wk_bench", "sk_bench"
+QUICK = {"seconds": 1}
 
 _DISCARD_APP = """
 from starlette.applications import Starlette
@@ -79,108 +93,10 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 90) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
-def publish(report: Path, lines: list[str]) -> None:
-    """Print a report and write it (Markdown) to ``report``."""
-    text = "\n".join(lines) + "\n"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(text)
-    print()
-    print(text)
-    print(f"(written to {report.relative_to(ROOT)})")
-
-
-def wrk(url: str, seconds: int, connections: int, script: Path, phase: str) -> dict[str, float]:
-    """Run wrk; ``phase`` prefixes the messageIds so no phase repeats another's."""
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-            "--",
-            f"{phase}{time.time_ns()}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.MULTILINE))
-    return {
-        "rps": rps,
-        "events": rps * 100,
-        "non2xx": int(errors.group(1)) if errors else 0,
-        "p50": latency.get("50", "?"),
-        "p99": latency.get("99", "?"),
-    }
-
-
-def start_engine(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
-    log = open(data_dir.parent / "engine.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--log-format",
-            "json",
-            "--spool-limit",
-            "0",
-            *extra,
-        ],
-        stdout=log,
-        stderr=log,
-        env=env,
-        cwd=ROOT,
-    )
-    log.close()
-    wait_http(f"http://127.0.0.1:{port}/healthz")
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
+def engine(data_dir: Path, port: int, args: argparse.Namespace, *extra: str) -> Any:
+    limits = (args.per_ip, args.per_key)
+    return start_engine(data_dir, port, "--spool-limit", "0", *extra,
+                        keys=(WRITE_KEY, SECRET_KEY), limits=limits)  # fmt: skip
 
 
 def stats(data_dir: Path) -> dict[str, int]:
@@ -190,7 +106,7 @@ def stats(data_dir: Path) -> dict[str, int]:
     return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -200,137 +116,130 @@ def main() -> int:
     parser.add_argument(
         "--connections", type=int, default=32, help="wrk connections (default %(default)s)"
     )
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("bench/ingest.py needs wrk: apt-get install -y wrk", file=sys.stderr)
+    add_options(parser, REPORT)
+    args = parse(parser, QUICK, argv)
+    if not need("wrk", "bench/ingest.py"):
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-"))
     script = work / "batch.lua"
-    auth = __import__("base64").b64encode(f"{WRITE_KEY}:".encode()).decode()
+    auth = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     script.write_text(_WRK_SCRIPT.replace("__AUTH__", auth))
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    verdict = Verdict()
 
-    print(f"1/4 discard baseline ({args.seconds} s, {args.connections} connections)", flush=True)
-    (work / "discard.py").write_text(textwrap.dedent(_DISCARD_APP))
-    port = free_port()
-    discard = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "discard:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=work,
-    )
-    try:
-        wait_port(port)
-        results["discard"] = wrk(
-            f"http://127.0.0.1:{port}/v1/batch", args.seconds, args.connections, script, "discard"
+    def load(phase: str, port: int) -> dict[str, Any]:
+        got = verdict.load(
+            phase,
+            wrk(
+                f"http://127.0.0.1:{port}/v1/batch",
+                args.seconds,
+                args.connections,
+                script,
+                f"{phase}{time.time_ns()}",
+            ),
         )
-    finally:
-        discard.terminate()
-        discard.wait()
+        return {"load": got, "events": got.rps * 100}  # fmt: skip
 
-    data = work / "data"
-    port = free_port()
-    print("2/4 ingest only (kairos up --workers none)", flush=True)
-    engine = start_engine(data, port, "--workers", "none")
     try:
-        results["ingest"] = wrk(
-            f"http://127.0.0.1:{port}/v1/batch", args.seconds, args.connections, script, "ingest"
-        )
-        accepted = stats(data)["accepted"]
+        print(f"1/4 discard baseline ({args.seconds} s, {args.connections} connections)",
+              flush=True)  # fmt: skip
+        discard, port = serve_app(work, "discard", _DISCARD_APP)
+        try:
+            results["discard"] = load("discard", port)
+        finally:
+            discard.terminate()
+            discard.wait()
+
+        data = work / "data"
+        port = free_port()
+        print("2/4 ingest only (kairos up --workers none)", flush=True)
+        proc = engine(data, port, args, "--workers", "none")
+        try:
+            results["ingest"] = load("ingest", port)
+            accepted = stats(data)["accepted"]
+        finally:
+            stop(proc)
+
+        print(f"3/4 drain {accepted:,} spooled events into ClickHouse", flush=True)
+        proc = engine(data, port, args, "--workers", "sink")  # drains as soon as it is up
+        try:
+            first = 0
+            while (inserted := stats(data).get("sink_inserted", 0)) == 0:
+                time.sleep(0.005)
+            started, first = time.monotonic(), inserted  # timed from the first stored batch on
+            while stats(data).get("sink_inserted", 0) < accepted:
+                time.sleep(0.02)
+            drain_seconds = max(time.monotonic() - started, 1e-3)
+        finally:
+            stop(proc)
+        results["drain"] = {"events": (accepted - first) / drain_seconds,
+                            "seconds": drain_seconds}  # fmt: skip
+
+        print("4/4 steady state (kairos up: the API and both workers)", flush=True)
+        proc = engine(data, port, args)
+        try:
+            before = stats(data)
+            results["steady"] = load("steady", port)
+            after = stats(data)
+            assert after.get("duplicates", 0) == before.get("duplicates", 0), (
+                "the load repeated ids"
+            )
+            stored = after.get("sink_inserted", 0) - before.get("sink_inserted", 0)
+            applied = after.get("profiles_applied", 0) - before.get("profiles_applied", 0)
+            results["steady"]["stored"] = stored / args.seconds
+            results["steady"]["applied"] = applied / args.seconds
+            results["steady"]["lag"] = after["accepted"] - after.get("sink_inserted", 0)
+            results["steady"]["unresolved"] = after.get("sink_unresolved", 0)
+        finally:
+            stop(proc)
     finally:
-        stop(engine)
-
-    print(f"3/4 drain {accepted:,} spooled events into ClickHouse", flush=True)
-    engine = start_engine(data, port, "--workers", "sink")  # drains as soon as it is up
-    try:
-        first = 0
-        while (inserted := stats(data).get("sink_inserted", 0)) == 0:
-            time.sleep(0.005)
-        started, first = time.monotonic(), inserted  # timed from the first stored batch on
-        while stats(data).get("sink_inserted", 0) < accepted:
-            time.sleep(0.02)
-        drain_seconds = time.monotonic() - started
-    finally:
-        stop(engine)
-    results["drain"] = {"events": (accepted - first) / drain_seconds, "seconds": drain_seconds}
-
-    print("4/4 steady state (kairos up: the API and both workers)", flush=True)
-    engine = start_engine(data, port)
-    try:
-        before = stats(data)
-        results["steady"] = wrk(
-            f"http://127.0.0.1:{port}/v1/batch", args.seconds, args.connections, script, "steady"
-        )
-        after = stats(data)
-        assert after.get("duplicates", 0) == before.get("duplicates", 0), "the load repeated ids"
-        stored = after.get("sink_inserted", 0) - before.get("sink_inserted", 0)
-        applied = after.get("profiles_applied", 0) - before.get("profiles_applied", 0)
-        results["steady"]["stored"] = stored / args.seconds
-        results["steady"]["applied"] = applied / args.seconds
-        results["steady"]["lag"] = after["accepted"] - after.get("sink_inserted", 0)
-        results["steady"]["unresolved"] = after.get("sink_unresolved", 0)
-    finally:
-        stop(engine)
-
-    shutil.rmtree(work, ignore_errors=True)
-    report(results, args)
-    return 0
+        shutil.rmtree(work, ignore_errors=True)
+    publish(args.report, report(results, args, verdict))
+    return verdict.exit_code()
 
 
-def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+def report(
+    results: dict[str, dict[str, Any]], args: argparse.Namespace, verdict: Verdict
+) -> list[str]:
     base = results["discard"]["events"]
     rows = [
-        ("discard endpoint (baseline)", results["discard"]["events"], "1.00", results["discard"]),
-        (
-            "kairos /v1/batch, ingest only",
-            results["ingest"]["events"],
-            f"{results['ingest']['events'] / base:.2f}",
-            results["ingest"],
-        ),
-        (
-            "kairos /v1/batch, sink running",
-            results["steady"]["events"],
-            f"{results['steady']['events'] / base:.2f}",
-            results["steady"],
-        ),
+        ("discard", "discard endpoint (baseline)"),
+        ("ingest", "kairos /v1/batch, ingest only"),
+        ("steady", "kairos /v1/batch, sink running"),
     ]
     lines = [
         f"# Ingestion benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"One uvicorn worker each, wrk -t1 -c{args.connections}, {args.seconds} s per phase, "
         "100-event batches (~51 KB) with unique messageIds; embedded Redis (AOF everysec) "
-        "and chdb.",
+        f"and chdb; the engine's rate limiter in the path (per_key {args.per_key:g}, per_ip "
+        f"{args.per_ip:g} requests/s); {machine()}.",
         "",
-        "| endpoint | events/s acknowledged | × baseline | p50 | p99 | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| phase | endpoint | events/s acknowledged | × baseline | p50 | p99 | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, events, ratio, r in rows:
-        lines.append(
-            f"| {name} | {events:,.0f} | {ratio} | {r['p50']} | {r['p99']} | {r['non2xx']:.0f} |"
-        )
+    for phase, name in rows:
+        r = results[phase]
+        got: Load = r["load"]
+        ratio = verdict.ratio(r["events"], base, phase, "discard")
+        lines.append(f"| {phase} | {name} | {r['events']:,.0f} | {ratio} | {got.p50} | "
+                     f"{got.p99} | {verdict.errors(phase)} |")  # fmt: skip
     lines += [
         "",
-        "Sink drain rate (spool → ClickHouse, the sink worker alone, from its first stored "
-        f"batch on): **{results['drain']['events']:,.0f} events/s** "
-        f"({results['drain']['seconds']:.1f} s).",
-        f"While ingesting at full speed, the sink stored {results['steady']['stored']:,.0f} "
-        f"events/s and the profile worker applied {results['steady']['applied']:,.0f}/s; the "
-        f"sink ended {results['steady']['lag']:,.0f} events behind; "
-        f"{results['steady']['unresolved']:,.0f} were stored without a profile id (the profile "
-        "worker was more than 5 s behind).",
+        "Drain (spool → ClickHouse, the sink worker alone, from its first stored batch on): "
+        f"**{results['drain']['events']:,.0f} events/s** ({results['drain']['seconds']:.1f} s).",
+        f"While ingesting at full speed (steady), the sink stored "
+        f"{results['steady']['stored']:,.0f} events/s and the profile worker applied "
+        f"{results['steady']['applied']:,.0f}/s; the sink ended {results['steady']['lag']:,.0f} "
+        f"events behind; {results['steady']['unresolved']:,.0f} were stored without a profile "
+        "id (the profile worker was more than 5 s behind).",
+        "",
+        *verdict.lines(),
         "",
         "Targets: ≥ 100k events/s acknowledged and ≥ 0.1× the baseline; drain ≥ 50k events/s.",
     ]
-    publish(REPORT, lines)
+    return lines
 
 
 if __name__ == "__main__":

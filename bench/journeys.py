@@ -15,9 +15,11 @@ resolved by the profile updater first:
              beside it) while events arrive at ``--rate`` per second for ``--seconds``, the
              journeys' waits now 2 s: how long after its due time each timer was woken.
 
-Prints a table and writes bench/reports/journeys.md.
+Prints a table and writes bench/reports/journeys.md. No phase goes through the HTTP API (the
+passes call the worker in process), so there are no answers to count and no rate limits to set.
 
     python bench/journeys.py --events 50000 --rate 2000 --seconds 20
+    python bench/journeys.py --quick
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import publish  # noqa: E402
+from bench.harness import add_options, machine, parse, publish  # noqa: E402
 from bench.profiles import fill, run_updater  # noqa: E402
 from collector import SpoolReader, wire  # noqa: E402
 from collector.spool import ensure_group, profile_ids  # noqa: E402
@@ -54,6 +56,7 @@ from profiles import LeadScoring, ProfileStore, ProfileUpdater  # noqa: E402
 from profiles.computed import event_name  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "journeys.md"
+QUICK = {"events": 2_000, "people": 200, "journeys": 10, "rate": 200, "seconds": 2}
 
 
 def definitions(count: int, wait: str) -> dict[str, Journey]:
@@ -160,7 +163,7 @@ def lateness(url: str, journeys: int, rate: int, seconds: int, people: int) -> d
             "p99": late[int(len(late) * 0.99) - 1], "max": late[-1]}  # fmt: skip
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -171,7 +174,8 @@ def main() -> int:
         "--rate", type=int, default=2_000, help="live events/s (default %(default)s)"
     )
     parser.add_argument("--seconds", type=int, default=20, help="live phase (default %(default)s)")
-    args = parser.parse_args()
+    add_options(parser, REPORT, engine=False)
+    args = parse(parser, QUICK, argv)
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-journeys-"))
     server = EmbeddedRedis(work / "redis-home")
     url = server.start()
@@ -182,17 +186,18 @@ def main() -> int:
         journeys = definitions(args.journeys, "1h")
         for key, journey in journeys.items():
             put_journey(client, key, journey)
-        print(f"1/4 {args.events:,} events of {args.people:,} people (the profile updater)")
+        print(f"1/4 {args.events:,} events of {args.people:,} people (the profile updater)",
+              flush=True)  # fmt: skip
         fill(url, traffic(args.events, args.people))
         run_updater(client, args.events)
-        print("2/4 naive")
+        print("2/4 naive", flush=True)
         slow = naive(client, journeys, args.events)
         for pid in client.scan_iter("{p:*}:journeys"):
             client.delete(pid)
-        print("3/4 the journeys worker")
+        print("3/4 the journeys worker", flush=True)
         fast = worker_rate(client, args.events)
         entered = sum(client.hlen(k) for k in client.scan_iter("{p:*}:journeys"))
-        print(f"4/4 timer lateness ({args.seconds} s at {args.rate:,} events/s)")
+        print(f"4/4 timer lateness ({args.seconds} s at {args.rate:,} events/s)", flush=True)
         late = lateness(url, args.journeys, args.rate, args.seconds, args.people)
     finally:
         server.stop()
@@ -201,21 +206,21 @@ def main() -> int:
         f"# Journeys benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{args.journeys} active journeys, {args.events:,} events of {args.people:,} people "
-        "(resolved by the profile updater first), one process, private Redis, this 2-core "
-        "machine.",
+        f"(resolved by the profile updater first), one process, private Redis; {machine()}.",
         "",
-        "| pass | events/s | × naive |",
-        "|---|---:|---:|",
-        f"| naive: per event a read of the person's runs, every trigger tested, a write | "
+        "| phase | pass | events/s | × naive |",
+        "|---|---|---:|---:|",
+        f"| naive | per event a read of the person's runs, every trigger tested, a write | "
         f"{slow:,.0f} | 1.00 |",
-        f"| journeys worker | {fast:,.0f} | {fast / slow:.2f} |",
+        f"| worker | journeys worker | {fast:,.0f} | {fast / slow:.2f} |",
         "",
-        f"Runs entered: {entered:,}. Timer lateness with the worker live at {args.rate:,} "
+        f"Runs entered: {entered:,}. lateness: timer lateness with the worker live at "
+        f"{args.rate:,} "
         f"events/s for {args.seconds} s (2 s waits, {late.get('timers', 0):,} timers): "
         f"p50 {late.get('p50', 0):.0f} ms, p99 {late.get('p99', 0):.0f} ms, "
         f"max {late.get('max', 0):.0f} ms.",
     ]
-    publish(REPORT, lines)
+    publish(args.report, lines)
     return 0
 
 

@@ -12,9 +12,11 @@ after the profile updater has resolved them:
 3. in process one predict + learn of the default model (shared scaler, logistic regression)
               per labelled example, in µs.
 
-Prints a table and writes bench/reports/learner.md, with each model's prequential quality.
+Prints a table and writes bench/reports/learner.md, with each model's prequential quality. No
+phase goes through the HTTP API, so there are no answers to count and no rate limits to set.
 
     python bench/learner.py --shoppers 3000 --days 60
+    python bench/learner.py --quick
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from river import linear_model, preprocessing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import publish  # noqa: E402
+from bench.harness import add_options, machine, parse, publish  # noqa: E402
 from bench.profiles import fill  # noqa: E402
 from collector import SpoolReader  # noqa: E402
 from collector.spool import Entry, ensure_group  # noqa: E402
@@ -48,6 +50,7 @@ from profiles.models import Model, Scaler  # noqa: E402
 from profiles.shoppers import ShopperStream  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "learner.md"
+QUICK = {"shoppers": 150, "days": 10.0, "churn_days": 3.0}
 
 
 def drain(reader: SpoolReader, step: object, total: int, label: str) -> float:
@@ -97,7 +100,7 @@ def per_example(examples: list[tuple[Example, bool]]) -> float:
     return min(timeit.repeat(step, number=rounds, repeat=3)) / rounds * 1e6
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -110,7 +113,8 @@ def main() -> int:
         help="churn window (default %(default)s: the engine's 30 would label its first "
         "examples only after 30 simulated days)",
     )
-    args = parser.parse_args()
+    add_options(parser, REPORT, engine=False)
+    args = parse(parser, QUICK, argv)
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-learner-"))
     server = EmbeddedRedis(work / "redis-home")
     url = server.start()
@@ -143,16 +147,16 @@ def main() -> int:
         f"# Learner benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{len(messages):,} events of {args.shoppers:,} simulated shoppers over {args.days:g} "
-        "days; private Redis (AOF everysec); one learner, on this 2-core machine.",
+        f"days; private Redis (AOF everysec); one learner; {machine()}.",
         "",
-        "| pass | events/s | × baseline |",
-        "|---|---:|---:|",
-        f"| naive: per event a profile read, one pipeline, a score write | {baseline:,.0f} | "
+        "| phase | pass | events/s | × baseline |",
+        "|---|---|---:|---:|",
+        f"| naive | per event a profile read, one pipeline, a score write | {baseline:,.0f} | "
         "1.00 |",
-        f"| learner: records, 3 predictions, scores, examples, learning | {rate:,.0f} | "
+        f"| learner | records, 3 predictions, scores, examples, learning | {rate:,.0f} | "
         f"{rate / baseline:.2f} |",
         "",
-        f"In process, one predict + learn of the default model (scaler + logistic regression): "
+        f"in process: one predict + learn of the default model (scaler + logistic regression): "
         f"**{micro:.1f} µs**.",
         "",
         "Prequential quality (each prediction made before its label was known; rolling window "
@@ -166,7 +170,7 @@ def main() -> int:
         lines.append(f"| {s['target']} | {s['examples']:,} | {s['positives']:,} | "
                      f"{s['roc_auc']} | {s['log_loss']} |")  # fmt: skip
     lines += ["", "Target: ≥ 5,000 events/s end to end from the spool on one learner."]
-    publish(REPORT, lines)
+    publish(args.report, lines)
     return 0
 
 

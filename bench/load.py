@@ -10,14 +10,22 @@ Two phases on this machine, the same Locust users in each (shoppers and an email
 2. kairos  the engine: with ``--url`` a running one (keys from ``--write-key``/``--secret-key``,
            KAIROS_WRITE_KEY/KAIROS_SECRET_KEY, or ``--data-dir``'s keys.json; it needs the demo
            placements, ``kairos up --demo``), else its own ``kairos up --demo`` on a temporary
-           data dir (no rate limits, fixed keys, ``--api-workers``), started before and stopped
-           after, once its demo history is stored and its recommendations have items.
+           data dir (limits that do not bind, fixed keys, ``--api-workers``), started before and
+           stopped after, once its demo history is stored and its recommendations have items.
 
 Writes to ``--out`` (default bench/reports/load): ``load.csv`` (requests, failures, requests/s,
 p50/p95/p99 per endpoint, and the baseline's with the ratios), ``load.md``, ``load.html`` (the
 table and SVG charts: throughput and latency percentiles over time, per-endpoint bars, memory),
 ``memory.csv`` (the engine's RSS per process, each second) and Locust's own CSVs and log under
-``raw/``. Exits 1 if any request of the engine's phase failed.
+``raw/``.
+
+Our own engine runs with the rate limiter in the path and limits far above what Locust reaches
+(``--per-key``/``--per-ip``). Exits 1, with one ``FAILED:`` line, if any request of either phase
+failed (a status other than the one expected, a connection error), or if ClickHouse's
+``decisions`` table holds fewer decisions made during the engine's phase (once the sink has
+caught up) than the 200 answers carried; ratios to the baseline are left out then.
+
+    python -m bench.load --quick
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -37,11 +46,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import engine as engines  # noqa: E402
-from bench.ingest import free_port, wait_port  # noqa: E402
+from bench.harness import Verdict, add_options, free_port, parse, wait_port  # noqa: E402
 from bench.load_report import write  # noqa: E402
 from bench.locust_run import Run, run  # noqa: E402
 
 OUT = ROOT / "bench" / "reports" / "load"
+QUICK = {"users": 10, "duration": 10, "baseline_duration": 3, "spawn_rate": 10.0, "think": 0.5}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=OUT, help="report directory (default %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="the users' choices (default %(default)s)")
+    add_options(p, None)
     return p
 
 
@@ -148,8 +159,16 @@ def setup(args: argparse.Namespace, own: bool, bare: Run | None) -> str:
     return text
 
 
+def judge(verdict: Verdict, run: Run) -> None:
+    """A Locust phase's requests and failures."""
+    total = run.total()
+    verdict.answers(run.label, int(float(total["Request Count"])),
+                    int(float(total["Failure Count"])), "failed requests")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(parser(), QUICK, argv)
+    verdict = Verdict(error="failed request")
     if args.url and (not args.write_key or not args.secret_key):
         if args.data_dir is None or not (args.data_dir / "keys.json").exists():
             print("--url needs --write-key and --secret-key (or KAIROS_*_KEY, or --data-dir)",
@@ -161,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     raw.mkdir(parents=True, exist_ok=True)
     seconds = args.duration if args.baseline_duration is None else args.baseline_duration
     bare = baseline(args, seconds, raw) if seconds > 0 else None
+    if bare is not None:
+        judge(verdict, bare)
     work = Path(tempfile.mkdtemp(prefix="kairos-load-"))
     try:
         if args.url:
@@ -169,24 +190,30 @@ def main(argv: list[str] | None = None) -> int:
             engines.ready(engine, timeout=30)
         else:
             print("starting kairos up --demo (and waiting for its demo history)", file=sys.stderr)
-            engine = engines.start(work, free_port(), args.api_workers)
+            engine = engines.start(work, free_port(), args.api_workers,
+                                   limits=(args.per_ip, args.per_key))  # fmt: skip
         root = engine.proc.pid if engine.proc is not None else None
         try:
+            started = time.time()
             kairos = run(engine.url, args.users, args.duration, raw / "kairos",
                          (engine.write_key, engine.secret_key), label="kairos",
                          spawn_rate=args.spawn_rate, think=args.think, rate=args.rate,
                          seed=args.seed,
                          watch=lambda: engines.processes(engine.data_dir, root))  # fmt: skip
+            judge(verdict, kairos)
+            expected = kairos.counters.get("to_log", 0)
+            verdict.decisions("kairos", expected, engines.wait_decisions(engine, started, expected))
         finally:
             engines.stop(engine)
     finally:
         if (work / "engine.log").exists():
             shutil.copy(work / "engine.log", raw / "engine.log")
         shutil.rmtree(work, ignore_errors=True)
-    write(args.out, kairos, bare, setup(args, engine.proc is not None, bare))
+    write(args.out, kairos, bare, setup(args, engine.proc is not None, bare), verdict.lines(),
+          ratios=verdict.ok(*verdict.phases))  # fmt: skip
     print((args.out / "load.md").read_text())
     print(f"(written to {args.out}: load.csv, load.md, load.html, memory.csv, raw/)")
-    return 1 if int(kairos.total()["Failure Count"]) else 0
+    return verdict.exit_code()
 
 
 if __name__ == "__main__":

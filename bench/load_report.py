@@ -44,9 +44,9 @@ def _figures(row: dict[str, str]) -> Row:
             "max_ms": _num(row["Max Response Time"])}  # fmt: skip
 
 
-def rows(kairos: Run, bare: Run | None) -> list[Row]:
+def rows(kairos: Run, bare: Run | None, ratios: bool = True) -> list[Row]:
     """A row per endpoint (by name), then ``all``: the engine's figures, the bare app's and
-    the latency ratios."""
+    (with ``ratios``: neither phase had a failure) the latency ratios."""
     theirs = bare.endpoints() if bare else {}
     found = []
     pairs = [(name, row, theirs.get(name)) for name, row in sorted(kairos.endpoints().items())]
@@ -56,9 +56,10 @@ def rows(kairos: Run, bare: Run | None) -> list[Row]:
         if base is not None:
             b = _figures(base)
             mine |= {"bare_requests_per_s": b["requests_per_s"], "bare_p50_ms": b["p50_ms"],
-                     "bare_p95_ms": b["p95_ms"], "bare_p99_ms": b["p99_ms"],
-                     "p50_x_bare": _ratio(mine["p50_ms"], b["p50_ms"]),
-                     "p99_x_bare": _ratio(mine["p99_ms"], b["p99_ms"])}  # fmt: skip
+                     "bare_p95_ms": b["p95_ms"], "bare_p99_ms": b["p99_ms"]}  # fmt: skip
+            if ratios:
+                mine |= {"p50_x_bare": _ratio(mine["p50_ms"], b["p50_ms"]),
+                         "p99_x_bare": _ratio(mine["p99_ms"], b["p99_ms"])}  # fmt: skip
         found.append(mine)
     return found
 
@@ -75,10 +76,18 @@ def memory_summary(run: Run) -> list[tuple[str, float, float, float]]:
     return [(name, v[0], v[-1], max(v)) for name, v in by.items()]
 
 
-def write(out: Path, kairos: Run, bare: Run | None, setup: str) -> list[Row]:
-    """Write the four files to ``out``; returns the rows."""
+def write(
+    out: Path,
+    kairos: Run,
+    bare: Run | None,
+    setup: str,
+    verdict: Sequence[str] = (),
+    ratios: bool = True,
+) -> list[Row]:
+    """Write the four files to ``out``; returns the rows. ``verdict``: lines that end the
+    Markdown report; ``ratios``: False when a phase had failures (no ratio over errors)."""
     out.mkdir(parents=True, exist_ok=True)
-    table = rows(kairos, bare)
+    table = rows(kairos, bare, ratios)
     with open(out / "load.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, _COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -90,7 +99,7 @@ def write(out: Path, kairos: Run, bare: Run | None, setup: str) -> list[Row]:
         writer = csv.writer(f)
         writer.writerow(["seconds", "process", "pid", "rss_mb"])
         writer.writerows((f"{s:.1f}", name, pid, f"{mb:.1f}") for s, name, pid, mb in kairos.memory)
-    (out / "load.md").write_text(markdown(table, kairos, bare, setup))
+    (out / "load.md").write_text(markdown(table, kairos, bare, setup, verdict))
     (out / "load.html").write_text(html(table, kairos, bare, setup))
     return table
 
@@ -103,7 +112,9 @@ def _x(value: Any) -> str:
     return "–" if value is None or value != value else f"{value:.1f}×"
 
 
-def markdown(table: list[Row], kairos: Run, bare: Run | None, setup: str) -> str:
+def markdown(
+    table: list[Row], kairos: Run, bare: Run | None, setup: str, verdict: Sequence[str] = ()
+) -> str:
     lines_ = [
         f"# Load test ({kairos.label})",
         "",
@@ -123,6 +134,8 @@ def markdown(table: list[Row], kairos: Run, bare: Run | None, setup: str) -> str
             f"{_x(row.get('p99_x_bare'))} |"
         )
     lines_ += ["", *notes(kairos, bare)]
+    if verdict:
+        lines_ += ["", *verdict]
     return "\n".join(lines_) + "\n"
 
 

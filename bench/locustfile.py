@@ -24,7 +24,8 @@ group per endpoint. Placements and catalog are the demo shop's (``kairos up --de
 ``userHash``, as a shop that signs its pages sends it; without it they are decided for the device),
 ``--think`` seconds between a user's steps (mean; default 1), ``--rate`` requests/s for all
 users together (paced on one shared schedule; 0: think time only), ``--seed``, ``--counters``
-(a JSON file for decision outcomes: how many had content, which fell back to defaults and why).
+(a JSON file for decision outcomes: how many had content, which fell back to defaults and why, and
+``to_log``: how many decisions 200 answers carried that the engine must have logged).
 
     locust -f bench/locustfile.py --headless -u 50 -r 10 -t 60s --host http://127.0.0.1:8000
 """
@@ -60,6 +61,8 @@ _users = itertools.count()
 _returning: list[tuple[str, str | None]] = []  # (anonymousId, userId) of visitors who may return
 _live: list[str] = []  # identities of this run's shoppers, as email recipients
 COUNTS: Counter[str] = Counter()  # decision outcomes, written to --counters at the end
+# Answered without a decision of the policy's, and so not logged (decisions.choice).
+_UNLOGGED = ("suppressed", "redis_unavailable", "timeout", "catalog_unavailable")
 locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 2  # the runner's progress line reads the history
 
 
@@ -270,6 +273,7 @@ class Shopper(_Client):
                 COUNTS["missing"] += 1
                 continue
             COUNTS["decisions"] += 1
+            COUNTS["to_log"] += decision.get("fallback") not in _UNLOGGED
             if decision.get("fallback"):
                 COUNTS[f"fallback:{decision['fallback']}"] += 1
             elif decision.get("content") or decision.get("items"):
@@ -371,6 +375,7 @@ class EmailSystem(_Client):
         )  # fmt: skip
         if answer is not None and "items" not in answer:
             COUNTS["missing"] += 1
+        COUNTS["to_log"] += bool(answer and answer.get("decisionId"))
         self.read(answer)
 
     @task(1)
@@ -384,6 +389,7 @@ class EmailSystem(_Client):
         )  # fmt: skip
         if answer is not None and not answer.get("html"):
             COUNTS["missing"] += 1
+        COUNTS["to_log"] += bool(answer and answer.get("decisionId"))
         self.read(answer)
 
     @task(1)
@@ -397,6 +403,7 @@ class EmailSystem(_Client):
         results = (answer or {}).get("results") or []
         if answer is not None and len(results) != len(recipients):
             COUNTS["missing"] += 1
+        COUNTS["to_log"] += sum(bool(r.get("decisionId")) for r in results)
         for result in self.rng.sample(results, min(3, len(results))):
             self.read(result)
 

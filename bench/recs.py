@@ -15,9 +15,14 @@ In one run on this machine, with a realistic shop built through the real pipelin
 4. batch      POST /v1/recommendations/batch with 1,000 recipients per call, without and with
               the rendered email block: recipients per second.
 
+Every phase's non-2xx answers are counted (the engine's rate limiter in the path, with limits far
+above what the load reaches: ``--per-key``/``--per-ip``), and every recommendation answered must
+be in the spool's decision log; else the run prints one ``FAILED:`` line and exits 1.
+
 Prints a table and writes bench/reports/recs.md. Needs ``wrk`` (apt-get install wrk).
 
     python bench/recs.py --users 100000 --items 10000 --seconds 10
+    python bench/recs.py --quick
 """
 
 from __future__ import annotations
@@ -39,8 +44,21 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.decide import serve_app, wrk  # noqa: E402
-from bench.ingest import SECRET_KEY, free_port, publish, start_engine, stop  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Load,
+    Verdict,
+    add_options,
+    free_port,
+    machine,
+    need,
+    parse,
+    publish,
+    serve_app,
+    spool_decisions,
+    start_engine,
+    stop,
+    wrk,
+)
 from bench.profiles import run_updater  # noqa: E402
 from bench.recs_quality import train  # noqa: E402
 from collector import embedded_url  # noqa: E402
@@ -50,6 +68,8 @@ from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles.strategies import RECS, Settings  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "recs.md"
+WRITE_KEY, SECRET_KEY = "wk_bench", "sk_bench"
+QUICK = {"users": 1_000, "items": 500, "seconds": 1, "batches": 1}
 END = datetime(2026, 9, 1, tzinfo=UTC)
 SHOP = "https://shop.example/p/"
 EMAIL = {
@@ -126,13 +146,17 @@ def shop(users: int, items: int, days: int = 30, seed: int = 7) -> list[dict[str
     return messages
 
 
-def batch_rate(url: str, users: int, calls: int, template: str | None) -> float:
-    """Recipients per second through POST /v1/recommendations/batch (1,000 per call)."""
+def batch_rate(
+    url: str, users: int, calls: int, template: str | None, verdict: Verdict, phase: str
+) -> tuple[float, int]:
+    """Recipients per second through POST /v1/recommendations/batch (1,000 per call), and the
+    recipients given a decision; each call's status goes to the verdict."""
     rng = random.Random(11)
     body: dict[str, Any] = {"placement": "email_weekly", "n": 4}
     if template:
         body["template"] = template
-    done, started = 0, time.perf_counter()
+    done = decided = 0
+    started = time.perf_counter()
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {SECRET_KEY}"},
                       timeout=120) as client:  # fmt: skip
         for _ in range(calls):
@@ -140,12 +164,17 @@ def batch_rate(url: str, users: int, calls: int, template: str | None) -> float:
             answer = client.post(
                 "/v1/recommendations/batch", json={**body, "recipients": recipients}
             )
-            answer.raise_for_status()
-            done += len(answer.json()["results"])
-    return done / (time.perf_counter() - started)
+            failed = not 200 <= answer.status_code < 300
+            verdict.answers(phase, 1, int(failed))
+            if failed:
+                continue
+            results = answer.json()["results"]
+            done += len(results)
+            decided += sum("decisionId" in r for r in results)
+    return done / (time.perf_counter() - started), decided
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -154,14 +183,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="per phase (default %(default)s)")
     parser.add_argument("--connections", type=int, default=8, help="default %(default)s")
     parser.add_argument("--batches", type=int, default=5, help="batch calls (default %(default)s)")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("bench/recs.py needs wrk: apt-get install -y wrk", file=sys.stderr)
+    add_options(parser, REPORT)
+    args = parse(parser, QUICK, argv)
+    if not need("wrk", "bench/recs.py"):
         return 2
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-recs-"))
     server = EmbeddedRedis(work / "redis-home")
     url = server.start()
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, Any] = {}
+    verdict = Verdict()
     try:
         client = redis.Redis.from_url(url)
         print(f"1/4 history: {args.users:,} people, {args.items:,} items", flush=True)
@@ -174,16 +204,20 @@ def main() -> int:
         script.write_text(_WRK.replace("__KEY__", SECRET_KEY).replace("__USERS__", str(args.users)))
 
         print(f"2/4 bare endpoint ({args.seconds} s, -c{args.connections})", flush=True)
-        proc, port = serve_app(work, "bare", _BARE_APP, {})
+        proc, port = serve_app(work, "bare", _BARE_APP)
         try:
-            results["bare"] = wrk(port, args.seconds, args.connections, script)
+            results["bare"] = verdict.load(
+                "bare", wrk(f"http://127.0.0.1:{port}", args.seconds, args.connections, script)
+            )
         finally:
             proc.terminate()
             proc.wait()
 
         print(f"3/4 kairos GET /v1/recommendations ({args.seconds} s)", flush=True)
         port = free_port()
-        engine = start_engine(work / "data", port, "--redis-url", url, "--workers", "none")
+        limits = (args.per_ip, args.per_key)
+        engine = start_engine(work / "data", port, "--redis-url", url, "--workers", "none",
+                              keys=(WRITE_KEY, SECRET_KEY), limits=limits)  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
             sample = httpx.get(
@@ -191,46 +225,57 @@ def main() -> int:
                 headers={"Authorization": f"Bearer {SECRET_KEY}"},
             ).json()
             print(f"   e.g. {sample['strategy']}: {[i['id'] for i in sample['items']]}")
-            results["kairos"] = wrk(port, args.seconds, args.connections, script)
+            before = spool_decisions(client)
+            got = verdict.load(
+                "kairos", wrk(f"http://127.0.0.1:{port}", args.seconds, args.connections, script)
+            )
+            verdict.decisions("kairos", got.ok, spool_decisions(client) - before)
+            results["kairos"] = got
             print(f"4/4 batch: {args.batches} calls of 1,000 recipients, plain and rendered")
-            results["batch"] = {
-                "plain": batch_rate(base, args.users, args.batches, None),
-                "rendered": batch_rate(base, args.users, args.batches, "grid"),
-            }
+            for phase, template in (("batch", None), ("batch-rendered", "grid")):
+                before = spool_decisions(client)
+                rate, decided = batch_rate(base, args.users, args.batches, template, verdict, phase)
+                verdict.decisions(phase, decided, spool_decisions(client) - before)
+                results[phase] = rate
         finally:
             stop(engine)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args, len(messages), lists)
-    return 0
+    publish(args.report, report(results, args, len(messages), lists, verdict))
+    return verdict.exit_code()
 
 
 def report(
-    results: dict[str, dict[str, Any]], args: argparse.Namespace, events: int, lists: int
-) -> None:
-    bare, ours, batch = results["bare"], results["kairos"], results["batch"]
-    ratio = float(ours["rps"]) / float(bare["rps"])
+    results: dict[str, Any], args: argparse.Namespace, events: int, lists: int, verdict: Verdict
+) -> list[str]:
+    bare: Load = results["bare"]
+    ours: Load = results["kairos"]
+    ratio = verdict.ratio(ours.rps, bare.rps, "kairos", "bare")
     lines = [
         f"# Recommendations benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{args.users:,} people's history ({events:,} events) over {args.items:,} items, "
         f"{lists:,} cached candidate lists; one uvicorn worker each, wrk -t1 "
-        f"-c{args.connections}, {args.seconds} s per phase; private Redis (AOF everysec); "
-        "all on this 2-core machine.",
+        f"-c{args.connections}, {args.seconds} s per phase; private Redis (AOF everysec); the "
+        f"engine's rate limiter in the path (per_key {args.per_key:g} requests/s); {machine()}.",
         "",
-        "| endpoint | requests/s | vs bare | p50 | p99 | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| bare Starlette, constant JSON | {bare['rps']:,.0f} | 1.00× | {bare['p50']} | "
-        f"{bare['p99']} | {bare['non2xx']} |",
-        f"| GET /v1/recommendations (n=4) | {ours['rps']:,.0f} | {ratio:.2f}× | {ours['p50']} | "
-        f"{ours['p99']} | {ours['non2xx']} |",
+        "| phase | endpoint | requests/s | × bare | p50 | p99 | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        f"| bare | bare Starlette, constant JSON | {bare.rps:,.0f} | 1.00 | {bare.p50} | "
+        f"{bare.p99} | {verdict.errors('bare')} |",
+        f"| kairos | GET /v1/recommendations (n=4) | {ours.rps:,.0f} | {ratio} | {ours.p50} | "
+        f"{ours.p99} | {verdict.errors('kairos')} |",
         "",
-        f"POST /v1/recommendations/batch, 1,000 recipients per call: {batch['plain']:,.0f} "
-        f"recipients/s as JSON, {batch['rendered']:,.0f} recipients/s with the rendered "
-        "email block (HTML + text).",
+        "POST /v1/recommendations/batch, 1,000 recipients per call (batch: "
+        f"{verdict.errors('batch')} failed calls, batch-rendered: "
+        f"{verdict.errors('batch-rendered')}): {results['batch']:,.0f} recipients/s as JSON, "
+        f"{results['batch-rendered']:,.0f} recipients/s with the rendered email block "
+        "(HTML + text).",
+        "",
+        *verdict.lines(),
     ]
-    publish(REPORT, lines)
+    return lines
 
 
 if __name__ == "__main__":

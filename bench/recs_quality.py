@@ -23,7 +23,11 @@ On simulated shoppers (``profiles.shoppers``, fixed dates ending 2026-09-01):
 
 Prints a table per k and writes bench/reports/recs_quality.md; lift is hit rate / popular's.
 
+No HTTP and no engine (the strategies are called in process), so no answers to count and no
+limits to set.
+
     python bench/recs_quality.py --shoppers 3000 --days 60 --seed 7 --k 4 10
+    python bench/recs_quality.py --quick
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import publish  # noqa: E402
+from bench.harness import add_options, parse, publish  # noqa: E402
 from bench.profiles import fill  # noqa: E402
 from collector import Sink, SpoolReader, connect, embedded_url, migrate  # noqa: E402
 from collector.spool import ensure_group  # noqa: E402
@@ -61,6 +65,7 @@ from profiles.strategies import Settings, refresh  # noqa: E402
 REPORT = ROOT / "bench" / "reports" / "recs_quality.md"
 END = datetime(2026, 9, 1, tzinfo=UTC)  # fixed: same-day co-views follow the calendar
 _GAP = timedelta(milliseconds=SESSION_GAP_MS)
+QUICK = {"shoppers": 300, "days": 10.0, "k": [4]}
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,7 @@ def reading(scores: dict[str, Scores], k: int) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -267,7 +272,8 @@ def main() -> int:
     parser.add_argument("--min-support", type=int, default=Settings().min_support,
                         help="co-occurrence pairs seen fewer times are dropped (default "
                         "%(default)s)")  # fmt: skip
-    args = parser.parse_args()
+    add_options(parser, REPORT, engine=False)
+    args = parse(parser, QUICK, argv)
     settings = Settings(days=math.ceil(args.days), min_support=args.min_support)
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-recs-"))
     server = EmbeddedRedis(work / "redis-home")
@@ -295,7 +301,7 @@ def main() -> int:
         lines += ["", f"## k = {k}", "", *table(scores, k)]
     first = min(result.scores)
     lines += ["", "## Reading", "", reading(result.scores[first], first)]
-    publish(REPORT, lines)
+    publish(args.report, lines)
     return 0
 
 

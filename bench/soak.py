@@ -2,7 +2,8 @@
 
     python -m bench.soak --minutes 10 --rate 50
 
-Starts its own ``kairos up --demo`` (temporary data dir, no rate limits), then runs
+Starts its own ``kairos up --demo`` (temporary data dir, the rate limiter in the path with limits
+far above the rate: ``--per-key``/``--per-ip``), then runs
 bench/locustfile.py's shoppers and email system paced together at ``--rate`` requests/s, and
 samples the resident memory of every engine process (the API, each worker of ``run/*.pid``,
 Redis) once a second. Not run in CI.
@@ -13,6 +14,8 @@ It fails (exit 1) on any of:
   placement missing from a ``/v1/decide`` answer, a decision answered with a default because the
   engine could not decide (``timeout``, ``redis_unavailable``, ``catalog_unavailable``), or a
   worker that was restarted (its pid changed);
+- fewer decisions in ClickHouse's ``decisions`` table, once the sink has caught up, than the
+  200 answers of the run carried;
 - a rate below 90% of ``--rate`` (the engine, or this machine, could not keep up);
 - unbounded memory: for each process, RSS at the end (median of the last 30 s) may exceed RSS
   after the warm-up (median of the 30 s after the first fifth of the run, at least 30 s in) by
@@ -20,7 +23,9 @@ It fails (exit 1) on any of:
   larger. Caches and Redis' data fill during the warm-up and then level off; a leak keeps going.
 
 Writes ``soak.md`` and ``memory.csv`` (and Locust's CSVs under ``raw/``) to ``--out`` (default
-bench/reports/soak), and prints the summary.
+bench/reports/soak), and prints the summary; on failure the last line printed is ``FAILED: …``.
+
+    python -m bench.soak --quick
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,11 +46,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import engine as engines  # noqa: E402
-from bench.ingest import free_port  # noqa: E402
+from bench.harness import Verdict, add_options, free_port, parse  # noqa: E402
 from bench.load_report import rows  # noqa: E402
 from bench.locust_run import Run, run  # noqa: E402
 
 OUT = ROOT / "bench" / "reports" / "soak"
+QUICK = {"minutes": 0.5, "rate": 10.0, "users": 10, "spawn_rate": 10.0}
 _DEGRADED = ("fallback:timeout", "fallback:redis_unavailable", "fallback:catalog_unavailable")
 
 
@@ -78,8 +85,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-workers", type=int, default=None, metavar="N", help="kairos up --api-workers N"
     )
+    p.add_argument(
+        "--spawn-rate",
+        type=float,
+        default=None,
+        help="users started per second (default users / 5)",
+    )
     p.add_argument("--out", type=Path, default=OUT, help="default %(default)s")
     p.add_argument("--seed", type=int, default=7, help="default %(default)s")
+    add_options(p, None)
     return p
 
 
@@ -111,14 +125,17 @@ def restarts(run: Run) -> dict[str, int]:
     return {name: len(seen) - 1 for name, seen in pids.items() if len(seen) > 1}
 
 
-def report(run: Run, args: argparse.Namespace, seconds: int) -> tuple[list[str], list[str]]:
-    """(Markdown lines, problems)."""
+def report(
+    run: Run, args: argparse.Namespace, seconds: int, logged: int
+) -> tuple[list[str], list[str]]:
+    """(Markdown lines, problems); ``logged``: the decisions ClickHouse holds for the run."""
     table = rows(run, None)
     total = table[-1]
     c = run.counters
-    problems = []
-    if total["failures"]:
-        problems.append(f"{total['failures']:,} failed requests")
+    verdict = Verdict(error="failed request")
+    verdict.answers("soak", total["requests"], total["failures"], "failed requests")
+    verdict.decisions("soak", c.get("to_log", 0), logged)
+    problems = verdict.failures()
     degraded = {k.split(":", 1)[1]: c[k] for k in _DEGRADED if c.get(k)}
     if degraded:
         problems.append(f"decisions answered with defaults: {degraded}")
@@ -163,7 +180,8 @@ def report(run: Run, args: argparse.Namespace, seconds: int) -> tuple[list[str],
         "",
         f"Decisions: {c.get('decisions', 0):,}, with content or items "
         f"{c.get('with_content', 0):,}; emails {c.get('emails', 0):,}, with items "
-        f"{c.get('emails_with_items', 0):,}.",
+        f"{c.get('emails_with_items', 0):,}; {logged:,} decisions logged in ClickHouse for "
+        f"{c.get('to_log', 0):,} answered with 200.",
     ]  # fmt: skip
     lines += [f"- problem: {p}" for p in problems]
     lines += [f"- Locust: {w}" for w in run.warnings[:5]]
@@ -171,27 +189,31 @@ def report(run: Run, args: argparse.Namespace, seconds: int) -> tuple[list[str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(parser(), QUICK, argv)
     seconds = int(args.minutes * 60)
     raw = args.out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kairos-soak-"))
     try:
         print("starting kairos up --demo (and waiting for its demo history)", file=sys.stderr)
-        engine = engines.start(work, free_port(), args.api_workers)
+        engine = engines.start(work, free_port(), args.api_workers,
+                               limits=(args.per_ip, args.per_key))  # fmt: skip
         root = engine.proc.pid if engine.proc is not None else None
         try:
+            started = time.time()
             soaked = run(engine.url, args.users, seconds, raw / "soak",
                          (engine.write_key, engine.secret_key), label="soak", think=args.think,
-                         rate=args.rate, seed=args.seed,
+                         rate=args.rate, seed=args.seed, spawn_rate=args.spawn_rate,
                          watch=lambda: engines.processes(engine.data_dir, root))  # fmt: skip
+            expected = soaked.counters.get("to_log", 0)
+            logged = engines.wait_decisions(engine, started, expected)
         finally:
             engines.stop(engine)
     finally:
         if (work / "engine.log").exists():
             shutil.copy(work / "engine.log", raw / "engine.log")
         shutil.rmtree(work, ignore_errors=True)
-    lines, problems = report(soaked, args, seconds)
+    lines, problems = report(soaked, args, seconds, logged)
     (args.out / "soak.md").write_text("\n".join(lines) + "\n")
     with open(args.out / "memory.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -199,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows((f"{s:.1f}", n, pid, f"{mb:.1f}") for s, n, pid, mb in soaked.memory)
     print("\n".join(lines))
     print(f"(written to {args.out}: soak.md, memory.csv, raw/)")
+    if problems:
+        print("FAILED: " + "; ".join(problems), flush=True)
     return 1 if problems else 0
 
 

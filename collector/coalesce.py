@@ -13,6 +13,7 @@ import asyncio
 import functools
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -44,9 +45,13 @@ class Coalescer:
         self.client = client  # its settings say where Redis is; callers use it for the rest
         self.timeout = timeout
         self._pending: list[_Call] = []
+        self._before: list[Callable[[], None]] = []  # see ``before_flush``
         self._scheduled = False
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[None] | None = None
+        # The loop it runs in, kept: asyncio.get_running_loop() costs a getpid() system call
+        # (its fork check), a few per request on the decide path.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def run(self, script: Script, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         """Run ``script`` in the next pipeline; the future holds its reply or error.
@@ -64,6 +69,25 @@ class Coalescer:
         """Send one command (``"HGETALL", key``) in the next pipeline."""
         return self._queue([hiredis.pack_command(args)], None)
 
+    def before_flush(self, produce: Callable[[], None]) -> None:
+        """Call ``produce`` once, just before the next pipeline leaves, to queue its commands
+        then: what many callers add to one command (the decision log's one XADD per tick)
+        joins the reads queued in the same tick, without a loop iteration of its own."""
+        self._before.append(produce)
+        if not self._scheduled:
+            self._scheduled = True
+            self._running().call_soon(self._flush)
+
+    def future(self) -> asyncio.Future[Any]:
+        """A new future of the loop this pipeline runs in."""
+        return self._running().create_future()
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None or loop.is_closed():  # first use, or a new asyncio.run (tests)
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None and not connection.closed:
@@ -73,7 +97,9 @@ class Coalescer:
     def _queue(
         self, packed: list[bytes], script: Script | None, future: asyncio.Future[Any] | None = None
     ) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # (``_running``, inline: a call per command)
+            loop = self._running()
         future = future or loop.create_future()
         self._pending.append((packed, script, future))
         if not self._scheduled:
@@ -82,6 +108,10 @@ class Coalescer:
         return future
 
     def _flush(self) -> None:
+        if self._before:  # while still scheduled: what they queue goes out now
+            before, self._before = self._before, []
+            for produce in before:
+                produce()
         self._scheduled = False
         connection = self._connection
         if connection is None or connection.closed:
@@ -91,7 +121,7 @@ class Coalescer:
         batch, self._pending = self._pending, []
         last = connection.send(batch, self._script_done)
         if self.timeout is not None:
-            asyncio.get_running_loop().call_later(self.timeout, connection.expire, last)
+            self._running().call_later(self.timeout, connection.expire, last)
 
     async def _connect(self) -> None:
         try:
@@ -180,13 +210,12 @@ class _Connection(asyncio.Protocol):
     def send(self, batch: list[_Call], script_done: Any) -> asyncio.Future[Any]:
         """Write ``batch``; returns the future of its last reply."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
         waiting = self.waiting
         for packed, script, future in batch:
             if script is None:
                 waiting.append(future)
             else:  # a script's reply passes through ``script_done`` (NOSCRIPT: reload, retry)
-                reply = loop.create_future()
+                reply = future.get_loop().create_future()
                 reply.add_done_callback(functools.partial(script_done, (packed, script, future)))
                 waiting.append(reply)
         self.transport.writelines([part for packed, _, _ in batch for part in packed])

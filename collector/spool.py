@@ -152,11 +152,10 @@ class DecisionLog:
 
     def append(self, lines: list[bytes]) -> asyncio.Future[Any]:
         """Queue ``lines``; the future is done when they are in the spool (or failed)."""
-        loop = asyncio.get_running_loop()
         if not self._waiting:
-            loop.call_soon(self._flush)
+            self.calls.before_flush(self._flush)
         self._lines += lines
-        done = loop.create_future()  # one per caller: a caller that gives up cancels only its own
+        done = self.calls.future()  # one per caller: a caller that gives up cancels only its own
         self._waiting.append(done)
         return done
 

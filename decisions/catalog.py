@@ -35,6 +35,7 @@ from decisions.placements import (
     compile_template,
     policy_for,
     render,
+    repeatable,
     state_key,
 )
 
@@ -43,6 +44,8 @@ __all__ = ["REFRESH_SECONDS", "Catalog", "Slot"]
 log = logging.getLogger("kairos.decide")
 
 REFRESH_SECONDS = 0.5
+_RENDERS = 1024  # renders kept per placement (most visitors share theirs: no traits at all)
+_key = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -57,6 +60,8 @@ class Slot:
     default: int = 0
     arms: list[str] = field(default_factory=list)
     strategies: list[str] = field(default_factory=list)  # a recommendation placement's, per arm
+    repeatable: list[bool] = field(default_factory=list)  # per arm: its renders may be reused
+    rendered: dict[tuple[int, bytes], Any] = field(default_factory=dict)  # (arm, traits) -> content
 
     @classmethod
     def of(cls, key: str, placement: Placement) -> Slot:
@@ -68,12 +73,24 @@ class Slot:
             default=placement.default_index(),
             arms=placement.arms(),
             strategies=[placement.strategy(v) for v in placement.variants],
+            repeatable=[repeatable(v) for v in placement.variants],
         )
 
     def content(
         self, arm: int, traits: dict[str, Any], items: list[dict[str, Any]] | None = None
     ) -> Any:
-        return render(self.placement.variants[arm], self.templates[arm], traits, items)
+        """The arm's content for a visitor with ``traits``. A template's render is a sixth of
+        a decision's cost and the same for the same traits: it is kept (a copy goes out)."""
+        template = self.templates[arm]
+        if template is None or items is not None or not self.repeatable[arm]:
+            return render(self.placement.variants[arm], template, traits, items)
+        key = (arm, _key(traits))
+        found = self.rendered.get(key)
+        if found is None:
+            if len(self.rendered) >= _RENDERS:
+                self.rendered.clear()
+            found = self.rendered[key] = render(self.placement.variants[arm], template, traits)
+        return dict(found) if isinstance(found, dict) else found
 
 
 class Catalog:

@@ -67,7 +67,9 @@ __all__ = ["Answer", "Ask", "Decider", "Decision", "UnknownPlacement", "read_ask
 log = logging.getLogger("kairos.decide")
 
 _BREAK_SECONDS = 1.0
-_EMPTY_SNAPSHOT = Snapshot("", {}, [], {}, {}, [], [], [])
+_EMPTY_SNAPSHOT = Snapshot(
+    id="", fields={}, viewed=[], cart={}, daily={}, identities=[], segments=[], merged_from=[]
+)
 _context = msgspec.json.Decoder(dict[str, Any]).decode
 _OPEN_BRACE = ord("{")
 _INTERNAL = ("available", "stock", "source")  # item fields a visitor has no use for
@@ -129,7 +131,7 @@ class UnknownPlacement(Exception):
     pass
 
 
-class Decision(msgspec.Struct, omit_defaults=True, rename="camel"):
+class Decision(msgspec.Struct, omit_defaults=True, rename="camel", kw_only=True):
     decision_id: str
     variant: str | None
     content: Any
@@ -252,7 +254,11 @@ class Decider:
         # A/B tests hash the weakest identity (the anonymous id); an unknown visitor, a draw.
         unit = identities[-1][1] if identities else new_decision_id()
         chosen = [(slot, *self._choose(slot, unit, visitor, context, now)) for slot in slots]
-        items = await self._items(chosen, visitor, now, n, (context or {}).get("item"))
+        items = (
+            await self._items(chosen, visitor, now, n, (context or {}).get("item"))
+            if recommends
+            else [None] * len(chosen)
+        )
         traits = visitor.traits() if any(s.templates[arm] for s, arm, *_ in chosen) else {}
         if traits and not verified:
             traits = without_contact(traits)
@@ -261,16 +267,32 @@ class Decider:
         for (slot, arm, propensity, features, fallback), found in zip(chosen, items):
             listed = None if found is None else [_listed(item) for item in found]
             decision = Decision(
-                new_decision_id(), slot.arms[arm], slot.content(arm, traits, listed), propensity,
-                fallback, None if found is None else slot.strategies[arm], listed,
-            )  # fmt: skip
+                decision_id=new_decision_id(),
+                variant=slot.arms[arm],
+                content=slot.content(arm, traits, listed),
+                propensity=propensity,
+                fallback=fallback,
+                strategy=None if found is None else slot.strategies[arm],
+                items=listed,
+            )
             decisions[slot.key] = decision
             logged = Logged(
-                decision.decision_id, now, slot.key, decision.variant or "", arm,
-                slot.placement.policy.kind, slot.placement.revision, propensity,
-                visitor.profile_id, anonymous_id, user_id, features, raw_context, fallback or "",
-                [] if found is None else [item.id or "" for item in found],
-            )  # fmt: skip
+                decision_id=decision.decision_id,
+                timestamp=now,
+                placement=slot.key,
+                variant=decision.variant or "",
+                arm=arm,
+                policy=slot.placement.policy.kind,
+                policy_revision=slot.placement.revision,
+                propensity=propensity,
+                profile_id=visitor.profile_id,
+                anonymous_id=anonymous_id,
+                user_id=user_id,
+                features=features,
+                context=raw_context,
+                fallback=fallback or "",
+                items=[] if found is None else [item.id or "" for item in found],
+            )
             lines.append(_line(logged))
         await self.log.append(lines)
         return decisions
@@ -342,11 +364,19 @@ def _listed(item: Item) -> dict[str, Any]:
 
 def _default(slot: Slot, reason: str) -> Decision:
     arm = slot.default
-    return Decision(new_decision_id(), slot.arms[arm], slot.content(arm, {}), 1.0, reason)
+    return Decision(
+        decision_id=new_decision_id(),
+        variant=slot.arms[arm],
+        content=slot.content(arm, {}),
+        propensity=1.0,
+        fallback=reason,
+    )
 
 
 def _unknown(reason: str) -> Decision:
-    return Decision(new_decision_id(), None, None, 1.0, reason)
+    return Decision(
+        decision_id=new_decision_id(), variant=None, content=None, propensity=1.0, fallback=reason
+    )
 
 
 Identity = Annotated[

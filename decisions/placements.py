@@ -46,6 +46,7 @@ __all__ = [
     "policy_for",
     "put_placement",
     "render",
+    "repeatable",
     "state_key",
 ]
 
@@ -140,7 +141,7 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 PLACEMENT = msgspec.json.Decoder(Placement)
 
 
-class Learned(msgspec.Struct, forbid_unknown_fields=True):
+class Learned(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """What ``{pol:<key>}`` holds: a policy's state and what it was learned for."""
 
     arms: list[str]
@@ -211,6 +212,25 @@ def _failed(variant: str, error: str) -> None:
 
 def compile_template(variant: Variant) -> Template | None:
     return None if variant.template is None else _TEMPLATES.from_string(variant.template)
+
+
+# What makes a render differ between two calls with the same traits: the `random` filter and
+# the `lipsum` global (jinja2's defaults; the sandbox adds none).
+_CHANCE = frozenset({"random", "lipsum"})
+
+
+def repeatable(variant: Variant) -> bool:
+    """Whether the variant's template renders the same for the same traits, so that a render
+    may be reused (``decisions.catalog``): it names neither the ``random`` filter nor
+    ``lipsum``, not even as a string (``map('random')``)."""
+    if variant.template is None:
+        return True
+    tree = _TEMPLATES.parse(variant.template)
+    for node in tree.find_all((nodes.Filter, nodes.Name, nodes.Const)):
+        name = node.value if isinstance(node, nodes.Const) else node.name
+        if isinstance(name, str) and name in _CHANCE:
+            return False
+    return True
 
 
 def render(

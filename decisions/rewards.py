@@ -75,7 +75,7 @@ _props = msgspec.json.Decoder(dict[str, Any]).decode
 _MARGIN_MS = 3_600_000  # records outlive their window by an hour (late, queued events)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PolicyTrainer:
     """One placement's policy as the worker trains it."""
 
@@ -91,8 +91,14 @@ class PolicyTrainer:
 
     def learned(self) -> Learned:
         spec = self.placement.policy
-        return Learned(self.placement.arms(), spec.kind, spec.features, self.rev, self.applied,
-                       self.policy.state())  # fmt: skip
+        return Learned(
+            arms=self.placement.arms(),
+            kind=spec.kind,
+            features=spec.features,
+            rev=self.rev,
+            applied=self.applied,
+            state=self.policy.state(),
+        )
 
 
 @dataclass
@@ -214,8 +220,16 @@ class RewardWorker(SpoolWorker):
             learner.policy.pull(arm, x)
             learner.applied, learner.dirty = at, True
         ms = int(decision.timestamp.timestamp() * 1000)
-        record = Record(decision.placement, arm, decision.variant, ms, features,
-                        decision.anonymous_id, decision.user_id, items=decision.items)  # fmt: skip
+        record = Record(
+            placement=decision.placement,
+            arm=arm,
+            variant=decision.variant,
+            at=ms,
+            features=features,
+            anonymous_id=decision.anonymous_id,
+            user_id=decision.user_id,
+            items=decision.items,
+        )
         known["records"][decision.decision_id] = batch.records[decision.decision_id] = record
         for key in _visitor_keys(decision.user_id, decision.anonymous_id):
             fields = {f"dl:{decision.placement}": f"{decision.decision_id} {ms}"}
@@ -323,8 +337,13 @@ def _trainers(client: redis.Redis) -> dict[str, PolicyTrainer]:
     for (key, placement), raw in zip(defs.items(), pipe.execute()):
         learned = LEARNED.decode(raw) if raw is not None else None
         policy = policy_for(key, placement, learned)
-        learner = PolicyTrainer(key, placement, policy, learned.rev if learned else 0,
-                                learned.applied if learned else "")  # fmt: skip
+        learner = PolicyTrainer(
+            key=key,
+            placement=placement,
+            policy=policy,
+            rev=learned.rev if learned else 0,
+            applied=learned.applied if learned else "",
+        )
         # Saved for other arms, kind or features: save it as it is now learned.
         learner.dirty = learned is not None and (
             learned.arms != placement.arms() or learned.kind != placement.policy.kind

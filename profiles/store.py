@@ -94,7 +94,7 @@ def new_profile_id(at: str) -> str:
     return "p_" + hashlib.blake2b(at.encode(), digest_size=8).hexdigest()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Snapshot:
     """One profile as read from Redis."""
 

@@ -46,17 +46,13 @@ class CORS:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = requested = method = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-            elif name == b"access-control-request-headers":
-                requested = value
-            elif name == b"access-control-request-method":
-                method = value
+        headers = dict(scope["headers"])  # in C: each header's last value, as a loop would
+        origin = headers.get(b"origin")
         if origin is None:
             await self.app(scope, receive, send)
             return
+        requested = headers.get(b"access-control-request-headers")
+        method = headers.get(b"access-control-request-method")
         preflight = scope["method"] == "OPTIONS" and method is not None
         if scope["path"] not in self.paths:
             if preflight:
@@ -65,11 +61,7 @@ class CORS:
                 await self.app(scope, receive, send)
             return
         allowed = self.any or origin in self.origins
-        headers = (
-            [(b"access-control-allow-origin", b"*" if self.any else origin)] if allowed else []
-        )
-        if not self.any:
-            headers.append((b"vary", b"Origin"))
+        headers = self.headers_for(origin)
         if preflight:
             if allowed:
                 await _preflight(send, headers, requested)
@@ -83,6 +75,16 @@ class CORS:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+    def headers_for(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        """The CORS headers of an answer on a browser path to a request from ``origin``."""
+        allowed = self.any or origin in self.origins
+        headers = (
+            [(b"access-control-allow-origin", b"*" if self.any else origin)] if allowed else []
+        )
+        if not self.any:
+            headers.append((b"vary", b"Origin"))
+        return headers
 
 
 async def _preflight(

@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from collector.errors import Unauthorized
 from edge.api.auth import key_from_header
 
-__all__ = ["Buckets", "Limits", "RequestLimits"]
+__all__ = ["Buckets", "Limits", "RequestLimits", "answer"]
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -123,7 +123,8 @@ def _error(status: int, code: str, message: str, headers: list[tuple[bytes, byte
     }
 
 
-async def _answer(send: Send, start: Message) -> None:
+async def answer(send: Send, start: Message) -> None:
+    """Send a refusal made by ``RequestLimits.admit``."""
     body = start.pop("body")
     await send(start)
     await send({"type": "http.response.body", "body": body})
@@ -186,6 +187,8 @@ class RequestLimits:
             return None
         if not self.trusted(host):
             return str(host)
+        if not forwarded:  # a trusted proxy's own request (the usual one on the decide path)
+            return None
         for value in reversed(b",".join(forwarded).split(b",")):
             address = value.strip().decode("latin-1")[:64]
             if address and not self.trusted(address):
@@ -196,15 +199,25 @@ class RequestLimits:
         if scope["type"] != "http" or self.off:
             await self.app(scope, receive, send)
             return
-        authorization = length = None
+        # A dict built in C rather than a loop in Python over every header: the same last
+        # value of each (``admit`` reads every X-Forwarded-For value when there is one).
+        headers = dict(scope["headers"])
+        refused = self.admit(scope, headers)
+        if refused is not None:
+            await answer(send, refused)
+        elif self.max_body and b"content-length" not in headers:
+            await self._streamed(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def admit(self, scope: Scope, headers: dict[bytes, bytes]) -> Message | None:
+        """Take this request's tokens; the 429 or 413 answer (``answer`` sends it) if it is
+        refused, else None. ``headers``: ``dict(scope["headers"])``. A body without
+        ``Content-Length`` is left to ``_streamed``."""
+        authorization = headers.get(b"authorization")
         forwarded: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"x-forwarded-for":
-                forwarded.append(value)
+        if b"x-forwarded-for" in headers:  # it may repeat: every value counts
+            forwarded = [v for n, v in scope["headers"] if n == b"x-forwarded-for"]
         key = self._key(authorization) if authorization is not None else None
         now = monotonic()
         if key != "secret" and self.per_ip is not None:
@@ -213,23 +226,17 @@ class RequestLimits:
                 wait = self.per_ip.take(ip, now)
                 if wait:
                     limit = f"the per-IP limit of {self.limits.per_ip:g} requests/s for {ip}"
-                    await _answer(send, self._too_many(limit, wait))
-                    return
+                    return self._too_many(limit, wait)
         if key is not None and self.per_key is not None:
             wait = self.per_key.take(key, now)
             if wait:
                 limit = f"the {key} key's limit of {self.limits.per_key:g} requests/s"
-                await _answer(send, self._too_many(limit, wait))
-                return
-        if not self.max_body:
-            await self.app(scope, receive, send)
-        elif length is not None:
+                return self._too_many(limit, wait)
+        length = headers.get(b"content-length")
+        if self.max_body and length is not None:
             if not length.isdigit() or int(length) > self.max_body:
-                await _answer(send, self._too_large())
-                return
-            await self.app(scope, receive, send)
-        else:
-            await self._streamed(scope, receive, send)
+                return self._too_large()
+        return None
 
     async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A body without ``Content-Length`` (chunked): counted as it arrives; once over the cap
@@ -259,7 +266,7 @@ class RequestLimits:
             if not over:
                 raise
         if over and not started:
-            await _answer(send, self._too_large())
+            await answer(send, self._too_large())
 
     def _too_many(self, limit: str, wait: float) -> Message:
         seconds = max(1, math.ceil(wait))

@@ -37,16 +37,17 @@ def _key(authorization: str | None) -> str | None:
 async def _read(receive: Receive, declared: bytes | None) -> bytes:
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
         raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
-    chunks, size, more = [], 0, True
-    while more:
+    chunks: list[bytes] = []  # a decide body nearly always comes in one message: none kept
+    size = 0
+    while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
             raise InvalidInput("message_too_large", f"the request is over {MAX_BODY // 1024} KB")
+        if not message.get("more_body", False):
+            return b"".join([*chunks, chunk]) if chunks else chunk
         chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _trusted(header_key: str | None, body_key: str | None, settings: Any) -> bool:
@@ -95,12 +96,28 @@ class DecideEndpoint:
     a Response per call (most of a bare Starlette endpoint's own cost)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = await _answer(scope, receive, scope["state"], dict(scope["headers"]))
+        await self.serve(scope, receive, send, dict(scope["headers"]))
+
+    async def serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Answer with ``headers`` already read (``dict(scope["headers"])``) and ``extra``
+        response headers (CORS's, when the app's front has applied its policy)."""
+        answer = await _answer(scope, receive, scope["state"], headers)
         if isinstance(answer, Response):
+            if extra:
+                answer.raw_headers.extend(extra)
             await answer(scope, receive, send)
             return
-        headers = [(b"content-type", _JSON), (b"content-length", b"%d" % len(answer))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        start = [(b"content-type", _JSON), (b"content-length", b"%d" % len(answer))]
+        if extra:
+            start += extra
+        await send({"type": "http.response.start", "status": 200, "headers": start})
         await send({"type": "http.response.body", "body": answer})
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Supervisor", "die_with_parent", "terminate"]
+__all__ = ["Supervisor", "die_with_parent", "stop_signals", "terminate"]
 
 log = logging.getLogger("kairos.supervisor")
 _PR_SET_PDEATHSIG = 1
@@ -29,6 +29,20 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:  # not Linux: the parent's own shutdown still stops its children
         pass
+
+
+def stop_signals() -> list[int]:
+    """From now on SIGINT and SIGTERM are noted in the list returned (poll it with sleeps).
+
+    The handler only appends: one that set a ``threading.Event`` could deadlock, since Python
+    runs handlers in the main thread between two bytecodes, also while that thread is inside
+    ``Event.wait`` or ``Event.set`` holding the event's lock (a second SIGTERM during a stop
+    did exactly that).
+    """
+    received: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, _: received.append(number))
+    return received
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -59,7 +73,8 @@ class Supervisor:
         self.run_dir = run_dir
         self.max_backoff = max_backoff
         self._children: list[_Child] = []
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # no more restarts
+        self._stopped = threading.Event()  # every child has exited: the watcher ends
         self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 
@@ -90,6 +105,7 @@ class Supervisor:
                 log.error("worker did not stop in time; killed it", extra={"worker": child.name})
             (self.run_dir / f"{child.name}.pid").unlink(missing_ok=True)
             log.info("worker stopped", extra={"worker": child.name})
+        self._stopped.set()
 
     def _spawn(self, child: _Child) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +119,10 @@ class Supervisor:
         log.info("worker started", extra={"worker": child.name, "pid": child.process.pid})
 
     def _watch(self) -> None:
-        while not self._stopping.wait(0.2):
+        # This thread lives until every child has exited: a child it restarted gets its
+        # parent-death signal when this *thread* ends (PR_SET_PDEATHSIG is per thread), which
+        # must not be before ``stop`` reaches it in its turn.
+        while not self._stopped.wait(0.2):
             with self._lock:
                 for child in self._children:
                     code = child.process.poll() if child.process else None
@@ -119,5 +138,5 @@ class Supervisor:
                         extra={"worker": child.name, "code": code, "in": delay},
                     )
                     if self._stopping.wait(delay):
-                        return
+                        break
                     self._spawn(child)

@@ -213,20 +213,19 @@ def _run_api_processes(
     bound with SO_REUSEPORT, so that the kernel spreads new connections evenly over them (on
     one shared socket, the first process to wake takes a whole burst of connections).
     """
-    import signal
-    import threading
+    import time
+
+    from edge.runtime.supervisor import stop_signals
 
     holder = _reserve_port(args.host, args.port)
     argv = [sys.executable, "-m", "edge.cli", *getattr(args, "argv", sys.argv[1:]),
             "--redis-url", redis_url, "--api-child"]  # fmt: skip
     for number in range(1, args.api_workers + 1):
         supervisor.start(f"api-{number}", argv)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    signals = stop_signals()
     try:
-        while not stop.wait(1.0):
-            pass  # the caller's supervisor.stop() stops the API processes first (started last)
+        while not signals:
+            time.sleep(1.0)  # the caller's supervisor.stop() stops the API processes first
     finally:
         holder.close()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -253,14 +252,15 @@ def serve(name: str, needs: Needs, queries: Path | None = None) -> int:
     """The process of worker ``name``: runs until SIGTERM or SIGINT (0), or until the worker
     dies of a bug (1: the supervisor then restarts the process, which resumes from the spool).
     ``queries``: the sink also answers read queries on this Unix socket (embedded ClickHouse)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    from edge.runtime.supervisor import stop_signals
+
+    signals, stop = stop_signals(), threading.Event()
     thread = start(name, needs, stop)
     try:
         if queries is not None:
             return _serve_queries(needs.clickhouse_url, queries, thread, stop)
-        while not stop.wait(0.5):
+        while not signals:
+            time.sleep(0.5)  # not ``stop.wait``: see stop_signals
             if not thread.is_alive():
                 log.error("worker thread died; exiting so it restarts", extra={"worker": name})
                 return 1

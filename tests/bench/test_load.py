@@ -56,9 +56,13 @@ def test_a_short_load_run_reports_every_endpoint_without_failures(tmp_path: Path
 
     markdown = (out / "load.md").read_text()
     assert all(f"`{name}`" in markdown for name in ENDPOINTS)
+    # Both phases judged, and every decision answered found in ClickHouse.
+    assert "**PASS**: no phase had a failed request" in markdown
+    assert "every decision answered was logged" in markdown
     # Decisions and emails carried the demo shop's real content.
     counters = json.loads((out / "raw" / "kairos_counters.json").read_text())
     assert counters["with_content"] > counters["decisions"] / 2 > 0
+    assert counters["to_log"] > counters["decisions"]  # with the recommendations
     assert counters["emails_with_items"] > counters["emails"] / 2 > 0
     page = (out / "load.html").read_text()
     assert page.count("<svg") == 4 and "POST /v1/decide" in page

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from edge.api.app import BROWSER_PATHS
-from tests.conftest import SECRET_KEY, Engine, basic
+from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, basic
 
 SHOP, EVIL = "https://shop.example", "https://evil.example"
 ADMIN = [
@@ -54,6 +54,15 @@ def test_the_browser_api_answers_configured_origins_only(
     assert ours.headers["access-control-allow-origin"] == SHOP and ours.headers["vary"] == "Origin"
     theirs = engine.post("/v1/track", body, headers={"Origin": EVIL})
     assert theirs.status_code == 200 and no_cors(theirs)  # a browser keeps the answer from them
+    # The decide path, served ahead of the middleware, answers the same way, errors included.
+    ask = {"anonymousId": "a1", "placements": ["no_such_slot"]}
+    for key, status in ((WRITE_KEY, 404), (None, 401)):
+        ours = engine.post("/v1/decide", ask, key=key, headers={"Origin": SHOP})
+        assert ours.status_code == status, ours.text
+        assert ours.headers["access-control-allow-origin"] == SHOP, status
+        assert ours.headers["vary"] == "Origin", status
+        theirs = engine.post("/v1/decide", ask, key=key, headers={"Origin": EVIL})
+        assert theirs.status_code == status and no_cors(theirs), status
 
 
 def test_the_admin_api_answers_no_other_origin(engine_factory: Any, settings: Any) -> None:
