@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import redis
+
+from edge.runtime.stores import redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -93,7 +94,7 @@ def run(
             stdout=log, stderr=log, cwd=ROOT,
         )  # fmt: skip
     results = {}
-    client = redis.Redis.from_url(url)
+    client = redis_client(url)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=engine)
         sink = int((data / "run" / "sink.pid").read_text())
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, dict[str, Load]] = {}
     verdict = Verdict()
     try:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url)
         print(f"profiles for {args.people:,} people (the profile updater)", flush=True)
         fill(url, traffic(args.people * 10, args.people))
         run_updater(client, args.people * 10)

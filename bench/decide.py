@@ -53,6 +53,8 @@ import msgspec
 import numpy as np
 import redis
 
+from edge.runtime.stores import redis_client
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -115,7 +117,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-client = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+client = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])  # naive: no cluster
 rng = np.random.default_rng()
 
 async def decide(request):
@@ -191,7 +193,7 @@ class Run:
 
     def __init__(self, args: argparse.Namespace, work: Path, url: str):
         self.args, self.work, self.url = args, work, url
-        self.client = redis.Redis.from_url(url)
+        self.client = redis_client(url)
         self.script = script(work, args.people)
         self.verdict = Verdict()
         self.best: dict[str, Load] = {}  # per phase, the round with the most requests/s

@@ -39,6 +39,8 @@ from typing import Any
 import msgspec
 import redis
 
+from edge.runtime.stores import redis_client
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -134,14 +136,14 @@ def worker_rate(client: redis.Redis, total: int) -> float:
 
 def lateness(url: str, journeys: int, rate: int, seconds: int, people: int) -> dict[str, float]:
     """Timer lateness (ms) with the worker, the profile updater and a steady stream of events."""
-    client = redis.Redis.from_url(url)
+    client = redis_client(url)
     for key, journey in definitions(journeys, "2s").items():
         put_journey(client, key, journey)
     stop = threading.Event()
     updater = ProfileUpdater(SpoolReader(client, "profiles", "bench-live"),
                              ProfileStore(client), LeadScoring())  # fmt: skip
     worker = JourneyWorker(SpoolReader(client, "journeys", "bench-live"),
-                           redis.Redis.from_url(url), interval=0.05)  # fmt: skip
+                           redis_client(url), interval=0.05)  # fmt: skip
     threads = [threading.Thread(target=updater.run, args=(stop,), daemon=True),
                threading.Thread(target=worker.run, args=(stop,), daemon=True)]  # fmt: skip
     for thread in threads:
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     server = EmbeddedRedis(work / "redis-home")
     url = server.start()
     try:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url)
         for group in ("naive", "journeys"):
             ensure_group(client, group)
         journeys = definitions(args.journeys, "1h")

@@ -34,6 +34,8 @@ from pathlib import Path
 import redis
 from river import linear_model, preprocessing
 
+from edge.runtime.stores import redis_client
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     server = EmbeddedRedis(work / "redis-home")
     url = server.start()
     try:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url)
         stream = ShopperStream(args.shoppers, args.days, seed=7)
         messages = list(stream.messages())
         print(f"1/4 {len(messages):,} events of {args.shoppers:,} shoppers into the spool",

@@ -32,6 +32,8 @@ from pathlib import Path
 import redis
 import redis.asyncio
 
+from edge.runtime.stores import async_redis_client, redis_client
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -98,7 +100,7 @@ def traffic(events: int, people: int, seed: int = 7) -> list[dict[str, object]]:
 
 def fill(url: str, messages: list[dict[str, object]]) -> None:
     async def run() -> None:
-        client = redis.asyncio.Redis.from_url(url)
+        client = async_redis_client(url)
         spool = Spool(client)
         now = datetime.now(UTC)
         for i in range(0, len(messages), 100):
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     url = server.start()
     verdict = Verdict()
     try:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url)
         print(
             f"1/4 spooling {args.events:,} shopper events over {args.people:,} people", flush=True
         )

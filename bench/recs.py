@@ -39,7 +39,8 @@ from typing import Any
 
 import httpx
 import msgspec
-import redis
+
+from edge.runtime.stores import redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     verdict = Verdict()
     try:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url)
         print(f"1/4 history: {args.users:,} people, {args.items:,} items", flush=True)
         messages = shop(args.users, args.items)
         train(messages, url, embedded_url(work / "clickhouse"), Settings())

@@ -46,6 +46,8 @@ from typing import Any
 
 import redis
 
+from edge.runtime.stores import redis_client
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -164,7 +166,7 @@ def train(
     messages: list[dict[str, Any]], redis_url: str, store_url: str, settings: Settings
 ) -> None:
     """``messages`` into ClickHouse and the catalog through the spool, then the lists as of END."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     fill(redis_url, messages)
     migrate(connect(store_url))
     for group in ("sink", "recs"):
@@ -220,7 +222,7 @@ def evaluate(
     settings = settings or Settings(days=math.ceil(days))
     train(training, redis_url, store_url, settings)
     result = Evaluation(len(messages), len(training), cases)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     for k in ks:
         result.scores[k] = score(client, cases, k)
     client.close()

@@ -25,8 +25,13 @@ Every event also refreshes the person's scores on the profile (``scores.conversi
 ``scores.conversion_session``, ``scores.churn``) when they move by more than 0.005, and marks
 the profile for the profile worker to re-check its segments on scores.
 
-Exactly once: a batch's writes (records, queue, labels, scores, the spool position applied) go
-in one MULTI/EXEC; a replayed batch at or below that position is skipped. Models live in memory
+Exactly once: a batch's writes of the ``{learn}`` slot (queue, labels, redo log, scaler, the
+spool position applied) go in one MULTI/EXEC, and with them, in ``{learn}:outbox``, the writes
+to each person's own keys (record, scores), which a Redis Cluster keeps in other slots and
+therefore outside any transaction. Those are final values, so writing them twice changes
+nothing: they are written once the transaction is in, and the outbox then cleared; a crash in
+between leaves the outbox, which the next start writes again (``restore``). A replayed batch at
+or below the position applied is skipped. Models live in memory
 and are checkpointed to Redis (``{learn}:checkpoint``, one atomic SET of the pickled models and
 their metrics) every ``checkpoint_seconds``, at shutdown, and once 20,000 examples wait in the
 redo log. The redo log (``{learn}:redo``) holds what the models learned since the checkpoint —
@@ -39,6 +44,7 @@ spool order). An erasure (a command in the spool) removes the person's record, d
 waiting examples.
 
 Keys: ``{p:<id>}:learn`` (the record, JSON ``History``), ``{learn}:queue``, ``{learn}:labels``,
+``{learn}:outbox`` (the last batch's writes to people's keys, until they are written),
 ``{learn}:due`` (person -> deadline of their churn example), ``{learn}:state`` (hash:
 ``applied``, ``watermark``, ``learned:<target>``), ``{learn}:checkpoint``, ``{learn}:redo``,
 ``{learn}:scaler``, ``{learn}:models`` (the summary the API shows at ``GET /v1/models``). A
@@ -59,6 +65,7 @@ import msgspec
 import redis
 
 from collector import wire
+from collector.pipeline import Pipeline
 from collector.spool import SUPPRESSED, Entry, SpoolReader, profile_ids
 from collector.worker import SpoolWorker
 from profiles.computed import event_name
@@ -88,6 +95,7 @@ CHECKPOINT = "{learn}:checkpoint"
 REDO = "{learn}:redo"  # what the models learned since the checkpoint, in order
 SCALER = "{learn}:scaler"  # the feature scaler as of the last batch (pickled)
 SUMMARY = "{learn}:models"
+OUTBOX = "{learn}:outbox"  # the last batch's writes to people's own keys, until written
 TARGETS = ("conversion", "conversion_session", "churn")
 DAY_MS = 86_400_000
 _ENGINE_EVENTS = ("Segment Entered", "Segment Exited", "Decision Rewarded")
@@ -241,6 +249,10 @@ class Learner(SpoolWorker):
             self.models[target].learn(z, label, p)
         if scaler is not None:
             self.scaler = pickle.loads(scaler)  # noqa: S301 - ours, as above
+        outbox = self.client.get(OUTBOX)
+        if outbox is not None:  # the last batch's transaction is in, its people's writes maybe not
+            log.info("writing the last batch's profile updates again")
+            self._deliver(_OUTBOX.decode(outbox))
         self._redo = len(redo)
         if raw is not None or redo:
             log.info("models restored", extra={"redo": len(redo), "examples": {
@@ -510,10 +522,19 @@ class Learner(SpoolWorker):
             self.on_example(example, label)
 
     def _save(self, batch: Batch, applied: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
+        """The batch's writes: the ``{learn}`` slot's in one transaction with the outbox of the
+        people's, then those (see the module's docstring: exactly once)."""
+        outbox = Outbox(
+            records={pid: msgspec.json.encode(batch.histories[pid]) for pid in batch.changed},
+            scores={
+                pid: [x for target, value in scores.items() for x in (f"s:{target}", value)]
+                for pid, scores in batch.scores.items()
+            },  # fmt: skip
+            erased=sorted(batch.erased),
+        )
+        pipe = self.client.pipeline(transaction=True)  # every key in the {learn} slot
         for pid in batch.changed:
             h = batch.histories[pid]
-            pipe.set(learner_key(pid), msgspec.json.encode(h))
             if h.churn is not None:
                 pipe.zadd(DUE, {pid: h.churn.deadline})
             else:
@@ -526,13 +547,7 @@ class Learner(SpoolWorker):
             pipe.zrem(QUEUE, *batch.learning)
         if batch.settled:
             pipe.hdel(LABELS, *batch.settled)
-        for pid, scores in batch.scores.items():
-            args = [x for target, value in scores.items() for x in (f"s:{target}", value)]
-            SET_SCORES.queue(pipe, [profile_keys(pid)[0]], args)
-        if batch.scores:  # segments on scores are re-checked by the profile worker
-            pipe.sadd(RESCORED, *batch.scores)
         if batch.erased:
-            pipe.delete(*map(learner_key, batch.erased))
             pipe.zrem(DUE, *batch.erased)
         if batch.forgotten:
             members = [m for m, _ in batch.forgotten]
@@ -544,9 +559,42 @@ class Learner(SpoolWorker):
                 pipe.hincrby(STATE, f"learned:{target}", count)
         pipe.set(SCALER, pickle.dumps(self.scaler))  # it learns from every event
         pipe.hset(STATE, mapping={"applied": applied, "watermark": self.watermark})
+        has_people = bool(outbox.records or outbox.scores or outbox.erased)
+        if has_people:
+            pipe.set(OUTBOX, _OUTBOX_ENCODE(outbox))
         pipe.execute()
         self.applied = applied
         self._redo += len(batch.redo)
+        if has_people:
+            self._deliver(outbox)
+
+    def _deliver(self, outbox: Outbox) -> None:
+        """Write the people's part of a batch (final values: twice is once), then clear it."""
+        pipe = Pipeline(self.client)
+        for pid, record in outbox.records.items():
+            pipe.command("SET", learner_key(pid), record)
+        for pid, args in outbox.scores.items():
+            pipe.script(SET_SCORES, [profile_keys(pid)[0]], args)
+        for pid in outbox.erased:
+            pipe.command("DEL", learner_key(pid))
+        if outbox.scores:  # segments on scores are re-checked by the profile worker
+            pipe.command("SADD", RESCORED, *outbox.scores)
+        for reply in pipe.execute():
+            if isinstance(reply, Exception):
+                raise reply
+        self.client.delete(OUTBOX)
+
+
+class Outbox(msgspec.Struct, kw_only=True):
+    """A batch's writes to people's own keys (see ``Learner._save``)."""
+
+    records: dict[str, bytes]  # profile id -> the record (JSON ``History``)
+    scores: dict[str, list[str | float]]  # profile id -> SET_SCORES arguments
+    erased: list[str]  # profiles whose record goes
+
+
+_OUTBOX = msgspec.msgpack.Decoder(Outbox)
+_OUTBOX_ENCODE = msgspec.msgpack.Encoder().encode
 
 
 def _segment_owner(msg: wire.Message) -> str | None:

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 import redis
 
-from collector.coalesce import Pipeline
+from collector.pipeline import Pipeline
 from collector.scripts import lua
 from profiles.computed import Update
 

@@ -18,9 +18,9 @@ from collections.abc import Callable
 import msgspec
 
 from collector import wire
-from collector.coalesce import Pipeline
 from collector.consent import SUPPRESSION, identity_hash
 from collector.identifiers import identities as identities_of
+from collector.pipeline import Pipeline
 from collector.spool import PIDS, SUPPRESSED, Entry, SpoolReader
 from collector.worker import SpoolWorker
 from profiles.computed import Update, compute

@@ -1,7 +1,10 @@
-"""Fixtures: a real redis-server and the real embedded ClickHouse engine, started for the suite.
+"""Fixtures: real Redis and the real embedded ClickHouse engine, started for the suite.
 
-chdb allows one data directory per process, so the suite shares one and each test starts from
-empty tables. Redis is flushed before every test.
+Every test that uses Redis (``redis_url`` and everything built on it) runs twice: on a single
+redis-server and on a 3-master Redis Cluster on loopback ports (``[single]`` / ``[cluster]`` in
+its id). REDIS_URL / REDIS_CLUSTER_URL point them at servers of your own instead. chdb allows
+one data directory per process, so the suite shares one and each test starts from empty tables.
+Redis is flushed before every test.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from edge.runtime.settings import Settings
 from edge.runtime.stores import redis_client
 from edge.runtime.workers import Needs, start
 from tests.browser import launched
+from tests.redis_cluster import RedisCluster
 
 WRITE_KEY = "wk_test"
 SECRET_KEY = "sk_test"
@@ -97,26 +101,33 @@ def basic(key: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
+@pytest.fixture(scope="session", params=["single", "cluster"])
+def redis_server(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # fmt: skip
+    """A single redis-server, then a 3-master Redis Cluster: each Redis test runs on both."""
+    url = os.environ.get("REDIS_URL" if request.param == "single" else "REDIS_CLUSTER_URL")
     if url:
         yield url
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server: EmbeddedRedis | RedisCluster
+    if request.param == "single":
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    else:
+        server = RedisCluster(tmp_path_factory.mktemp("redis-cluster"), masters=3)
     yield server.start()
     server.stop()
 
 
 @pytest.fixture
 def redis_url(redis_server: str) -> str:
-    redis.Redis.from_url(redis_server).flushall()
+    with redis_client(redis_server) as client:
+        client.flushall()  # on a cluster: on every master
     return redis_server
 
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     yield client
     client.close()
 

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import redis.asyncio
 
 from collector import Spool, read_request
 from decisions.identity import user_hash
+from edge.runtime.stores import async_redis_client
 from tests.conftest import SECRET_KEY, Engine
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # when ``fill``'s messages were received
@@ -115,7 +115,7 @@ def members(engine: Engine, segment: str) -> set[str]:
 
 def fill(redis_url: str, batches: int, size: int, prefix: str = "m") -> None:
     async def run() -> None:
-        client = redis.asyncio.Redis.from_url(redis_url)
+        client = async_redis_client(redis_url)
         spool = Spool(client)
         for b in range(batches):
             body = {

@@ -17,11 +17,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from collector.slots import key_slot
 from edge.runtime.embedded_redis import redis_binary
 from edge.runtime.supervisor import die_with_parent
 
@@ -108,12 +110,35 @@ class RedisCluster:
 
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot now."""
+        return self.master_at(key_slot(key))
+
+    def migrate(self, slot: int, to_port: int, between: Callable[[], None] = lambda: None) -> None:
+        """Move hash slot ``slot`` to the master on ``to_port`` as ``redis-cli --cluster
+        reshard`` does (IMPORTING, MIGRATING, MIGRATE its keys a few at a time, then NODE),
+        calling ``between`` after each batch of keys: meanwhile the slot answers ASK."""
+        from_port = self.master_at(slot)
+        if from_port == to_port:
+            return
+        with redis.Redis(port=from_port) as source, redis.Redis(port=to_port) as target:
+            source_id = source.execute_command("CLUSTER", "MYID")
+            target_id = target.execute_command("CLUSTER", "MYID")
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 5):
+                source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+                between()
+            for port in self.ports:  # the owner first, then everyone (as redis-cli does)
+                with redis.Redis(port=port) as node:
+                    if b"master" in node.execute_command("ROLE")[0]:
+                        node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def master_at(self, slot: int) -> int:
+        """The port of the master serving ``slot`` now."""
         with redis.Redis(port=self.ports[0], socket_timeout=1) as client:
-            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
             for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return int(master[1])
-        raise LookupError(key)
+        raise LookupError(slot)
 
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port`` (a replica takes over after the node timeout)."""

@@ -49,6 +49,7 @@ from edge.routes import (
 from edge.routes.decide import DecideEndpoint
 from edge.runtime.logs import redact
 from edge.runtime.settings import Settings
+from edge.runtime.stores import async_redis_client, redis_client
 from profiles import ProfileStore
 
 __all__ = ["BROWSER_PATHS", "create_app"]
@@ -141,8 +142,8 @@ def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         # A stuck Redis must not hold a request forever (the decide path gives up much sooner).
-        client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=10)
-        client_sync = redis.Redis.from_url(settings.redis_url)
+        client = async_redis_client(settings.redis_url, timeout=10)
+        client_sync = redis_client(settings.redis_url)
         store = open_store(settings.store_url)
         suppression = SuppressionCache()
         spool = Spool(client, limit=settings.spool_limit)

@@ -23,6 +23,7 @@ environment:
   KAIROS_SECRET_KEY   key for servers and the growth team (default: generated likewise)
   KAIROS_IDENTITY_SECRET  signs signed-in users' userHash on your server (default: likewise)
   KAIROS_REDIS_URL, KAIROS_CLICKHOUSE_URL   external servers instead of the embedded ones
+  KAIROS_REDIS_CLUSTER=1  KAIROS_REDIS_URL is a Redis Cluster node (else its mode is asked)
   KAIROS_CONFIG       config file (default: kairos.toml in the data dir, if there is one)
   KAIROS_API_WORKERS  API server processes (default 1)
 """
@@ -58,7 +59,14 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         "--redis-url",
         default=_env("KAIROS_REDIS_URL"),
         metavar="URL",
-        help="use this Redis (redis://host:6379/0) instead of a private redis-server",
+        help="use this Redis (redis://host:6379/0) instead of a private redis-server; any "
+        "node of a Redis Cluster will do (its mode is asked of it)",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=_env("KAIROS_REDIS_CLUSTER", "") in ("1", "true", "yes"),
+        help="the --redis-url is a Redis Cluster node: do not ask it (KAIROS_REDIS_CLUSTER=1)",
     )
     parser.add_argument(
         "--clickhouse-url",
@@ -355,6 +363,8 @@ def _lazy_command(name: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # API processes re-run it
+    if getattr(args, "redis_cluster", False):  # for every client this process and its children make
+        os.environ["KAIROS_REDIS_CLUSTER"] = "1"
     if getattr(args, "api_workers", 1) < 1:
         print("kairos: --api-workers must be at least 1", file=sys.stderr)
         return 2

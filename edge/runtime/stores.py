@@ -4,7 +4,7 @@
   store that hangs cannot hold a process that was asked to stop). A URL naming any node of a
   Redis Cluster gives a cluster client (redis-py's ``RedisCluster``, which routes each command
   to its slot's master and follows MOVED/ASK): the mode is asked of the node (``INFO cluster``)
-  unless ``cluster`` says it, as ``--redis-cluster`` does.
+  unless ``cluster`` or KAIROS_REDIS_CLUSTER=1 (what ``--redis-cluster`` sets) says it.
 - ClickHouse: embedded (``chdb://<data dir>/clickhouse``) or a server URL. Embedded, exactly one
   process owns it (the sink, or ``kairos up`` itself without a sink) and the others read through
   its query socket, ``<data dir>/run/store.sock`` (``reads_url``).
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ _ANSWER_SECONDS = 30.0  # longer than any blocking read a worker makes (at most 
 @functools.lru_cache(maxsize=16)
 def is_cluster(url: str) -> bool:
     """Whether the Redis at ``url`` is a node of a Redis Cluster (``cluster_enabled:1``)."""
+    if os.environ.get("KAIROS_REDIS_CLUSTER", "") in ("1", "true", "yes"):
+        return True
     if url.startswith("unix://"):
         return False  # a cluster's nodes talk over TCP: a socket is a single server
     with redis.Redis.from_url(url, socket_connect_timeout=_CONNECT_SECONDS,

@@ -16,6 +16,7 @@ import pytest
 from collector import connect, migrate
 from collector.sink import Sink
 from collector.spool import SpoolReader
+from edge.runtime.stores import redis_client
 from tests.helpers import count, fill
 
 pytestmark = [
@@ -32,12 +33,11 @@ pytestmark = [
 def test_http_client_migrates_inserts_and_deduplicates(
     redis_url: str, clickhouse_url: str, ch: Any
 ) -> None:
-    import redis
 
     assert migrate(ch) == [1]
     assert migrate(ch) == []  # idempotent
     fill(redis_url, batches=3, size=10)
-    reader = SpoolReader(redis.Redis.from_url(redis_url), "sink", "server-test")
+    reader = SpoolReader(redis_client(redis_url), "sink", "server-test")
     reader.ensure_group()
     batch = reader.read(10, 100)
     sink = Sink(reader, connect(clickhouse_url))

@@ -11,6 +11,7 @@ import redis.asyncio
 
 from collector import STATS, Sink, SpoolReader, connect, migrate
 from collector.spool import ensure_group
+from edge.runtime.stores import redis_client
 from edge.runtime.workers import start
 from tests.conftest import worker_needs
 from tests.helpers import count, fill
@@ -19,7 +20,7 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def run_sink(redis_url: str, clickhouse_url: str, until: Any, consumer: str = "s1") -> Sink:
-    reader = SpoolReader(redis.Redis.from_url(redis_url), "sink", consumer)
+    reader = SpoolReader(redis_client(redis_url), "sink", consumer)
     sink = Sink(reader, connect(clickhouse_url), interval=0.1)
     stop = threading.Event()
     thread = threading.Thread(target=sink.run, args=(stop,))
@@ -56,7 +57,7 @@ def test_a_batch_stored_but_not_acknowledged_is_replayed_once(
     """The crash window of the sink: ClickHouse took the batch, the ack never happened."""
     migrate(ch)
     fill(redis_url, batches=5, size=100)
-    reader = SpoolReader(redis.Redis.from_url(redis_url), "sink", "s1")
+    reader = SpoolReader(redis_client(redis_url), "sink", "s1")
     reader.ensure_group()
     crashed = Sink(reader, connect(clickhouse_url))
     in_flight = reader.read(3, 100)
@@ -79,11 +80,11 @@ def test_a_dead_peers_batch_is_stored_once_by_another_sink(
 ) -> None:
     migrate(ch)
     fill(redis_url, batches=4, size=50)
-    reader = SpoolReader(redis.Redis.from_url(redis_url), "sink", "dead-peer")
+    reader = SpoolReader(redis_client(redis_url), "sink", "dead-peer")
     reader.ensure_group()
     held = reader.read(2, 100)
     Sink(reader, connect(clickhouse_url)).store_batch(held, threading.Event())
-    reader_alive = SpoolReader(redis.Redis.from_url(redis_url), "sink", "alive")
+    reader_alive = SpoolReader(redis_client(redis_url), "sink", "alive")
     sink = Sink(reader_alive, connect(clickhouse_url), interval=0.1, dead_after=0.0)
     stop = threading.Event()
     thread = threading.Thread(target=sink.run, args=(stop,))

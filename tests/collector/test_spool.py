@@ -10,6 +10,7 @@ import redis.asyncio
 
 from collector import STATS, STREAM, SpoolFull, SpoolReader, read_request
 from collector.spool import Spool, ensure_group, spool_state, trim
+from edge.runtime.stores import async_redis_client
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -28,7 +29,7 @@ def intake(*ids: str, **fields: object):
 
 def append(redis_url: str, *batches, limit: int = 0):
     async def run():
-        client = redis.asyncio.Redis.from_url(redis_url)
+        client = async_redis_client(redis_url)
         try:
             spool = Spool(client, limit=limit)
             return [await spool.append(b) for b in batches]
@@ -62,7 +63,7 @@ def test_ids_seen_before_are_dropped_across_requests(redis_url: str, r: redis.Re
 
 def test_seen_ids_expire_after_the_window(redis_url: str, r: redis.Redis) -> None:
     append(redis_url, intake("a"))
-    (key,) = r.keys("{spool}:seen:*")
+    (key,) = r.scan_iter("{spool}:seen:*")
     ttl = r.ttl(key)
     assert 24 * 3600 < ttl <= 28 * 3600
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 
+from edge.runtime.stores import redis_client
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, Process, basic, free_port
 from tests.helpers import eventually, put_placement
 
@@ -186,7 +187,7 @@ def test_up_on_an_external_redis(kairos_process: Any, redis_url: str) -> None:
     sent = send(engine, 3, 20)
     assert wait_rows(engine, sent) == sent
     assert not (engine.data_dir / "redis").exists()  # no private Redis was started
-    assert redis.Redis.from_url(redis_url).hget("{spool}:stats", "accepted") == b"60"
+    assert redis_client(redis_url).hget("{spool}:stats", "accepted") == b"60"
 
 
 @pytest.mark.slow  # a whole `kairos up` under load or restarts

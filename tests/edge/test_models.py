@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from edge.runtime.config import Config
+from edge.runtime.stores import redis_client
 from profiles.learner import STATE, ModelSettings
 from profiles.shoppers import ShopperStream, send
 from profiles.store import ProfileStore
@@ -33,7 +34,7 @@ def test_scores_reach_profiles_segments_and_the_models_api(
 ) -> None:
     config = Config(models=ModelSettings(churn_days=3, conversion_days=3))
     engine = engine_factory(settings, learner=True, config=config)
-    r = redis.Redis.from_url(settings.redis_url)
+    r = redis_client(settings.redis_url)
     answer = engine.client.put(f"{engine.url}/v1/segments/likely_churn", headers=bearer(),
                                json={"rule": {"field": "scores.churn", "op": "gt", "value": 0.7}})  # fmt: skip
     assert answer.status_code == 201, answer.text
@@ -84,7 +85,7 @@ def test_lifetime_value_is_fitted_from_order_history(engine: Engine) -> None:
     orders = sum(1 for m in messages if m.get("event") == "Order Completed")
     eventually(lambda: engine.sql("SELECT count() FROM events WHERE event = 'Order Completed' "
                                   "AND profile_id != ''")[0][0] == orders, timeout=60)  # fmt: skip
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     done: list[tuple[int, int]] = []
     fit = refit(_store(engine), r, horizon_days=90, now=start + timedelta(days=120),
                 progress=lambda *p: done.append(p))  # fmt: skip

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 import redis
 
+from edge.runtime.stores import redis_client
 from edge.runtime.workers import start
 from profiles.strategies import RECS
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
@@ -60,7 +61,7 @@ def shop(engine: Engine) -> Engine:
     answer = engine.post("/v1/catalog/items", {"items": [{**i, "url": SHOP + i["id"]} for i in ITEMS]},
                          key=None, headers=bearer())  # fmt: skip
     assert answer.status_code == 200, answer.text
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     r.hset(RECS, mapping={k: msgspec.json.encode(v) for k, v in LISTS.items()})
     ada = {"userId": "ada", "anonymousId": "ada-browser"}
     batch = [

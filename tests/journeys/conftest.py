@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import redis
 
+from edge.runtime.stores import redis_client
 from edge.runtime.workers import start
 from journeys.store import runs_key
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
@@ -83,7 +83,7 @@ def track(engine: Engine, who: str, event: str, **properties: Any) -> None:
 
 
 def run_of(engine: Engine, who: str, journey: str) -> dict[str, Any] | None:
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     pid = r.get(f"{{id:anonymous_id:{who}}}")
     raw = r.hget(runs_key(pid.decode()), journey) if pid else None
     return json.loads(raw) if raw else None

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from collector.spool import SpoolReader
+from edge.runtime.stores import redis_client
 from journeys.store import OUTBOX, SENT, TIMERS
 from journeys.worker import JourneyWorker
 from tests.conftest import Engine
@@ -51,7 +51,7 @@ def test_kill_9_between_scheduling_and_sending_delivers_once(
 ) -> None:
     put_journey(engine, "abandoned_cart", quick(receiver.url))
     worker = worker_process()
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     track(engine, "ada", "Product Added", product_id="hat1")
     eventually(lambda: r.zcard(TIMERS) == 1)  # scheduled, not yet due
     worker.send_signal(signal.SIGKILL)
@@ -69,7 +69,7 @@ def test_a_replayed_batch_and_a_second_send_change_nothing(
     engine: Engine, receiver: Receiver
 ) -> None:
     put_journey(engine, "abandoned_cart", quick(receiver.url, wait="1m"))
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     clock = [int(time.time() * 1000)]
     worker = JourneyWorker(SpoolReader(r, "journeys", "replay"), r, clock=lambda: clock[0])
     worker.reader.ensure_group()

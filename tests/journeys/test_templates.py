@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import redis
 
 from edge.pages import demo
+from edge.runtime.stores import redis_client
 from journeys.runs import Person, Run, advance, enter, may_enter, on_event, triggers
 from journeys.spec import JOURNEY, Journey
 from journeys.templates import (
@@ -112,7 +112,7 @@ def test_post_purchase_template_enters_on_every_order() -> None:
 
 
 def test_abandoned_cart_end_to_end(engine: Engine, clock: Clock, receiver: Receiver) -> None:
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     demo.install(r, engine.url)  # a catalog, and the cart_recs and cart_offer placements
     wait_catalog(engine, "cart_recs")
     r.hset(RECS, "popular", msgspec.json.encode([["sku-hat-1", 3], ["sku-bag-2", 2],

@@ -13,6 +13,7 @@ import redis.asyncio
 
 from collector import Spool, SpoolReader, read_request
 from collector.spool import ensure_group
+from edge.runtime.stores import async_redis_client
 from profiles import LeadScoring, ProfileStore, ProfileUpdater
 from profiles.scoring import ScoreRule
 
@@ -21,7 +22,7 @@ def send(redis_url: str, *messages: dict[str, Any], received_at: datetime | None
     """Messages through the real intake and spool, one request each."""
 
     async def run() -> None:
-        client = redis.asyncio.Redis.from_url(redis_url)
+        client = async_redis_client(redis_url)
         spool = Spool(client)
         for msg in messages:
             intake = read_request(

@@ -17,7 +17,7 @@ from bench.profiles import fill
 from collector import SpoolReader
 from collector.spool import ensure_group
 from profiles.history import NUMERIC, Example
-from profiles.learner import DUE, QUEUE, STATE, Learner, ModelSettings, learner_key
+from profiles.learner import DUE, OUTBOX, QUEUE, STATE, Learner, ModelSettings, learner_key
 from profiles.privacy import erase
 from profiles.shoppers import ShopperStream
 from profiles.store import ProfileStore
@@ -182,6 +182,44 @@ def test_a_restart_restores_models_and_metrics(
     while entries := replay.reader.read(50, 10):
         assert replay.process(entries) == {}
     assert {k: r.get(k) for k in r.scan_iter("{p:*}:learn")} == before
+
+
+def test_a_crash_between_the_transaction_and_the_profile_writes_loses_nothing(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """People's records live outside the ``{learn}`` slot's transaction (on a cluster, in
+    slots of their own): a learner that dies after the transaction, before writing them, leaves
+    them in the outbox, and the next start writes them; the result is the uncrashed one's."""
+    fill(redis_url, list(ShopperStream(shoppers=120, days=10, seed=5).messages()))
+    calm = learner(r, [], group="calm", churn_days=7)
+    run(r, calm)
+    expected = {k: r.get(k) for k in r.scan_iter("{p:*}:learn")}
+    assert expected
+    for key in expected:
+        r.delete(key)
+    r.delete(OUTBOX, STATE, QUEUE, DUE)
+    crashing = learner(r, [], churn_days=7)
+    deliveries = {"left": 3}  # three batches go through, then the process "dies"
+    real = Learner._deliver
+
+    def deliver(self: Learner, outbox: Any) -> None:
+        if deliveries["left"] == 0:
+            raise SystemExit("killed between the transaction and the profile writes")
+        deliveries["left"] -= 1
+        real(self, outbox)
+
+    monkeypatch.setattr(Learner, "_deliver", deliver)
+    with pytest.raises(SystemExit):
+        run(r, crashing)
+    assert r.exists(OUTBOX)
+    monkeypatch.setattr(Learner, "_deliver", real)
+    restarted = Learner(SpoolReader(r, "learner", "t"), r, ModelSettings(churn_days=7),
+                        clock=None, profile_wait=1.0)  # fmt: skip
+    restarted.restore()  # writes the outbox
+    assert not r.exists(OUTBOX)
+    while entries := restarted.reader.pending(50) or restarted.reader.read(50, 10):
+        restarted.reader.ack(entries, restarted.process(entries))
+    assert {k: r.get(k) for k in r.scan_iter("{p:*}:learn")} == expected
 
 
 def test_an_erased_person_leaves_no_trace_in_the_learner(r: redis.Redis, redis_url: str) -> None:

@@ -12,6 +12,7 @@ from bench.profiles import fill
 from collector import SpoolReader
 from collector.spool import ensure_group
 from collector.store import open_store
+from edge.runtime.stores import redis_client
 from profiles.products import ITEMS, Item, get_items, put_items
 from profiles.recommender import Recommender
 from profiles.shoppers import CATALOG, ShopperStream, send
@@ -47,7 +48,7 @@ def test_a_new_shops_lists_fill_once_its_first_events_are_stored(engine: Engine)
     """The worker's first refresh finds no events (they are still on their way to ClickHouse):
     while the lists are empty it looks for stored events every ``empty_seconds`` and refreshes
     once they are there, without being asked and without waiting ``refresh_minutes`` (10)."""
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     put_items(r, [Item(id=p.id, name=p.name, url=f"https://shop.example/{p.id}",
                        category=p.category, price=p.price) for p in CATALOG])  # fmt: skip
     ensure_group(r, "recs")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import redis
-
 from collector.store import open_store
+from edge.runtime.stores import redis_client
 from profiles.shoppers import CATALOG, ShopperStream, send
 from profiles.strategies import RECS, Settings, candidates, refresh
 from tests.conftest import WRITE_KEY, Engine
@@ -20,7 +19,7 @@ def test_lists_from_history(engine: Engine) -> None:
     messages = list(stream.messages())
     send(messages, engine.url, WRITE_KEY)
     eventually(lambda: engine.sql("SELECT count() FROM events")[0][0] >= len(messages), timeout=60)
-    r = redis.Redis.from_url(engine.settings.redis_url)
+    r = redis_client(engine.settings.redis_url)
     kinds = refresh(open_store(engine.settings.store_url), r, Settings(min_support=2), now)
     category = {p.id: p.category for p in CATALOG}
     assert kinds["popular"] == 1 and kinds["popular_by_category"] == len(set(category.values()))

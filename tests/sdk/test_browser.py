@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import redis
 from playwright.sync_api import Browser, Page, Route
 
 from collector.store import open_store
 from edge.pages import demo
 from edge.routes.sdk import SDK_FILE, snippet
+from edge.runtime.stores import redis_client
 from profiles.shoppers import ShopperStream, send
 from profiles.strategies import refresh
 from tests.browser import shot, watched
@@ -26,7 +26,7 @@ HEADLINES = ("New season shoes", "20% off jackets", "Carry it all")
 @pytest.fixture
 def shop(engine: Engine) -> Engine:
     """The demo shop with a week of simulated shoppers behind its recommendation lists."""
-    client = redis.Redis.from_url(engine.settings.redis_url)
+    client = redis_client(engine.settings.redis_url)
     created = demo.install(client, engine.url)
     assert created == list(demo.PLACEMENTS)
     now = datetime.now(UTC)
