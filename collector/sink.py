@@ -23,7 +23,7 @@ import msgspec
 import redis
 
 from collector.schema import INTAKE_SETTINGS
-from collector.spool import PIDS, STREAM, SUPPRESSED, Entry, SpoolReader, trim
+from collector.spool import PIDS, STATS, STREAM, SUPPRESSED, Entry, SpoolReader, trim
 from collector.worker import SpoolWorker, Stopped
 
 __all__ = ["INSERT_BUCKETS", "Sink"]
@@ -71,8 +71,7 @@ class Sink(SpoolWorker):
         interval: float = 1.0,
         dead_after: float = 60.0,
         profiles_group: str | None = "profiles",
-        profile_wait: float = 30.0,
-        profile_lag: float = 5.0,
+        profile_wait: float = 300.0,
     ):
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.store = store
@@ -80,7 +79,6 @@ class Sink(SpoolWorker):
         self.dead_after = dead_after
         self.profiles_group = profiles_group
         self.profile_wait = profile_wait
-        self.profile_lag = profile_lag
         self._per_entry = 100  # messages per spool entry, as last seen
         self._next_housekeeping = 0.0
 
@@ -227,27 +225,34 @@ class Sink(SpoolWorker):
     def _stamped(self, entries: list[Entry]) -> list[bytes]:  # noqa: C901 - one careful pass
         """Payloads with each message's profile id, as the profile updater resolved it.
 
-        The sink trails the updater: when the updater is close behind (within ``profile_lag``
-        seconds of this batch), it waits up to ``profile_wait`` seconds for the batch's ids.
-        When the updater is far behind or absent, events are stored without a profile id rather
-        than held up (their history is still found through their identities) and counted as
-        ``sink_unresolved``.
+        The sink trails the updater, and waits for it: as long as the updater is at most
+        ``profile_wait`` seconds behind (its oldest entry not yet applied is that old), the
+        batch waits for its ids, and the spool holds what arrives meanwhile (backpressure: a
+        full spool answers 503 with Retry-After). An updater further behind, stopped or dead
+        would hold ClickHouse back without bound: past ``profile_wait`` the batch is stored
+        without profile ids, counted as ``sink_unresolved``, logged as an error, and
+        ``/healthz`` says the engine is degraded (``sink_unresolved_at``). Without a profile
+        updater on the spool (no such group), nothing waits.
         """
-        lag = self._updater_lag(entries[-1].id) if self.profiles_group else None
         keys = [PIDS + entry.id for entry in entries if entry.count]
+        behind = self._updater_behind() if self.profiles_group and keys else None
         found: dict[str, bytes | None] = {}
-        if lag is not None and keys:
-            deadline = time.monotonic() + (self.profile_wait if lag <= self.profile_lag else 0)
+        if behind is not None:
+            measured = time.monotonic()
             while True:
                 found = dict(zip(keys, self.reader.client.mget(keys)))
-                if all(found.values()) or time.monotonic() >= deadline:
+                if all(found.values()) or behind > self.profile_wait:
                     break
+                if self.stopping.is_set():
+                    raise Stopped  # the batch is replayed at the next start
                 time.sleep(0.02)
+                if time.monotonic() - measured >= 1.0:
+                    behind, measured = self._updater_behind() or 0.0, time.monotonic()
         stamped, unresolved, withheld = [], 0, 0
         for entry in entries:
             pids = found.get(PIDS + entry.id)
             if pids is None:
-                unresolved += entry.count if lag is not None else 0
+                unresolved += entry.count if behind is not None else 0
                 stamped.append(entry.payload)
                 continue
             for line, pid in zip(entry.payload.split(b"\n"), msgspec.json.decode(pids)):
@@ -256,34 +261,41 @@ class Sink(SpoolWorker):
                     continue
                 stamped.append(b'{"profileId":"' + pid.encode() + b'",' + line[1:] + b"\n")
         if unresolved:
-            log.warning("profile ids missing; storing without", extra={"messages": unresolved})
+            log.error("the profile updater is too far behind; storing events without profile ids",
+                      extra={"messages": unresolved, "behind_seconds": round(behind or 0, 1),
+                             "bound_seconds": self.profile_wait})  # fmt: skip
+            self.reader.client.hset(STATS, "sink_unresolved_at", int(time.time()))
         if unresolved or withheld:
             self._count({"sink_unresolved": unresolved, "sink_suppressed": withheld})
         return stamped
 
-    def _updater_lag(self, entry_id: str) -> float | None:
-        """How many seconds the profile updater's reading is behind ``entry_id`` (None: no
-        profile updater on this spool): from the oldest entry it has yet to be given.
+    def _updater_behind(self) -> float | None:
+        """Seconds since the oldest entry the profile updater has not applied yet was appended
+        (0: it has applied everything; None: no profile updater on this spool).
 
-        Measured from that entry, not from the last one it was given: an updater that has read
-        nothing yet (its group was made at the start of the spool, "0-0", before it started) or
-        that read everything before a quiet night is not behind by 56 years or by a night; it is
-        about to read this very batch, and its ids are worth the wait. One that stopped, or
-        fell behind, leaves an old entry unread, so its lag grows with the time since, and the
-        sink soon stops waiting for it (as for one that died).
+        An updater that has read nothing yet (its group was made at the start of the spool,
+        "0-0", before it started) or that read everything before a quiet night is not behind by
+        56 years or a night: the entries it has yet to read are the new ones. One that stopped,
+        fell behind, or died holding a batch leaves an old entry unapplied, so this grows with
+        the time since.
         """
+        client = self.reader.client
         try:
-            groups = self.reader.client.xinfo_groups(STREAM)
+            groups = client.xinfo_groups(STREAM)
         except redis.ResponseError:
             return None
         for group in groups:
-            if _name(group["name"]) == self.profiles_group:
+            if _name(group["name"]) != self.profiles_group:
+                continue
+            if group["pending"]:
+                oldest: Any = client.xpending(STREAM, self.profiles_group)["min"]
+            else:
                 delivered = _name(group["last-delivered-id"])
-                unread = self.reader.client.xrange(STREAM, f"({delivered}", entry_id, count=1)
-                if not unread:  # it has been given this batch already
-                    return 0.0
-                oldest = int(_name(unread[0][0]).partition("-")[0])
-                return max(0.0, (int(entry_id.partition("-")[0]) - oldest) / 1000)
+                unread = client.xrange(STREAM, f"({delivered}", "+", count=1)
+                oldest = unread[0][0] if unread else None
+            if oldest is None:
+                return 0.0
+            return max(0.0, time.time() - int(_name(oldest).partition("-")[0]) / 1000)
         return None
 
     def _isolate(

@@ -96,6 +96,15 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="messages per ClickHouse insert at most (default %(default)s)",
     )
+    parser.add_argument(
+        "--sink-profile-wait",
+        type=float,
+        default=float(_env("KAIROS_SINK_PROFILE_WAIT", 300)),
+        metavar="SECONDS",
+        help="how far the profile updater may fall behind while the sink waits for its profile "
+        "ids (the spool holds the events meanwhile); past it, events are stored without one, "
+        "loudly (default %(default)g; KAIROS_SINK_PROFILE_WAIT)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -61,13 +61,20 @@ _COUNTERS = {
 }
 
 
+UNRESOLVED_RECENT = 60  # seconds /healthz says so after the sink stored events without ids
+
+
 async def healthz(request: Request) -> Response:
     state = request.state
     checks: dict[str, Any] = {}
-    healthy = True
+    healthy, warnings = True, []
     try:
         await state.redis.ping()
         checks["redis"] = "ok"
+        unresolved_at = await state.redis.hget(STATS, "sink_unresolved_at")
+        if unresolved_at and time.time() - int(unresolved_at) < UNRESOLVED_RECENT:
+            warnings.append("the profile updater is too far behind (see --sink-profile-wait): "
+                            "the sink is storing events without profile ids")  # fmt: skip
         checks["spool"] = await run_in_threadpool(spool_state, state.redis_sync, "sink")
         lags = await run_in_threadpool(group_lags, state.redis_sync)
         # Every worker kind, by the table: its lag, or that nothing ever consumed for it.
@@ -82,7 +89,10 @@ async def healthz(request: Request) -> Response:
     except (QueryFailed, StoreUnavailable) as exc:
         checks["clickhouse"] = f"error: {exc.message}"
         healthy = False
-    return json({"status": "ok" if healthy else "degraded", **checks}, 200 if healthy else 503)
+    # Degraded but serving (warnings): 200, so load balancers keep the API; a store down: 503.
+    status = "ok" if healthy and not warnings else "degraded"
+    warned = {"warnings": warnings} if warnings else {}
+    return json({"status": status, **checks, **warned}, 200 if healthy else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -104,6 +104,7 @@ def up(args: argparse.Namespace) -> int:
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     by_need = {
         "clickhouse": ["--clickhouse-url", ch_url, "--sink-batch", str(args.sink_batch),
+                       "--sink-profile-wait", str(args.sink_profile_wait),
                        *(["--serve", str(socket_path)] if sink_owns_store else [])],
         "history": ["--store-url", history],
         "api": ["--api-url", f"http://{local}:{args.port}"],
@@ -187,6 +188,7 @@ def worker(args: argparse.Namespace) -> int:
         clickhouse_url=ch_url,
         api=api,
         sink_batch=args.sink_batch,
+        sink_profile_wait=args.sink_profile_wait,
     )
     return serve(args.name, needs, args.serve if "clickhouse" in kind.needs else None)
 

@@ -57,6 +57,7 @@ class Needs:
     clickhouse_url: str = ""  # where the sink writes
     api: tuple[str, str, str] | None = None  # the engine's URL, write key and secret key
     sink_batch: int = 20_000
+    sink_profile_wait: float = 300.0  # seconds the profile updater may be behind the sink
 
 
 def _config() -> Config:
@@ -79,8 +80,8 @@ def _sink(needs: Needs, interval: float = 1.0) -> Sink:
 
     migrate(connect(needs.clickhouse_url))
     return Sink(SpoolReader(needs.redis, "sink", needs.consumer), connect(needs.clickhouse_url),
-                max_messages=needs.sink_batch, interval=interval,
-                profiles_group="profiles")  # fmt: skip
+                max_messages=needs.sink_batch, interval=interval, profiles_group="profiles",
+                profile_wait=needs.sink_profile_wait)  # fmt: skip
 
 
 _HISTORY = (

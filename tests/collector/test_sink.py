@@ -19,9 +19,11 @@ from tests.helpers import count, fill
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-def run_sink(redis_url: str, clickhouse_url: str, until: Any, consumer: str = "s1") -> Sink:
+def run_sink(
+    redis_url: str, clickhouse_url: str, until: Any, consumer: str = "s1", **options: Any
+) -> Sink:
     reader = SpoolReader(redis_client(redis_url), "sink", consumer)
-    sink = Sink(reader, connect(clickhouse_url), interval=0.1)
+    sink = Sink(reader, connect(clickhouse_url), interval=0.1, **options)
     stop = threading.Event()
     thread = threading.Thread(target=sink.run, args=(stop,))
     thread.start()
@@ -153,3 +155,52 @@ def test_events_wait_for_an_updater_that_is_about_to_read_them(
     assert count(ch) == 1000
     assert ch.query("SELECT count() FROM events WHERE profile_id = ''").result_rows == [(0,)]
     assert r.hget(STATS, "sink_unresolved") in (None, b"0")
+
+
+def test_events_wait_for_an_updater_far_behind_within_the_bound(
+    redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis
+) -> None:
+    """Under sustained overload the updater trails by more than a few seconds: the sink waits
+    for it (the spool is the buffer) rather than storing events without their profile ids."""
+    migrate(ch)
+    ensure_group(r, "profiles")
+    fill(redis_url, batches=10, size=50)
+    time.sleep(6.0)  # the updater is now 6 s behind the newest entries (formerly: 5 s at most)
+    fill(redis_url, batches=10, size=50, prefix="later")
+    stop = threading.Event()
+    updater: list[threading.Thread] = []
+
+    def late_updater() -> bool:
+        if not updater and count(ch) == 0:
+            time.sleep(1.0)  # the sink is holding the batch by now
+            updater.append(start("profiles", worker_needs(redis_url, "late"), stop, interval=0.05))
+        return count(ch) >= 1000
+
+    try:
+        run_sink(redis_url, clickhouse_url, until=late_updater)
+    finally:
+        stop.set()
+        for thread in updater:
+            thread.join(30)
+    assert count(ch) == 1000
+    assert ch.query("SELECT count() FROM events WHERE profile_id = ''").result_rows == [(0,)]
+    assert r.hget(STATS, "sink_unresolved") in (None, b"0")
+
+
+def test_past_the_bound_events_are_stored_without_ids_and_said_loudly(
+    redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An updater that stopped: once it is ``profile_wait`` behind, ClickHouse is not held back
+    any longer; the events are counted, logged as an error and flagged for /healthz."""
+    migrate(ch)
+    ensure_group(r, "profiles")  # its updater never runs
+    fill(redis_url, batches=4, size=50)
+    began = time.monotonic()
+    run_sink(redis_url, clickhouse_url, until=lambda: count(ch) >= 200, profile_wait=1.5)
+    assert time.monotonic() - began >= 1.0  # it did wait for the updater first
+    assert count(ch) == 200
+    assert ch.query("SELECT count() FROM events WHERE profile_id = ''").result_rows == [(200,)]
+    assert r.hget(STATS, "sink_unresolved") == b"200"
+    assert abs(int(r.hget(STATS, "sink_unresolved_at") or 0) - time.time()) < 30
+    assert any(record.levelname == "ERROR" and "too far behind" in record.getMessage()
+               for record in caplog.records)  # fmt: skip

@@ -20,6 +20,24 @@ def test_healthz_reports_each_store_and_the_spool(engine: Engine) -> None:
     assert set(body["workers"]["sink"]) == {"lag_seconds"}
 
 
+def test_healthz_is_degraded_while_the_sink_stores_events_without_profile_ids(
+    engine: Engine,
+) -> None:
+    """Serving (200: load balancers keep the API), but monitors see it."""
+    from collector import STATS
+    from edge.runtime.stores import redis_client
+
+    store = redis_client(engine.settings.redis_url)
+    store.hset(STATS, "sink_unresolved_at", int(time.time()))
+    answer = engine.client.get(engine.url + "/healthz")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "degraded"
+    assert "without profile ids" in body["warnings"][0]
+    store.hset(STATS, "sink_unresolved_at", int(time.time()) - 3600)  # an hour ago
+    assert engine.client.get(engine.url + "/healthz").json()["status"] == "ok"
+
+
 def test_metrics_count_the_pipeline(engine: Engine) -> None:
     engine.post("/v1/batch", {"batch": [{"type": "track", "event": "E", "userId": "u"}] * 1})
     engine.post("/v1/batch", {"batch": [{"type": "track", "userId": "u"}]})
