@@ -91,6 +91,11 @@ class Coalescer:
         key = args[1] if len(args) > 1 else None
         return self._send(_Call([hiredis.pack_command(args)], None, key, self.future()))
 
+    def command_on(self, key: Any, *args: Any) -> asyncio.Future[Any]:
+        """Send a command that names no key (``"WAIT", 1, 500``) to the server of ``key``, on
+        the connection that carries ``key``'s commands."""
+        return self._send(_Call([hiredis.pack_command(args)], None, key, self.future()))
+
     def before_flush(self, produce: Callable[[], None]) -> None:
         """Call ``produce`` once, just before the next pipeline leaves, to queue its commands
         then: what many callers add to one command (the decision log's one XADD per tick)

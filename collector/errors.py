@@ -164,6 +164,19 @@ class SpoolFull(Exception):
         self.retry_after = retry_after
 
 
+class NotReplicated(Exception):
+    """The spool took the batch but no replica confirmed it in time (``--spool-replicas``):
+    HTTP 503 with Retry-After. A retry stores nothing twice (its ids are in the dedup window)."""
+
+    def __init__(self, confirmed: int, wanted: int, timeout_ms: int):
+        message = (f"the spool took the batch but {confirmed} of {wanted} replica(s) confirmed "
+                   f"it within {timeout_ms} ms; retry it: it is stored once")  # fmt: skip
+        super().__init__(message)
+        self.code = "spool_not_replicated"
+        self.message = message
+        self.retry_after = 1
+
+
 class QueryFailed(Exception):
     """ClickHouse refused or failed a read-only query: HTTP 400.
 

@@ -30,7 +30,7 @@ import redis.asyncio
 
 from collector import wire
 from collector.coalesce import Coalescer
-from collector.errors import SpoolFull
+from collector.errors import NotReplicated, SpoolFull
 from collector.intake import ID_BYTES, Intake
 from collector.scripts import lua
 
@@ -108,11 +108,19 @@ def _settle(
 
 
 class Spool:
-    """The append side, used by the collector on the request path (asyncio)."""
+    """The append side, used by the collector on the request path (asyncio).
 
-    def __init__(self, client: redis.asyncio.Redis, *, limit: int = 0):
+    ``replicas``: an append is done only once that many replicas of the spool's Redis have it
+    (``WAIT``, at most ``replica_timeout_ms``; else ``NotReplicated``), so that a failover
+    loses no acknowledged message. 0: done when the master has it (and its AOF, every second).
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, *, limit: int = 0, replicas: int = 0,
+                 replica_timeout_ms: int = 1000):  # fmt: skip
         self.client = client
         self.limit = limit
+        self.replicas = replicas
+        self.replica_timeout_ms = replica_timeout_ms
         self.calls = Coalescer(client)  # shared by everything on the request path
 
     async def aclose(self) -> None:
@@ -130,10 +138,18 @@ class Spool:
             reply = await self.calls.run(APPEND, keys, args)
             done, messages, ids, duplicates = _settle(reply, messages, ids, duplicates, self.limit)
             if done is not None:
+                if self.replicas:
+                    await self._replicated()
                 return done
         if duplicates:
             await self.client.hincrby(STATS, "duplicates", duplicates)
         return Appended(0, duplicates, None)
+
+    async def _replicated(self) -> None:
+        wait = ("WAIT", self.replicas, self.replica_timeout_ms)
+        confirmed = int(await self.calls.command_on(STREAM, *wait))
+        if confirmed < self.replicas:
+            raise NotReplicated(confirmed, self.replicas, self.replica_timeout_ms)
 
     async def append_messages(self, messages: list[wire.Message]) -> Appended:
         """Append messages the engine made itself (a tracked link, …), like a request's."""

@@ -69,7 +69,10 @@ class SpoolWorker:
                 delay = 0.5
             except Stopped:
                 break
-            except redis.RedisError as exc:
+            except redis.exceptions.CrossSlotTransactionError:
+                raise  # a bug, not an outage
+            except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+                # (a cluster client that reaches no node, mid-failover, raises the latter)
                 extra = {"worker": self.name, "error": str(exc), "in": delay}
                 log.warning("redis unreachable; retrying", extra=extra)
                 recovering = True

@@ -146,7 +146,7 @@ def create_app(settings: Settings) -> ASGIApp:
         client_sync = redis_client(settings.redis_url)
         store = open_store(settings.store_url)
         suppression = SuppressionCache()
-        spool = Spool(client, limit=settings.spool_limit)
+        spool = Spool(client, limit=settings.spool_limit, replicas=settings.spool_replicas)
         catalog = Catalog()
         try:
             await asyncio.wait_for(catalog.refresh(client), 2.0)

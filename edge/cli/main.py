@@ -140,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
         "(0: no limit; default %(default)s)",
     )
     up.add_argument(
+        "--spool-replicas",
+        type=int,
+        default=int(_env("KAIROS_SPOOL_REPLICAS", 0)),
+        metavar="N",
+        help="answer 200 to ingestion only once N replicas of the spool's Redis have the "
+        "batch (WAIT, 1 s at most, else 503): a failover then loses no acknowledged message "
+        "(default %(default)s: once the master has it; KAIROS_SPOOL_REPLICAS)",
+    )
+    up.add_argument(
         "--workers",
         default=",".join(WORKERS),
         metavar="LIST",

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector import STATS, InvalidInput, SpoolFull, Unauthorized, read_request
+from collector.errors import NotReplicated
 from collector.wire import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
 from edge.api.auth import key_from_header, require_key
 from edge.api.responses import error
@@ -76,7 +77,7 @@ async def collect(request: Request, kind: str) -> Response:
         return error(
             401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'}
         )
-    except SpoolFull as exc:
+    except (SpoolFull, NotReplicated) as exc:
         await _count_rejected(state, exc.code)
         return error(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})
     except redis.RedisError as exc:

@@ -72,6 +72,14 @@ def up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.spool_replicas and not args.redis_url:
+        print("kairos: --spool-replicas: the embedded Redis has no replicas; give --redis-url "
+              "a Redis with replicas (a cluster's masters each with one, or a replicated "
+              "server)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.spool_replicas < 0:
+        print("kairos: --spool-replicas must be 0 or more", file=sys.stderr)
+        return 2
     keys = load_keys(data_dir, args.write_key, args.secret_key)
     redis_server = None if args.redis_url else EmbeddedRedis(data_dir, args.fsync)
     redis_url = args.redis_url or redis_server.url  # type: ignore[union-attr]
@@ -90,6 +98,7 @@ def up(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         spool_limit=args.spool_limit,
+        spool_replicas=args.spool_replicas,
         consent=config.consent,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
         decide_timeout=args.decide_timeout_ms / 1000,
