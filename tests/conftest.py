@@ -230,7 +230,11 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
         config: Any = None,
         **changes: Any,
     ) -> Engine:
-        settings = replace(settings, port=free_port(), **changes)
+        # The port is bound here and handed to uvicorn: no other process can take it between
+        # choosing it and listening on it.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        settings = replace(settings, port=listener.getsockname()[1], **changes)
 
         def run(name: str, **options: Any) -> None:
             given = worker_needs(settings.redis_url, f"test-{name}", config, clickhouse_url)
@@ -253,7 +257,7 @@ def engine_factory(clickhouse_url: str) -> Iterator[Callable[..., Engine]]:
             lifespan="on",
         )
         server = _Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
         while not server.started:

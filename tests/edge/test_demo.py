@@ -149,7 +149,8 @@ def _sign_in(client: httpx.Client) -> None:
     assert "Hi Ada" not in hero(anonymousId="ada-device", userId=uid)  # unsigned: the device only
     assert "Hi Ada" not in hero(anonymousId="ada-device")  # her profile now: needs her hash
     # A cookie the demo did not make gets no signature (the demo signs only its own ids).
-    forged = httpx.Cookies({SHOPPER: f"{uid[:-1]}0.{options['userHash']}"})
+    other_id = uid[:-1] + ("1" if uid.endswith("0") else "0")  # another id, her hash
+    forged = httpx.Cookies({SHOPPER: f"{other_id}.{options['userHash']}"})
     with httpx.Client(base_url=str(client.base_url), cookies=forged) as other:
         assert "userHash" not in _options(other.get("/demo").text)
     out = client.post("/demo/logout")
