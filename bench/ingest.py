@@ -64,7 +64,7 @@ app = Starlette(routes=[Route("/v1/batch", discard, methods=["POST"])])
 """
 
 # One 100-event batch per request; messageIds carry the wrk thread, a counter and the index.
-_WRK_SCRIPT = r"""
+BATCH_SCRIPT = r"""
 local counter = 0
 local thread_id = "t"
 function init(args)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-"))
     script = work / "batch.lua"
     auth = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    script.write_text(_WRK_SCRIPT.replace("__AUTH__", auth))
+    script.write_text(BATCH_SCRIPT.replace("__AUTH__", auth))
     results: dict[str, dict[str, Any]] = {}
     verdict = Verdict()
 

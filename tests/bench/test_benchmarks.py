@@ -29,8 +29,9 @@ BENCHMARKS = {
     "learner": ["| naive |", "| learner |", "in process:"],
     "bandits": ["## bernoulli", "## contextual"],
     "recs_quality": ["## k = 4", "## Reading"],
+    "replicas": ["| replicas-0 |", "| replicas-1 |"],
 }  # fmt: skip
-WRK = {"decide", "ingest", "profiles", "recs", "api_workers"}
+WRK = {"decide", "ingest", "profiles", "recs", "api_workers", "replicas"}
 
 
 def _run(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
