@@ -69,6 +69,15 @@ def started_by_the_tests() -> list[tuple[int, str]]:
     return found
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the [cluster] run of each Redis test ``cluster`` (the fast loop leaves them out)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("redis_server") == "cluster":
+            item.add_marker(pytest.mark.cluster)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if a process a test started outlives the session (an orphaned worker, a

@@ -20,6 +20,8 @@ from collector.slots import key_slot
 from edge.runtime.stores import async_redis_client, redis_client
 from tests.redis_cluster import RedisCluster
 
+pytestmark = pytest.mark.cluster
+
 INCR_BY = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 
 

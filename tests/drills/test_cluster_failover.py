@@ -15,7 +15,7 @@ import pytest
 from tests.drills.conftest import Deadline, Sender, stored_counts, wait_stored
 from tests.redis_cluster import RedisCluster
 
-pytestmark = pytest.mark.slow  # a six-node cluster and a whole engine under load
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # nine nodes, a whole engine, load
 
 
 def test_a_master_failover_loses_no_acknowledged_message(drill_engine: Any, tmp_path: Path) -> None:
