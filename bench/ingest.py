@@ -232,8 +232,9 @@ def report(
         f"While ingesting at full speed (steady), the sink stored "
         f"{results['steady']['stored']:,.0f} events/s and the profile worker applied "
         f"{results['steady']['applied']:,.0f}/s; the sink ended {results['steady']['lag']:,.0f} "
-        f"events behind; {results['steady']['unresolved']:,.0f} were stored without a profile "
-        "id (the profile worker was more than 5 s behind).",
+        f"events behind (the spool holds them: the sink waits for the profile worker, up to "
+        f"--sink-profile-wait); {results['steady']['unresolved']:,.0f} were stored without a "
+        "profile id.",
         "",
         *verdict.lines(),
         "",
