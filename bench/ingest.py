@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,17 @@ def stats(data_dir: Path) -> dict[str, int]:
     raw = client.hgetall("{spool}:stats")
     client.close()
     return {k.decode(): int(float(v)) for k, v in raw.items()}
+
+
+def _sql(port: int, query: str) -> list[list[Any]]:
+    """A read-only query through the engine's /v1/sql (the secret key)."""
+    auth = base64.b64encode(f"{SECRET_KEY}:".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/sql", data=json.dumps({"query": query}).encode(),
+        headers={"authorization": f"Basic {auth}", "content-type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return list(json.loads(answer.read())["rows"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +203,19 @@ def main(argv: list[str] | None = None) -> int:
             results["steady"]["stored"] = stored / args.seconds
             results["steady"]["applied"] = applied / args.seconds
             results["steady"]["lag"] = after["accepted"] - after.get("sink_inserted", 0)
-            results["steady"]["unresolved"] = after.get("sink_unresolved", 0)
+            # Then until everything is stored: each event must carry its profile id.
+            started, accepted = time.monotonic(), after["accepted"]
+            while stats(data).get("sink_inserted", 0) < accepted:
+                if time.monotonic() - started > 900:
+                    raise RuntimeError("the sink did not catch up within 15 minutes")
+                time.sleep(0.2)
+            results["steady"]["caught_up"] = time.monotonic() - started
+            results["steady"]["unresolved"] = stats(data).get("sink_unresolved", 0)
+            total, missing = _sql(port, "SELECT count(), countIf(profile_id = '') FROM events "
+                                  "WHERE startsWith(message_id, 'steady')")[0]  # fmt: skip
+            verdict.answers("profile ids", int(total), int(missing),
+                            "events stored without a profile id")  # fmt: skip
+            results["steady"]["stored_total"], results["steady"]["missing"] = total, missing
         finally:
             stop(proc)
     finally:
@@ -233,8 +258,9 @@ def report(
         f"{results['steady']['stored']:,.0f} events/s and the profile worker applied "
         f"{results['steady']['applied']:,.0f}/s; the sink ended {results['steady']['lag']:,.0f} "
         f"events behind (the spool holds them: the sink waits for the profile worker, up to "
-        f"--sink-profile-wait); {results['steady']['unresolved']:,.0f} were stored without a "
-        "profile id.",
+        f"--sink-profile-wait) and caught up {results['steady']['caught_up']:.1f} s after the "
+        f"load; of the {results['steady']['stored_total']:,} events it stored, "
+        f"{results['steady']['missing']:,} have no profile id.",
         "",
         *verdict.lines(),
         "",
