@@ -63,6 +63,9 @@ class Coalescer:
         self.timeout = timeout
         self._cluster = isinstance(client, redis.asyncio.RedisCluster)
         self._nodes: dict[Address | None, _Node] = {}
+        # A single server: its one node, and the short path for plain commands (no _Call, no
+        # routing: a few µs per command count on the decide path).
+        self._single = None if self._cluster else self._node(None)
         self._slots: SlotTable | None = None
         self._unrouted: list[_Call] = []  # cluster: waiting for the slot table
         self._loading: asyncio.Future[None] | None = None
@@ -88,6 +91,17 @@ class Coalescer:
 
     def command(self, *args: Any) -> asyncio.Future[Any]:
         """Send one command (``"HGETALL", key``: the key second) in the next pipeline."""
+        single = self._single
+        if single is not None:
+            loop = self._loop
+            if loop is None or loop.is_closed():  # (``_running``, inline: a call per command)
+                loop = self._running()
+            future = loop.create_future()
+            single.pending.append(([hiredis.pack_command(args)], future))
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._flush)
+            return future
         key = args[1] if len(args) > 1 else None
         return self._send(_Call([hiredis.pack_command(args)], None, key, self.future()))
 
@@ -114,12 +128,13 @@ class Coalescer:
         return loop
 
     async def aclose(self) -> None:
-        nodes, self._nodes = list(self._nodes.values()), {}
-        await asyncio.gather(*(node.aclose() for node in nodes))
+        """Close the connections (a command after this opens them again)."""
+        await asyncio.gather(*(node.aclose() for node in self._nodes.values()))
 
     def _queue(self, node: _Node, packed: list[bytes], reply: asyncio.Future[Any]) -> None:
         node.pending.append((packed, reply))
-        self._dirty[node] = None
+        if self._single is None:
+            self._dirty[node] = None
         self._schedule()
 
     def _schedule(self) -> None:
@@ -133,6 +148,9 @@ class Coalescer:
             for produce in before:
                 produce()
         self._scheduled = False
+        if self._single is not None:
+            self._single.flush()
+            return
         dirty, self._dirty = self._dirty, {}
         for node in dirty:
             node.flush()
