@@ -137,24 +137,7 @@ def test_events_wait_for_an_updater_that_is_about_to_read_them(
     ensure_group(r, "profiles")
     r.xgroup_setid("{spool}:log", "profiles", read_up_to)
     fill(redis_url, batches=20, size=50)
-    stop = threading.Event()
-    updater: list[threading.Thread] = []
-
-    def late_updater() -> bool:
-        if not updater and count(ch) == 0:
-            time.sleep(1.0)  # the sink is holding the first batch by now
-            updater.append(start("profiles", worker_needs(redis_url, "late"), stop, interval=0.05))
-        return count(ch) >= 1000
-
-    try:
-        run_sink(redis_url, clickhouse_url, until=late_updater)
-    finally:
-        stop.set()
-        for thread in updater:
-            thread.join(30)
-    assert count(ch) == 1000
-    assert ch.query("SELECT count() FROM events WHERE profile_id = ''").result_rows == [(0,)]
-    assert r.hget(STATS, "sink_unresolved") in (None, b"0")
+    _sink_with_a_late_updater(redis_url, ch, clickhouse_url, r)
 
 
 def test_events_wait_for_an_updater_far_behind_within_the_bound(
@@ -167,24 +150,7 @@ def test_events_wait_for_an_updater_far_behind_within_the_bound(
     fill(redis_url, batches=10, size=50)
     time.sleep(6.0)  # the updater is now 6 s behind the newest entries (formerly: 5 s at most)
     fill(redis_url, batches=10, size=50, prefix="later")
-    stop = threading.Event()
-    updater: list[threading.Thread] = []
-
-    def late_updater() -> bool:
-        if not updater and count(ch) == 0:
-            time.sleep(1.0)  # the sink is holding the batch by now
-            updater.append(start("profiles", worker_needs(redis_url, "late"), stop, interval=0.05))
-        return count(ch) >= 1000
-
-    try:
-        run_sink(redis_url, clickhouse_url, until=late_updater)
-    finally:
-        stop.set()
-        for thread in updater:
-            thread.join(30)
-    assert count(ch) == 1000
-    assert ch.query("SELECT count() FROM events WHERE profile_id = ''").result_rows == [(0,)]
-    assert r.hget(STATS, "sink_unresolved") in (None, b"0")
+    _sink_with_a_late_updater(redis_url, ch, clickhouse_url, r)
 
 
 def test_past_the_bound_events_are_stored_without_ids_and_said_loudly(
@@ -204,3 +170,26 @@ def test_past_the_bound_events_are_stored_without_ids_and_said_loudly(
     assert abs(int(r.hget(STATS, "sink_unresolved_at") or 0) - time.time()) < 30
     assert any(record.levelname == "ERROR" and "too far behind" in record.getMessage()
                for record in caplog.records)  # fmt: skip
+
+
+def _sink_with_a_late_updater(redis_url: str, ch: Any, clickhouse_url: str, r: redis.Redis) -> None:
+    """Run the sink over the 1,000 spooled events; the profile updater starts a second after the
+    sink took its first batch. Every event must be stored with its profile id."""
+    stop = threading.Event()
+    updater: list[threading.Thread] = []
+
+    def late_updater() -> bool:
+        if not updater and count(ch) == 0:
+            time.sleep(1.0)  # the sink is holding the first batch by now
+            updater.append(start("profiles", worker_needs(redis_url, "late"), stop, interval=0.05))
+        return count(ch) >= 1000
+
+    try:
+        run_sink(redis_url, clickhouse_url, until=late_updater)
+    finally:
+        stop.set()
+        for thread in updater:
+            thread.join(30)
+    assert count(ch) == 1000
+    assert ch.query("SELECT count() FROM events WHERE profile_id = ''").result_rows == [(0,)]
+    assert r.hget(STATS, "sink_unresolved") in (None, b"0")
