@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edge.runtime.workers import WORKERS
@@ -16,22 +17,50 @@ ROOT = Path(__file__).resolve().parents[2]
 NOT_WORKERS = {"redis", "clickhouse", "api"}
 
 
-def test_docker_compose_runs_one_service_per_worker_kind() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cluster.yml"]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_docker_compose_runs_one_service_per_worker_kind(path: str) -> None:
+    compose = yaml.safe_load((ROOT / path).read_text())
     services = compose["services"]
-    assert set(services) - NOT_WORKERS == set(WORKERS)
+    stores = {name for name in services if name.startswith("redis")}
+    assert set(services) - NOT_WORKERS - stores == set(WORKERS)
     for name, kind in WORKERS.items():
         command = services[name]["command"]
         assert command[:3] == ["kairos", "worker", name], name
         assert ("--api-url" in command) == ("api" in kind.needs), name
 
 
-def test_docker_compose_says_which_workers_run_once() -> None:
-    text = (ROOT / "docker-compose.yml").read_text()
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_docker_compose_says_which_workers_run_once(path: str) -> None:
+    text = (ROOT / path).read_text()
     for name, kind in WORKERS.items():
         (comment,) = re.findall(rf"^  {name}:  # (.*)$", text, flags=re.M)
         assert kind.summary in comment, name
         assert ("one per spool" in comment) == kind.one_per_spool, name
+
+
+def test_the_cluster_compose_file_is_a_replicated_cluster() -> None:
+    """Nine nodes (3 masters, 2 replicas each: WAIT 1 still holds after a failover), joined
+    once, and every Kairos process told it is a cluster that must confirm appends."""
+    compose = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+    services = compose["services"]
+    nodes = [name for name in services if name.startswith("redis-") and name[6:].isdigit()]
+    assert len(nodes) == 9
+    for name in nodes:
+        command = services[name]["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert command[command.index("--cluster-announce-hostname") + 1] == name
+    assert "--cluster-replicas 2" in services["redis-cluster"]["command"][0]
+    for name in ["api", *WORKERS]:
+        environment = services[name]["environment"]
+        assert (
+            environment["KAIROS_REDIS_CLUSTER"] == "1"
+            and environment["KAIROS_SPOOL_REPLICAS"] == "1"
+        )
+        assert services[name]["depends_on"]["redis-cluster"]["condition"] == (
+            "service_completed_successfully")  # fmt: skip
 
 
 def test_the_cli_offers_exactly_the_table() -> None:
