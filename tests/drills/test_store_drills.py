@@ -21,6 +21,7 @@ import httpx
 import pytest
 import redis
 
+from decisions.catalog import REFRESH_SECONDS
 from edge.cli import main
 from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic
 from tests.drills.conftest import (
@@ -114,6 +115,10 @@ def test_redis_restart_keeps_state_and_decide_never_fails(drill_engine: Any) -> 
         answers.append(f"{answer.status_code} {answer.text[:300]}")
         return answer.json()["decisions"].get("hero") if answer.status_code == 200 else None
 
+    # Every API process refreshes its catalog every REFRESH_SECONDS; one that was still starting
+    # during the PUT (not listening yet, so the probes below could not reach it) loaded before
+    # the PUT and has refreshed since by the end of this wait.
+    time.sleep(2 * REFRESH_SECONDS + 0.5)
     # Twenty in a row: the kernel picks the process per connection, so all of them landing on
     # one process that has the placement while the other has not is a one-in-500,000 chance.
     deadline.wait_for("the placement in both API processes", lambda: all(
