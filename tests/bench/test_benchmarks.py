@@ -30,6 +30,7 @@ BENCHMARKS = {
     "bandits": ["## bernoulli", "## contextual"],
     "recs_quality": ["## k = 4", "## Reading"],
     "replicas": ["| replicas-0 |", "| replicas-1 |"],
+    "decision_memory": ["| per decision |", "| per million decisions |"],
 }  # fmt: skip
 WRK = {"decide", "ingest", "profiles", "recs", "api_workers", "replicas"}
 
