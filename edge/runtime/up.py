@@ -339,9 +339,13 @@ def _banner(
     names those; they are kept in keys.json); otherwise the banner says where it comes from, never
     what it is."""
     from edge.runtime.keys import KEY_ENV, keys_file, stored_keys
+    from edge.runtime.stores import is_cluster
 
     base = f"http://{settings.host}:{settings.port}"
-    redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else ""
+    redis_note = " (embedded, AOF fsync everysec)" if embedded_redis else (
+        " (Redis Cluster)" if is_cluster(settings.redis_url) else "")  # fmt: skip
+    if settings.spool_replicas:
+        redis_note += f"; ingestion waits for {settings.spool_replicas} replica(s)"
     ch_note = " (embedded)" if clickhouse_url.startswith("chdb://") else ""
     path, stored = keys_file(data_dir), stored_keys(data_dir)
     lines = []

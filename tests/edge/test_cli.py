@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from edge.runtime.stores import redis_client
+from edge.runtime.stores import is_cluster, redis_client
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, Process, basic, free_port
 from tests.helpers import eventually, put_placement
 
@@ -187,6 +187,8 @@ def test_up_on_an_external_redis(kairos_process: Any, redis_url: str) -> None:
     sent = send(engine, 3, 20)
     assert wait_rows(engine, sent) == sent
     assert not (engine.data_dir / "redis").exists()  # no private Redis was started
+    banner = (engine.data_dir / "engine.log").read_text()
+    assert ("(Redis Cluster)" in banner) == is_cluster(redis_url)
     assert redis_client(redis_url).hget("{spool}:stats", "accepted") == b"60"
 
 
