@@ -82,8 +82,26 @@ def track(engine: Engine, who: str, event: str, **properties: Any) -> None:
     assert answer.status_code == 200
 
 
+_STORES: dict[str, Any] = {}
+
+
+def _store(url: str) -> Any:
+    """One client per Redis for the polls below (a cluster client per poll costs a slot-table
+    read each, hundreds per test); closed when the session ends."""
+    if url not in _STORES:
+        _STORES[url] = redis_client(url)
+    return _STORES[url]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    for client in _STORES.values():
+        client.close()
+
+
 def run_of(engine: Engine, who: str, journey: str) -> dict[str, Any] | None:
-    r = redis_client(engine.settings.redis_url)
+    r = _store(engine.settings.redis_url)
     pid = r.get(f"{{id:anonymous_id:{who}}}")
     raw = r.hget(runs_key(pid.decode()), journey) if pid else None
     return json.loads(raw) if raw else None
