@@ -76,7 +76,7 @@ from bench.harness import (  # noqa: E402
     wrk,
 )
 from bench.profiles import fill, run_updater, traffic  # noqa: E402
-from collector.spool import group_lags  # noqa: E402
+from collector.reader import group_lags  # noqa: E402
 from decisions.placements import PLACEMENT, put_placement  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 

@@ -27,13 +27,15 @@ if __package__ in (None, ""):  # run as a script: python bench/decision_memory.p
 import msgspec
 
 from bench.harness import ROOT, add_options, machine, parse, publish
-from collector import SpoolReader
-from collector.spool import STREAM, ensure_group
+from collector import Layout, SpoolReader
+from collector.reader import ensure_group
 from decisions.placements import PLACEMENT, put_placement
 from decisions.records import Logged, new_decision_id
 from decisions.rewards import RewardWorker
 from edge.runtime.embedded_redis import EmbeddedRedis
 from edge.runtime.stores import redis_client
+
+STREAM = Layout(1).partition(0).log  # the bench's spool has one partition
 
 REPORT = ROOT / "bench" / "reports" / "decision_memory.md"
 QUICK = {"decisions": 20_000, "visitors": 2_000}

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import add_options, machine, parse, publish  # noqa: E402
 from bench.profiles import fill, run_updater  # noqa: E402
 from collector import SpoolReader, wire  # noqa: E402
-from collector.spool import ensure_group, profile_ids  # noqa: E402
+from collector.reader import ensure_group, profile_ids  # noqa: E402
 from edge.cli.progress import Progress  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from journeys.runs import RUN, Person, enter, triggers  # noqa: E402

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import add_options, machine, parse, publish  # noqa: E402
 from bench.profiles import fill  # noqa: E402
 from collector import SpoolReader  # noqa: E402
-from collector.spool import Entry, ensure_group  # noqa: E402
+from collector.reader import Entry, ensure_group  # noqa: E402
 from edge.cli.progress import Progress  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles import ProfileStore, ProfileUpdater  # noqa: E402

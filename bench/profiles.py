@@ -51,7 +51,7 @@ from bench.harness import (  # noqa: E402
     wrk,
 )
 from collector import Spool, SpoolReader, read_request  # noqa: E402
-from collector.spool import ensure_group  # noqa: E402
+from collector.reader import ensure_group  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles import LeadScoring, ProfileStore, ProfileUpdater, ScoreRule  # noqa: E402
 

@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import add_options, parse, publish  # noqa: E402
 from bench.profiles import fill  # noqa: E402
 from collector import Sink, SpoolReader, connect, embedded_url, migrate  # noqa: E402
-from collector.spool import ensure_group  # noqa: E402
+from collector.reader import ensure_group  # noqa: E402
 from collector.store import open_store  # noqa: E402
 from edge.cli.progress import Progress  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402

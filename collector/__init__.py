@@ -2,18 +2,20 @@
 
 from collector.errors import InvalidInput, SpoolFull, Unauthorized
 from collector.intake import Intake, read_request
+from collector.partitions import Layout, layout_of
+from collector.reader import Entry, SpoolReader, spool_state
 from collector.schema import migrate
 from collector.sink import Sink
-from collector.spool import STATS, STREAM, Appended, Entry, Spool, SpoolReader, spool_state
+from collector.spool import STATS, Appended, Spool, spool_stats
 from collector.store import connect, embedded_url
 
 __all__ = [
     "STATS",
-    "STREAM",
     "Appended",
     "Entry",
     "Intake",
     "InvalidInput",
+    "Layout",
     "Sink",
     "Spool",
     "SpoolFull",
@@ -21,7 +23,9 @@ __all__ = [
     "Unauthorized",
     "connect",
     "embedded_url",
+    "layout_of",
     "migrate",
     "read_request",
     "spool_state",
+    "spool_stats",
 ]

@@ -1,10 +1,11 @@
 """The sink: drains the spool into ClickHouse's ``events`` table, exactly once.
 
-Batches close on size (messages or entries) or on time. A batch is acknowledged in the spool only
-after ClickHouse took it. Each insert carries a dedup token made of its first and last entry ids,
-and a consumer keeps one batch in flight, so a batch replayed after a crash (by the same sink
-re-reading its pending list, or by a peer claiming it) is the same batch with the same token and
-ClickHouse stores it once. While ClickHouse is down the sink backs off and retries; the spool
+Batches (of one partition) close on size (messages or entries) or on time. A batch is
+acknowledged in the spool only after ClickHouse took it. Each insert carries a dedup token made
+of its partition and its first and last entry ids (two partitions can make the same ids), and a
+consumer keeps one batch in flight per partition, so a batch replayed after a crash (by the
+partition's next holder claiming it) is the same batch with the same token and ClickHouse
+stores it once. While ClickHouse is down the sink backs off and retries; the spool
 holds the data meanwhile.
 
 Payloads go to ClickHouse as they are (JSON lines); the schema's materialized view maps them to
@@ -22,8 +23,10 @@ from typing import Any
 import msgspec
 import redis
 
+from collector.partitions import Partition
+from collector.reader import SUPPRESSED, Entry, SpoolReader, oldest_unapplied, trim
 from collector.schema import INTAKE_SETTINGS
-from collector.spool import PIDS, STATS, STREAM, SUPPRESSED, Entry, SpoolReader, trim
+from collector.spool import STATS
 from collector.worker import SpoolWorker, Stopped
 
 __all__ = ["INSERT_BUCKETS", "Sink"]
@@ -57,7 +60,7 @@ class Sink(SpoolWorker):
     """One sink consumer; ``run`` loops until ``stop`` is set (a thread or a process of its own).
 
     Its batches close on size or time (``read``), and every few seconds it trims what every
-    group has acknowledged and takes over the batch of a peer that went silent (``between``).
+    group has acknowledged in the partitions it holds (``between``).
     """
 
     name = "sink"
@@ -69,14 +72,12 @@ class Sink(SpoolWorker):
         max_messages: int = 20_000,
         max_entries: int = 2_000,
         interval: float = 1.0,
-        dead_after: float = 60.0,
         profiles_group: str | None = "profiles",
         profile_wait: float = 300.0,
     ):
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.store = store
         self.max_messages = max_messages
-        self.dead_after = dead_after
         self.profiles_group = profiles_group
         self.profile_wait = profile_wait
         self._per_entry = 100  # messages per spool entry, as last seen
@@ -104,10 +105,15 @@ class Sink(SpoolWorker):
             # Entries hold 1..thousands of messages: ask for as many as should fill the batch.
             want = -(-(self.max_messages - messages) // self._per_entry)
             want = max(1, min(want, self.max_entries - len(entries)))
-            got = self.reader.read(want, max(1, int(remaining * 1000)))
+            more = entries[0].partition if entries else None  # a batch keeps to one partition
+            got = self.reader.read(want, max(1, int(remaining * 1000)), more)
             if not got:
+                if more is not None:
+                    break
                 continue
             entries.extend(got)
+            if self.reader.replayed:  # the batch in flight before: replayed as it was
+                break
             read = sum(entry.count for entry in got)
             messages += read
             self._per_entry = max(1, read // len(got))
@@ -134,7 +140,7 @@ class Sink(SpoolWorker):
             if entry is not None and not self._command(entry, stop):
                 return None
         counters: dict[str, float] = {
-            "sink_inserted": sum(e.count for e in entries if e.id not in dead),
+            "sink_inserted": sum(e.count for e in entries if e.ref not in dead),
             "sink_batches": 1,
             "sink_insert_seconds_sum": elapsed,
         }
@@ -184,7 +190,8 @@ class Sink(SpoolWorker):
             table, body = "events_intake", b"".join(self._stamped(entries))
         if not body:
             return
-        token = f"{table}:{entries[0].id}:{entries[-1].id}:{len(entries)}"
+        first, last = entries[0], entries[-1]
+        token = f"{table}:{first.partition.index}:{first.id}:{last.id}:{len(entries)}"
         self.store.raw_insert(
             table,
             None,
@@ -197,7 +204,7 @@ class Sink(SpoolWorker):
         """Run a spool command (an erasure: delete a person's events). Idempotent."""
         command = entry.command or {}
         if command.get("kind") != "erase":
-            log.error("unknown spool command; skipped", extra={"entry": entry.id})
+            log.error("unknown spool command; skipped", extra={"entry": entry.ref})
             return True
         delay = 0.5
         while True:
@@ -211,7 +218,7 @@ class Sink(SpoolWorker):
                             "users": command.get("user_ids", []),
                         },
                     )
-                log.info("erased a person's events", extra={"entry": entry.id})
+                log.info("erased a person's events", extra={"entry": entry.ref})
                 self._count({"sink_erasures": 1})
                 return True
             except Exception as exc:
@@ -234,8 +241,9 @@ class Sink(SpoolWorker):
         ``/healthz`` says the engine is degraded (``sink_unresolved_at``). Without a profile
         updater on the spool (no such group), nothing waits.
         """
-        keys = [PIDS + entry.id for entry in entries if entry.count]
-        behind = self._updater_behind() if self.profiles_group and keys else None
+        keys = [entry.partition.pids + entry.id for entry in entries if entry.count]
+        partition = entries[0].partition
+        behind = self._updater_behind(partition) if self.profiles_group and keys else None
         found: dict[str, bytes | None] = {}
         if behind is not None:
             measured = time.monotonic()
@@ -247,10 +255,11 @@ class Sink(SpoolWorker):
                     raise Stopped  # the batch is replayed at the next start
                 time.sleep(0.02)
                 if time.monotonic() - measured >= 1.0:
-                    behind, measured = self._updater_behind() or 0.0, time.monotonic()
+                    behind = self._updater_behind(partition) or 0.0
+                    measured = time.monotonic()
         stamped, unresolved, withheld = [], 0, 0
         for entry in entries:
-            pids = found.get(PIDS + entry.id)
+            pids = found.get(entry.partition.pids + entry.id)
             if pids is None:
                 unresolved += entry.count if behind is not None else 0
                 stamped.append(entry.payload)
@@ -269,33 +278,20 @@ class Sink(SpoolWorker):
             self._count({"sink_unresolved": unresolved, "sink_suppressed": withheld})
         return stamped
 
-    def _updater_behind(self) -> float | None:
-        """Seconds since the oldest entry the profile updater has not applied yet was appended
-        (0: it has applied everything; None: no profile updater on this spool).
-
-        An updater that has read nothing yet (its group was made at the start of the spool,
-        "0-0", before it started) or that read everything before a quiet night is not behind by
-        56 years or a night: the entries it has yet to read are the new ones. One that stopped,
-        fell behind, or died holding a batch leaves an old entry unapplied, so this grows with
-        the time since.
-        """
+    def _updater_behind(self, partition: Partition) -> float | None:
+        """Seconds since the oldest entry of ``partition`` the profile updater has not applied
+        yet was appended (0: it has applied everything; None: no profile updater on this
+        spool). One that stopped, fell behind, or died holding a batch leaves an old entry
+        unapplied, so this grows with the time since."""
         client = self.reader.client
         try:
-            groups = client.xinfo_groups(STREAM)
+            groups = client.xinfo_groups(partition.log)
         except redis.ResponseError:
             return None
         for group in groups:
-            if _name(group["name"]) != self.profiles_group:
-                continue
-            if group["pending"]:
-                oldest: Any = client.xpending(STREAM, self.profiles_group)["min"]
-            else:
-                delivered = _name(group["last-delivered-id"])
-                unread = client.xrange(STREAM, f"({delivered}", "+", count=1)
-                oldest = unread[0][0] if unread else None
-            if oldest is None:
-                return 0.0
-            return max(0.0, time.time() - int(_name(oldest).partition("-")[0]) / 1000)
+            if _name(group["name"]) == self.profiles_group:
+                oldest = oldest_unapplied(client, partition, group)
+                return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
         return None
 
     def _isolate(
@@ -305,9 +301,9 @@ class Sink(SpoolWorker):
             self.reader.dead_letter(entries[0], error)
             log.error(
                 "ClickHouse refused a spool entry; kept in the dead-letter stream",
-                extra={"entry": entries[0].id, "error": error},
+                extra={"entry": entries[0].ref, "error": error},
             )
-            return 0.0, {entries[0].id}
+            return 0.0, {entries[0].ref}
         half = len(entries) // 2
         elapsed, dead = 0.0, set[str]()
         for part in (entries[:half], entries[half:]):
@@ -318,15 +314,11 @@ class Sink(SpoolWorker):
         return elapsed, dead
 
     def _housekeeping(self, stop: threading.Event) -> None:
-        trimmed = trim(self.reader.client)
-        if trimmed:
-            log.debug("spool trimmed", extra={"entries": trimmed})
-        orphans = self.reader.claim_dead(int(self.dead_after * 1000), self.max_entries)
-        if orphans:
-            log.info("claimed a silent peer's batch", extra={"entries": len(orphans)})
-            counters = self._store(orphans, stop)
-            if counters is not None:  # stored: acknowledged now (a Redis error replays it)
-                self.reader.ack(orphans, counters)
+        for partition in self.reader.held:
+            trimmed = trim(self.reader.client, partition)
+            if trimmed:
+                log.debug("spool trimmed", extra={"partition": partition.index,
+                                                  "entries": trimmed})  # fmt: skip
 
     def _count(self, counters: dict[str, float]) -> None:
         try:

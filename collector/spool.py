@@ -1,16 +1,19 @@
-"""The spool: a Redis Stream that every event and decision enters before the HTTP 200.
+"""The spool: Redis Streams that every event and decision enters before the HTTP 200.
 
-Appending is one round trip: a Lua script checks the batch's message ids against the dedup
-window, refuses when the spool is at its limit, records the ids, appends one stream entry for the
-whole batch and counts it, atomically. Workers downstream each read the stream with their own
-consumer group and acknowledge only what they have durably applied.
-
-Keys share the ``{spool}`` hash tag: one slot, as a script on Redis Cluster requires.
+The spool is split in partitions (``collector.partitions``: which person goes where, and each
+partition's keys under one hash tag). Appending a request is one script per partition it
+touches, all in one round trip: the script checks the messages' ids against the partition's
+dedup window, refuses when the partition is at its limit, records the ids, appends one stream
+entry for the part and counts it, atomically. A request whose messages span partitions is
+answered 200 only when every part is in; when one part fails the client retries the whole
+request, and the parts already in find their ids in the dedup window and are not stored again
+(a person's messages always go to the same partition, so to the same dedup sets). Workers
+downstream read the streams with their own consumer groups (``collector.reader``).
 
 Dedup window: ids live in sets bucketed by four hours; an append checks the buckets that cover
 the last 24 hours (seven sets) and adds to the current one, which expires 28 hours after it opens.
 Memory: about 64 bytes per id, i.e. ~5.5 GB per day at a steady 1,000 messages/s, ~55 MB per day at
-10 messages/s.
+10 messages/s, spread over the partitions (so over a cluster's shards).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from hashlib import blake2b
@@ -32,92 +34,126 @@ from collector import wire
 from collector.coalesce import Coalescer
 from collector.errors import NotReplicated, SpoolFull
 from collector.intake import ID_BYTES, Intake
+from collector.partitions import Layout, Partition, layout_of
 from collector.scripts import lua
 
 __all__ = [
     "STATS",
-    "STREAM",
     "Appended",
     "DecisionLog",
-    "Entry",
     "Spool",
-    "SpoolReader",
     "append_command",
     "append_now",
-    "group_lags",
-    "spool_state",
+    "partition_of",
+    "spool_stats",
 ]
 
 log = logging.getLogger("kairos.spool")
 
-STREAM = "{spool}:log"
-STATS = "{spool}:stats"
-DEAD = "{spool}:dead"  # entries ClickHouse refused as data, kept for people to look at
-PIDS = "{spool}:pids:"  # + entry id: JSON list of each message's profile id (profile updater)
-SUPPRESSED = "!"  # in such a list: the message is an erased person's, not to be stored
-SEEN = "{spool}:seen:"
-EVENTS = b"e"  # stream field holding the messages, one JSON line each
-COUNT = b"n"  # stream field holding how many
-COMMAND = b"x"  # stream field of a command entry (JSON)
-DECISIONS = b"d"  # stream field holding decisions, one JSON line each
+STATS = "{spool}:stats"  # spool-wide counters (each partition has its own beside it)
 DEDUP_WINDOW = 24 * 3600
 DEDUP_BUCKET = 4 * 3600
 
-# One round trip per request: dedup, limit, append and count, atomically (all ``{spool}`` keys).
+# One script per partition and request: dedup, limit, append and count, atomically.
 APPEND = lua(__file__, "append.lua")
+
+
+def partition_of(layout: Layout, message: wire.Message) -> int:
+    """The partition of a message: its person's ``anonymousId``, else ``userId``, else (no
+    person: a rare server event) its ``messageId``."""
+    identity = message.anonymous_id or message.user_id or message.message_id or ""
+    return layout.of(str(identity))
 
 
 @dataclass(frozen=True, slots=True)
 class Appended:
     accepted: int
     duplicates: int
-    entry_id: str | None
+    entry_id: str | None  # the (first) entry made, ``partition/id``; None: all were repeats
 
 
-@lru_cache(maxsize=2)
-def _seen_keys(bucket: int) -> list[str]:
+@lru_cache(maxsize=64)
+def _seen_keys(partition: Partition, bucket: int) -> list[str]:
     """The stream, the stats hash, then the dedup sets covering the window, newest first."""
     count = -(-DEDUP_WINDOW // DEDUP_BUCKET) + 1
-    return [STREAM, STATS, *(f"{SEEN}{bucket - back}" for back in range(count))]
+    seen = partition.seen
+    return [partition.log, partition.stats, *(f"{seen}{bucket - back}" for back in range(count))]
 
 
 def _message_ids(messages: list[wire.Message]) -> list[bytes]:
     return [blake2b(str(m.message_id).encode(), digest_size=ID_BYTES).digest() for m in messages]
 
 
-def _arguments(
-    messages: list[wire.Message], ids: list[bytes], limit: int, duplicates: int
-) -> tuple[list[str], list[Any]]:
-    keys = _seen_keys(int(time.time()) // DEDUP_BUCKET)
-    ttl = DEDUP_WINDOW + DEDUP_BUCKET
-    return keys, [b"".join(ids), limit, ttl, ID_BYTES, duplicates, wire.to_lines(messages)]
+@dataclass(slots=True)
+class _Part:
+    """The messages of one request that go to one partition, as the script leaves them."""
+
+    partition: Partition
+    messages: list[wire.Message]
+    ids: list[bytes]
+    duplicates: int = 0
+    entry_id: str | None = None
+
+    def arguments(self, limit: int) -> tuple[list[str], list[Any]]:
+        keys = _seen_keys(self.partition, int(time.time()) // DEDUP_BUCKET)
+        ttl = DEDUP_WINDOW + DEDUP_BUCKET
+        payload = wire.to_lines(self.messages)
+        return keys, [b"".join(self.ids), limit, ttl, ID_BYTES, self.duplicates, payload]
+
+    def settle(self, reply: Any, limit: int) -> bool:
+        """Read the script's reply: True when done; else the repeats it found are dropped
+        and the rest goes again."""
+        status, detail = reply
+        if status == 1:
+            self.entry_id = f"{self.partition.index}/{detail.decode()}"
+            return True
+        if status == -1:
+            raise SpoolFull(int(detail), limit)
+        seen = set(detail)
+        kept = [i for i in range(len(self.messages)) if i not in seen]
+        self.messages = [self.messages[i] for i in kept]
+        self.ids = [self.ids[i] for i in kept]
+        self.duplicates += len(seen)
+        return not self.messages
 
 
-def _settle(
-    reply: Any, messages: list[wire.Message], ids: list[bytes], duplicates: int, limit: int
-) -> tuple[Appended | None, list[wire.Message], list[bytes], int]:
-    """Read the script's reply: done, or the messages left once repeats are dropped."""
-    status, detail = reply
-    if status == 1:
-        return Appended(len(messages), duplicates, detail.decode()), messages, ids, duplicates
-    if status == -1:
-        raise SpoolFull(int(detail), limit)
-    seen = set(detail)  # some ids were seen before: drop them and try again
-    kept = [i for i in range(len(messages)) if i not in seen]
-    return None, [messages[i] for i in kept], [ids[i] for i in kept], duplicates + len(seen)
+def _parts(layout: Layout, intake: Intake) -> list[_Part]:
+    if layout.count == 1:
+        return [_Part(layout.partition(0), intake.messages, intake.ids, intake.duplicates)]
+    parts: dict[int, _Part] = {}
+    for message, id_ in zip(intake.messages, intake.ids):
+        index = partition_of(layout, message)
+        part = parts.get(index)
+        if part is None:
+            part = parts[index] = _Part(layout.partition(index), [], [])
+        part.messages.append(message)
+        part.ids.append(id_)
+    ordered = [parts[i] for i in sorted(parts)]
+    if ordered:
+        ordered[0].duplicates = intake.duplicates  # counted once, with the first part
+    return ordered
+
+
+def _appended(parts: list[_Part], duplicates: int) -> Appended:
+    accepted = sum(len(p.messages) for p in parts if p.entry_id)
+    repeats = sum(p.duplicates for p in parts) if parts else duplicates
+    made = [p.entry_id for p in parts if p.entry_id]
+    return Appended(accepted, repeats, made[0] if made else None)
 
 
 class Spool:
     """The append side, used by the collector on the request path (asyncio).
 
-    ``replicas``: an append is done only once that many replicas of the spool's Redis have it
-    (``WAIT``, at most ``replica_timeout_ms``; else ``NotReplicated``), so that a failover
+    ``limit``: entries a partition may hold (a full one answers ``SpoolFull``: backpressure);
+    ``replicas``: an append is done only once that many replicas of the partition's Redis have
+    it (``WAIT``, at most ``replica_timeout_ms``; else ``NotReplicated``), so that a failover
     loses no acknowledged message. 0: done when the master has it (and its AOF, every second).
     """
 
-    def __init__(self, client: redis.asyncio.Redis, *, limit: int = 0, replicas: int = 0,
-                 replica_timeout_ms: int = 1000):  # fmt: skip
+    def __init__(self, client: redis.asyncio.Redis, layout: Layout | None = None, *,
+                 limit: int = 0, replicas: int = 0, replica_timeout_ms: int = 1000):  # fmt: skip
         self.client = client
+        self.layout = layout or Layout(1)
         self.limit = limit
         self.replicas = replicas
         self.replica_timeout_ms = replica_timeout_ms
@@ -128,28 +164,34 @@ class Spool:
         await self.calls.aclose()
 
     async def append(self, intake: Intake) -> Appended:
-        """Append the request's messages, dropping ids seen in the last 24 hours.
+        """Append the request's messages, dropping ids seen in the last 24 hours: done when
+        every partition's part is in (the first failure is raised once all have answered).
 
-        Raises SpoolFull when the spool holds ``limit`` entries or more.
+        Raises SpoolFull when a partition holds ``limit`` entries or more.
         """
-        messages, ids, duplicates = intake.messages, intake.ids, intake.duplicates
-        while messages:
-            keys, args = _arguments(messages, ids, self.limit, duplicates)
-            reply = await self.calls.run(APPEND, keys, args)
-            done, messages, ids, duplicates = _settle(reply, messages, ids, duplicates, self.limit)
-            if done is not None:
-                if self.replicas:
-                    await self._replicated()
-                return done
-        if duplicates:
-            await self.client.hincrby(STATS, "duplicates", duplicates)
-        return Appended(0, duplicates, None)
+        parts = _parts(self.layout, intake)
+        if len(parts) == 1:
+            await self._append(parts[0])
+        else:
+            results = await asyncio.gather(*map(self._append, parts), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        appended = _appended(parts, intake.duplicates)
+        if not appended.accepted and appended.duplicates:
+            await self.client.hincrby(STATS, "duplicates", appended.duplicates)
+        return appended
 
-    async def _replicated(self) -> None:
-        wait = ("WAIT", self.replicas, self.replica_timeout_ms)
-        confirmed = int(await self.calls.command_on(STREAM, *wait))
-        if confirmed < self.replicas:
-            raise NotReplicated(confirmed, self.replicas, self.replica_timeout_ms)
+    async def _append(self, part: _Part) -> None:
+        while part.messages:
+            keys, args = part.arguments(self.limit)
+            if part.settle(await self.calls.run(APPEND, keys, args), self.limit):
+                break
+        if self.replicas and part.entry_id:
+            wait = ("WAIT", self.replicas, self.replica_timeout_ms)
+            confirmed = int(await self.calls.command_on(part.partition.log, *wait))
+            if confirmed < self.replicas:
+                raise NotReplicated(confirmed, self.replicas, self.replica_timeout_ms)
 
     async def append_messages(self, messages: list[wire.Message]) -> Appended:
         """Append messages the engine made itself (a tracked link, …), like a request's."""
@@ -158,28 +200,41 @@ class Spool:
 
 class DecisionLog:
     """The decide path's side of the spool: the decisions of every request in one event-loop
-    tick go out as one entry (one JSON line each), one XADD. No dedup (decision ids are new)
-    and no limit: refusing a decision's log would break the page it is for."""
+    tick go out as one entry per partition (one JSON line each), one XADD each, in the same
+    round trip. A decision goes to its person's partition, with their events, so the reward
+    worker sees a decision before the click on it. No dedup (decision ids are new) and no
+    limit: refusing a decision's log would break the page it is for."""
 
-    def __init__(self, calls: Coalescer):
+    def __init__(self, calls: Coalescer, layout: Layout | None = None):
         self.calls = calls
-        self._lines: list[bytes] = []
+        self.layout = layout or Layout(1)
+        self._lines: dict[int, list[bytes]] = {}
         self._waiting: list[asyncio.Future[Any]] = []
 
-    def append(self, lines: list[bytes]) -> asyncio.Future[Any]:
-        """Queue ``lines``; the future is done when they are in the spool (or failed)."""
+    def append(self, lines: list[bytes], identity: str = "") -> asyncio.Future[Any]:
+        """Queue the ``lines`` of a person's decisions (``identity``: their anonymousId, else
+        userId, as for their events); the future is done when they are in the spool."""
         if not self._waiting:
             self.calls.before_flush(self._flush)
-        self._lines += lines
+        self._lines.setdefault(self.layout.of(identity), []).extend(lines)
         done = self.calls.future()  # one per caller: a caller that gives up cancels only its own
         self._waiting.append(done)
         return done
 
     def _flush(self) -> None:
-        lines, waiting = self._lines, self._waiting
-        self._lines, self._waiting = [], []
-        sent = self.calls.command("XADD", STREAM, "*", "n", len(lines), "d", b"".join(lines))
-        sent.add_done_callback(lambda reply: _relay(reply, waiting))
+        parts, waiting = self._lines, self._waiting
+        self._lines, self._waiting = {}, []
+        sent = [
+            self.calls.command(
+                "XADD", self.layout.partition(index).log, "*", "n", len(lines), "d", b"".join(lines)
+            )  # fmt: skip
+            for index, lines in parts.items()
+        ]
+        if len(sent) == 1:
+            sent[0].add_done_callback(lambda reply: _relay(reply, waiting))
+        else:
+            gathered = asyncio.gather(*sent)
+            gathered.add_done_callback(lambda reply: _relay(reply, waiting))
 
 
 def _relay(source: asyncio.Future[Any], targets: list[asyncio.Future[Any]]) -> None:
@@ -195,213 +250,44 @@ def _relay(source: asyncio.Future[Any], targets: list[asyncio.Future[Any]]) -> N
             target.set_result(source.result())
 
 
-def append_now(client: redis.Redis, messages: list[wire.Message]) -> Appended:
+def append_now(client: redis.Redis, messages: list[wire.Message],
+               layout: Layout | None = None) -> Appended:  # fmt: skip
     """Append messages a worker made (segment announcements, …): same script, same dedup,
     no limit (they are few, and refusing them would lose them)."""
-    ids, duplicates = _message_ids(messages), 0
-    while messages:
-        keys, args = _arguments(messages, ids, 0, duplicates)
-        done, messages, ids, duplicates = _settle(
-            APPEND(client, keys, args), messages, ids, duplicates, 0
-        )
-        if done is not None:
-            return done
-    return Appended(0, duplicates, None)
+    parts = _parts(layout or layout_of(client), Intake(messages, _message_ids(messages), None))
+    for part in parts:
+        while part.messages:
+            keys, args = part.arguments(0)
+            if part.settle(APPEND(client, keys, args), 0):
+                break
+    return _appended(parts, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One stream entry, in order with all others. ``kind`` is:
-
-    - ``events``: the messages of one accepted request, one JSON line each;
-    - ``decisions``: decisions /v1/decide made, one JSON line each;
-    - ``command``: an instruction for the workers (an erasure);
-    - ``gone``: deleted while pending (acknowledge it, nothing to apply).
-    """
-
-    id: str
-    payload: bytes
-    count: int
-    kind: str = "events"
-    command: dict[str, Any] | None = None
-
-    def messages(self) -> list[wire.Message]:
-        return wire.from_lines(self.payload) if self.kind == "events" else []
+def append_command(client: redis.Redis, command: dict[str, Any],
+                   layout: Layout | None = None) -> list[str]:  # fmt: skip
+    """Put a command in every partition, behind every message accepted before it there (an
+    erasure must reach the person's messages wherever they went); the entries made."""
+    encoded = msgspec.json.encode(command)
+    return [
+        f"{p.index}/{_text(client.xadd(p.log, {'n': 0, 'x': encoded}))}"
+        for p in (layout or layout_of(client)).partitions
+    ]
 
 
-def append_command(client: redis.Redis, command: dict[str, Any]) -> str:
-    """Put a command in the spool, behind every message accepted before it."""
-    return _text(client.xadd(STREAM, {"n": 0, "x": msgspec.json.encode(command)}))
-
-
-class SpoolReader:
-    """One consumer of one consumer group (blocking client: workers run in threads or processes).
-
-    A consumer keeps at most one batch in flight, so its pending list *is* that batch: after a
-    crash the same consumer re-reads exactly that batch, and a peer that claims a dead consumer's
-    pending list gets exactly that batch too. Replays are therefore identical and can carry an
-    insert-dedup token.
-    """
-
-    def __init__(self, client: redis.Redis, group: str, consumer: str):
-        self.client = client
-        self.group = group
-        self.consumer = consumer
-
-    def ensure_group(self) -> None:
-        ensure_group(self.client, self.group)
-
-    def pending(self, count: int) -> list[Entry]:
-        """This consumer's own unacknowledged entries (what it held when it last stopped)."""
-        reply = self.client.xreadgroup(self.group, self.consumer, {STREAM: "0"}, count=count)
-        return _entries(reply)
-
-    def read(self, count: int, block_ms: int) -> list[Entry]:
-        """New entries, waiting up to ``block_ms`` for the first."""
-        reply = self.client.xreadgroup(
-            self.group, self.consumer, {STREAM: ">"}, count=count, block=block_ms
-        )
-        return _entries(reply)
-
-    def claim_dead(self, min_idle_ms: int, count: int) -> list[Entry]:
-        """Take over the whole pending batch of a peer silent for ``min_idle_ms`` or more."""
-        for info in self.client.xinfo_consumers(STREAM, self.group):
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-            if name == self.consumer or not info["pending"] or info["idle"] < min_idle_ms:
-                continue
-            rows = self.client.xpending_range(STREAM, self.group, "-", "+", count, name)
-            ids: list[Any] = [row["message_id"] for row in rows]
-            if not ids:
-                continue
-            claimed: Any = self.client.xclaim(STREAM, self.group, self.consumer, min_idle_ms, ids)
-            return [_entry(entry_id, fields) for entry_id, fields in claimed]
-        return []
-
-    def dead_letter(self, entry: Entry, error: str) -> None:
-        """Keep ``entry`` in the dead-letter stream under its own id (so twice is once)."""
-        try:
-            self.client.xadd(
-                DEAD, {"error": error, "n": entry.count, "e": entry.payload}, id=entry.id
-            )
-        except redis.ResponseError as exc:
-            if "equal or smaller" not in str(exc):
-                raise
-
-    def ack(self, entries: list[Entry], counters: Mapping[str, float]) -> None:
-        """Acknowledge ``entries`` and bump ``counters`` in the stats hash, in one transaction."""
-        pipe = self.client.pipeline(transaction=True)
-        if entries:
-            pipe.xack(STREAM, self.group, *[e.id for e in entries])
-        for name, value in counters.items():
-            if isinstance(value, int):
-                pipe.hincrby(STATS, name, value)
+def spool_stats(client: redis.Redis, layout: Layout | None = None) -> dict[str, float]:
+    """The spool's counters: spool-wide ones and every partition's, summed."""
+    totals: dict[str, float] = {}
+    hashes = {STATS, *(p.stats for p in (layout or layout_of(client)).partitions)}
+    for key in sorted(hashes):
+        for name, value in client.hgetall(key).items():
+            name = _text(name)
+            number = float(value)
+            if name.endswith("_at"):  # a time, not a count: the latest
+                totals[name] = max(totals.get(name, 0.0), number)
             else:
-                pipe.hincrbyfloat(STATS, name, value)
-        pipe.execute()
-
-
-def profile_ids(
-    client: redis.Redis, entries: list[Entry], wait: float = 10.0
-) -> dict[str, list[str]]:
-    """Each entry's messages' profile ids, as the profile updater resolved them (``PIDS``),
-    waiting up to ``wait`` seconds for it; entries it has not reached are left out."""
-    if not entries:
-        return {}
-    keys = [PIDS + e.id for e in entries]
-    deadline = time.monotonic() + wait
-    while True:
-        values = client.mget(keys)
-        if all(values) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    return {e.id: msgspec.json.decode(v) for e, v in zip(entries, values) if v is not None}
-
-
-def ensure_group(client: redis.Redis, group: str) -> None:
-    """Create ``group`` at the start of the stream if it does not exist yet."""
-    try:
-        client.xgroup_create(STREAM, group, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
-def trim(client: redis.Redis) -> int:
-    """Delete entries every consumer group has acknowledged; returns how many went."""
-    floor = _safe_floor(client)
-    if floor is None:
-        return 0
-    return int(client.xtrim(STREAM, minid=floor, approximate=False))
-
-
-def _safe_floor(client: redis.Redis) -> str | None:
-    try:
-        groups = client.xinfo_groups(STREAM)
-    except redis.ResponseError:
-        return None
-    if not groups:
-        return None
-    floors = []
-    for group in groups:
-        name = group["name"]
-        summary = client.xpending(STREAM, name) if group["pending"] else None
-        if summary and summary["min"] is not None:
-            floors.append(_parse_id(summary["min"]))
-        else:  # nothing pending (or acknowledged since xinfo answered): all delivered is done
-            ms, seq = _parse_id(group["last-delivered-id"])
-            floors.append((ms, seq + 1))
-    ms, seq = min(floors)
-    return f"{ms}-{seq}"
-
-
-def spool_state(client: redis.Redis, group: str) -> dict[str, Any]:
-    """Length of the stream and how far ``group`` lags behind its head."""
-    length = int(client.xlen(STREAM))
-    return {"length": length, "lag_seconds": group_lags(client).get(group, 0.0) if length else 0.0}
-
-
-def group_lags(client: redis.Redis) -> dict[str, float]:
-    """Each consumer group's lag: seconds since the oldest entry it has not acknowledged was
-    appended (0 when it is done with the stream)."""
-    lags = {}
-    try:
-        groups = client.xinfo_groups(STREAM)
-    except redis.ResponseError:  # no stream yet
-        return {}
-    for info in groups:
-        group = _text(info["name"])
-        pending = client.xpending(STREAM, group)["min"] if info["pending"] else None
-        if pending is not None:
-            oldest_ms: int | None = _parse_id(pending)[0]
-        else:
-            after: Any = client.xrange(STREAM, min=f"({_text(info['last-delivered-id'])}", count=1)
-            oldest_ms = _parse_id(after[0][0])[0] if after else None
-        lags[group] = round(max(0.0, time.time() - oldest_ms / 1000), 3) if oldest_ms else 0.0
-    return lags
+                totals[name] = totals.get(name, 0.0) + number
+    return totals
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse_id(value: bytes | str) -> tuple[int, int]:
-    ms, _, seq = _text(value).partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _entry(entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
-    # An entry deleted while pending comes back without fields: acknowledge it, nothing to apply.
-    if not fields:
-        return Entry(_text(entry_id), b"", 0, "gone")
-    if COMMAND in fields:
-        return Entry(_text(entry_id), b"", 0, "command", msgspec.json.decode(fields[COMMAND]))
-    if DECISIONS in fields:
-        return Entry(_text(entry_id), fields[DECISIONS], int(fields[COUNT]), "decisions")
-    return Entry(_text(entry_id), fields[EVENTS], int(fields[COUNT]))
-
-
-def _entries(reply: Any) -> list[Entry]:
-    if not reply:
-        return []
-    ((_, items),) = reply
-    return [_entry(entry_id, fields) for entry_id, fields in items]

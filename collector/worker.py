@@ -1,16 +1,20 @@
 """The base of every worker that consumes the spool: one loop, one way to recover.
 
-A worker reads batches of spool entries with its own consumer group, applies each batch
-(``process``, which returns the counters to bump) and only then acknowledges it, in one
-transaction with those counters. At start, and after Redis failed, it makes sure of its group,
-runs ``recover`` and first re-reads its own pending batch (what it held when it stopped), so a
-crash anywhere replays exactly the batch in flight; every worker's ``process`` is idempotent for
-such a replay. While Redis is unreachable it retries with backoff, up to 10 s apart, and a set
-``stop`` ends the loop at once, whatever state the stores are in.
+A worker reads batches of spool entries with its own consumer group, one partition per batch
+from the partitions its leases hold, applies each batch (``process``, which returns the
+counters to bump) and only then acknowledges it, in one script with those counters and the
+lease check. At start, after Redis failed and whenever its partitions change, it makes sure of
+its group, runs ``recover`` (state for the partitions it now holds) and first replays the
+pending batch of each partition that came to it, so a crash anywhere replays exactly the batch
+in flight; every worker's ``process`` is idempotent for such a replay. While Redis is
+unreachable it retries with backoff, up to 10 s apart, and a set ``stop`` ends the loop at
+once, whatever state the stores are in; a clean stop lets go of its leases, so that the others
+take over at once.
 
 Subclasses set ``name`` (their log lines) and override ``process`` and, where they need them,
-``recover``, ``idle`` (a poll found nothing), ``between`` (after every poll), ``read`` (how a
-batch is collected) and ``stopped`` (after the loop).
+``recover`` (``self.reader.held``: the partitions now held), ``idle`` (a poll found nothing),
+``between`` (after every poll), ``read`` (how a batch is collected) and ``stopped`` (after
+the loop).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import ClassVar
 
 import redis
 
-from collector.spool import Entry, SpoolReader
+from collector.reader import Entry, LeaseLost, SpoolReader
 
 __all__ = ["SpoolWorker", "Stopped"]
 
@@ -53,14 +57,13 @@ class SpoolWorker:
             try:
                 if recovering:
                     self.reader.ensure_group()
+                    self.reader.balance(force=True)
+                    self.reader.replay_all()
                     self.recover()
-                    entries = self.reader.pending(self.max_entries)
-                    if entries:
-                        log.info("replaying the unacknowledged batch",
-                                 extra={"worker": self.name, "entries": len(entries)})  # fmt: skip
                     recovering = False
-                else:
-                    entries = self.read(stop)
+                elif self.reader.balance():
+                    self.recover()
+                entries = self.read(stop)
                 if entries:
                     self.reader.ack(entries, self.process(entries))
                 else:
@@ -69,6 +72,10 @@ class SpoolWorker:
                 delay = 0.5
             except Stopped:
                 break
+            except LeaseLost as exc:  # its new holder replays the batch
+                log.warning("partition lost mid-batch; left to its new holder",
+                            extra={"worker": self.name, "partition": str(exc)})  # fmt: skip
+                recovering = True
             except redis.exceptions.CrossSlotTransactionError:
                 raise  # a bug, not an outage
             except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
@@ -78,8 +85,15 @@ class SpoolWorker:
                 recovering = True
                 stop.wait(delay)
                 delay = min(delay * 2, 10.0)
+        self._leave()
         self.stopped()
         log.info(f"{self.name} stopped")
+
+    def _leave(self) -> None:
+        try:
+            self.reader.release()
+        except (redis.RedisError, redis.exceptions.RedisClusterException):
+            pass  # the leases lapse by themselves
 
     def read(self, stop: threading.Event) -> list[Entry]:
         """The next batch: new entries, waiting up to ``interval`` for the first."""

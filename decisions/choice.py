@@ -48,6 +48,7 @@ from bandits.abtest import ABTest
 from collector.coalesce import Coalescer
 from collector.consent import SuppressionCache, identity_hash
 from collector.errors import InvalidInput, with_path
+from collector.partitions import Layout
 from collector.spool import DecisionLog
 from collector.wire import BLOCKED, EMPTY, Id
 from decisions.catalog import Catalog, Slot
@@ -158,6 +159,7 @@ class Decider:
         suppression: SuppressionCache | None = None,
         seed: int | None = None,
         verifier: Verifier | None = None,
+        layout: Layout | None = None,
     ):
         """``calls``: this path's own pipeline to Redis, whose timeout bounds each round trip;
         ``suppression``: the erased people, who get defaults and leave no trace; ``verifier``:
@@ -167,7 +169,7 @@ class Decider:
         self.suppression = suppression or SuppressionCache()
         self.calls = calls
         self.visitors = Visitors(calls)
-        self.log = DecisionLog(calls)
+        self.log = DecisionLog(calls, layout)  # the spool's partitions (default: one)
         self.rng = np.random.default_rng(seed)
         self._closed_until = 0.0
 
@@ -294,7 +296,7 @@ class Decider:
                 items=[] if found is None else [item.id or "" for item in found],
             )
             lines.append(_line(logged))
-        await self.log.append(lines)
+        await self.log.append(lines, anonymous_id or user_id)  # the person's partition
         return decisions
 
     async def _items(

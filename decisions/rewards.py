@@ -40,7 +40,8 @@ import redis
 from bandits.abtest import ABTest
 from bandits.policy import Policy
 from collector import wire
-from collector.spool import Entry, SpoolReader, append_now
+from collector.reader import Entry, SpoolReader
+from collector.spool import append_now
 from collector.versioned import Versioned
 from collector.worker import SpoolWorker
 from decisions.placements import (

@@ -78,11 +78,23 @@ class Run(msgspec.Struct, omit_defaults=True):
     vars: dict[str, str] = {}  # what decide steps chose: placement -> variant
     ended: str = ""  # "" while running; "completed", or "exited: <event>"
     ended_at: int = 0
-    applied: str = ""  # the spool position of the last event applied (replays change nothing)
+    # The spool position of the last event applied, per partition (replays change nothing):
+    # partition 0's here, the others' by partition in ``applied_in``.
+    applied: str = ""
+    applied_in: dict[str, str] = {}
 
     @property
     def key(self) -> str:
         return f"{self.journey}|{self.pid}|{self.entry}"
+
+    def applied_at(self, partition: int) -> str:
+        return self.applied_in.get(str(partition), "") if partition else self.applied
+
+    def applying(self, partition: int, at: str) -> Run:
+        """This run with ``at`` as the position applied in ``partition``."""
+        if not partition:
+            return msgspec.structs.replace(self, applied=at)
+        return msgspec.structs.replace(self, applied_in={**self.applied_in, str(partition): at})
 
 
 RUN = msgspec.json.Decoder(Run)

@@ -5,7 +5,10 @@ resolved): every running journey of theirs sees the event (exit rules end it, th
 for moves it on), then journeys the event triggers are entered (entry rules, re-entry policy).
 Runs advance until a wait or an end; the actions they pass go to the outbox under their
 idempotency keys, before the runs are saved (``journeys.store``). Each run keeps the spool
-position of the last event it applied, so a replayed batch changes nothing.
+position of the last event it applied, per partition, so a replayed batch changes nothing. One
+worker holds the whole spool (its reader is exclusive: the timers and the outbox are one, and a
+person's events can come through several partitions); other instances stand by and take over
+when it stops.
 
 Between batches, once it has caught up with the spool (so an exit event already sent is seen
 first), the worker wakes the runs whose waits are due, and sends what the outbox holds: a run
@@ -39,7 +42,8 @@ import msgspec
 import redis
 
 from collector import wire
-from collector.spool import Entry, SpoolReader, append_now, profile_ids
+from collector.reader import Entry, SpoolReader, profile_ids
+from collector.spool import append_now
 from collector.versioned import Versioned
 from collector.worker import SpoolWorker
 from journeys import store
@@ -109,6 +113,7 @@ class JourneyWorker(SpoolWorker):
         self._on_any: list[str] = []  # journeys any event may trigger (score triggers)
         self._reads: set[str] = set()  # journeys whose entry, trigger or branches read profiles
         self._caught_up = False
+        self._partition = 0  # of the batch in hand
         self.lateness: deque[int] = deque(maxlen=10_000)  # ms between due and woken, recent
 
     def stopped(self) -> None:
@@ -129,10 +134,11 @@ class JourneyWorker(SpoolWorker):
             return {}
         pids = profile_ids(self.client, entries, self.profile_wait)
         mine: dict[str, list[tuple[str, wire.Message]]] = {}
+        self._partition = entries[0].partition.index
         for entry in entries:
             if entry.kind != "events":
                 continue
-            for i, (msg, pid) in enumerate(zip(entry.messages(), pids.get(entry.id, []))):
+            for i, (msg, pid) in enumerate(zip(entry.messages(), pids.get(entry.ref, []))):
                 if pid and event_name(msg) is not None:
                     mine.setdefault(pid, []).append((position(entry.id, i), msg))
         counters: dict[str, float] = {}
@@ -164,10 +170,10 @@ class JourneyWorker(SpoolWorker):
                 properties = wire.as_dict(msg.properties) if hasattr(msg, "properties") else {}
                 for key, run in list(theirs.items()):
                     journey = self.journeys.get(key)
-                    if journey is None or run.ended or at <= run.applied:
+                    if journey is None or run.ended or at <= run.applied_at(self._partition):
                         continue
                     run, moved = on_event(journey, run, name, properties, now)
-                    run = msgspec.structs.replace(run, applied=at)
+                    run = run.applying(self._partition, at)
                     if moved:
                         run = _advanced(journey, run, person, now, ids, outgoing, said, when)
                     theirs[key] = run
@@ -180,14 +186,14 @@ class JourneyWorker(SpoolWorker):
                     if not journey.active or not triggers(journey, name, properties, person):
                         continue
                     last = theirs.get(key)
-                    if last is not None and at <= last.applied:
+                    if last is not None and at <= last.applied_at(self._partition):
                         continue  # this very event entered it already (a replay)
                     entered = [r.entered for r in theirs.values()]
                     if not may_enter(journey, last, person, now, entered):
                         continue
                     run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start)
                     said.append(_event("Journey Entered", run, ids, now, when))
-                    run = _advanced(journey, msgspec.structs.replace(run, applied=at), person,
+                    run = _advanced(journey, run.applying(self._partition, at), person,
                                     now, ids, outgoing, said, when)  # fmt: skip
                     theirs[key] = run
                     changed.append(run)

@@ -1,13 +1,16 @@
 -- Apply a profile's messages of one batch, in spool order, skipping those already applied.
 -- KEYS: profile, viewed, cart, daily, ids. ARGV: viewed max, session gap ms, half-life ms,
--- days of daily counts to keep, bought max, then per message: position, update JSON,
--- identities JSON, trait count, and that many (name, JSON value) pairs.
+-- days of daily counts to keep, bought max, the field holding the position applied in this
+-- spool partition, then per message: position, update JSON, identities JSON, trait count, and
+-- that many (name, JSON value) pairs.
+-- Returns -1 when the profile was merged into another (sealed): apply there instead.
 -- One read and (mostly) one write for the whole group: each command in a script costs.
 local p, viewed, cart, daily, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local vmax, gap, hl, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4])
 local bmax = tonumber(ARGV[5])
-local cur = redis.call('HMGET', p, 'merged_into', 'applied', 'first_seen', 'last_seen',
+local afield = ARGV[6]
+local cur = redis.call('HMGET', p, 'merged_into', afield, 'first_seen', 'last_seen',
   'session_last', 'lead_score', 'lead_score_at', 'daily_from', 'f:landing_page', 'sessions',
   'page_views', 'user_id', 'bought')
 if cur[1] then return -1 end
@@ -19,7 +22,7 @@ local user_id = cur[12]
 local bought = nil  -- product id -> ms, decoded on the first order of the batch
 local counts, days, traits, newids = {}, {}, {}, {}
 local done = 0
-local i = 6
+local i = 7
 while i <= #ARGV do
   local pos, u, nt = ARGV[i], cjson.decode(ARGV[i + 1]), tonumber(ARGV[i + 3])
   local first_trait = i + 4
@@ -101,7 +104,7 @@ while i <= #ARGV do
   end
 end
 if done == 0 then return 0 end
-local set = {'applied', applied, 'first_seen', first_seen, 'last_seen', last_seen,
+local set = {afield, applied, 'first_seen', first_seen, 'last_seen', last_seen,
   'session_last', session_last, 'sessions', sessions, 'page_views', page_views}
 local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
 if score_at then put('lead_score', score); put('lead_score_at', score_at) end

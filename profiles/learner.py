@@ -39,9 +39,10 @@ each example as it was learned: scaled features, label, prediction — and goes 
 MULTI/EXEC with the feature scaler (``{learn}:scaler``); a checkpoint empties it in the
 transaction that saves the models. A restart loads the checkpoint and re-learns the redo log, so
 a crash loses no learning either: the models hold every learned example exactly once
-(``learned:<target>`` in ``{learn}:state`` counts them). One learner per spool (it relies on
-spool order). An erasure (a command in the spool) removes the person's record, deadline and
-waiting examples.
+(``learned:<target>`` in ``{learn}:state`` counts them). One learner holds the whole spool
+(its models are one; its reader is exclusive: other instances stand by and take over when it
+stops), applying each partition in order (``applied:<partition>`` in ``{learn}:state``). An
+erasure (a command in the spool) removes the person's record, deadline and waiting examples.
 
 Keys: ``{p:<id>}:learn`` (the record, JSON ``History``), ``{learn}:queue``, ``{learn}:labels``,
 ``{learn}:outbox`` (the last batch's writes to people's keys, until they are written),
@@ -66,7 +67,7 @@ import redis
 
 from collector import wire
 from collector.pipeline import Pipeline
-from collector.spool import SUPPRESSED, Entry, SpoolReader, profile_ids
+from collector.reader import SUPPRESSED, Entry, SpoolReader, profile_ids
 from collector.worker import SpoolWorker
 from profiles.computed import event_name
 from profiles.history import HISTORY, NUMERIC, SESSION_MS, Example, History, Open, Seen
@@ -203,7 +204,7 @@ class Learner(SpoolWorker):
         self.profile_wait = profile_wait
         self.models = self._fresh_models()
         self.scaler = Scaler(NUMERIC)
-        self.applied = "0-0"
+        self.applied: dict[int, str] = {}  # spool partition -> the last entry applied
         self.watermark = 0
         self._swept = 0  # deadlines up to here are learned (or in the batch being written)
         self._saved_at = time.monotonic()
@@ -258,7 +259,11 @@ class Learner(SpoolWorker):
             log.info("models restored", extra={"redo": len(redo), "examples": {
                 t: m.quality.examples for t, m in self.models.items()}})  # fmt: skip
         state = self.client.hgetall(STATE)
-        self.applied = state.get(b"applied", b"0-0").decode()
+        self.applied = {
+            int(name[8:] or 0): value.decode()
+            for name, value in ((k.decode(), v) for k, v in state.items())
+            if name == "applied" or name.startswith("applied:")
+        }
         self.watermark = int(state.get(b"watermark", 0))
 
     def checkpoint(self) -> None:
@@ -279,7 +284,7 @@ class Learner(SpoolWorker):
         summary = {
             "models": [m.summary() for m in self.models.values()],
             "watermark": self.watermark,
-            "applied": self.applied,
+            "applied": {str(p): at for p, at in sorted(self.applied.items())},  # per partition
             "updated": time.time(),
         }
         self.client.set(SUMMARY, msgspec.json.encode(summary))
@@ -294,14 +299,16 @@ class Learner(SpoolWorker):
                 self.watermark = now
                 self._sweep(batch)
                 if batch.changed or batch.learning or batch.settled:
-                    self._save(batch, self.applied)
+                    self._save(batch)
         if time.monotonic() - self._published_at >= 2.0:
             self.publish()
 
     # -- one batch --------------------------------------------------------------------------
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
-        fresh = [e for e in entries if _entry_order(e.id) > _entry_order(self.applied)]
+        partition = entries[0].partition.index
+        done = _entry_order(self.applied.get(partition, "0-0"))
+        fresh = [e for e in entries if _entry_order(e.id) > done]
         if not fresh:
             return {}
         seen, unresolved = self._events(fresh)
@@ -314,7 +321,7 @@ class Learner(SpoolWorker):
         for entry in fresh:
             if entry.kind == "command" and (entry.command or {}).get("kind") == "erase":
                 self._erase(batch, set(entry.command["profiles"]))  # type: ignore[index]
-        self._save(batch, fresh[-1].id)
+        self._save(batch, (partition, fresh[-1].id))
         if time.monotonic() - self._published_at >= 2.0:
             self.publish()
         return {"learner_messages": len(seen), "learner_examples": batch.examples,
@@ -326,7 +333,7 @@ class Learner(SpoolWorker):
         pids = self.profile_ids(events)
         found, unresolved = [], 0
         for entry in events:
-            owners = pids.get(entry.id)
+            owners = pids.get(entry.ref)
             messages = entry.messages()
             if owners is None:
                 unresolved += len(messages)
@@ -521,9 +528,10 @@ class Learner(SpoolWorker):
         if self.on_example is not None:
             self.on_example(example, label)
 
-    def _save(self, batch: Batch, applied: str) -> None:
+    def _save(self, batch: Batch, applied: tuple[int, str] | None = None) -> None:
         """The batch's writes: the ``{learn}`` slot's in one transaction with the outbox of the
-        people's, then those (see the module's docstring: exactly once)."""
+        people's, then those (see the module's docstring: exactly once); ``applied``: the
+        spool partition and its entry the batch ends with."""
         outbox = Outbox(
             records={pid: msgspec.json.encode(batch.histories[pid]) for pid in batch.changed},
             scores={
@@ -558,12 +566,16 @@ class Learner(SpoolWorker):
             for target, count in batch.learned.items():
                 pipe.hincrby(STATE, f"learned:{target}", count)
         pipe.set(SCALER, pickle.dumps(self.scaler))  # it learns from every event
-        pipe.hset(STATE, mapping={"applied": applied, "watermark": self.watermark})
+        state: dict[str, Any] = {"watermark": self.watermark}
+        if applied is not None:
+            state[f"applied:{applied[0]}" if applied[0] else "applied"] = applied[1]
+        pipe.hset(STATE, mapping=state)
         has_people = bool(outbox.records or outbox.scores or outbox.erased)
         if has_people:
             pipe.set(OUTBOX, _OUTBOX_ENCODE(outbox))
         pipe.execute()
-        self.applied = applied
+        if applied is not None:
+            self.applied[applied[0]] = applied[1]
         self._redo += len(batch.redo)
         if has_people:
             self._deliver(outbox)

@@ -1,6 +1,7 @@
 local p, viewed, cart, daily, ids, merged = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local src = ARGV[1]
 if redis.call('SISMEMBER', merged, src) == 1 then return 0 end
+if redis.call('HEXISTS', p, 'merged_into') == 1 then return -1 end  -- sealed: merge further on
 local s = cjson.decode(ARGV[2])
 local t = {}
 local flat = redis.call('HGETALL', p)
@@ -46,8 +47,10 @@ if s.lead_score then
     + num(t.lead_score) * math.pow(0.5, (at - ta) / hl)
   redis.call('HSET', p, 'lead_score', score, 'lead_score_at', at)
 end
-if s.applied and (t.applied == nil or s.applied > t.applied) then
-  redis.call('HSET', p, 'applied', s.applied)
+for k, v in pairs(s) do  -- the position applied, per spool partition: the later
+  if (k == 'applied' or string.sub(k, 1, 8) == 'applied:') and (t[k] == nil or v > t[k]) then
+    redis.call('HSET', p, k, v)
+  end
 end
 if s.user_id then redis.call('HSETNX', p, 'user_id', s.user_id) end
 local have = {}

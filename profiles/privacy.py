@@ -26,7 +26,7 @@ class Erasure:
     profile: str
     profiles: list[str]  # the profile and those merged into it
     identities: list[str]
-    command: str  # the spool entry that deletes the events
+    commands: list[str]  # the spool entries (one per partition) that delete the events
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -55,7 +55,7 @@ def erase(store: ProfileStore, pid: str) -> Erasure:
     for kind, value in pairs:
         pipe.delete(identity_key(kind, value))
     pipe.execute()
-    command = append_command(
+    commands = append_command(
         client,
         {
             "kind": "erase",
@@ -64,4 +64,4 @@ def erase(store: ProfileStore, pid: str) -> Erasure:
             "user_ids": [v for k, v in pairs if k == "user_id"],
         },
     )
-    return Erasure(pid, profiles, snapshot.identities, command)
+    return Erasure(pid, profiles, snapshot.identities, commands)

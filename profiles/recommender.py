@@ -25,7 +25,7 @@ import time
 import redis
 
 from collector import wire
-from collector.spool import Entry, SpoolReader
+from collector.reader import Entry, SpoolReader
 from collector.store import EventStore, QueryFailed, StoreUnavailable
 from collector.worker import SpoolWorker
 from profiles.computed import event_name

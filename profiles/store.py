@@ -4,7 +4,8 @@ Every key of one profile shares the hash tag ``{p:<id>}``, so each script touche
 Redis Cluster requires):
 
     {p:ID}            hash   scalars: first_seen, last_seen, sessions, session_last, page_views,
-                             orders, revenue, lead_score, lead_score_at, user_id, applied;
+                             orders, revenue, lead_score, lead_score_at, user_id,
+                             applied / applied:<partition> (spool position, per partition);
                              h:<contract> (tokens held, from on-chain events);
                              bought (JSON: product id -> ms of the newest order with it,
                              the last ``BOUGHT_MAX`` products);
@@ -18,8 +19,15 @@ Redis Cluster requires):
     {p:ID}:merged     set    ids of profiles merged into this one (their events stay theirs)
     {id:<kind>:<value>} string  the profile id an identity resolves to (its own hash tag)
 
-Applying a message is idempotent: the script records the message's spool position in
-``applied`` and skips positions at or below it (one updater consumes the spool in order).
+Applying a message is idempotent: the script records the message's spool position in the
+field of its partition (``applied`` for partition 0, ``applied:<p>``) and skips positions at or
+below it (one updater holds a partition at a time and applies it in order).
+
+A merge seals its source first (``merged_into``: applies to it now answer -1 and go to the
+target), then folds a snapshot into the target and leaves only the pointer, so an updater of
+another partition applying to the source meanwhile loses nothing. A crash after the seal leaves
+a pointer beside data (``first_seen`` still there): ``resolve_many`` reports such unfinished
+merges and the updater finishes them before it plans.
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ def identity_key(kind: str, value: str) -> str:
 
 
 def position(entry_id: str, index: int) -> str:
-    """A message's place in the spool as a string that sorts like the spool does."""
+    """A message's place in its spool partition as a string that sorts like the spool does."""
     return f"{entry_position(entry_id)}{index:06d}"
 
 
@@ -89,9 +97,16 @@ def entry_position(entry_id: str) -> str:
     return f"{int(ms):014d}-{int(seq or 0):08d}-"
 
 
-def new_profile_id(at: str) -> str:
-    """Deterministic from the spool position that created it: a replay creates the same one."""
-    return "p_" + hashlib.blake2b(at.encode(), digest_size=8).hexdigest()
+def applied_field(partition: int) -> str:
+    """The profile field holding the position applied in spool partition ``partition``."""
+    return f"applied:{partition}" if partition else "applied"
+
+
+def new_profile_id(at: str, partition: int = 0) -> str:
+    """Deterministic from the spool position that created it (a replay creates the same one),
+    and its partition (two partitions have the same positions)."""
+    seed = f"{partition}/{at}" if partition else at
+    return "p_" + hashlib.blake2b(seed.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(kw_only=True)
@@ -140,11 +155,13 @@ class ProfileStore:
         self.client = client
         self.half_life_ms = half_life_ms
 
-    def apply(self, pipe: Pipeline, pid: str, items: list[tuple[str, Update, list[str]]]) -> None:
-        """Queue one apply script on ``pipe`` for a profile's messages, in spool order: each
-        item is (spool position, update, identities to add)."""
+    def apply(self, pipe: Pipeline, pid: str, items: list[tuple[str, Update, list[str]]],
+              partition: int = 0) -> None:  # fmt: skip
+        """Queue one apply script on ``pipe`` for a profile's messages of one spool partition,
+        in its order: each item is (position, update, identities to add). Its reply is -1
+        when the profile was merged away meanwhile."""
         args: list[Any] = [VIEWED_MAX, SESSION_GAP_MS, self.half_life_ms, DAILY_KEEP_DAYS,
-                           BOUGHT_MAX]  # fmt: skip
+                           BOUGHT_MAX, applied_field(partition)]  # fmt: skip
         for at, update, identities in items:
             traits = update.traits or {}
             if traits:
@@ -154,8 +171,9 @@ class ProfileStore:
                 args += [name, bytes(raw)]
         pipe.script(APPLY, profile_keys(pid)[:5], args)
 
-    def merge(self, source: Snapshot, target: str) -> bool:
-        """Fold ``source`` into profile ``target`` (once: a repeat is a no-op)."""
+    def merge(self, source: Snapshot, target: str) -> int:
+        """Fold ``source`` into profile ``target`` (once: a repeat is a no-op, 0); -1 when
+        ``target`` was itself merged away (sealed): fold it into where that went."""
         keys = profile_keys(target)
         args = [
             source.id,
@@ -171,7 +189,12 @@ class ProfileStore:
             msgspec.json.encode(source.merged_from),
             BOUGHT_MAX,
         ]
-        return bool(MERGE(self.client, [*keys[:5], keys[6]], args))
+        return int(MERGE(self.client, [*keys[:5], keys[6]], args))
+
+    def seal(self, source: str, target: str) -> None:
+        """Point ``source`` at ``target`` before its data moves: applies to it from now on
+        answer -1 (and go to the target), readers resolve to the target."""
+        self.client.hset(profile_keys(source)[0], "merged_into", target)
 
     def forward(self, source: str, target: str) -> None:
         """Leave only a pointer to ``target`` where ``source`` was."""
@@ -217,8 +240,11 @@ class ProfileStore:
         """Follow merge pointers from ``pid`` to the profile that holds its data now."""
         return self.resolve_many([pid])[pid]
 
-    def resolve_many(self, pids: list[str], hops: int = 16) -> dict[str, str]:
-        """``resolve`` for many profiles, one round trip per hop."""
+    def resolve_many(
+        self, pids: list[str], hops: int = 16, unfinished: list[tuple[str, str]] | None = None
+    ) -> dict[str, str]:
+        """``resolve`` for many profiles, one round trip per hop; merges found sealed but not
+        finished (a crash between seal and forward) go to ``unfinished`` as (source, target)."""
         final = {pid: pid for pid in pids}
         pending = sorted(set(pids))
         for _ in range(hops):
@@ -226,8 +252,13 @@ class ProfileStore:
                 break
             pipe = self.client.pipeline(transaction=False)
             for pid in pending:
-                pipe.hget(profile_keys(pid)[0], "merged_into")
-            moved = {pid: _s(t) for pid, t in zip(pending, pipe.execute()) if t is not None}
+                pipe.hmget(profile_keys(pid)[0], "merged_into", "first_seen")
+            moved = {}
+            for pid, (target, first_seen) in zip(pending, pipe.execute()):
+                if target is not None:
+                    moved[pid] = _s(target)
+                    if first_seen is not None and unfinished is not None:
+                        unfinished.append((pid, _s(target)))
             for start, now in final.items():
                 if now in moved:
                     final[start] = moved[now]

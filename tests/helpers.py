@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from collector import Spool, read_request
+from collector import Spool, SpoolReader, read_request
 from decisions.identity import user_hash
 from edge.runtime.stores import async_redis_client
 from tests.conftest import SECRET_KEY, Engine
@@ -143,6 +143,14 @@ def fill(redis_url: str, batches: int, size: int, prefix: str = "m") -> None:
         await client.aclose()
 
     asyncio.run(run())
+
+
+def die(reader: SpoolReader) -> None:
+    """As if ``reader``'s process died: its renewals stop and its leases lapse (at once, rather
+    than after the lease time)."""
+    reader.leases.stop_renewing()
+    for partition in reader.held:
+        reader.client.delete(partition.lease(reader.group))
 
 
 def count(ch: Any) -> int:

@@ -19,7 +19,7 @@ import redis.asyncio
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from collector import Spool
+from collector import Spool, layout_of
 from collector.coalesce import Coalescer
 from collector.consent import SuppressionCache
 from collector.store import open_store
@@ -146,7 +146,9 @@ def create_app(settings: Settings) -> ASGIApp:
         client_sync = redis_client(settings.redis_url)
         store = open_store(settings.store_url)
         suppression = SuppressionCache()
-        spool = Spool(client, limit=settings.spool_limit, replicas=settings.spool_replicas)
+        layout = layout_of(client_sync, settings.spool_partitions)
+        spool = Spool(client, layout, limit=settings.spool_limit,
+                      replicas=settings.spool_replicas)  # fmt: skip
         catalog = Catalog()
         try:
             await asyncio.wait_for(catalog.refresh(client), 2.0)
@@ -159,11 +161,12 @@ def create_app(settings: Settings) -> ASGIApp:
         # The decide path has its own pipeline: its timeout must not touch ingestion's.
         decider = Decider(
             catalog, Coalescer(client, settings.decide_timeout), suppression, settings.seed,
-            verifier,
+            verifier, layout,
         )  # fmt: skip
         # Email systems' recommendations wait for Redis longer than a page would (its own
         # pipeline: a big batch must not time out the decide path's requests).
-        recommender = Decider(catalog, Coalescer(client, 10.0), suppression, settings.seed)
+        recommender = Decider(catalog, Coalescer(client, 10.0), suppression, settings.seed,
+                              layout=layout)  # fmt: skip
         # Everything made so far lives as long as the app: keep it out of the garbage
         # collector's scans, which otherwise pause requests for milliseconds (p99 latency).
         gc.collect()

@@ -69,6 +69,15 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         help="the --redis-url is a Redis Cluster node: do not ask it (KAIROS_REDIS_CLUSTER=1)",
     )
     parser.add_argument(
+        "--spool-partitions",
+        type=int,
+        default=int(_env("KAIROS_SPOOL_PARTITIONS", 0)) or None,
+        metavar="P",
+        help="split a new spool in P partitions (a power of two; fixed once the spool exists): "
+        "up to P instances of each worker kind share the work; two per worker host you may "
+        "run is a good P (default: as created, 1 for a new spool; KAIROS_SPOOL_PARTITIONS)",
+    )
+    parser.add_argument(
         "--clickhouse-url",
         default=_env("KAIROS_CLICKHOUSE_URL"),
         metavar="URL",

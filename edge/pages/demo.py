@@ -46,7 +46,8 @@ from starlette.routing import Route
 
 from collector import wire
 from collector.errors import SpoolFull
-from collector.spool import STREAM
+from collector.leases import members_key
+from collector.partitions import layout_of
 from decisions.identity import Verifier, user_hash
 from decisions.placements import DEFS, PLACEMENT, put_placement
 from edge.routes.sdk import VERSION, snippet
@@ -223,8 +224,9 @@ def _wait_for_reader(client: redis.Redis, group: str, timeout: float = 120.0) ->
 
     def reading() -> bool:
         try:
-            groups = {_text(g["name"]) for g in client.xinfo_groups(STREAM)}
-            return group not in groups or bool(client.xinfo_consumers(STREAM, group))
+            first = layout_of(client).partition(0).log
+            groups = {_text(g["name"]) for g in client.xinfo_groups(first)}
+            return group not in groups or bool(client.zcard(members_key(group)))
         except redis.ResponseError:  # no spool: no worker group was made, so no updater here
             return True
 

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from collector import STATS, spool_state
+from collector import STATS, spool_state, spool_stats
 from collector.errors import QueryFailed, StoreUnavailable
+from collector.reader import group_lags
 from collector.sink import INSERT_BUCKETS
-from collector.spool import group_lags
 from edge.api.responses import json
 from edge.routes.models import models_summary
 from edge.runtime.workers import WORKERS
@@ -97,7 +97,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = request.state
-    raw = {k.decode(): v.decode() for k, v in (await state.redis.hgetall(STATS)).items()}
+    raw = await run_in_threadpool(spool_stats, state.redis_sync)  # every partition's, summed
     spool = await run_in_threadpool(spool_state, state.redis_sync, "sink")
     lags = await run_in_threadpool(group_lags, state.redis_sync)
     lines: list[str] = []

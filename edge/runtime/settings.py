@@ -24,6 +24,7 @@ class Settings:
     port: int = 8000
     spool_limit: int = 100_000  # stream entries (one per accepted request); 0 = no limit
     spool_replicas: int = 0  # replicas that must have an append before its 200 (WAIT)
+    spool_partitions: int | None = None  # a new spool's partitions (None: as created, or 1)
     consent: ConsentPolicy = field(default_factory=ConsentPolicy)
     cors_origins: tuple[str, ...] = ("*",)  # origins whose pages may call the browser API
     limits: Limits = field(default_factory=Limits)  # rate and size limits (edge.api.limits)

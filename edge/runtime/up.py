@@ -31,7 +31,8 @@ class StartError(RuntimeError):
 def up(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from collector.spool import ensure_group
+    from collector.partitions import PartitionsMismatch, layout_of
+    from collector.reader import ensure_group
     from edge.api.app import create_app
     from edge.runtime.config import ConfigError
     from edge.runtime.embedded_redis import EmbeddedRedis, RedisStartError
@@ -99,6 +100,7 @@ def up(args: argparse.Namespace) -> int:
         port=args.port,
         spool_limit=args.spool_limit,
         spool_replicas=args.spool_replicas,
+        spool_partitions=args.spool_partitions,
         consent=config.consent,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
         decide_timeout=args.decide_timeout_ms / 1000,
@@ -124,8 +126,13 @@ def up(args: argparse.Namespace) -> int:
             redis_server.start()
             redis_server.keep_running()  # a Redis that dies comes back with its AOF
         client = redis_client(redis_url)
+        try:
+            layout = layout_of(client, args.spool_partitions)
+        except (PartitionsMismatch, ValueError) as exc:
+            raise StartError(str(exc)) from None
         for name in workers:  # before any append: nothing is trimmed unread
-            ensure_group(client, name)
+            for partition in layout.partitions:
+                ensure_group(client, name, partition)
         if args.demo:
             _demo(client, settings)
         else:
@@ -191,7 +198,8 @@ def worker(args: argparse.Namespace) -> int:
     redis_url = args.redis_url or EmbeddedRedis(data_dir).url  # that of a running `up`
     needs = Needs(
         redis=redis_client(redis_url),
-        consumer=args.consumer or f"{os.uname().nodename}-{args.name}",
+        # unique per running instance: it names the holder of the worker's leases
+        consumer=args.consumer or f"{os.uname().nodename}-{args.name}-{os.getpid()}",
         config=config,
         history=history,
         clickhouse_url=ch_url,

@@ -118,7 +118,7 @@ def _profiles(needs: Needs, interval: float = 0.2) -> ProfileUpdater:
         store,
         config.lead_score,
         after_batch=lambda touched, entries: membership.evaluate(
-            touched, f"batch:{entries[-1].id}"
+            touched, f"batch:{entries[-1].ref}"
         ),
         periodic=lambda: membership.maintain(history),
         interval=interval,
@@ -133,7 +133,7 @@ def _rewards(needs: Needs, interval: float = 0.2) -> RewardWorker:
     for key, placement in needs.config.placements.items():
         if put_placement(needs.redis, key, placement):
             log.info("placement from the config file installed", extra={"placement": key})
-    reader = SpoolReader(needs.redis, "rewards", needs.consumer)
+    reader = SpoolReader(needs.redis, "rewards", needs.consumer, exclusive=True)
     return RewardWorker(reader, needs.redis, interval=interval)
 
 
@@ -165,7 +165,8 @@ def _learner(
         except (StoreUnavailable, QueryFailed) as exc:
             log.warning("lifetime value refit failed; retrying", extra={"error": str(exc)})
 
-    return Learner(SpoolReader(client, "learner", needs.consumer), client, settings,
+    reader = SpoolReader(client, "learner", needs.consumer, exclusive=True)  # one set of models
+    return Learner(reader, client, settings,
                    needs.config.lead_score, clock=clock, periodic=refit_when_due,
                    interval=interval)  # fmt: skip
 
@@ -192,7 +193,8 @@ def _journeys(
     for key, journey in needs.config.journeys.items():
         if put_journey(needs.redis, key, journey):
             log.info("journey installed from the config file", extra={"journey": key})
-    reader = SpoolReader(needs.redis, "journeys", needs.consumer)
+    # One instance at a time (exclusive): the timers and the outbox are one.
+    reader = SpoolReader(needs.redis, "journeys", needs.consumer, exclusive=True)
     http = httpx.Client(timeout=10.0)
     return JourneyWorker(reader, needs.redis, http=http, interval=interval,
                          api=Api(*needs.api, http) if needs.api else None,
@@ -240,7 +242,7 @@ WORKERS: dict[str, WorkerKind] = {
 def start(name: str, needs: Needs, stop: threading.Event, **options: Any) -> threading.Thread:
     """Build worker ``name`` (its group made sure of) and run it in a daemon thread until
     ``stop`` is set; ``options`` go to its builder (``interval``, a ``clock``)."""
-    from collector.spool import ensure_group
+    from collector.reader import ensure_group
 
     ensure_group(needs.redis, name)
     worker = WORKERS[name].build(needs, **options)

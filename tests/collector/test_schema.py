@@ -12,7 +12,7 @@ import redis
 
 from collector import Sink, SpoolReader, connect, migrate, read_request
 from collector.intake import truncate_ip
-from collector.spool import Entry
+from collector.reader import Entry
 from collector.wire import to_lines
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

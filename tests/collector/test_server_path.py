@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from collector import connect, migrate
+from collector.reader import SpoolReader
 from collector.sink import Sink
-from collector.spool import SpoolReader
 from edge.runtime.stores import redis_client
 from tests.helpers import count, fill
 

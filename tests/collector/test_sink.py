@@ -10,11 +10,11 @@ import redis
 import redis.asyncio
 
 from collector import STATS, Sink, SpoolReader, connect, migrate
-from collector.spool import ensure_group
+from collector.reader import ensure_group
 from edge.runtime.stores import redis_client
 from edge.runtime.workers import start
 from tests.conftest import worker_needs
-from tests.helpers import count, fill
+from tests.helpers import count, die, fill
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -86,8 +86,9 @@ def test_a_dead_peers_batch_is_stored_once_by_another_sink(
     reader.ensure_group()
     held = reader.read(2, 100)
     Sink(reader, connect(clickhouse_url)).store_batch(held, threading.Event())
+    die(reader)  # stored, not acknowledged: its lease lapses, the batch is the next holder's
     reader_alive = SpoolReader(redis_client(redis_url), "sink", "alive")
-    sink = Sink(reader_alive, connect(clickhouse_url), interval=0.1, dead_after=0.0)
+    sink = Sink(reader_alive, connect(clickhouse_url), interval=0.1)
     stop = threading.Event()
     thread = threading.Thread(target=sink.run, args=(stop,))
     thread.start()

@@ -9,11 +9,14 @@ import msgspec
 import pytest
 import redis
 
-from collector.spool import STREAM, SpoolReader, ensure_group
+from collector import Layout
+from collector.reader import SpoolReader, ensure_group
 from decisions.placements import LEARNED, PLACEMENT, put_placement, state_key
 from decisions.records import Logged, new_decision_id
 from decisions.rewards import RewardWorker
 from tests.profiles.conftest import send
+
+STREAM = Layout(1).partition(0).log  # a one-partition spool's stream
 
 BANNER = {"variants": [{"key": "a"}, {"key": "b"}], "policy": {"kind": "thompson"}}
 
@@ -61,7 +64,7 @@ def test_a_replayed_batch_teaches_nothing_twice(
     assert once["n"] == [1.0, 5.0] and once["s"] == [0.0, 3.0]
     # The worker dies before its ack: a new one replays the same batch from the pending list.
     again = RewardWorker(SpoolReader(r, "rewards", "t"), r)
-    again.process(again.reader.pending(100))
+    again.process(again.reader.read(100, 10))  # its pending batch first
     assert {k: v for k, v in learned(r).items() if k != "rev"} == {
         k: v for k, v in once.items() if k != "rev"}  # fmt: skip
     rewarded = r.xrange(STREAM)

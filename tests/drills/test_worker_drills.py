@@ -23,7 +23,7 @@ import redis
 
 from bench.profiles import fill
 from collector import SpoolReader
-from collector.spool import ensure_group
+from collector.reader import ensure_group
 from edge.runtime.embedded_redis import EmbeddedRedis
 from journeys.store import ACTIONS, DEFS, OUTBOX, SENT
 from profiles.history import NUMERIC
@@ -205,7 +205,7 @@ def test_a_profile_updater_that_dies_mid_merge_leaves_no_orphan(
     with pytest.raises(_Died):
         dying.process(dying.reader.read(100, 10))
     restarted = ProfileUpdater(SpoolReader(r, "profiles", "t"), ProfileStore(r))
-    entries = restarted.reader.pending(100)
+    entries = restarted.reader.read(100, 10)  # the pending batch first
     restarted.process(entries)
     restarted.reader.ack(entries, {})
     target = profile_of(r, "a1")

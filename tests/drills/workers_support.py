@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import redis
 
-from collector.spool import STREAM
+from collector.partitions import layout_of
 from profiles.shoppers import ShopperStream, send
 from tests.conftest import SECRET_KEY, WRITE_KEY, Process, basic, free_port
 
@@ -158,16 +158,21 @@ class Stack:
         spool since ``since`` (monotonic seconds): the process started then is working on it,
         rather than a dead one holding it, or a new one still starting."""
         ago_ms = (time.monotonic() - since) * 1000
-        for consumer in self.redis.xinfo_consumers(STREAM, worker):
-            if consumer["pending"] and consumer["idle"] < ago_ms:
-                return True
+        for partition in layout_of(self.redis).partitions:
+            for consumer in self.redis.xinfo_consumers(partition.log, worker):
+                if consumer["pending"] and consumer["idle"] < ago_ms:
+                    return True
         return False
 
     def drained(self, worker: str) -> bool:
-        """The worker's group has read and acknowledged every spool entry."""
-        for info in self.redis.xinfo_groups(STREAM):
+        """The worker's group has read and acknowledged every spool entry, in every
+        partition."""
+        return all(self._drained(worker, p.log) for p in layout_of(self.redis).partitions)
+
+    def _drained(self, worker: str, stream: str) -> bool:
+        for info in self.redis.xinfo_groups(stream):
             if info["name"].decode() == worker:
-                last = self.redis.xrevrange(STREAM, count=1)
+                last = self.redis.xrevrange(stream, count=1)
                 head = _position(last[0][0]) if last else (0, 0)
                 return bool(info["pending"] == 0 and _position(info["last-delivered-id"]) >= head)
         return False

@@ -62,7 +62,7 @@ def test_scores_reach_profiles_segments_and_the_models_api(
     def published() -> dict[str, Any]:  # the summary of everything learned
         found = engine.client.get(f"{engine.url}/v1/models", headers=bearer()).json()
         applied = (r.hget(STATE, "applied") or b"").decode()
-        return found if found["models"] and found.get("applied") == applied else {}
+        return found if found["models"] and found.get("applied") == {"0": applied} else {}
 
     models = {m["target"]: m for m in eventually(published)["models"]}
     assert set(models) == {"conversion", "conversion_session", "churn"}

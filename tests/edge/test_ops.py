@@ -12,7 +12,11 @@ def test_healthz_reports_each_store_and_the_spool(engine: Engine) -> None:
     assert answer.status_code == 200
     body = answer.json()
     assert (body["status"], body["redis"], body["clickhouse"]) == ("ok", "ok", "ok")
-    assert set(body["spool"]) == {"length", "lag_seconds"}
+    assert body["spool"]["partitions"] == 1 and set(body["spool"]) == {
+        "length",
+        "partitions",
+        "lag_seconds",
+    }
     # Every worker kind of the table, running here (a lag) or not (the engine fixture runs the
     # sink, profiles and rewards workers; no learner, recs or journeys).
     assert set(body["workers"]) == {"sink", "profiles", "rewards", "learner", "recs", "journeys"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from collector.spool import SpoolReader
+from collector.reader import SpoolReader
 from edge.runtime.stores import redis_client
 from journeys.store import OUTBOX, SENT, TIMERS
 from journeys.worker import JourneyWorker

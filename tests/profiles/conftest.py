@@ -12,7 +12,7 @@ import redis
 import redis.asyncio
 
 from collector import Spool, SpoolReader, read_request
-from collector.spool import ensure_group
+from collector.reader import ensure_group
 from edge.runtime.stores import async_redis_client
 from profiles import LeadScoring, ProfileStore, ProfileUpdater
 from profiles.scoring import ScoreRule

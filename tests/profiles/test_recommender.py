@@ -10,7 +10,7 @@ import redis
 
 from bench.profiles import fill
 from collector import SpoolReader
-from collector.spool import ensure_group
+from collector.reader import ensure_group
 from collector.store import open_store
 from edge.runtime.stores import redis_client
 from profiles.products import ITEMS, Item, get_items, put_items
