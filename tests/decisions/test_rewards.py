@@ -183,6 +183,9 @@ def test_forged_and_tampered_ids_are_not_rewarded_and_are_counted(
 def test_the_worker_follows_the_published_key(
     r: redis.Redis, worker: RewardWorker, redis_url: str
 ) -> None:
+    place(r, "offer", {"variants": [{"key": "a"}, {"key": "b"}], "policy": {"kind": "thompson"},
+                       "reward": {"kind": "conversion", "event": "Order Completed"}})  # fmt: skip
+    log_decisions(r, decision("a", 0, "shopper", placement="offer"))
     send(redis_url, click(decision("b", 1)))
     assert run(worker)["rewards"] == 1
     rotated = DecisionIds.of_secret("sk_rotated")
@@ -190,6 +193,8 @@ def test_the_worker_follows_the_published_key(
     send(redis_url, click(decision("b", 1, ids=rotated)), click(decision("b", 1)))
     counters = run(worker)
     assert counters["rewards"] == 1 and counters["rewards_forged"] == 1  # the old key is gone
+    send(redis_url, order("shopper"))  # last touch reads the visitor hash: no key needed
+    assert run(worker)["rewards"] == 1 and learned(r, "offer")["s"] == [1.0, 0.0]
 
 
 def test_an_order_rewards_the_persons_latest_decision(
