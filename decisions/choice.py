@@ -28,8 +28,10 @@ asking for a deleted slot keeps its other slots); a request naming none that exi
 
 Every decision is logged to the spool before the answer (the decisions of all requests in one
 event-loop tick share one stream entry); the sink stores it in the ``decisions`` table, the
-reward worker learns from it. The choice itself uses this process's catalog
-(``decisions.catalog``): no Redis read for definitions or policy state on this path.
+reward worker learns from it. A decision the policy made gets a signed id, which carries what
+its reward needs (``decisions.records``): the reward worker keeps nothing per decision. The
+choice itself uses this process's catalog (``decisions.catalog``): no Redis read for
+definitions or policy state on this path.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from decisions.catalog import Catalog, Slot
 from decisions.features import build
 from decisions.identity import Verifier, without_contact
 from decisions.placements import KEY
-from decisions.records import Logged, new_decision_id
+from decisions.records import SIGNING_KEY, DecisionIds, Logged, new_decision_id
 from decisions.visitors import Visitor, Visitors
 from profiles.products import Item
 from profiles.recommend import arecommend, person_of, plan
@@ -68,6 +70,7 @@ __all__ = ["Answer", "Ask", "Decider", "Decision", "UnknownPlacement", "read_ask
 log = logging.getLogger("kairos.decide")
 
 _BREAK_SECONDS = 1.0
+_PUBLISH_SECONDS = 60.0  # how often the signing key is written again (a Redis that lost it)
 _EMPTY_SNAPSHOT = Snapshot(
     id="", fields={}, viewed=[], cart={}, daily={}, identities=[], segments=[], merged_from=[]
 )
@@ -160,11 +163,16 @@ class Decider:
         seed: int | None = None,
         verifier: Verifier | None = None,
         layout: Layout | None = None,
+        *,
+        ids: DecisionIds,
     ):
         """``calls``: this path's own pipeline to Redis, whose timeout bounds each round trip;
         ``suppression``: the erased people, who get defaults and leave no trace; ``verifier``:
-        the site's identity check for browsers' ``userId`` (none: nothing verifies)."""
+        the site's identity check for browsers' ``userId`` (none: nothing verifies); ``ids``:
+        what signs decision ids (from the engine's secret key: ``DecisionIds.of_secret``)."""
         self.catalog = catalog
+        self.ids = ids
+        self._publish_at = 0.0  # when to write the signing key to Redis next
         self.verifier = verifier or Verifier("")
         self.suppression = suppression or SuppressionCache()
         self.calls = calls
@@ -243,7 +251,7 @@ class Decider:
             visitor = await self.visitors.read(
                 identities,
                 history=recommends or any(s.placement.eligibility is not None for s in slots),
-                assignments=any(isinstance(s.policy, ABTest) for s in slots),
+                assignments=[s.key for s in slots if isinstance(s.policy, ABTest)],
                 ids=identities[0][0] not in ("user_id", "anonymous_id"),
                 anonymous=not verified,
             )
@@ -266,10 +274,15 @@ class Decider:
             traits = without_contact(traits)
         user_id, anonymous_id = visitor.logged_ids(identities)
         decisions, lines = {}, []
+        ms = int(now.timestamp() * 1000)
         for (slot, arm, propensity, features, fallback), found in zip(chosen, items):
             listed = None if found is None else [_listed(item) for item in found]
+            if fallback:  # earns nothing: a plain id, which claims nothing a click could cash in
+                decision_id = new_decision_id()
+            else:
+                decision_id = self.ids.new(slot.key, arm, slot.arms[arm], propensity, ms)
             decision = Decision(
-                decision_id=new_decision_id(),
+                decision_id=decision_id,
                 variant=slot.arms[arm],
                 content=slot.content(arm, traits, listed),
                 propensity=propensity,
@@ -296,8 +309,23 @@ class Decider:
                 items=[] if found is None else [item.id or "" for item in found],
             )
             lines.append(_line(logged))
+        self._publish()
         await self.log.append(lines, anonymous_id or user_id)  # the person's partition
         return decisions
+
+    def _publish(self) -> None:
+        """Write the signing key where the reward worker reads it (``{dsig}``; it is not given
+        the secret key), with this tick's decision log rather than a round trip of its own:
+        with the first decision, then once a minute, so a Redis that lost it has it again."""
+        if time.monotonic() < self._publish_at:
+            return
+        self._publish_at = time.monotonic() + _PUBLISH_SECONDS
+        sent = self.calls.command("SET", SIGNING_KEY, self.ids.key)
+        sent.add_done_callback(self._published)
+
+    def _published(self, sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is not None:
+            self._publish_at = 0.0  # again with the next decision
 
     async def _items(
         self,

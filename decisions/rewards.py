@@ -3,13 +3,16 @@
 It reads the spool in order — decisions (logged by ``/v1/decide``) and events alike — and:
 
 - counts each policy decision as a pull of its variant (fallback decisions teach nothing);
-- keeps a record per decision (``{d:<id>}``) and, per identity, the latest decision of each
-  placement and the sticky A/B variant (``{dv:<kind>:<value>}``, see ``decisions.records``);
+- keeps, per identity, the latest decision of each placement (with its features when the
+  policy is contextual), the newest recommendations and the sticky A/B variant
+  (``{dv:<kind>:<value>}``, see ``decisions.records``): nothing per decision;
 - rewards a decision once, the first time it earns within its placement's window:
-  ``click`` placements on a "Decision Clicked" event whose ``properties.decisionId`` names it;
-  ``items`` (recommendation) placements on such a click too, or on an order (its event,
-  default "Order Completed") whose ``products[]`` hold one of the items of one of the person's
-  recent recommendations of the placement (the newest such decision, ``RECENT_RECS`` kept);
+  ``click`` placements on a "Decision Clicked" event whose ``properties.decisionId`` names it
+  (attributed from the id alone, which carries placement, arm and time and is signed: a forged
+  or tampered id earns nothing and is counted, ``rewards_forged``); ``items``
+  (recommendation) placements on such a click too, or on an order (its event, default "Order
+  Completed") whose ``products[]`` hold one of the items of one of the person's recent
+  recommendations of the placement (the newest such decision, ``RECENT_RECS`` kept);
   ``conversion`` and ``revenue`` placements on their conversion event, attributed to the
   person's latest decision of the placement (last touch: the newest decision for the event's
   ``userId`` or ``anonymousId``), with ``properties.revenue`` (else ``total``) as the reward of
@@ -20,15 +23,29 @@ It reads the spool in order — decisions (logged by ``/v1/decide``) and events 
   include, bumps their revision in ``{plc}:revs`` (API processes reload within a second), and
   only then acknowledges the batch.
 
-Learning is exactly once: a replayed batch re-applies nothing at or below a state's position,
-and the records' writes are idempotent. "Decision Viewed" events are counted (impressions) and
-kept in ClickHouse, and so are "Email Opened" events (the open pixel of a recommendation
-email); the policy learns from decisions, not views.
+Learning is exactly once: a replayed batch re-applies nothing at or below a state's position.
+Rewards are exactly once too: each rewarded decision's id is marked, with the position of the
+event that rewarded it, in a bucket of its placement and hour (``{rw:…}``) that expires after
+the window; a later event finds the mark and earns nothing (``rewards_repeated``), a replay of
+the same event finds its own position and re-applies (idempotently). That memory grows with
+rewards, not decisions. A reward the mark could no longer guard (past the window and a margin,
+by the worker's clock) is not given (``rewards_late``).
+
+A contextual policy learns from a reward only with the decision's features: those of the
+person's latest decision of the placement (kept in the visitor hash), or of a decision in the
+same batch. A click on an older decision is still rewarded (its "Decision Rewarded" event
+reaches results and evaluation, which read the features from the decision log) but the policy
+does not learn from it: counted ``rewards_unlearned``.
+
+"Decision Viewed" events are counted (impressions) and kept in ClickHouse, and so are "Email
+Opened" events (the open pixel of a recommendation email); the policy learns from decisions,
+not views.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,13 +72,24 @@ from decisions.placements import (
     state_key,
 )
 from decisions.records import (
+    LATEST,
     LOGGED,
+    MARGIN_MS,
+    RECENT,
     RECENT_RECS,
-    RECORD,
+    SIGNING_KEY,
     VISITOR_TTL,
+    Claim,
+    DecisionIds,
+    Latest,
     Logged,
-    Record,
-    decision_key,
+    Resolver,
+    Shown,
+    claim_of,
+    plain_shape,
+    reward_expiry,
+    reward_key,
+    signed_shape,
     visitor_key,
 )
 from profiles.store import position
@@ -73,7 +101,7 @@ log = logging.getLogger("kairos.rewards")
 CLICKED, VIEWED, OPENED = "Decision Clicked", "Decision Viewed", "Email Opened"
 _SEEN = (CLICKED, VIEWED, OPENED)  # events that name their decision
 _props = msgspec.json.Decoder(dict[str, Any]).decode
-_MARGIN_MS = 3_600_000  # records outlive their window by an hour (late, queued events)
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(kw_only=True)
@@ -102,11 +130,24 @@ class PolicyTrainer:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A decision a reward may go to, as attribution found it: from its id (placement, arm,
+    time) and, for its features, the visitor hash or the batch."""
+
+    decision_id: str
+    placement: str
+    arm: int  # in the placement's arms now
+    at: int  # ms since the epoch
+    features: list[float] | None = None  # None: not known here (a contextual policy cannot learn)
+
+
 @dataclass
 class Batch:
     """What one batch changes, written together before the ack."""
 
-    records: dict[str, Record] = field(default_factory=dict)  # decision id -> record to save
+    marks: dict[str, dict[str, str]] = field(default_factory=dict)  # {rw:…} -> id -> position
+    expiry: dict[str, int] = field(default_factory=dict)  # {rw:…} -> when it may go (ms)
     visitors: dict[str, dict[str, str]] = field(default_factory=dict)  # {dv:…} -> fields to set
     rewarded: list[wire.Message] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
@@ -128,6 +169,11 @@ class RewardWorker(SpoolWorker):
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.client = client
         self._trainers: Versioned[dict[str, PolicyTrainer]] = Versioned(VERSION, {})
+        # The key the API processes sign decision ids with, as they publish it (this worker is
+        # not given the engine's secret key): read when first needed, and again when a signed
+        # id fails to verify (the secret key may have changed).
+        self._ids: DecisionIds | None = None
+        self._resolver: tuple[dict[str, PolicyTrainer], Resolver] | None = None
 
     def recover(self) -> None:
         self._trainers.forget()  # reload every state: another worker may have saved since
@@ -162,47 +208,98 @@ class RewardWorker(SpoolWorker):
     def _refresh(self) -> None:
         self._trainers.get(self.client, _trainers)
 
+    def _resolve(self) -> Resolver:
+        """Finds a decision id's placement among those trained now (rebuilt after a reload)."""
+        learners = self.learners
+        if self._resolver is None or self._resolver[0] is not learners:
+            arms = {key: learner.placement.arms() for key, learner in learners.items()}
+            self._resolver = (learners, Resolver(arms))
+        return self._resolver[1]
+
     # -- reading what the batch needs --
+
+    def _verified(self, ids: set[str]) -> dict[str, Claim]:
+        """The claims of those of ``ids`` signed with the engine's key. The key is read again
+        (one GET, at most once a batch) only when a signed-looking id fails with the one known;
+        when it changed, the whole batch is checked with the new one alone."""
+
+        def check(ids: set[str]) -> dict[str, Claim]:
+            verify = self._ids.verify if self._ids is not None else lambda _: None
+            return {i: claim for i in ids if (claim := verify(i)) is not None}
+
+        claims = check(ids)
+        if any(signed_shape(i) for i in ids - claims.keys()):
+            key = self.client.get(SIGNING_KEY)
+            if isinstance(key, bytes) and (self._ids is None or key != self._ids.key):
+                self._ids = DecisionIds(key)
+                claims = check(ids)
+        return claims
 
     def _prefetch(
         self, decisions: list[tuple[str, Logged]], events: list[tuple[str, wire.Track]]
     ) -> dict[str, Any]:
-        """The records and visitor hashes the batch's events refer to, in two round trips:
-        visitors (and clicked decisions) first, then the decisions those visitors point to."""
-        clicked = {_decision_id(e) for _, e in events if e.event in _SEEN} - {None}
-        converting = [e for _, e in events if e.event not in _SEEN]
-        wanted = {k for e in converting for k in _visitor_keys(e.user_id, e.anonymous_id)}
+        """What the batch's events refer to, in at most two round trips: the visitor hashes
+        and the reward marks of clicked decisions first, then the marks of the decisions those
+        hashes hold (and one GET of the signing key when a clicked id fails with the one known).
+        No decision is read: its id says what attribution needs."""
+        resolve = self._resolve().resolve
+        in_batch = {decision.decision_id for _, decision in decisions}
+        clicks = [event for _, event in events if event.event == CLICKED]
+        claims = self._verified({i for event in clicks if (i := _decision_id(event))})
+        wanted = {
+            key
+            for _, event in events
+            if event.event not in _SEEN
+            for key in _visitor_keys(event.user_id, event.anonymous_id)
+        }
         for _, decision in decisions:  # a recommendation adds to its visitors' recent ones
             learner = self.learners.get(decision.placement)
             if learner is not None and learner.placement.recommend is not None:
                 wanted.update(_visitor_keys(decision.user_id, decision.anonymous_id))
+        clicked: dict[str, Touch | None] = {}  # verified ids -> their decision (None: unknown)
+        for event in clicks:
+            decision_id = _decision_id(event) or ""
+            claim = claims.get(decision_id)
+            if claim is None:
+                continue
+            found = resolve(claim)
+            clicked[decision_id] = None if found is None else Touch(decision_id, *found, claim.at)
+            # A contextual policy learns from the features of the person's latest decision.
+            if found is not None and self.learners[found[0]].policy.contextual:
+                if decision_id not in in_batch:
+                    wanted.update(_visitor_keys(event.user_id, event.anonymous_id))
         keys = sorted(wanted)
+        marked = sorted({t.decision_id: t for t in clicked.values() if t is not None}.items())
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
-        ids = sorted(i for i in clicked if i is not None)
-        for decision_id in ids:
-            pipe.get(decision_key(decision_id))
+        for decision_id, touch in marked:
+            pipe.hget(reward_key(touch.placement, touch.at), decision_id)
         replies = pipe.execute()
         visitors = {
             k: {f.decode(): v.decode() for f, v in r.items()} for k, r in zip(keys, replies)
         }
-        records = {i: RECORD.decode(r) for i, r in zip(ids, replies[len(keys) :]) if r is not None}
-        pointed = {
-            decision_id
-            for fields in visitors.values()
-            for name, value in fields.items()
-            if name.startswith(("dl:", "dr:"))
-            for decision_id in value.split(" ")[::2]
-        } - set(records)
-        if pointed:
-            ordered = sorted(pointed)
-            pipe = self.client.pipeline(transaction=False)  # one GET each: they span slots
-            for decision_id in ordered:
-                pipe.get(decision_key(decision_id))
-            found = pipe.execute()
-            records |= {i: RECORD.decode(r) for i, r in zip(ordered, found) if r is not None}
-        return {"visitors": visitors, "records": records}
+        marks = {i: _text(r) for (i, _), r in zip(marked, replies[len(keys) :])}
+        pointed: dict[str, Touch] = {}  # decisions the visitor hashes hold
+        for fields in visitors.values():
+            for decision_id in _held(fields):
+                claim = claim_of(decision_id)  # kept by this worker from the log: authentic
+                found = resolve(claim) if claim is not None else None
+                if claim is not None and found is not None:
+                    pointed[decision_id] = Touch(decision_id, *found, claim.at)
+        unread = sorted((i, t) for i, t in pointed.items() if i not in marks)
+        if unread:
+            pipe = self.client.pipeline(transaction=False)  # one HGET each: they span slots
+            for decision_id, touch in unread:
+                pipe.hget(reward_key(touch.placement, touch.at), decision_id)
+            marks |= {i: _text(r) for (i, _), r in zip(unread, pipe.execute())}
+        return {
+            "visitors": visitors,
+            "clicked": clicked,
+            "pointed": pointed,
+            "marks": marks,  # decision id -> the position of the event that rewarded it, or ""
+            "features": {},  # decision id -> its features, for the decisions of this batch
+        }
 
     # -- applying, in spool order --
 
@@ -220,90 +317,108 @@ class RewardWorker(SpoolWorker):
             x = np.asarray(features) if learner.policy.contextual else None
             learner.policy.pull(arm, x)
             learner.applied, learner.dirty = at, True
-        ms = int(decision.timestamp.timestamp() * 1000)
-        record = Record(
-            placement=decision.placement,
-            arm=arm,
-            variant=decision.variant,
-            at=ms,
-            features=features,
-            anonymous_id=decision.anonymous_id,
-            user_id=decision.user_id,
-            items=decision.items,
-        )
-        known["records"][decision.decision_id] = batch.records[decision.decision_id] = record
+        known["features"][decision.decision_id] = features
+        claim = claim_of(decision.decision_id)  # (a plain id: logged before ids were signed)
+        if claim is not None:  # what a later event of this batch may reward
+            known["pointed"][decision.decision_id] = Touch(
+                decision.decision_id, decision.placement, arm, claim.at
+            )
+        # What a later reward needs of it besides its id: the features, for a contextual policy.
+        kept = features if learner.policy.contextual else []
+        latest = _encode(Latest(decision.decision_id, kept)).decode()
         for key in _visitor_keys(decision.user_id, decision.anonymous_id):
-            fields = {f"dl:{decision.placement}": f"{decision.decision_id} {ms}"}
+            fields = {f"dl:{decision.placement}": latest}
             if isinstance(learner.policy, ABTest):
                 fields[f"ab:{decision.placement}"] = decision.variant
             if learner.placement.recommend is not None:
-                recent = known["visitors"].get(key, {}).get(f"dr:{decision.placement}", "")
-                kept = recent.split(" ")[: 2 * (RECENT_RECS - 1)] if recent else []
-                if decision.decision_id not in kept[::2]:
-                    kept = [decision.decision_id, str(ms), *kept]
-                fields[f"dr:{decision.placement}"] = " ".join(kept)
+                recent = _recent(known["visitors"].get(key, {}).get(f"dr:{decision.placement}"))
+                if decision.decision_id not in {shown.id for shown in recent}:
+                    recent = [Shown(decision.decision_id, decision.items), *recent][:RECENT_RECS]
+                fields[f"dr:{decision.placement}"] = _encode(recent).decode()
             known["visitors"].setdefault(key, {}).update(fields)
             batch.visitors.setdefault(key, {}).update(fields)
 
     def _event(self, at: str, event: wire.Track, known: dict[str, Any], batch: Batch) -> None:
-        records: dict[str, Record] = known["records"]
         if event.event in (VIEWED, OPENED):
             batch.count("decision_views" if event.event == VIEWED else "email_opens")
             return
         if event.event == CLICKED:
             batch.count("decision_clicks")
-            decision_id = _decision_id(event)
-            record = records.get(decision_id or "")
-            learner = self.learners.get(record.placement) if record else None
-            if record and learner and learner.placement.reward.kind in ("click", "items"):
-                self._reward(at, decision_id or "", record, learner, 1.0, event, batch)
+            touch = self._clicked(event, known, batch)
+            learner = self.learners.get(touch.placement) if touch else None
+            if touch and learner and learner.placement.reward.kind in ("click", "items"):
+                self._reward(at, touch, learner, 1.0, event, known, batch)
             return
         for learner in self.learners.values():
             reward = learner.placement.reward
             if learner.placement.conversion_event() != event.event:
                 continue
             if reward.kind == "items":
-                decision_id, record = _recommended(at, learner, event, known)
+                touch = _recommended(at, learner, event, known)
             else:
-                decision_id, record = _last_touch(learner.key, event, known)
-            if record is None:
+                touch = _last_touch(learner, event, known)
+            if touch is None:
                 continue
             value = 1.0
             if reward.kind == "revenue":
                 props = _props(event.properties)
                 value = _number(props.get("revenue", props.get("total")))
-            self._reward(at, decision_id, record, learner, value, event, batch)
+            self._reward(at, touch, learner, value, event, known, batch)
+
+    def _clicked(self, event: wire.Track, known: dict[str, Any], batch: Batch) -> Touch | None:
+        """The decision a click names, from its id alone; counted when it names none."""
+        decision_id = _decision_id(event)
+        if decision_id is None:
+            return None
+        if decision_id not in known["clicked"]:
+            # A plain id is a fallback's (which earns nothing) or older than signed ids.
+            batch.count("rewards_unsigned" if plain_shape(decision_id) else "rewards_forged")
+            return None
+        touch: Touch | None = known["clicked"][decision_id]
+        if touch is None:
+            batch.count("rewards_unresolved")  # its placement or variant is gone since
+            return None
+        learner = self.learners[touch.placement]
+        return Touch(touch.decision_id, touch.placement, touch.arm, touch.at,
+                     _features(learner, decision_id, event, known))  # fmt: skip
 
     def _reward(
         self,
         at: str,
-        decision_id: str,
-        record: Record,
+        touch: Touch,
         learner: PolicyTrainer,
         value: float,
         event: wire.Track,
+        known: dict[str, Any],
         batch: Batch,
     ) -> None:
-        """Reward the decision once, if the event came within the window."""
+        """Reward the decision once, if the event came within the window (and this worker
+        gets to it while the decision's reward mark is sure to be kept: ``reward_expiry``)."""
         when = event.timestamp or event.received_at or datetime.now(UTC)
-        if int(when.timestamp() * 1000) - record.at > learner.window_ms():
+        window = learner.window_ms()
+        now = time.time() * 1000
+        if int(when.timestamp() * 1000) - touch.at > window or now - touch.at > window + MARGIN_MS:
             batch.count("rewards_late")
             return
-        if record.rewarded and record.rewarded != at:
-            return  # rewarded already, by an earlier event
-        arms = learner.placement.arms()
-        if record.variant not in arms:
+        marks: dict[str, str] = known["marks"]
+        if marks.get(touch.decision_id, "") not in ("", at):
+            batch.count("rewards_repeated")  # rewarded already, by an earlier event
             return
+        arms = learner.placement.arms()
         if at > learner.applied:
-            arm = arms.index(record.variant)
-            x = np.asarray(record.features) if learner.policy.contextual else None
-            if value:
-                learner.policy.reward(arm, value, x)
+            if value and not learner.policy.contextual:
+                learner.policy.reward(touch.arm, value, None)
+            elif value and touch.features:
+                learner.policy.reward(touch.arm, value, np.asarray(touch.features))
+            elif value:
+                batch.count("rewards_unlearned")  # see the module's docstring
             learner.applied, learner.dirty = at, True
-        record.rewarded = at
-        batch.records[decision_id] = record
+        marks[touch.decision_id] = at
+        bucket = reward_key(touch.placement, touch.at)
+        batch.marks.setdefault(bucket, {})[touch.decision_id] = at
+        batch.expiry[bucket] = reward_expiry(touch.at, window)
         batch.count("rewards")
-        batch.rewarded.append(_announcement(decision_id, record, value, learner, event, when))
+        batch.rewarded.append(_announcement(touch, arms[touch.arm], value, learner, event, when))
 
     # -- saving --
 
@@ -314,10 +429,9 @@ class RewardWorker(SpoolWorker):
             learner.rev += 1
             pipe.set(state_key(learner.key), msgspec.json.encode(learner.learned()))
             pipe.hset(REVS, learner.key, learner.rev)
-        for decision_id, record in batch.records.items():
-            learner = self.learners.get(record.placement)
-            ttl_ms = (learner.window_ms() if learner else 86_400_000) + _MARGIN_MS
-            pipe.set(decision_key(decision_id), msgspec.json.encode(record), px=ttl_ms)
+        for bucket, rewarded in batch.marks.items():
+            pipe.hset(bucket, mapping=rewarded)
+            pipe.pexpireat(bucket, batch.expiry[bucket])
         for key, fields in batch.visitors.items():
             pipe.hset(key, mapping=fields)
             pipe.expire(key, VISITOR_TTL)
@@ -383,23 +497,74 @@ def _visitor_keys(user_id: Any, anonymous_id: Any) -> list[str]:
     return keys
 
 
-def _last_touch(
-    placement: str, event: wire.Track, known: dict[str, Any]
-) -> tuple[str, Record | None]:
-    """The newest decision of ``placement`` for any of the event's identities."""
-    best, best_ms = "", -1
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else ""
+
+
+def _latest(value: str | None) -> Latest | None:
+    if not value:
+        return None
+    try:
+        return LATEST.decode(value)
+    except msgspec.DecodeError:  # written before this layout
+        return None
+
+
+def _recent(value: str | None) -> list[Shown]:
+    if not value:
+        return []
+    try:
+        return RECENT.decode(value)
+    except msgspec.DecodeError:  # written before this layout
+        return []
+
+
+def _held(fields: dict[str, str]) -> list[str]:
+    """The ids of the decisions a visitor hash holds (latest and recent ones)."""
+    held = []
+    for name, value in fields.items():
+        if name.startswith("dl:") and (latest := _latest(value)) is not None:
+            held.append(latest.id)
+        elif name.startswith("dr:"):
+            held += [shown.id for shown in _recent(value)]
+    return held
+
+
+def _features(
+    learner: PolicyTrainer, decision_id: str, event: wire.Track, known: dict[str, Any]
+) -> list[float] | None:
+    """The decision's features, if its policy needs them: known for a decision of this batch
+    and for the latest decision of the placement of one of the event's identities; else None."""
+    if not learner.policy.contextual:
+        return []
+    found: list[float] | None = known["features"].get(decision_id)
+    if found:
+        return found
     for key in _visitor_keys(event.user_id, event.anonymous_id):
-        value = known["visitors"].get(key, {}).get(f"dl:{placement}")
-        if value:
-            decision_id, _, ms = value.partition(" ")
-            if int(ms) > best_ms:
-                best, best_ms = decision_id, int(ms)
-    return best, known["records"].get(best)
+        latest = _latest(known["visitors"].get(key, {}).get(f"dl:{learner.key}"))
+        if latest is not None and latest.id == decision_id and latest.features:
+            return latest.features
+    return None
+
+
+def _last_touch(learner: PolicyTrainer, event: wire.Track, known: dict[str, Any]) -> Touch | None:
+    """The newest decision of the learner's placement for any of the event's identities."""
+    best: Touch | None = None
+    for key in _visitor_keys(event.user_id, event.anonymous_id):
+        latest = _latest(known["visitors"].get(key, {}).get(f"dl:{learner.key}"))
+        touch = known["pointed"].get(latest.id) if latest is not None else None
+        if touch is not None and touch.placement == learner.key:
+            if best is None or touch.at > best.at:
+                best = touch
+    if best is None:
+        return None
+    features = _features(learner, best.decision_id, event, known)
+    return Touch(best.decision_id, best.placement, best.arm, best.at, features)
 
 
 def _recommended(
     at: str, learner: PolicyTrainer, event: wire.Track, known: dict[str, Any]
-) -> tuple[str, Record | None]:
+) -> Touch | None:
     """The newest of the person's recent recommendations of the placement, not yet rewarded
     and within the window, that shows an item of the order."""
     products = _props(event.properties).get("products")
@@ -409,22 +574,25 @@ def _recommended(
         if isinstance(p, dict) and (p.get("product_id") or p.get("sku"))
     }
     if not bought:
-        return "", None
+        return None
     when = event.timestamp or event.received_at or datetime.now(UTC)
     ms = int(when.timestamp() * 1000)
-    recent: dict[str, int] = {}
+    recent: dict[str, Shown] = {}
     for key in _visitor_keys(event.user_id, event.anonymous_id):
-        listed = known["visitors"].get(key, {}).get(f"dr:{learner.key}", "").split(" ")
-        recent |= {d: int(at) for d, at in zip(listed[::2], listed[1::2]) if d}
-    for decision_id, shown in sorted(recent.items(), key=lambda found: -found[1]):
-        record = known["records"].get(decision_id)
-        if record is None or record.rewarded not in ("", at):  # rewarded by an earlier event
+        for shown in _recent(known["visitors"].get(key, {}).get(f"dr:{learner.key}")):
+            recent.setdefault(shown.id, shown)
+    found = [(known["pointed"][i], shown) for i, shown in recent.items() if i in known["pointed"]]
+    for touch, shown in sorted(found, key=lambda pair: -pair[0].at):
+        if touch.placement != learner.key:
             continue
-        if not 0 <= ms - shown <= learner.window_ms():
+        if known["marks"].get(touch.decision_id, "") not in ("", at):
+            continue  # rewarded by an earlier event
+        if not 0 <= ms - touch.at <= learner.window_ms():
             continue
-        if bought & set(record.items):
-            return decision_id, record
-    return "", None
+        if bought & set(shown.items):
+            features = _features(learner, touch.decision_id, event, known)
+            return Touch(touch.decision_id, touch.placement, touch.arm, touch.at, features)
+    return None
 
 
 def _number(value: Any) -> float:
@@ -436,17 +604,17 @@ def _number(value: Any) -> float:
 
 
 def _announcement(
-    decision_id: str,
-    record: Record,
+    touch: Touch,
+    variant: str,
     value: float,
     learner: PolicyTrainer,
     event: wire.Track,
     when: datetime,
 ) -> wire.Message:
     properties = {
-        "decisionId": decision_id,
-        "placement": record.placement,
-        "variant": record.variant,
+        "decisionId": touch.decision_id,
+        "placement": touch.placement,
+        "variant": variant,
         "reward": value,
         "kind": learner.placement.reward.kind,
         "trigger": event.event,
@@ -454,9 +622,9 @@ def _announcement(
     }
     return wire.Track(
         event="Decision Rewarded",
-        user_id=record.user_id or None,
-        anonymous_id=record.anonymous_id or None,
-        message_id=f"reward-{decision_id}",
+        user_id=event.user_id or None,  # the person who earned it (no record keeps the decision's)
+        anonymous_id=event.anonymous_id or None,
+        message_id=f"reward-{touch.decision_id}",
         timestamp=when,
         received_at=datetime.now(UTC),
         properties=msgspec.Raw(msgspec.json.encode(properties)),

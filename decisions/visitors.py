@@ -8,8 +8,9 @@ tick in one pipeline (``collector.coalesce``):
   a profile is found as soon as the profile worker creates it;
 - the profile hash ``{p:<id>}`` (traits, computed traits, scores, segments), with the viewed
   list, cart and daily counts only when an eligibility rule needs them;
-- the visitor's decision record ``{dv:<kind>:<value>}`` (sticky A/B assignments, last decision
-  per placement), only when an A/B placement is asked for.
+- the sticky A/B assignments of the A/B placements asked for, from the visitor's decision
+  memory ``{dv:<kind>:<value>}`` (``decisions.records``): those fields alone (HMGET), not the
+  latest decisions and recommendations the reward worker keeps beside them.
 
 A profile that was merged into another is followed (one more round trip, then cached).
 
@@ -96,16 +97,18 @@ class Visitors:
         self,
         identities: list[tuple[str, str]],
         history: bool,
-        assignments: bool,
+        assignments: list[str],
         ids: bool = False,
         anonymous: bool = False,
     ) -> Visitor:
         """The visitor known by ``identities`` (strongest first: user id, then anonymous id; a
-        ``profile`` identity is the profile id itself); ``ids``: read their identities too;
-        ``anonymous``: only a profile without a user id (see the module's docstring)."""
+        ``profile`` identity is the profile id itself); ``assignments``: the A/B placements
+        whose sticky variant to read; ``ids``: read their identities too; ``anonymous``: only a
+        profile without a user id (see the module's docstring)."""
+        fields = [f"ab:{key}" for key in assignments]
         records = (
-            [self.calls.command("HGETALL", visitor_key(k, v)) for k, v in identities]
-            if assignments
+            [self.calls.command("HMGET", visitor_key(k, v), *fields) for k, v in identities]
+            if fields
             else []
         )
         try:
@@ -123,9 +126,9 @@ class Visitors:
             else:
                 visitor = Visitor()
             for record in reversed(records):  # the strongest identity's assignment wins
-                for name, value in _pairs(await record).items():
-                    if name.startswith("ab:"):
-                        visitor.assignments[name[3:]] = value
+                for key, value in zip(assignments, await record):
+                    if value is not None:
+                        visitor.assignments[key] = value.decode()
             return visitor
         finally:
             _forget(records)

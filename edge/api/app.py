@@ -26,6 +26,7 @@ from collector.store import open_store
 from decisions.catalog import REFRESH_SECONDS, Catalog
 from decisions.choice import Decider
 from decisions.identity import Verifier
+from decisions.records import DecisionIds
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
@@ -161,12 +162,12 @@ def create_app(settings: Settings) -> ASGIApp:
         # The decide path has its own pipeline: its timeout must not touch ingestion's.
         decider = Decider(
             catalog, Coalescer(client, settings.decide_timeout), suppression, settings.seed,
-            verifier, layout,
+            verifier, layout, ids=DecisionIds.of_secret(settings.secret_key),
         )  # fmt: skip
         # Email systems' recommendations wait for Redis longer than a page would (its own
         # pipeline: a big batch must not time out the decide path's requests).
         recommender = Decider(catalog, Coalescer(client, 10.0), suppression, settings.seed,
-                              layout=layout)  # fmt: skip
+                              layout=layout, ids=decider.ids)  # fmt: skip
         # Everything made so far lives as long as the app: keep it out of the garbage
         # collector's scans, which otherwise pause requests for milliseconds (p99 latency).
         gc.collect()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +45,7 @@ from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
 from decisions.choice import Decider, Decision, UnknownPlacement
 from decisions.placements import KEY
-from decisions.records import RECORD, decision_key
+from decisions.records import plain_shape, signed_shape
 from edge.api.auth import secret
 from edge.api.responses import Problem, error, json
 from edge.routes.profiles import parse_identity
@@ -72,10 +71,14 @@ _ENV.filters["money"] = lambda price, currency: (
 )
 _PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _NO_STORE = {"Cache-Control": "no-store, max-age=0"}
-_DECISION = re.compile(r"d_[0-9a-f]{24}")
+# The decision log's row, found through the time the id carries (the table is ordered by
+# placement and time): a point read, not a scan.
 _FIND = """
 SELECT placement, anonymousId, userId, items FROM decisions
-WHERE decisionId = {id:String} LIMIT 1"""
+WHERE decisionId = {id:String}
+  AND timestamp BETWEEN fromUnixTimestamp64Milli({start:Int64})
+                    AND fromUnixTimestamp64Milli({end:Int64}) LIMIT 1"""
+_SLACK_MS = 60_000
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
@@ -238,15 +241,30 @@ async def refresh(request: Request) -> Response:
 # -- the links in what was sent --
 
 
+def _shaped(decision_id: str) -> bool:
+    return signed_shape(decision_id) or plain_shape(decision_id)
+
+
+def _decided_at(request: Request, decision_id: str) -> int | None:
+    """When the decision was made (ms), as its id says; None if it is not one of ours. A
+    signed id must verify (a forged one costs no query); a plain one (a fallback's) carries
+    its time in hex."""
+    if plain_shape(decision_id):
+        return int(decision_id[2:14], 16)
+    decider: Decider = request.state.recommender
+    claim = decider.ids.verify(decision_id)
+    return None if claim is None else claim.at
+
+
 async def _decided(request: Request, decision_id: str) -> tuple[str, list[str], str, str] | None:
-    """(placement, items, anonymous id, user id) of a logged decision: from the reward
-    worker's record, else from ClickHouse's decision log; None if neither knows it."""
-    raw = await request.state.redis.get(decision_key(decision_id))
-    if raw is not None:
-        record = RECORD.decode(raw)
-        return record.placement, record.items, record.anonymous_id, record.user_id
+    """(placement, items, anonymous id, user id) of a logged decision, from ClickHouse's
+    decision log (the reward worker keeps nothing per decision); None if it knows none."""
+    at = _decided_at(request, decision_id)
+    if at is None:
+        return None
+    window = {"id": decision_id, "start": at - _SLACK_MS, "end": at + _SLACK_MS}
     try:
-        rows = (await request.state.store.query(_FIND, {"id": decision_id})).rows
+        rows = (await request.state.store.query(_FIND, window)).rows
     except (StoreUnavailable, QueryFailed) as exc:
         log.warning("decision lookup failed", extra={"error": str(exc)})
         return None
@@ -286,7 +304,7 @@ async def _track(request: Request, event: str, decision_id: str, **properties: A
 
 async def click(request: Request) -> Response:
     decision_id, item_id = request.path_params["decision"], request.path_params["item"]
-    if not _DECISION.fullmatch(decision_id):
+    if not _shaped(decision_id):
         return error(400, "invalid_request", "$.decisionId: not a decision id")
     raw = await request.state.redis.hget(ITEMS, item_id)
     if raw is None:
@@ -304,7 +322,7 @@ async def click(request: Request) -> Response:
 
 async def opened(request: Request) -> Response:
     decision_id = request.path_params["decision"]
-    if _DECISION.fullmatch(decision_id):
+    if _shaped(decision_id):
         try:
             await _track(request, "Email Opened", decision_id)
         except redis.RedisError as exc:

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from decisions.placements import DEFS
+from decisions.records import SIGNING_KEY, DecisionIds
 from edge.runtime.embedded_redis import EmbeddedRedis
-from tests.conftest import Engine
+from edge.runtime.stores import redis_client
+from tests.conftest import SECRET_KEY, Engine
 from tests.helpers import (
     bearer,
     decide,
@@ -89,6 +91,29 @@ def test_decisions_and_rewards_reach_clickhouse(engine: Engine) -> None:
         "SELECT JSONExtractString(properties, 'decisionId'), JSONExtractFloat(properties, 'reward'),"
         " user_id FROM events WHERE event = 'Decision Rewarded'"))  # fmt: skip
     assert rewarded == [[decision["decisionId"], 1.0, "u7"]]
+
+
+def test_a_decision_id_carries_its_reward_and_nothing_is_kept_per_decision(
+    engine: Engine,
+) -> None:
+    put_placement(engine, "home_hero", HERO)
+    wait_catalog(engine, "home_hero")
+    decision = decide(engine, "home_hero", anonymousId="v1")["home_hero"]
+    with redis_client(engine.settings.redis_url) as client:
+        published = client.get(SIGNING_KEY)  # for the reward worker, which has no secret key
+        assert published == DecisionIds.of_secret(SECRET_KEY).key
+        claim = DecisionIds(published).verify(decision["decisionId"])
+        assert claim is not None and abs(claim.at - time.time() * 1000) < 60_000
+        assert claim.arm == ["classic", "sale"].index(decision["variant"])
+        assert claim.propensity == pytest.approx(decision["propensity"], rel=5e-4)
+        engine.post("/v1/track", {"anonymousId": "v1", "event": "Decision Clicked",
+                                  "properties": {"decisionId": decision["decisionId"]}})  # fmt: skip
+        eventually(lambda: sum(v["reward"] for v in placement(engine, "home_hero")["learned"]
+                               ["variants"]) == 1)  # fmt: skip
+        stored = sorted(k.decode() for k in client.scan_iter(count=1000))
+        assert not [k for k in stored if k.startswith("{d:")]  # no record per decision
+        latest = client.hget("{dv:anonymous_id:v1}", "dl:home_hero")
+        assert latest is not None and json.loads(latest) == [decision["decisionId"], []]
 
 
 def test_a_conversion_rewards_the_latest_decision_with_its_revenue(engine: Engine) -> None:

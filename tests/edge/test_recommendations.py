@@ -172,6 +172,30 @@ def test_click_redirects_only_to_the_item_and_rewards_the_strategy(shop: Engine)
     assert rewards[variant] == 1 and sum(rewards.values()) == 1
 
 
+def test_a_forged_link_still_redirects_but_records_nothing(shop: Engine) -> None:
+    found = get(shop, "/v1/recommendations/user_id:ada", placement="email_weekly")
+    item = found["items"][0]
+    body = found["decisionId"][2:]
+    forged = "d_" + body[:13] + ("A" if body[13] != "A" else "B") + body[14:]  # another arm
+    eventually(lambda: shop.sql(
+        f"SELECT 1 FROM decisions WHERE decisionId = '{found['decisionId']}'"))  # fmt: skip
+    to = {"to": SHOP + item["id"]}
+    answer = shop.client.get(f"{shop.url}/v1/r/{forged}/{item['id']}", params=to)
+    assert answer.status_code == 302 and answer.headers["location"] == SHOP + item["id"]
+    assert shop.client.get(f"{shop.url}/v1/o/{forged}.gif").status_code == 200
+    made_up = shop.client.get(f"{shop.url}/v1/r/d_nope/{item['id']}", params=to)
+    assert made_up.status_code == 400
+    assert made_up.json()["message"] == "$.decisionId: not a decision id"
+    assert shop.client.get(item["url"]).status_code == 302  # the real link, after the forged one
+    query = (
+        "SELECT JSONExtractString(properties, 'decisionId'), event FROM events "
+        "WHERE event IN ('Decision Clicked', 'Email Opened', 'Decision Rewarded') ORDER BY event"
+    )
+    rows = eventually(lambda: rows if len(rows := shop.sql(query)) == 2 else None)
+    assert rows == [[found["decisionId"], "Decision Clicked"],
+                    [found["decisionId"], "Decision Rewarded"]]  # fmt: skip
+
+
 def test_an_order_containing_a_recommended_item_rewards_it(shop: Engine) -> None:
     """On site: /v1/decide serves the placement (items, the variant's template), and an order
     holding one of the items rewards that decision."""
