@@ -26,6 +26,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bandits.policy import Policy
 from bandits.spec import CONTEXTUAL, PolicySpec, build, remap
+from collector.partitions import layout_of
 from decisions.features import check_features
 from profiles.recommend import STRATEGIES, Filters
 from profiles.segments import Rule
@@ -47,6 +48,8 @@ __all__ = [
     "put_placement",
     "render",
     "repeatable",
+    "learned_keys",
+    "partition_state_key",
     "state_key",
 ]
 
@@ -253,7 +256,22 @@ def render(
 
 
 def state_key(placement: str) -> str:
+    """What API processes serve: the placement's learned state (on a spool of several
+    partitions, the merge of the partitions' states)."""
     return f"{{pol:{placement}}}"
+
+
+def partition_state_key(placement: str, partition: int, count: int) -> str:
+    """What the reward worker of one spool partition learned: the served state itself on a
+    one-partition spool, else beside it (the same slot: one script publishes their merge)."""
+    return state_key(placement) if count == 1 else f"{{pol:{placement}}}:part:{partition}"
+
+
+def learned_keys(client: redis.Redis, placement: str) -> list[str]:
+    """Every key of what a placement learned (one slot: one DEL)."""
+    count = layout_of(client).count
+    parts = [f"{{pol:{placement}}}:part:{p}" for p in range(count)] if count > 1 else []
+    return [state_key(placement), f"{{pol:{placement}}}:sources", *parts]
 
 
 def placements(client: redis.Redis) -> dict[str, Placement]:
@@ -278,7 +296,7 @@ def put_placement(client: redis.Redis, key: str, placement: Placement) -> bool:
     variants that still exist (the reward worker remaps it by variant key)."""
     current = client.hget(DEFS, key)
     if current is None:  # a new placement learns from scratch (see ``delete_placement``)
-        client.delete(state_key(key))
+        client.delete(*learned_keys(client, key))
     else:
         try:
             before = PLACEMENT.decode(current)
@@ -305,5 +323,5 @@ def delete_placement(client: redis.Redis, key: str) -> bool:
     pipe.hdel(REVS, key)
     pipe.incr(VERSION)
     deleted, *_ = pipe.execute()
-    client.delete(state_key(key))
+    client.delete(*learned_keys(client, key))
     return bool(deleted)

@@ -23,6 +23,14 @@ It reads the spool in order — decisions (logged by ``/v1/decide``) and events 
   include, bumps their revision in ``{plc}:revs`` (API processes reload within a second), and
   only then acknowledges the batch.
 
+Any number of reward workers share the spool's partitions. On a spool of several, each
+partition has its own state per placement (``{pol:<key>}:part:<p>``, learned from that
+partition's decisions and rewards, in its order), and API processes serve their merge
+(``Policy.merge``): after saving its partitions' states, a worker reads every partition's and
+publishes the merge, unless one already published holds a newer position of some partition
+(``publish.lua``: the served state never goes back). A click is rewarded from its decision's
+id wherever it arrives; a person's decisions and their browser's events share a partition.
+
 Learning is exactly once: a replayed batch re-applies nothing at or below a state's position.
 Rewards are exactly once too: each rewarded decision's id is marked, with the position of the
 event that rewarded it, in a bucket of its placement and hour (``{rw:…}``) that expires after
@@ -58,6 +66,7 @@ from bandits.abtest import ABTest
 from bandits.policy import Policy
 from collector import wire
 from collector.reader import Entry, SpoolReader
+from collector.scripts import lua
 from collector.spool import append_now
 from collector.versioned import Versioned
 from collector.worker import SpoolWorker
@@ -67,6 +76,7 @@ from decisions.placements import (
     VERSION,
     Learned,
     Placement,
+    partition_state_key,
     placements,
     policy_for,
     state_key,
@@ -102,6 +112,7 @@ CLICKED, VIEWED, OPENED = "Decision Clicked", "Decision Viewed", "Email Opened"
 _SEEN = (CLICKED, VIEWED, OPENED)  # events that name their decision
 _props = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
+PUBLISH = lua(__file__, "publish.lua")
 
 
 @dataclass(kw_only=True)
@@ -168,7 +179,9 @@ class RewardWorker(SpoolWorker):
     ):
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.client = client
-        self._trainers: Versioned[dict[str, PolicyTrainer]] = Versioned(VERSION, {})
+        # Per spool partition held: each placement's policy as learned from that partition.
+        self._trainers: dict[int, Versioned[dict[str, PolicyTrainer]]] = {}
+        self._partition = 0  # of the batch in hand
         # The key the API processes sign decision ids with, as they publish it (this worker is
         # not given the engine's secret key): read when first needed, and again when a signed
         # id fails to verify (the secret key may have changed).
@@ -176,10 +189,11 @@ class RewardWorker(SpoolWorker):
         self._resolver: tuple[dict[str, PolicyTrainer], Resolver] | None = None
 
     def recover(self) -> None:
-        self._trainers.forget()  # reload every state: another worker may have saved since
+        self._trainers.clear()  # reload every state: another worker may have saved since
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
         """Learn from ``entries`` and save what changed (not acknowledged here)."""
+        self._partition = entries[0].partition.index
         self._refresh()
         wanted = {*_SEEN} | {
             event
@@ -202,11 +216,18 @@ class RewardWorker(SpoolWorker):
 
     @property
     def learners(self) -> dict[str, PolicyTrainer]:
-        """Each placement's policy as this worker trains it."""
-        return self._trainers.value
+        """Each placement's policy as this worker trains it from the batch's partition."""
+        return self._versioned().value
+
+    def _versioned(self) -> Versioned[dict[str, PolicyTrainer]]:
+        found = self._trainers.get(self._partition)
+        if found is None:
+            found = self._trainers[self._partition] = Versioned(VERSION, {})
+        return found
 
     def _refresh(self) -> None:
-        self._trainers.get(self.client, _trainers)
+        partition, count = self._partition, self.reader.layout.count
+        self._versioned().get(self.client, lambda c: _trainers(c, partition, count))
 
     def _resolve(self) -> Resolver:
         """Finds a decision id's placement among those trained now (rebuilt after a reload)."""
@@ -425,10 +446,13 @@ class RewardWorker(SpoolWorker):
     def _save(self, batch: Batch) -> None:
         pipe = self.client.pipeline(transaction=False)
         changed = [learner for learner in self.learners.values() if learner.dirty]
+        count = self.reader.layout.count
         for learner in changed:
             learner.rev += 1
-            pipe.set(state_key(learner.key), msgspec.json.encode(learner.learned()))
-            pipe.hset(REVS, learner.key, learner.rev)
+            where = partition_state_key(learner.key, self._partition, count)
+            pipe.set(where, msgspec.json.encode(learner.learned()))
+            if count == 1:
+                pipe.hset(REVS, learner.key, learner.rev)
         for bucket, rewarded in batch.marks.items():
             pipe.hset(bucket, mapping=rewarded)
             pipe.pexpireat(bucket, batch.expiry[bucket])
@@ -438,16 +462,51 @@ class RewardWorker(SpoolWorker):
         pipe.execute()
         for learner in changed:
             learner.dirty = False
+        if count > 1:
+            for learner in changed:
+                _publish(self.client, learner, count)
         if batch.rewarded:
-            append_now(self.client, batch.rewarded)
+            append_now(self.client, batch.rewarded, self.reader.layout)
 
 
-def _trainers(client: redis.Redis) -> dict[str, PolicyTrainer]:
-    """A trainer for every placement, with the state it learned so far."""
+def _publish(client: redis.Redis, trainer: PolicyTrainer, count: int) -> None:
+    """Serve the merge of every partition's state of ``trainer``'s placement."""
+    key, placement = trainer.key, trainer.placement
+    raws = client.mget([partition_state_key(key, p, count) for p in range(count)])
+    merged: Policy | None = None
+    rev, sources = 0, []
+    for partition, raw in enumerate(raws):
+        if raw is None:
+            continue
+        learned = LEARNED.decode(raw)
+        policy = policy_for(key, placement, learned)
+        try:
+            if merged is None:
+                merged = policy
+            else:
+                merged.merge(policy)
+        except ValueError as exc:  # saved for another shape: its next save remaps it
+            log.warning("partition state not merged", extra={"placement": key,
+                        "partition": partition, "error": str(exc)})  # fmt: skip
+            continue
+        rev += learned.rev
+        sources += [partition, learned.applied]
+    if merged is None:
+        return
+    spec = placement.policy
+    served = Learned(arms=placement.arms(), kind=spec.kind, features=spec.features, rev=rev,
+                     applied="", state=merged.state())  # fmt: skip
+    keys = [state_key(key), f"{{pol:{key}}}:sources"]
+    if PUBLISH(client, keys, [msgspec.json.encode(served), *sources]):
+        client.hset(REVS, key, rev)
+
+
+def _trainers(client: redis.Redis, partition: int = 0, count: int = 1) -> dict[str, PolicyTrainer]:
+    """A trainer for every placement, with the state it learned so far from ``partition``."""
     defs = placements(client)
     pipe = client.pipeline(transaction=False)
     for key in defs:
-        pipe.get(state_key(key))
+        pipe.get(partition_state_key(key, partition, count))
     learners = {}
     for (key, placement), raw in zip(defs.items(), pipe.execute()):
         learned = LEARNED.decode(raw) if raw is not None else None
@@ -475,12 +534,19 @@ def _read(
     for entry in entries:
         if entry.kind == "decisions":
             lines = entry.payload.splitlines()
-            decisions += [(position(entry.id, i), LOGGED.decode(ln)) for i, ln in enumerate(lines)]
+            decisions += [(_at(entry, i), LOGGED.decode(ln)) for i, ln in enumerate(lines)]
         elif entry.kind == "events":
             for i, msg in enumerate(entry.messages()):
                 if isinstance(msg, wire.Track) and msg.event in wanted:
-                    events.append((position(entry.id, i), msg))
+                    events.append((_at(entry, i), msg))
     return decisions, events
+
+
+def _at(entry: Entry, index: int) -> str:
+    """A message's position, named by its partition beyond the first (reward marks compare
+    positions of events from any partition; a trainer, those of its own)."""
+    at = position(entry.id, index)
+    return f"{entry.partition.index}/{at}" if entry.partition.index else at
 
 
 def _decision_id(event: wire.Track) -> str | None:

@@ -133,7 +133,7 @@ def _rewards(needs: Needs, interval: float = 0.2) -> RewardWorker:
     for key, placement in needs.config.placements.items():
         if put_placement(needs.redis, key, placement):
             log.info("placement from the config file installed", extra={"placement": key})
-    reader = SpoolReader(needs.redis, "rewards", needs.consumer, exclusive=True)
+    reader = SpoolReader(needs.redis, "rewards", needs.consumer)
     return RewardWorker(reader, needs.redis, interval=interval)
 
 

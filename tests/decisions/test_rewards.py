@@ -11,8 +11,9 @@ import msgspec
 import pytest
 import redis
 
-from collector import Layout
+from collector import Layout, layout_of, wire
 from collector.reader import SpoolReader, ensure_group
+from collector.spool import append_now
 from decisions.placements import LEARNED, PLACEMENT, put_placement, state_key
 from decisions.records import SIGNING_KEY, DecisionIds, Logged, new_decision_id
 from decisions.rewards import RewardWorker
@@ -141,6 +142,7 @@ def test_a_repeated_click_rewards_nothing_again_whichever_worker_sees_it(
     send(redis_url, click(shown))  # the visitor clicks again, another batch
     assert run(worker).get("rewards", 0) == 0
     # Another worker process, which holds nothing in memory: what stops it is in Redis.
+    worker.reader.release()  # (the first one stopped: the partition is free for it)
     restarted = RewardWorker(SpoolReader(r, "rewards", "t2"), r)
     send(redis_url, click(shown))
     counters = run(restarted)
@@ -326,3 +328,39 @@ def test_memory_is_bounded_by_people_and_placements_not_decisions(
     assert 1 <= len(buckets) <= 2  # the decisions' hour (and the next, at the turn of one)
     assert sum(r.hlen(b) for b in buckets) == 7
     assert 0 < r.pttl(buckets[0]) <= (24 + 1 + 2) * 3_600_000
+
+
+def test_two_workers_on_four_partitions_serve_what_one_worker_would_learn(r: redis.Redis) -> None:
+    """Each partition learns apart; what API processes serve is the merge of all four."""
+    four = layout_of(r, 4)
+    place(r, "banner", BANNER)
+    r.set(SIGNING_KEY, IDS.key)
+    visitors = [f"visitor-{i}" for i in range(40)]
+    shown = {v: decision("ab"[i % 2], i % 2, v) for i, v in enumerate(visitors)}
+    for index in range(4):
+        mine = [shown[v] for v in visitors if four.of(v) == index]
+        lines = b"".join(msgspec.json.encode(d) + b"\n" for d in mine)
+        r.xadd(four.partition(index).log, {"n": len(mine), "d": lines})
+    clicked = visitors[::3]
+    append_now(r, [wire.Track(event="Decision Clicked", anonymous_id=v, message_id=f"c-{v}",
+                              properties=msgspec.Raw(msgspec.json.encode(
+                                  {"decisionId": shown[v].decision_id})))
+                   for v in clicked], four)  # fmt: skip
+    workers = []
+    for name in ("a", "b"):
+        reader = SpoolReader(r, "rewards", name, four)
+        reader.ensure_group()
+        workers.append(RewardWorker(reader, r))
+    for _ in range(3):
+        for each in workers:
+            each.reader.balance(force=True)
+    assert sorted(len(w.reader.held) for w in workers) == [2, 2]
+    for _ in range(10):
+        for each in workers:
+            if entries := each.reader.read(1000, 1):
+                each.reader.ack(entries, each.process(entries))
+    served = learned(r)
+    assert served["n"] == [20.0, 20.0]
+    assert served["s"] == [float(sum(shown[v].arm == arm for v in clicked)) for arm in (0, 1)]
+    parts = [LEARNED.decode(r.get(f"{{pol:banner}}:part:{p}")) for p in range(4)]
+    assert sum(sum(p.state["n"]) for p in parts) == 40  # each partition learned its own share
