@@ -15,6 +15,8 @@ the candidate lists current.
   products costs one count query now and then, not a refresh every few seconds.
 
 Absorbing is idempotent (a replayed batch writes the same fields), so no position is kept.
+Several instances share the spool's partitions; only the one holding partition 0 refreshes the
+lists (one refresh, not one per instance).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class Recommender(SpoolWorker):
 
     def between(self) -> None:
         """Recompute the lists when due, or when the catalog has grown by a tenth."""
-        if self.store is None:
+        if self.store is None or all(p.index for p in self.reader.held):
             return
         size = int(self.client.hlen(ITEMS))
         grown = size > self._catalog_size * 1.1
