@@ -102,7 +102,7 @@ def naive(client: redis.Redis, journeys: dict[str, Journey], total: int) -> floa
     while entries := reader.read(100, 10):
         pids = profile_ids(client, entries)
         for entry in entries:
-            for msg, pid in zip(entry.messages(), pids.get(entry.id, [])):
+            for msg, pid in zip(entry.messages(), pids.get(entry.ref, [])):
                 name = event_name(msg) or ""
                 properties = wire.as_dict(msg.properties)
                 runs = {k.decode(): RUN.decode(v) for k, v in client.hgetall(runs_key(pid)).items()}

@@ -76,7 +76,7 @@ def naive(client: redis.Redis) -> Callable[[list[Entry]], dict[str, float]]:
     def step(entries: list[Entry]) -> dict[str, float]:
         owners = learner.profile_ids([e for e in entries if e.kind == "events"])
         for entry in entries:
-            for pid in owners.get(entry.id, []):
+            for pid in owners.get(entry.ref, []):
                 fields = client.hgetall(f"{{p:{pid}}}")
                 x = {k.decode(): float(v) for k, v in fields.items()
                      if k in (b"page_views", b"sessions", b"orders", b"revenue")}  # fmt: skip

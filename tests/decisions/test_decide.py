@@ -54,9 +54,10 @@ def test_decide_then_click_teaches_the_policy(engine: Engine) -> None:
             assert answer.status_code == 200
         time.sleep(0.003)  # let the worker and the catalog refresh keep up, as real traffic would
 
-    def learned() -> dict[str, Any]:
+    def learned() -> dict[str, Any]:  # every decision and every click (they lag under load)
         state = placement(engine, "home_hero")["learned"]
-        return state if state["decisions"] >= 300 else {}
+        rewards = sum(v["reward"] for v in state["variants"])
+        return state if state["decisions"] >= 300 and rewards >= shown["sale"] else {}
 
     state = eventually(learned)
     by_variant = {v["variant"]: v for v in state["variants"]}

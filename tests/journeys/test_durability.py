@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from collector.reader import SpoolReader
+from collector.reader import SpoolReader, ensure_group
 from edge.runtime.stores import redis_client
 from journeys.store import OUTBOX, SENT, TIMERS
 from journeys.worker import JourneyWorker
@@ -50,8 +50,9 @@ def test_kill_9_between_scheduling_and_sending_delivers_once(
     engine: Engine, receiver: Receiver, worker_process: Any
 ) -> None:
     put_journey(engine, "abandoned_cart", quick(receiver.url))
-    worker = worker_process()
     r = redis_client(engine.settings.redis_url)
+    ensure_group(r, "journeys")  # as `kairos up` does before any append: nothing is trimmed unread
+    worker = worker_process()
     track(engine, "ada", "Product Added", product_id="hat1")
     eventually(lambda: r.zcard(TIMERS) == 1)  # scheduled, not yet due
     worker.send_signal(signal.SIGKILL)
