@@ -55,7 +55,9 @@ def serve(
     try:
         for name in names:  # built one after the other: each its start-up writes, then runs
             threads[name] = start(name, needs(name), stop)
-        if queries is not None:
+        if signals:  # asked to stop while they were built (the query server would not know)
+            code = 0
+        elif queries is not None:
             code = _serve_queries(*queries, threads, stop)
         else:
             code = 0
