@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,10 @@ def start(
     api_workers: int | None = None,
     timeout: float = 240,
     limits: tuple[float, float] = (QUIET_LIMIT, QUIET_LIMIT),
+    extra: Sequence[str] = (),
 ) -> Engine:
     """``kairos up --demo`` in ``work/data``, ready for load (see the module's docstring);
-    ``limits``: its ``[limits]`` per_ip and per_key."""
+    ``limits``: its ``[limits]`` per_ip and per_key; ``extra``: more options of ``kairos up``."""
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     if limits_supported():
@@ -68,6 +70,7 @@ def start(
             "--data-dir", str(data), "--log-format", "json"]  # fmt: skip
     if api_workers is not None:
         argv += ["--api-workers", str(api_workers)]
+    argv += extra
     env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
     with open(log, "ab") as out:  # the child keeps its own copy
         proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env, cwd=ROOT)

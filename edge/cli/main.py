@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.runtime.workers import WORKERS
+from edge.runtime.workers import ALL, WORKERS, select
 
 __all__ = ["main"]
 
@@ -26,6 +26,7 @@ environment:
   KAIROS_REDIS_CLUSTER=1  KAIROS_REDIS_URL is a Redis Cluster node (else its mode is asked)
   KAIROS_CONFIG       config file (default: kairos.toml in the data dir, if there is one)
   KAIROS_API_WORKERS  API server processes (default 1)
+  KAIROS_WORKER_PROCESSES  one (all workers in one process, the default) or each (one per kind)
 """
 
 
@@ -161,8 +162,16 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         default=",".join(WORKERS),
         metavar="LIST",
-        help="workers to run beside the API, comma-separated, or none (run them elsewhere with "
-        "`kairos worker NAME`); default %(default)s",
+        help="workers to run beside the API, comma-separated, all, or none (run them elsewhere "
+        "with `kairos worker NAME`); default %(default)s",
+    )
+    up.add_argument(
+        "--worker-processes",
+        choices=["one", "each"],
+        default=_env("KAIROS_WORKER_PROCESSES", "one"),
+        help="one: all the workers in one process, a thread each (the least memory); each: a "
+        "process per worker kind (a crash restarts only that kind, and the kinds use more than "
+        "one core); env KAIROS_WORKER_PROCESSES, default %(default)s",
     )
     up.add_argument(
         "--api-workers",
@@ -205,16 +214,32 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser(
         "worker",
-        help="run one pipeline worker in this process",
-        description="Run a worker on its own: for the multi-process layout (docker-compose).",
+        help="run pipeline workers in this process: one kind, several, or all",
+        description="Run workers on their own: one kind per process (the multi-process layout, "
+        "docker-compose),\nor several kinds in one process, each in a thread of its own "
+        "(`kairos up` runs `kairos worker all`).\nThe process exits 1 if a worker dies (a "
+        "supervisor restarts it; every worker resumes from the spool)\nand stops on SIGTERM or "
+        "Ctrl-C, each worker finishing the batch in hand.",
         epilog="workers:\n" + "\n".join(
             f"  {k.name:<10}{k.summary}{'' if k.one_per_spool else ' (several may run)'}"
-            for k in WORKERS.values()),
+            for k in WORKERS.values()) + f"\n  {ALL:<10}every kind above, in one process\n\n"
+        "examples:\n  kairos worker sink\n  kairos worker profiles,rewards\n  kairos worker all",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    worker.add_argument("name", choices=list(WORKERS), help="the worker to run (see below)")
+    worker.add_argument(
+        "name",
+        type=_worker_names,
+        metavar="NAME",
+        help="the worker kind to run, one of {" + ",".join([*WORKERS, ALL]) + "}, or a comma "
+        "list of kinds (e.g. profiles,rewards); all runs every kind",
+    )
     _store_options(worker)
-    worker.add_argument("--consumer", default=None, help="consumer name (default: the host name)")
+    worker.add_argument(
+        "--consumer",
+        default=None,
+        help="consumer name, in each kind's group (default: the host name and the kind, "
+        "e.g. myhost-profiles)",
+    )
     worker.add_argument(
         "--api-url",
         default=_env("KAIROS_API_URL", "http://127.0.0.1:8000"),
@@ -372,6 +397,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ltv.set_defaults(run=lambda args: _lazy_command("ltv")(args))
     return parser
+
+
+def _worker_names(text: str) -> list[str]:
+    try:
+        return select(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _lazy(name: str) -> Any:

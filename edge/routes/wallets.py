@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
-from eth_account import Account
-from eth_account.messages import encode_defunct
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -81,7 +80,7 @@ async def link(request: Request) -> Response:
         return error(400, "invalid_request", "$.message: its Expiration Time has passed")
     try:
         address = checksum_address(stated.group(1))
-        signer = Account.recover_message(encode_defunct(text=ask.message), signature=ask.signature)
+        signer = await run_in_threadpool(_signer, ask.message, ask.signature)
     except ValueError as exc:
         return error(400, "invalid_request", f"$.signature: not a signature of the message: {exc}")
     if signer != address:
@@ -100,6 +99,16 @@ async def link(request: Request) -> Response:
     ]  # fmt: skip
     await request.state.spool.append_messages(messages)
     return json({"linked": address, "userId": ask.user_id})
+
+
+def _signer(message: str, signature: str) -> str:
+    """The address whose key signed ``message`` (EIP-191). eth-account is imported here, on the
+    first proof, in a worker thread: it takes about 17 MB, in every API process, that most
+    engines never use, and importing it takes long enough to stall the event loop."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    return str(Account.recover_message(encode_defunct(text=message), signature=signature))
 
 
 def _expired(text: str) -> bool:

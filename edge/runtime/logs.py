@@ -1,6 +1,8 @@
 """Structured logs: one JSON object per line, or ``key=value`` text for people at a terminal.
 
 Fields passed with ``extra={...}`` become keys of the line, so logs can be filtered by field.
+A line written by a worker's thread names the worker (``worker``), whatever logged it: a worker
+host runs several kinds in one process, and their lines share its stream.
 
 No line carries a secret: whatever a line says (exception messages and tracebacks included),
 the engine's keys (``redact``, and ``KAIROS_WRITE_KEY``/``KAIROS_SECRET_KEY``/
@@ -29,6 +31,7 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from edge.runtime import workers
 from edge.runtime.keys import KEY_ENV
 
 __all__ = ["redact", "setup_logging"]
@@ -74,6 +77,13 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
 
+def _worker_field(record: logging.LogRecord) -> bool:
+    """Name the worker that logged (handlers run in the thread that logs)."""
+    if "worker" not in vars(record) and (name := workers.current()):
+        record.worker = name
+    return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -106,6 +116,7 @@ def setup_logging(fmt: str = "auto", level: str = "info") -> None:
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_worker_field)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -1,9 +1,11 @@
 """``kairos up`` and ``kairos worker``: compose the engine's processes.
 
-Embedded layout (the default), one machine, one data dir:
+Embedded layout (the default), one machine, one data dir, three processes:
 
 - a private redis-server (AOF) on a Unix socket;
-- the sink worker, which owns embedded ClickHouse and serves read queries on ``run/store.sock``;
+- one worker host (``kairos worker sink,profiles,…``, edge.runtime.host) running every worker,
+  a thread each; its sink owns embedded ClickHouse and it serves read queries on
+  ``run/store.sock``; with ``--worker-processes each``, one process per worker kind instead;
 - the HTTP API in this process, reading through that socket; with ``--api-workers N`` (N > 1),
   N supervised API processes sharing the port (SO_REUSEPORT) instead.
 
@@ -42,15 +44,18 @@ def up(args: argparse.Namespace) -> int:
     from edge.runtime.settings import Settings
     from edge.runtime.stores import clickhouse_url, embedded, redis_client, store_socket
     from edge.runtime.supervisor import Supervisor
-    from edge.runtime.workers import WORKERS
+    from edge.runtime.workers import select
 
     setup_logging(args.log_format, args.log_level)
     data_dir = args.data_dir.resolve()
-    workers = [w for w in args.workers.split(",") if w and w != "none"]
-    unknown = set(workers) - set(WORKERS)
-    if unknown:
-        print(f"kairos: --workers: unknown worker {', '.join(sorted(unknown))} (choose from "
-              f"{', '.join(WORKERS)}, or none)", file=sys.stderr)  # fmt: skip
+    try:
+        workers = select(args.workers, none=True)
+    except ValueError as exc:
+        print(f"kairos: --workers: {exc}", file=sys.stderr)
+        return 2
+    if args.worker_processes not in ("one", "each"):  # from KAIROS_WORKER_PROCESSES
+        print(f"kairos: --worker-processes: {args.worker_processes!r} is not one of one, each",
+              file=sys.stderr)  # fmt: skip
         return 2
     if not args.api_child:  # before anything is made: a second engine must not print keys
         try:
@@ -137,15 +142,8 @@ def up(args: argparse.Namespace) -> int:
             _demo(client, settings)
         else:
             client.close()
-        node = os.uname().nodename
-        for name, kind in WORKERS.items():  # in the table's order: the sink first
-            if name not in workers:
-                continue
-            options = [option for need in sorted(kind.needs) for option in by_need[need]]
-            supervisor.start(name, [*_worker(name), *common, *options,
-                                    "--consumer", f"{node}-{name}"])  # fmt: skip
-            if name == "sink" and sink_owns_store:
-                _wait_for_socket(socket_path, supervisor)
+        _start_workers(supervisor, workers, args.worker_processes, common, by_need,
+                       socket_path if sink_owns_store else None)  # fmt: skip
         _banner(settings, data_dir, ch_url, keys.created, redis_server is not None)
         server_config = uvicorn.Config(
             create_app(settings),
@@ -170,13 +168,17 @@ def up(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from collector.store import open_store
+    """``kairos worker NAME[,NAME…]``: one worker host (edge.runtime.host) running those kinds."""
+    import functools
+
+    from collector.store import LocalStore, open_store
     from edge.runtime.config import ConfigError
     from edge.runtime.embedded_redis import EmbeddedRedis
+    from edge.runtime.host import serve
     from edge.runtime.keys import load_keys
     from edge.runtime.logs import setup_logging
-    from edge.runtime.stores import clickhouse_url, reads_url, redis_client
-    from edge.runtime.workers import WORKERS, Needs, serve
+    from edge.runtime.stores import clickhouse_url, embedded, reads_url, redis_client
+    from edge.runtime.workers import WORKERS, Needs
 
     setup_logging(args.log_format, args.log_level)
     data_dir = args.data_dir.resolve()
@@ -185,29 +187,42 @@ def worker(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kairos: {exc}", file=sys.stderr)
         return 2
-    kind = WORKERS[args.name]
+    names: list[str] = args.name
     ch_url = clickhouse_url(data_dir, args.clickhouse_url)
-    history = None
-    if "history" in kind.needs:
+    # With the sink here and ClickHouse embedded, this process owns chdb: its other kinds read
+    # history from it directly, and --serve answers everyone else's reads from it too.
+    owner = "sink" in names and embedded(ch_url)
+    local = functools.cache(lambda: LocalStore(ch_url))
+
+    @functools.cache
+    def history() -> Any:
+        if args.store_url is None and owner:
+            return local()
         url = args.store_url or reads_url(data_dir, ch_url)
-        history = open_store(url) if url != "none" else None
+        return None if url == "none" else open_store(url)
+
+    redis_url = args.redis_url or EmbeddedRedis(data_dir).url  # that of a running `up`
+    node = os.uname().nodename
     api = None
-    if "api" in kind.needs:
+    if any("api" in WORKERS[name].needs for name in names):
         keys = load_keys(data_dir)
         api = (args.api_url, keys.write_key, keys.secret_key)
-    redis_url = args.redis_url or EmbeddedRedis(data_dir).url  # that of a running `up`
-    needs = Needs(
-        redis=redis_client(redis_url),
-        # unique per running instance: it names the holder of the worker's leases
-        consumer=args.consumer or f"{os.uname().nodename}-{args.name}-{os.getpid()}",
-        config=config,
-        history=history,
-        clickhouse_url=ch_url,
-        api=api,
-        sink_batch=args.sink_batch,
-        sink_profile_wait=args.sink_profile_wait,
-    )
-    return serve(args.name, needs, args.serve if "clickhouse" in kind.needs else None)
+
+    def needs(name: str) -> Needs:  # each kind its own Redis client, as in a process of its own
+        return Needs(
+            redis=redis_client(redis_url),
+            # unique per running instance: it names the holder of the worker's leases
+            consumer=args.consumer or f"{node}-{name}-{os.getpid()}",
+            config=config,
+            history=history() if "history" in WORKERS[name].needs else None,
+            clickhouse_url=ch_url,
+            api=api,
+            sink_batch=args.sink_batch,
+            sink_profile_wait=args.sink_profile_wait,
+        )
+
+    queries = (args.serve, local()) if args.serve is not None and "sink" in names else None
+    return serve(names, needs, queries)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -309,8 +324,31 @@ def _demo(client: Any, settings: Any) -> None:
     threading.Thread(target=later, name="demo", daemon=True).start()
 
 
-def _worker(name: str) -> list[str]:
-    return [sys.executable, "-m", "edge.cli", "worker", name]
+def _start_workers(
+    supervisor: Any,
+    workers: list[str],
+    processes: str,
+    common: list[str],
+    by_need: dict[str, list[str]],
+    store_socket: Path | None,
+) -> None:
+    """The workers, in the table's order: in one host process (``processes`` "one") or one
+    process per kind ("each"). A process running one kind is named after it, a host of several
+    ``workers``. ``store_socket``: the sink owns embedded ClickHouse; wait until it answers
+    queries there."""
+    from edge.runtime.workers import WORKERS
+
+    groups = [workers] if processes == "one" and workers else [[name] for name in workers]
+    for names in groups:
+        needs = {need for name in names for need in WORKERS[name].needs}
+        if store_socket is not None and "sink" in names:
+            needs.discard("history")  # this host owns chdb: its kinds read history in it
+        options = [option for need in sorted(needs) for option in by_need[need]]
+        child = names[0] if len(names) == 1 else "workers"  # its pid file: run/<child>.pid
+        supervisor.start(child, [sys.executable, "-m", "edge.cli", "worker", ",".join(names),
+                                 *common, *options])  # fmt: skip
+        if "sink" in names and store_socket is not None:
+            _wait_for_socket(store_socket, supervisor, child)
 
 
 def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]:
@@ -323,12 +361,13 @@ def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]
     return (path.resolve() if path else None), load_config(path)
 
 
-def _wait_for_socket(path: Path, supervisor: Any, timeout: float = 120.0) -> None:
-    """Wait until the store process accepts connections on ``path`` (it may be restarted)."""
+def _wait_for_socket(path: Path, supervisor: Any, child: str, timeout: float = 120.0) -> None:
+    """Wait until the store process (the supervised ``child``, which runs the sink) accepts
+    connections on ``path`` (it may be restarted)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if supervisor.exits("sink") >= 3:
-            raise StartError("the sink worker keeps exiting at start; see the log above")
+        if supervisor.exits(child) >= 3:
+            raise StartError(f"the sink worker ({child}) keeps exiting at start; see the log above")
         with socket.socket(socket.AF_UNIX) as sock:
             if path.exists() and sock.connect_ex(str(path)) == 0:
                 return

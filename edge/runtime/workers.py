@@ -8,22 +8,19 @@ choices and help), ``--workers``, ``/healthz`` (each worker's lag) and docker-co
 - ``clickhouse``: it writes ClickHouse, and owns it when it is embedded (the sink);
 - ``api``: it calls the engine's HTTP API (journeys: decisions and rendered recommendations).
 
-Each worker runs in a process of its own (``serve``) or, in tests, a thread (``start``). A
-process stops on SIGTERM or SIGINT: its worker finishes the batch in hand for at most
-``STOP_GRACE`` seconds, then the process exits whatever state its stores are in (a batch not
-acknowledged is replayed by the next start: every worker is idempotent on replay).
+Each worker runs in a thread of its own (``start``); a process runs one kind or several
+(``edge.runtime.host``: ``kairos worker all``, which ``kairos up`` runs). ``select`` reads the
+names a command line gives.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the table is read by ``kairos --help``: workers are imported when built
@@ -39,7 +36,7 @@ if TYPE_CHECKING:  # the table is read by ``kairos --help``: workers are importe
     from profiles.recommender import Recommender
     from profiles.updater import ProfileUpdater
 
-__all__ = ["STOP_GRACE", "WORKERS", "Needs", "WorkerKind", "serve", "start"]
+__all__ = ["ALL", "STOP_GRACE", "WORKERS", "Needs", "WorkerKind", "current", "select", "start"]
 
 log = logging.getLogger("kairos.worker")
 
@@ -240,74 +237,56 @@ WORKERS: dict[str, WorkerKind] = {
 
 
 def start(name: str, needs: Needs, stop: threading.Event, **options: Any) -> threading.Thread:
-    """Build worker ``name`` (its group made sure of) and run it in a daemon thread until
-    ``stop`` is set; ``options`` go to its builder (``interval``, a ``clock``)."""
+    """Build worker ``name`` (its group made sure of) and run it in a daemon thread named after
+    it until ``stop`` is set; ``options`` go to its builder (``interval``, a ``clock``)."""
     from collector.reader import ensure_group
 
     ensure_group(needs.redis, name)
-    worker = WORKERS[name].build(needs, **options)
+    _building.kind = name  # its start-up lines (migrations, config installed) name it too
+    try:
+        worker = WORKERS[name].build(needs, **options)
+    finally:
+        _building.kind = ""
     thread = threading.Thread(target=worker.run, args=(stop,), name=name, daemon=True)
     thread.start()
     return thread
 
 
-def serve(name: str, needs: Needs, queries: Path | None = None) -> int:
-    """The process of worker ``name``: runs until SIGTERM or SIGINT (0), or until the worker
-    dies of a bug (1: the supervisor then restarts the process, which resumes from the spool).
-    ``queries``: the sink also answers read queries on this Unix socket (embedded ClickHouse)."""
-    from edge.runtime.supervisor import stop_signals
-
-    signals, stop = stop_signals(), threading.Event()
-    thread = start(name, needs, stop)
-    try:
-        if queries is not None:
-            return _serve_queries(needs.clickhouse_url, queries, thread, stop)
-        while not signals:
-            time.sleep(0.5)  # not ``stop.wait``: see stop_signals
-            if not thread.is_alive():
-                log.error("worker thread died; exiting so it restarts", extra={"worker": name})
-                return 1
-        return 0
-    finally:
-        stop.set()
-        thread.join(timeout=STOP_GRACE)
-        if thread.is_alive():  # stuck on a store that does not answer: the spool replays it
-            log.warning("worker did not finish its batch in time; exiting without it",
-                        extra={"worker": name, "seconds": STOP_GRACE})  # fmt: skip
-            logging.shutdown()
-            os._exit(0)
+_building = threading.local()
 
 
-def _serve_queries(
-    clickhouse_url: str, socket_path: Path, worker: threading.Thread, stop: threading.Event
-) -> int:
-    import uvicorn
+def current() -> str:
+    """The worker kind the calling thread runs or is building, else ''."""
+    name = threading.current_thread().name
+    return name if name in WORKERS else getattr(_building, "kind", "")
 
-    from collector.store import LocalStore
-    from edge.runtime.server import Server
-    from edge.runtime.store_service import create_store_service
 
-    socket_path.unlink(missing_ok=True)
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # the API's server speaks
-    app = create_store_service(LocalStore(clickhouse_url))
-    config = uvicorn.Config(app, uds=str(socket_path), log_config=None, access_log=False)
-    server = Server(config)
-    died = threading.Event()
+ALL = "all"  # every kind in the table
 
-    def watch() -> None:
-        while not server.should_exit:
-            if not worker.is_alive() and not stop.is_set():
-                log.error("sink thread died; exiting so it restarts")
-                died.set()
-                server.should_exit = True
-            time.sleep(0.5)
 
-    threading.Thread(target=watch, name="watchdog", daemon=True).start()
-    old_umask = os.umask(0o077)  # the socket file: this user only
-    try:
-        log.info("serving queries", extra={"socket": str(socket_path)})
-        server.run()
-    finally:
-        os.umask(old_umask)
-        socket_path.unlink(missing_ok=True)
-    return 1 if died.is_set() else 0
+def select(text: str, none: bool = False) -> list[str]:
+    """The kinds a comma list names, in the table's order: ``all`` is every kind, and where
+    ``none`` is allowed (``kairos up --workers``) it, or nothing, is no kind. ValueError names
+    what is unknown and lists the choices.
+
+    Examples:
+        >>> select("rewards,sink")
+        ['sink', 'rewards']
+        >>> select("all") == list(WORKERS)
+        True
+        >>> select("none", none=True)
+        []
+        >>> select("sink,nope")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown worker nope (choose from sink, profiles, rewards, recs, journeys, learner, or all; several as a comma list)
+    """  # noqa: E501
+    names = {name.strip() for name in text.split(",")} - {""}
+    unknown = names - set(WORKERS) - {ALL, *(["none"] if none else [])}
+    if unknown or not (names or none):
+        kinds = ", ".join(WORKERS)
+        choices = f"{kinds}, {ALL}, or none" if none else (
+            f"{kinds}, or {ALL}; several as a comma list")  # fmt: skip
+        shown = ", ".join(sorted(unknown)) or repr(text)
+        raise ValueError(f"unknown worker {shown} (choose from {choices})")
+    return list(WORKERS) if ALL in names else [name for name in WORKERS if name in names]

@@ -96,7 +96,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("drills") / "data"
     data_dir.mkdir()
     (data_dir / "kairos.toml").write_text(_config(receiver, outage))
-    process = Process(data_dir, free_port(), [])
+    # A process per worker kind: each drill SIGKILLs one kind in the middle of its batches.
+    process = Process(data_dir, free_port(), ["--worker-processes", "each"])
     process.start(timeout=120)
     client = redis.Redis.from_url(EmbeddedRedis(data_dir).url)
     found = Stack(process, client, receiver, outage)

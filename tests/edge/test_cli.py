@@ -122,8 +122,9 @@ def test_a_second_engine_on_the_same_data_dir_refuses_to_start(kairos_process: A
 
 
 def _kill_mid_drain(engine: Process, stats: redis.Redis, sent: int, target: str) -> None:
-    """SIGKILL ``target`` ("sink": the worker; "engine": all of kairos up) once some but not
-    all of the spool is in ClickHouse, watching the sink's own counter."""
+    """SIGKILL ``target`` ("workers": the process running every worker, the sink with them;
+    "engine": all of kairos up) once some but not all of the spool is in ClickHouse, watching
+    the sink's own counter."""
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -138,7 +139,7 @@ def _kill_mid_drain(engine: Process, stats: redis.Redis, sent: int, target: str)
     if target == "engine":
         engine.kill()
     else:
-        os.kill(int((engine.data_dir / "run" / "sink.pid").read_text()), signal.SIGKILL)
+        os.kill(int((engine.data_dir / "run" / "workers.pid").read_text()), signal.SIGKILL)
 
 
 @pytest.mark.slow  # a whole `kairos up` under load or restarts
@@ -151,7 +152,7 @@ def test_sigkill_mid_drain_then_restart_stores_each_accepted_message_once(
     engine.args = ["--sink-batch", "200"]  # 250 inserts: time to kill in the middle
     stats = redis.Redis(unix_socket_path=str(engine.data_dir / "redis" / "redis.sock"))
     engine.start(wait=False)
-    _kill_mid_drain(engine, stats, sent, "sink")  # the supervisor restarts the sink
+    _kill_mid_drain(engine, stats, sent, "workers")  # the supervisor restarts them
     engine.wait_healthy()
     assert wait_rows(engine, sent) == sent
     time.sleep(1.5)  # nothing more trickles in

@@ -1,4 +1,6 @@
-"""A worker process stops on SIGTERM promptly, whatever state its stores are in."""
+"""A worker process stops on SIGTERM promptly, whatever state its stores are in: one running a
+single kind, and a host running them all (``kairos worker all``, as ``kairos up`` runs it, its
+main thread serving the store's queries)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import redis
 
 from edge.runtime.embedded_redis import EmbeddedRedis
 from edge.runtime.stores import redis_client
-from edge.runtime.workers import STOP_GRACE
+from edge.runtime.workers import STOP_GRACE, WORKERS
 from tests.helpers import eventually
 
 
 @pytest.mark.slow  # worker processes against a store that hangs
 @pytest.mark.parametrize("store", ["hung", "gone"])
-@pytest.mark.parametrize("name", ["learner", "journeys", "profiles"])
+@pytest.mark.parametrize("name", ["learner", "journeys", "profiles", "all"])
 def test_sigterm_stops_a_worker_whose_redis_hangs_or_is_gone(
     tmp_path: Path, name: str, store: str
 ) -> None:
@@ -48,12 +50,13 @@ def test_sigterm_stops_a_worker_whose_redis_hangs_or_is_gone(
 
 
 @pytest.mark.slow  # a worker process
-def test_a_burst_of_stop_signals_stops_a_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["rewards", "profiles,rewards,learner"])
+def test_a_burst_of_stop_signals_stops_a_worker(tmp_path: Path, name: str) -> None:
     """A stop signal may come twice or more (the supervisor's SIGTERM, the parent-death one,
     Ctrl-C): one that landed while the main thread held a lock once deadlocked the worker (seen
     in `kairos up`'s stop after a restart; too rare to provoke here, the burst is the pattern)."""
     server = EmbeddedRedis(tmp_path / "own")
-    worker = _consuming_worker(tmp_path, "rewards", server.start())
+    worker = _consuming_worker(tmp_path, name, server.start())
     try:
         began = time.monotonic()
         while worker.poll() is None and time.monotonic() - began < STOP_GRACE:
@@ -68,12 +71,15 @@ def test_a_burst_of_stop_signals_stops_a_worker(tmp_path: Path) -> None:
 
 
 def _consuming_worker(tmp_path: Path, name: str, url: str) -> subprocess.Popen[bytes]:
-    """``kairos worker NAME`` on Redis ``url``, once it consumes from the spool."""
+    """``kairos worker NAME`` on Redis ``url``, once each of its kinds consumes from the spool
+    (``all``: every kind, serving queries)."""
+    serve = ["--serve", str(tmp_path / "store.sock")] if name == "all" else []
     worker = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "worker", name, "--redis-url", url, "--data-dir",
-         str(tmp_path), "--store-url", "none", "--log-format", "text"],
+         str(tmp_path), "--store-url", "none", "--log-format", "text", *serve],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    kinds = list(WORKERS) if name == "all" else name.split(",")
     client = redis_client(url)
 
     def consuming() -> bool:
@@ -83,7 +89,8 @@ def _consuming_worker(tmp_path: Path, name: str, url: str) -> subprocess.Popen[b
             groups = client.xinfo_groups("{spool}:log")
         except redis.ResponseError:  # no stream yet: the worker has not started
             return False
-        return any(g["name"] == name.encode() and g["consumers"] for g in groups)
+        consumed = {g["name"].decode() for g in groups if g["consumers"]}
+        return consumed >= set(kinds)
 
     try:
         eventually(consuming, timeout=60)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.runtime.workers import WORKERS
+from edge.runtime.workers import WORKERS, select
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_WORKERS = {"redis", "clickhouse", "api"}
@@ -66,9 +66,10 @@ def test_the_cluster_compose_file_is_a_replicated_cluster() -> None:
 def test_the_cli_offers_exactly_the_table() -> None:
     shown = subprocess.run([sys.executable, "-m", "edge.cli", "worker", "--help"],
                            capture_output=True, text=True, check=True).stdout  # fmt: skip
-    assert "{" + ",".join(WORKERS) + "}" in shown
+    assert "{" + ",".join([*WORKERS, "all"]) + "}" in shown
     for kind in WORKERS.values():
         assert kind.summary in shown
+    assert "all       every kind above, in one process" in shown
     up = subprocess.run([sys.executable, "-m", "edge.cli", "up", "--help"],
                         capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert ",".join(WORKERS) in up.replace("\n", "").replace(" ", "")
@@ -78,5 +79,34 @@ def test_an_unknown_worker_is_refused_with_the_choices(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "edge.cli", "up", "--workers", "sink,nope",
                            "--data-dir", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2
-    assert f"unknown worker nope (choose from {', '.join(WORKERS)}, or none)" in done.stderr
+    assert f"unknown worker nope (choose from {', '.join(WORKERS)}, all, or none)" in done.stderr
     assert not (tmp_path / "keys.json").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("names", ["nope", "profiles,nope", "all,nope,sink", ","])
+def test_kairos_worker_refuses_an_unknown_name_with_the_choices(names: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "edge.cli", "worker", names],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2
+    shown = "nope" if "nope" in names else repr(names)
+    assert (f"argument NAME: unknown worker {shown} (choose from {', '.join(WORKERS)}, or all; "
+            "several as a comma list)") in done.stderr  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        pytest.param("all", list(WORKERS), id="all"),
+        pytest.param("rewards,sink", ["sink", "rewards"], id="the-table-order"),
+        pytest.param(" profiles , profiles ", ["profiles"], id="spaces-and-repeats"),
+    ],
+)
+def test_a_comma_list_names_kinds_in_the_table_order(text: str, kinds: list[str]) -> None:
+    assert select(text) == kinds
+
+
+def test_none_is_only_a_choice_of_kairos_up() -> None:
+    assert select("none", none=True) == []
+    assert select("", none=True) == []
+    with pytest.raises(ValueError, match=r"^unknown worker none \(choose from sink, .*, or all;"):
+        select("none")
