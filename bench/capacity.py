@@ -324,8 +324,11 @@ class Redises:
             if cluster:
                 argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
-        for port in ports:
+        for port, proc in zip(ports, self.procs):
             _wait_redis(port)
+            if proc.poll() is not None:  # another process took the port meanwhile
+                self.stop()
+                raise RuntimeError(f"redis-server on port {port} exited: run the bench again")
         if cluster:
             cli = str(Path(binary).with_name("redis-cli"))
             subprocess.run(
@@ -340,6 +343,7 @@ class Redises:
                 ],
                 check=True,
                 stdout=subprocess.DEVNULL,
+                timeout=60,
             )
             deadline = time.monotonic() + 30
             while redis.Redis(port=ports[0]).cluster("info").get("cluster_state") != "ok":
@@ -357,7 +361,8 @@ class Redises:
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
             proc.wait(30)
 
@@ -410,6 +415,7 @@ def scaling_run(
         procs = []
         env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
         socket = data / "run" / "store.sock"
+        socket.parent.mkdir(exist_ok=True)
         for host in range(hosts):
             kinds = "all" if host == 0 else ",".join(g for g in GROUPS if g != "sink")
             argv = [
@@ -428,11 +434,9 @@ def scaling_run(
                 "json",
                 "--consumer",
                 f"host{host}",
-                "--store-url",
-                f"unix://{socket}",
             ]
-            if host == 0:
-                argv += ["--serve", str(socket)]
+            # The first host's sink owns embedded ClickHouse and answers the others' reads.
+            argv += ["--serve", str(socket)] if host == 0 else ["--store-url", f"unix://{socket}"]
             log = open(base / f"host{host}.log", "ab")
             procs.append(subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=ROOT))
         started = None
