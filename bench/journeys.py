@@ -140,9 +140,11 @@ def lateness(url: str, journeys: int, rate: int, seconds: int, people: int) -> d
     for key, journey in definitions(journeys, "2s").items():
         put_journey(client, key, journey)
     stop = threading.Event()
-    updater = ProfileUpdater(SpoolReader(client, "profiles", "bench-live"),
+    # The consumers of the phases before (their leases are still theirs: the same names take
+    # the partitions at once, where others would stand by until those leases lapse).
+    updater = ProfileUpdater(SpoolReader(client, "profiles", "bench"),
                              ProfileStore(client), LeadScoring())  # fmt: skip
-    worker = JourneyWorker(SpoolReader(client, "journeys", "bench-live"),
+    worker = JourneyWorker(SpoolReader(client, "journeys", "bench"),
                            redis_client(url), interval=0.05)  # fmt: skip
     threads = [threading.Thread(target=updater.run, args=(stop,), daemon=True),
                threading.Thread(target=worker.run, args=(stop,), daemon=True)]  # fmt: skip

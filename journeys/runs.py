@@ -82,6 +82,7 @@ class Run(msgspec.Struct, omit_defaults=True):
     # partition 0's here, the others' by partition in ``applied_in``.
     applied: str = ""
     applied_in: dict[str, str] = {}
+    home: int = 0  # the partition of the event that entered it: where its timer and actions go
 
     @property
     def key(self) -> str:
@@ -118,8 +119,8 @@ class Person:
     timezone: str | None = None
 
 
-def enter(journey_key: str, pid: str, entry: int, now: int, start: str = "") -> Run:
-    return Run(journey_key, pid, entry, now, start)
+def enter(journey_key: str, pid: str, entry: int, now: int, start: str = "", home: int = 0) -> Run:
+    return Run(journey_key, pid, entry, now, start, home=home)
 
 
 def may_enter(

@@ -3,7 +3,7 @@ converted (did the goal event after entering), and the actions sent per step.
 
 Counts of what happened come from the journey events in ClickHouse (one SQL query, grouped);
 who is waiting where comes from Redis (runs sit only in waits: every other step is passed at
-once), by the timers of the journey.
+once), by the timers of the journey in every partition.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import redis
 
 from collector.store import EventStore
 from journeys.runs import RUN
+from journeys.shards import layout_now, shards
 from journeys.spec import Journey
-from journeys.store import TIMERS, runs_key
+from journeys.store import runs_key
 
 __all__ = ["active_by_step", "counts"]
 
@@ -70,10 +71,12 @@ def counts(store: EventStore, key: str, journey: Journey) -> dict[str, Any]:
 
 def active_by_step(client: redis.Redis, key: str) -> dict[str, int]:
     """People waiting in each step of journey ``key`` now."""
-    pids = [
+    found = {
         member.decode().split(" ", 1)[0]
-        for member, _ in client.zscan_iter(TIMERS, match=f"* {key}", count=1000)
-    ]
+        for shard in shards(layout_now(client))
+        for member, _ in client.zscan_iter(shard.timers, match=f"* {key}", count=1000)
+    }  # (a timer left behind in another partition names its person twice: once here)
+    pids = sorted(found)
     steps: dict[str, int] = {}
     for start in range(0, len(pids), 1000):
         pipe = client.pipeline(transaction=False)

@@ -1,24 +1,41 @@
-"""Journeys in Redis: definitions, each person's runs, the timers, and the outbox of actions.
+"""Journeys in Redis: definitions, each person's runs and the actions they reached.
 
-    {jrn}:defs            hash   journey key -> JSON definition (``{jrn}:version`` bumps on change)
-    {p:<pid>}:journeys    hash   journey key -> JSON ``Run`` (the person's latest run of it)
-    {jrn}:timers          zset   "<pid> <journey>" -> when its wait ends (ms)
-    {jrn}:outbox          zset   action key -> when to (re)try sending it (ms)
-    {jrn}:actions         hash   action key -> JSON ``Outgoing`` (what to send, attempts so far)
-    {jrn}:sent            hash   action key -> when it was delivered (ms): never twice
+    {jrn}:defs                   hash  journey key -> JSON definition (``{jrn}:version`` bumps)
+    {p:<pid>}:journeys           hash  journey key -> JSON ``Run`` (the person's latest run of it)
+    {p:<pid>}:journeys:version   int   bumped by every save of the person's runs
+    {p:<pid>}:journeys:actions   hash  action key -> JSON ``Outgoing``: reached, not yet done with
+
+and per spool partition (``journeys.shards``; partition 0's are the keys of before):
+
+    {jrn}:timers    zset  "<pid> <journey>" -> when its wait ends (ms), runs living there
+    {jrn}:outbox    zset  action key -> when to (re)try sending it (ms)
+    {jrn}:sent      hash  action key -> when it was delivered (ms): never twice
+    {jrn}:claims    hash  action key -> who is delivering it, until when
+    {jrn}:actions   hash  actions queued before they moved to their person (still sent)
 
 An action key is "<journey>|<pid>|<entry>|<step>": the same run reaching the same step again
 (a replayed batch, a restarted worker) finds its action already there and adds nothing.
+
+A person's runs are saved by ``save.lua``, a compare-and-set on the person's version, with the
+actions they reached in the same script: two instances (an event through one partition, a
+timer on another; two devices) never overwrite each other's step, and an update that lost the
+race leaves no action behind. Timers and the outbox are indexes of that state (a run's due
+time, an action waiting), kept by ``journeys.queues``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import redis
 
+from collector.partitions import Layout
+from collector.pipeline import Pipeline
+from collector.scripts import lua
 from journeys.runs import RUN, Run
+from journeys.shards import shard_of
 from journeys.spec import JOURNEY, Journey
 
 __all__ = [
@@ -28,18 +45,26 @@ __all__ = [
     "SENT",
     "TIMERS",
     "Outgoing",
+    "People",
+    "actions_key",
     "delete_journey",
     "journeys",
+    "pending_actions",
     "put_journey",
+    "read_people",
     "runs_key",
+    "save_people",
 ]
 
 DEFS, VERSION = "{jrn}:defs", "{jrn}:version"
-TIMERS, OUTBOX, ACTIONS, SENT = "{jrn}:timers", "{jrn}:outbox", "{jrn}:actions", "{jrn}:sent"
+_ZERO = shard_of(Layout(1), 0)  # partition 0's keys, whatever the partition count
+TIMERS, OUTBOX, SENT = _ZERO.timers, _ZERO.outbox, _ZERO.sent
+ACTIONS = str(_ZERO.legacy)  # actions queued before they lived with their person
+SAVE = lua(__file__, "save.lua")
 
 
 class Outgoing(msgspec.Struct, omit_defaults=True):
-    """An action waiting in the outbox."""
+    """An action waiting to be sent."""
 
     journey: str
     pid: str
@@ -48,13 +73,30 @@ class Outgoing(msgspec.Struct, omit_defaults=True):
     created: int  # ms
     attempts: int = 0
     last_error: str = ""
+    home: int = 0  # the partition whose outbox holds it (its run's)
 
 
 OUTGOING = msgspec.json.Decoder(Outgoing)
 
 
+@dataclass
+class People:
+    """One person's runs as read, and the version they were read at (what a save compares)."""
+
+    version: int = 0
+    runs: dict[str, Run] = field(default_factory=dict)
+
+
 def runs_key(pid: str) -> str:
     return f"{{p:{pid}}}:journeys"
+
+
+def version_key(pid: str) -> str:
+    return f"{{p:{pid}}}:journeys:version"
+
+
+def actions_key(pid: str) -> str:
+    return f"{{p:{pid}}}:journeys:actions"
 
 
 def journeys(client: redis.Redis) -> dict[str, Journey]:
@@ -85,69 +127,65 @@ def delete_journey(client: redis.Redis, key: str) -> bool:
 
 def read_runs(client: redis.Redis, pids: list[str]) -> dict[str, dict[str, Run]]:
     """Each person's runs, by journey key."""
+    return {pid: found.runs for pid, found in read_people(client, pids).items()}
+
+
+def read_people(client: redis.Redis, pids: list[str]) -> dict[str, People]:
+    """Each person's runs and their version. The version is read first: a save in between
+    makes the version older than the runs, so the save that follows fails and reads again
+    (the other way round, it would succeed on runs older than the version)."""
     pipe = client.pipeline(transaction=False)
     for pid in pids:
+        pipe.get(version_key(pid))
         pipe.hgetall(runs_key(pid))
+    replies = pipe.execute()
     return {
-        pid: {k.decode(): RUN.decode(v) for k, v in found.items()}
+        pid: People(int(version or 0), {k.decode(): RUN.decode(v) for k, v in found.items()})
+        for pid, version, found in zip(pids, replies[::2], replies[1::2])
+    }
+
+
+def read_versions(client: redis.Redis, pids: list[str]) -> dict[str, int]:
+    pipe = client.pipeline(transaction=False)
+    for pid in pids:
+        pipe.get(version_key(pid))
+    return {pid: int(v or 0) for pid, v in zip(pids, pipe.execute())}
+
+
+def save_people(
+    client: redis.Redis,
+    saves: dict[str, tuple[People, list[Run], dict[str, Outgoing]]],
+) -> dict[str, int]:
+    """Save each person's changed runs and new actions, unless their runs changed since
+    ``People`` was read; the new version of each person (0: changed meanwhile, nothing saved)."""
+    if not saves:
+        return {}
+    pipe = Pipeline(client)
+    for pid, (read, runs, outgoing) in saves.items():
+        args: list[Any] = [read.version, len(runs)]
+        for run in runs:
+            args += [run.journey, msgspec.json.encode(run)]
+        for key, item in outgoing.items():
+            args += [key, msgspec.json.encode(item)]
+        pipe.script(SAVE, [runs_key(pid), version_key(pid), actions_key(pid)], args)
+    replies = pipe.execute()
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return {pid: int(version) for pid, version in zip(saves, replies)}
+
+
+def pending_actions(client: redis.Redis, pids: list[str]) -> dict[str, dict[str, Outgoing]]:
+    """Each person's actions reached and not yet done with, by action key."""
+    pipe = client.pipeline(transaction=False)
+    for pid in pids:
+        pipe.hgetall(actions_key(pid))
+    return {
+        pid: {k.decode(): OUTGOING.decode(v) for k, v in found.items()}
         for pid, found in zip(pids, pipe.execute())
     }
 
 
-def save(client: redis.Redis, runs: list[Run], outgoing: dict[str, Outgoing], now: int) -> None:
-    """The actions first (a crash before the runs repeats the same keys: nothing twice), then
-    the runs and their timers."""
-    pipe = client.pipeline(transaction=False)
-    for key, item in outgoing.items():
-        pipe.hsetnx(ACTIONS, key, msgspec.json.encode(item))
-        pipe.zadd(OUTBOX, {key: now}, nx=True)
-    pipe.execute()
-    pipe = client.pipeline(transaction=False)
-    for run in runs:
-        pipe.hset(runs_key(run.pid), run.journey, msgspec.json.encode(run))
-        member = f"{run.pid} {run.journey}"
-        if run.due and not run.ended:
-            pipe.zadd(TIMERS, {member: run.due})
-        else:
-            pipe.zrem(TIMERS, member)
-    pipe.execute()
-
-
-def due_timers(client: redis.Redis, now: int, count: int = 500) -> list[tuple[str, str, int]]:
-    """(pid, journey, due ms) of the waits that have ended by ``now``, the earliest first."""
-    found = client.zrangebyscore(TIMERS, "-inf", now, start=0, num=count, withscores=True)
-    return [(*m.decode().split(" ", 1), int(due)) for m, due in found]
-
-
-def due_actions(client: redis.Redis, now: int, count: int = 100) -> list[tuple[str, Outgoing]]:
-    keys = [k.decode() for k in client.zrangebyscore(OUTBOX, "-inf", now, start=0, num=count)]
-    if not keys:
-        return []
-    found = client.hmget(ACTIONS, keys)
-    return [(k, OUTGOING.decode(raw)) for k, raw in zip(keys, found) if raw is not None]
-
-
-def settle(client: redis.Redis, key: str, now: int, outcome: str) -> None:
-    """An action done with: ``sent`` (kept in SENT) or dropped (cancelled, undeliverable)."""
-    pipe = client.pipeline(transaction=True)
-    if outcome == "sent":
-        pipe.hset(SENT, key, now)
-    pipe.zrem(OUTBOX, key)
-    pipe.hdel(ACTIONS, key)
-    pipe.execute()
-
-
-def retry(client: redis.Redis, key: str, item: Outgoing, at: int, error: str) -> None:
-    updated = msgspec.structs.replace(item, attempts=item.attempts + 1, last_error=error[:500])
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(ACTIONS, key, msgspec.json.encode(updated))
-    pipe.zadd(OUTBOX, {key: at})
-    pipe.execute()
-
-
-def was_sent(client: redis.Redis, key: str) -> bool:
-    return bool(client.hexists(SENT, key))
-
-
-def describe(client: redis.Redis) -> dict[str, Any]:
-    return {"timers": client.zcard(TIMERS), "outbox": client.zcard(OUTBOX)}
+def pid_of(action: str) -> str:
+    """The person of an action key (journey keys and profile ids hold no "|")."""
+    return action.split("|", 2)[1]

@@ -1,22 +1,29 @@
 """The journeys worker: a consumer group on the spool, the timers, and the outbox.
 
-For each batch of events, in spool order and per person (the profile ids the profile updater
-resolved): every running journey of theirs sees the event (exit rules end it, the event a wait is
-for moves it on), then journeys the event triggers are entered (entry rules, re-entry policy).
-Runs advance until a wait or an end; the actions they pass go to the outbox under their
-idempotency keys, before the runs are saved (``journeys.store``). Each run keeps the spool
-position of the last event it applied, per partition, so a replayed batch changes nothing. One
-worker holds the whole spool (its reader is exclusive: the timers and the outbox are one, and a
-person's events can come through several partitions); other instances stand by and take over
-when it stops.
+For each batch of events (of one partition), in spool order and per person (the profile ids
+the profile updater resolved): every running journey of theirs sees the event (exit rules end
+it, the event a wait is for moves it on), then journeys the event triggers are entered (entry
+rules, re-entry policy). Runs advance until a wait or an end; the actions they pass are saved
+with the runs, in one script per person (``journeys.store``). Each run keeps the spool position
+of the last event it applied, per partition, so a replayed batch changes nothing.
 
-Between batches, once it has caught up with the spool (so an exit event already sent is seen
-first), the worker wakes the runs whose waits are due, and sends what the outbox holds: a run
-that has exited since its action was queued gets nothing (the exit rules are checked again right
-before each action). Each delivered action is recorded as sent and never sent again; only a
-delivery in flight when the worker dies (the receiver got it, the worker never saw the answer)
-goes out a second time after the restart, under the same Idempotency-Key: webhooks are at least
-once (tests/drills).
+Any number of instances share the partitions (``collector.leases``), and one person's events can
+come through several partitions (two devices, a server's events by ``userId``), so two instances
+may change one person's runs at once: the save is a compare-and-set on the person's version,
+and the instance that loses it reads that person's runs again and plans their part of the batch
+again (or of the timer round). So no step is applied twice or lost, and an action exists only
+if the run that reached it was saved.
+
+A run lives in the partition of the event that entered it (``Run.home``): its timer and its
+actions are in that partition's keys (``journeys.shards``), and the instance holding the
+partition wakes and sends them between batches, once every partition has caught up to their
+time (so an exit event already sent is seen first, whichever partition it came through). A run
+that has exited since its action was queued gets nothing (the exit rules are checked again
+right before each action). Each delivery is claimed first, so two instances never send one
+action at once (a partition's lease can move while its former holder is still at work); each
+delivered action is recorded as sent and never sent again; only a delivery in flight when the
+worker dies (the receiver got it, the worker never saw the answer) goes out a second time
+after the restart, under the same Idempotency-Key: webhooks are at least once (tests/drills).
 
 Journey events go to the spool (and so to ClickHouse): "Journey Entered", "Journey Step
 Completed" (with the step), "Journey Action Sent" (with the step and the action), "Journey
@@ -25,7 +32,7 @@ event caused (entering, the steps passed at once, an exit) carry that event's ti
 (``wire.event_time``), not the time the worker got to it: a person who ordered a minute after
 entering converted, however far behind the worker was (``journeys.stats`` compares event times).
 Those the clock caused (a wait that came due, an action delivered) carry the clock's time.
-``clock`` (ms) is injectable: tests move days.
+``clock`` (ms) is injectable: tests move days; instances sharing a spool need clocks that agree.
 """
 
 from __future__ import annotations
@@ -34,29 +41,23 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import msgspec
 import redis
 
 from collector import wire
+from collector.partitions import Layout
 from collector.reader import Entry, SpoolReader, profile_ids
 from collector.spool import append_now
 from collector.versioned import Versioned
 from collector.worker import SpoolWorker
-from journeys import store
-from journeys.actions import (
-    GIVE_UP_MS,
-    Api,
-    ApiError,
-    Delivery,
-    backoff,
-    message_for,
-    post,
-    webhook_secret,
-)
+from journeys import queues, store
+from journeys.actions import Api
+from journeys.delivery import Courier
+from journeys.events import ended, event, ids_of, message_ids
 from journeys.runs import (
     Person,
     Run,
@@ -68,7 +69,8 @@ from journeys.runs import (
     trigger_event,
     triggers,
 )
-from journeys.spec import Email, Journey, Webhook
+from journeys.shards import Shard, caught_up, shard_of
+from journeys.spec import Journey
 from profiles.computed import event_name
 from profiles.store import ProfileStore, Snapshot, position
 from profiles.views import view_of
@@ -81,8 +83,22 @@ _OWN = ("Journey Entered", "Journey Step Completed", "Journey Action Sent", "Jou
         "Journey Completed")  # fmt: skip
 
 
+_ROUNDS = 32  # saves of one person lost to another instance's in a row: a few at most
+
+
 def _wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass
+class _Plan:
+    """What one person's part of a batch (or of a timer round) does, before it is saved."""
+
+    runs: list[Run] = field(default_factory=list)  # the last state of each run changed
+    outgoing: dict[str, store.Outgoing] = field(default_factory=dict)  # actions reached
+    said: list[wire.Message] = field(default_factory=list)  # journey events, once saved
+    entered: int = 0
+    late: list[int] = field(default_factory=list)  # ms each woken run was late by
 
 
 class JourneyWorker(SpoolWorker):
@@ -106,15 +122,20 @@ class JourneyWorker(SpoolWorker):
         self.profiles = ProfileStore(client)
         self.clock = clock
         self.http = http or httpx.Client()
+        self.courier = Courier(client, reader.layout, reader.consumer, self.http, api, clock)
         self.profile_wait = profile_wait
         self.journeys: dict[str, Journey] = {}
         self._defs: Versioned[dict[str, Journey]] = Versioned(store.VERSION, {})
         self._by_event: dict[str, list[str]] = {}  # event name -> journeys it may trigger
         self._on_any: list[str] = []  # journeys any event may trigger (score triggers)
         self._reads: set[str] = set()  # journeys whose entry, trigger or branches read profiles
-        self._caught_up = False
+        self._caught: set[int] = set()  # held partitions a poll found caught up since the tick
         self._partition = 0  # of the batch in hand
         self.lateness: deque[int] = deque(maxlen=10_000)  # ms between due and woken, recent
+
+    @property
+    def layout(self) -> Layout:
+        return self.reader.layout
 
     def stopped(self) -> None:
         self.http.close()
@@ -123,18 +144,21 @@ class JourneyWorker(SpoolWorker):
         self.tick()
 
     def idle(self) -> None:
-        self._caught_up = True
+        self._caught |= {p.index for p in self.reader.held}
 
     # -- events --
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
         self._refresh()
-        self._caught_up = len(entries) < self.max_entries
+        self._partition = entries[0].partition.index
+        if len(entries) < self.max_entries and not self.reader.replayed:
+            self._caught.add(self._partition)
+        else:  # more to read (a replay: then what came after it)
+            self._caught.discard(self._partition)
         if not self.journeys:
             return {}
         pids = profile_ids(self.client, entries, self.profile_wait)
         mine: dict[str, list[tuple[str, wire.Message]]] = {}
-        self._partition = entries[0].partition.index
         for entry in entries:
             if entry.kind != "events":
                 continue
@@ -149,60 +173,106 @@ class JourneyWorker(SpoolWorker):
     def _apply(
         self, mine: dict[str, list[tuple[str, wire.Message]]], counters: dict[str, float]
     ) -> None:
-        runs = store.read_runs(self.client, list(mine))
-        # Profiles are read only for people a journey that reads them may enter or move.
-        wanted = [pid for pid, events in mine.items()
-                  if any(not r.ended and r.journey in self._reads for r in runs[pid].values())
-                  or any(set(self._candidates(event_name(m) or "")) & self._reads
-                         for _, m in events)]  # fmt: skip
-        people = {s.id: _person(s, self.clock()) for s in self.profiles.read_many(wanted)}
-        now = self.clock()
-        changed: list[Run] = []
-        outgoing: dict[str, store.Outgoing] = {}
+        """Apply each person's events to their runs, and save them: a person whose runs
+        another instance saved meanwhile is read and planned again (their part only)."""
+        read = store.read_people(self.client, list(mine))
+        people: dict[str, Person] = {}
+        saved: dict[str, store.People] = {}
+        wanted: queues.Wanted = {}
+        actions: list[tuple[str, store.Outgoing]] = []
         said: list[wire.Message] = []
-        for pid, events in mine.items():
-            person = people.get(pid) or Person(pid)
-            theirs = runs[pid]
-            for at, msg in events:
-                name = event_name(msg) or ""
-                ids = _message_ids(msg)
-                when = _ms(wire.event_time(msg))  # what this event causes happened then
-                properties = wire.as_dict(msg.properties) if hasattr(msg, "properties") else {}
-                for key, run in list(theirs.items()):
-                    journey = self.journeys.get(key)
-                    if journey is None or run.ended or at <= run.applied_at(self._partition):
-                        continue
-                    run, moved = on_event(journey, run, name, properties, now)
-                    run = run.applying(self._partition, at)
-                    if moved:
-                        run = _advanced(journey, run, person, now, ids, outgoing, said, when)
-                    theirs[key] = run
-                    changed.append(run)
-                    said += _said(run, ids, now, when)
-                if name in _OWN:
-                    continue
-                for key in self._candidates(name):
-                    journey = self.journeys[key]
-                    if not journey.active or not triggers(journey, name, properties, person):
-                        continue
-                    last = theirs.get(key)
-                    if last is not None and at <= last.applied_at(self._partition):
-                        continue  # this very event entered it already (a replay)
-                    entered = [r.entered for r in theirs.values()]
-                    if not may_enter(journey, last, person, now, entered):
-                        continue
-                    run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start)
-                    said.append(_event("Journey Entered", run, ids, now, when))
-                    run = _advanced(journey, run.applying(self._partition, at), person,
-                                    now, ids, outgoing, said, when)  # fmt: skip
-                    theirs[key] = run
-                    changed.append(run)
-                    counters["journeys_entered"] = counters.get("journeys_entered", 0) + 1
-                    said += _said(run, ids, now, when)
-        if changed or outgoing:
-            store.save(self.client, _latest(changed), outgoing, now)
+        todo = list(mine)
+        for _ in range(_ROUNDS):
+            self._read_profiles(mine, read, todo, people)
+            now = self.clock()
+            plans = {pid: self._plan(pid, mine[pid], read[pid].runs,
+                                     people.get(pid) or Person(pid), now)
+                     for pid in todo}  # fmt: skip
+            versions = store.save_people(self.client, {
+                pid: (read[pid], plan.runs, plan.outgoing)
+                for pid, plan in plans.items() if plan.runs or plan.outgoing})  # fmt: skip
+            for pid, plan in plans.items():
+                if versions.get(pid) == 0:
+                    continue  # saved by another meanwhile: planned again below
+                said += plan.said
+                if plan.entered:
+                    counters["journeys_entered"] = (
+                        counters.get("journeys_entered", 0) + plan.entered
+                    )
+                if pid in versions:
+                    saved[pid] = _after(read[pid], versions[pid], plan.runs)
+                    wanted[pid] = _homes(read[pid], plan.runs)
+                    actions += plan.outgoing.items()
+            todo = [pid for pid, version in versions.items() if version == 0]
+            if not todo:
+                break
+            read |= store.read_people(self.client, todo)
+        else:
+            raise RuntimeError(f"journeys: the runs of {sorted(todo)} kept changing")
+        queues.place_timers(self.client, self.layout, wanted, saved)
+        queues.index_actions(self.client, self.layout, actions)
+        if self.reader.replayed:  # its first run may have died before writing the indexes
+            queues.reindex(self.client, self.layout, {pid: saved.get(pid) or read[pid]
+                                                      for pid in mine}, self.journeys)  # fmt: skip
         if said:
-            append_now(self.client, said)
+            append_now(self.client, said, self.layout)
+
+    def _read_profiles(self, mine: dict[str, list[tuple[str, wire.Message]]],
+                       read: dict[str, store.People], todo: list[str],
+                       people: dict[str, Person]) -> None:  # fmt: skip
+        """Profiles are read only for people a journey that reads them may enter or move."""
+        wanted = [pid for pid in todo if pid not in people and (
+                  any(not r.ended and r.journey in self._reads for r in read[pid].runs.values())
+                  or any(set(self._candidates(event_name(m) or "")) & self._reads
+                         for _, m in mine[pid]))]  # fmt: skip
+        now = self.clock()
+        people |= {s.id: _person(s, now) for s in self.profiles.read_many(wanted)}
+
+    def _plan(self, pid: str, events: list[tuple[str, wire.Message]], runs: dict[str, Run],
+              person: Person, now: int) -> _Plan:  # fmt: skip
+        """What one person's events of the batch do to their runs (as read: ``runs``)."""
+        plan, theirs, changed = _Plan(), dict(runs), []
+        partition = self._partition
+        for at, msg in events:
+            name = event_name(msg) or ""
+            ids = message_ids(msg)
+            when = _ms(wire.event_time(msg))  # what this event causes happened then
+            properties = wire.as_dict(msg.properties) if hasattr(msg, "properties") else {}
+            for key, run in list(theirs.items()):
+                journey = self.journeys.get(key)
+                if journey is None or run.ended or at <= run.applied_at(partition):
+                    continue
+                run, moved = on_event(journey, run, name, properties, now)
+                run = run.applying(partition, at)
+                if moved:
+                    run = _advanced(journey, run, person, now, ids, plan.outgoing, plan.said,
+                                    when)  # fmt: skip
+                theirs[key] = run
+                changed.append(run)
+                plan.said += ended(run, ids, now, when)
+            if name in _OWN:
+                continue
+            for key in self._candidates(name):
+                journey = self.journeys[key]
+                if not journey.active or not triggers(journey, name, properties, person):
+                    continue
+                last = theirs.get(key)
+                if last is not None and at <= last.applied_at(partition):
+                    continue  # this very event entered it already (a replay)
+                entered = [r.entered for r in theirs.values()]
+                if not may_enter(journey, last, person, now, entered):
+                    continue
+                run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start,
+                            home=partition)  # fmt: skip
+                plan.said.append(event("Journey Entered", run, ids, now, when))
+                run = _advanced(journey, run.applying(partition, at), person, now, ids,
+                                plan.outgoing, plan.said, when)  # fmt: skip
+                theirs[key] = run
+                changed.append(run)
+                plan.entered += 1
+                plan.said += ended(run, ids, now, when)
+        plan.runs = _latest(changed)
+        return plan
 
     def _candidates(self, name: str) -> list[str]:
         """The journeys an event of this name may trigger (score triggers: any event)."""
@@ -211,109 +281,90 @@ class JourneyWorker(SpoolWorker):
     # -- timers and the outbox --
 
     def tick(self) -> None:
-        if not self._caught_up:
-            return
+        """Wake the due runs and send the due actions of the partitions held, up to the time
+        every partition has caught up to (``journeys.shards``)."""
         self._refresh()
         now = self.clock()
-        due = store.due_timers(self.client, now)
-        if due:
-            self._wake(due, now)
-        self.send(now)
+        held = [p.index for p in self.reader.held]
+        marks = {p: now for p in self._caught if p in held}
+        self._caught.clear()
+        upto = caught_up(self.client, self.layout, marks, now)
+        if upto < 0:
+            return
+        for index in held:
+            shard = shard_of(self.layout, index)
+            due = queues.due_timers(self.client, shard, upto)
+            if due:
+                self._wake(shard, due, now, upto)
+        self.send(now, upto)
 
-    def _wake(self, due: list[tuple[str, str, int]], now: int) -> None:
-        self.lateness.extend(now - at for *_, at in due)
-        pids = sorted({pid for pid, *_ in due})
-        runs = store.read_runs(self.client, pids)
-        snapshots = dict(zip(pids, self.profiles.read_many(pids)))
-        changed: list[Run] = []
-        outgoing: dict[str, store.Outgoing] = {}
-        said: list[wire.Message] = []
+    def _wake(self, shard: Shard, due: list[tuple[str, str, int]], now: int, upto: int) -> None:
+        mine: dict[str, list[str]] = {}
         for pid, key, _ in due:
-            run, journey = runs[pid].get(key), self.journeys.get(key)
-            if run is None or journey is None or run.ended:
-                self.client.zrem(store.TIMERS, f"{pid} {key}")  # deleted, or done meanwhile
-                continue
+            if key in self.journeys:
+                mine.setdefault(pid, []).append(key)
+            else:  # deleted: its runs stay where they are, and wake no more
+                self.client.zrem(shard.timers, queues.member(pid, key))
+        pids = sorted(mine)
+        if not pids:
+            return
+        read = store.read_people(self.client, pids)
+        snapshots = dict(zip(pids, self.profiles.read_many(pids)))
+        saved: dict[str, store.People] = {}
+        said: list[wire.Message] = []
+        todo = pids
+        for _ in range(_ROUNDS):
+            plans = {pid: self._woken(shard.index, mine[pid], read[pid].runs, snapshots[pid],
+                                      now, upto) for pid in todo}  # fmt: skip
+            versions = store.save_people(self.client, {
+                pid: (read[pid], plan.runs, plan.outgoing)
+                for pid, plan in plans.items() if plan.runs})  # fmt: skip
+            for pid, plan in plans.items():
+                if versions.get(pid) == 0:
+                    continue
+                said += plan.said
+                self.lateness.extend(plan.late)
+                if pid in versions:
+                    saved[pid] = _after(read[pid], versions[pid], plan.runs)
+            todo = [pid for pid, version in versions.items() if version == 0]
+            if not todo:
+                break
+            read |= store.read_people(self.client, todo)
+        else:
+            raise RuntimeError(f"journeys: the runs of {sorted(todo)} kept changing")
+        final = {pid: saved.get(pid) or read[pid] for pid in pids}
+        # The members that fired, wherever their runs now wait; and every index of these
+        # people (a save that died before writing them is why a member may fire early).
+        fired = {pid: {key: {shard.index} for key in keys} for pid, keys in mine.items()}
+        queues.place_timers(self.client, self.layout, fired, final)
+        queues.reindex(self.client, self.layout, final, self.journeys)
+        if said:
+            append_now(self.client, said, self.layout)
+
+    def _woken(self, partition: int, keys: list[str], runs: dict[str, Run], snapshot: Snapshot,
+               now: int, upto: int) -> _Plan:  # fmt: skip
+        """What the clock does to one person's runs whose timers fired (as read: ``runs``)."""
+        plan = _Plan()
+        for key in keys:
+            run, journey = runs.get(key), self.journeys[key]
+            if run is None or run.ended or run.home != partition or not 0 < run.due <= upto:
+                continue  # (its timer is placed again from the run)
+            plan.late.append(now - run.due)
             if run.step not in journey.steps:  # the definition changed under it
                 run = msgspec.structs.replace(run, ended="exited: step removed", ended_at=now)
             else:
-                person = _person(snapshots[pid], now)
-                run = _advanced(journey, run, person, now, _ids(snapshots[pid]), outgoing, said)
-            changed.append(run)
-            said += _said(run, _ids(snapshots[pid]), now)
-        store.save(self.client, changed, outgoing, now)
-        if said:
-            append_now(self.client, said)
+                person = _person(snapshot, now)
+                run = _advanced(journey, run, person, now, ids_of(snapshot), plan.outgoing,
+                                plan.said)  # fmt: skip
+            plan.runs.append(run)
+            plan.said += ended(run, ids_of(snapshot), now)
+        return plan
 
-    def send(self, now: int) -> int:
-        """Deliver what the outbox holds that is due; returns how many were delivered."""
-        delivered = 0
-        for key, item in store.due_actions(self.client, now):
-            journey = self.journeys.get(item.journey)
-            run = store.read_runs(self.client, [item.pid])[item.pid].get(item.journey)
-            if journey is None or run is None or run.entry != item.entry or (
-                    run.ended.startswith("exited")) or item.step not in journey.steps:  # fmt: skip
-                store.settle(self.client, key, now, "cancelled")
-                continue
-            if store.was_sent(self.client, key):
-                store.settle(self.client, key, now, "sent")
-                continue
-            step = journey.steps[item.step]
-            snapshot = self.profiles.read(item.pid)
-            if isinstance(step, Webhook | Email):
-                payload = {
-                    "journey": item.journey, "step": item.step, "idempotencyKey": key,
-                    "person": _document(snapshot, now), "run": msgspec.to_builtins(run),
-                }  # fmt: skip
-                try:
-                    payload |= self._gathered(step, snapshot)
-                except ApiError as exc:
-                    result = Delivery(False, exc.retry, str(exc))
-                else:
-                    result = post(self.http, step, key, payload, webhook_secret(self.client))
-                if not result.ok:
-                    if result.retry and now - item.created < GIVE_UP_MS:
-                        store.retry(self.client, key, item, now + backoff(item.attempts),
-                                    result.detail)  # fmt: skip
-                    else:
-                        log.warning("journey action dropped: %s", result.detail,
-                                    extra={"action": key})  # fmt: skip
-                        store.settle(self.client, key, now, "dropped")
-                    continue
-            else:
-                ids = _ids(snapshot)
-                if not ids:
-                    store.settle(self.client, key, now, "dropped")
-                    continue
-                append_now(self.client, [message_for(step, key, ids,  # type: ignore[arg-type]
-                                                     {"journey": item.journey})])  # fmt: skip
-            store.settle(self.client, key, now, "sent")
-            kind = step.__struct_config__.tag
-            sent = _event("Journey Action Sent", run, _ids(snapshot), now, step=item.step,
-                          action=kind)  # fmt: skip
-            append_now(self.client, [sent])
-            delivered += 1
-        return delivered
-
-    def _gathered(self, step: Webhook | Email, snapshot: Snapshot) -> dict[str, Any]:
-        """What the step takes from the engine's API: a decision, rendered recommendations."""
-        if self.api is None and (step.decide or isinstance(step, Email)):
-            raise ApiError("this worker has no API to ask (--api-url)", retry=False)
-        found: dict[str, Any] = {}
-        if step.decide and self.api is not None:
-            found["decision"] = self.api.decide(step.decide, _ids(snapshot))
-        if isinstance(step, Email) and self.api is not None:
-            traits = view_of(snapshot, self.clock()).traits if snapshot.exists else {}
-            found |= {"to": traits.get("email"), "subject": step.subject}
-            if step.placement:
-                block = self.api.rendered(snapshot.id, step.placement, step.n, step.template)
-                found |= {
-                    "html": block["html"],
-                    "text": block["text"],
-                    "recommendations": {
-                        k: block[k] for k in ("decisionId", "placement", "strategy", "items")
-                    },
-                }
-        return found
+    def send(self, now: int, upto: int | None = None) -> int:
+        """Deliver the actions of the partitions held that are due by ``upto`` (default
+        ``now``); returns how many were delivered."""
+        held = [shard_of(self.layout, p.index) for p in self.reader.held]
+        return self.courier.send(held, self.journeys, now, now if upto is None else upto)
 
     def _refresh(self) -> None:
         version = self.client.get(store.VERSION)
@@ -344,7 +395,7 @@ def _advanced(
     passed: list[str] = []
     run, actions = advance(journey, run, person, now, passed)
     outgoing |= {a.key: _outgoing(run, a.step, now) for a in actions}
-    said += [_event("Journey Step Completed", run, ids, now, when, step=step, at=now)
+    said += [event("Journey Step Completed", run, ids, now, when, step=step, at=now)
              for step in passed]  # fmt: skip
     return run
 
@@ -354,8 +405,22 @@ def _latest(runs: list[Run]) -> list[Run]:
     return list({(r.pid, r.journey): r for r in runs}.values())
 
 
+def _after(read: store.People, version: int, runs: list[Run]) -> store.People:
+    """A person's runs as just saved (at ``version``: nothing came in between)."""
+    return store.People(version, {**read.runs, **{r.journey: r for r in runs}})
+
+
+def _homes(read: store.People, runs: list[Run]) -> dict[str, set[int]]:
+    """Where the timers of the runs saved may be: their partition, and their previous run's."""
+    found: dict[str, set[int]] = {}
+    for run in runs:
+        before = read.runs.get(run.journey)
+        found[run.journey] = {run.home} | ({before.home} if before is not None else set())
+    return found
+
+
 def _outgoing(run: Run, step: str, now: int) -> store.Outgoing:
-    return store.Outgoing(run.journey, run.pid, run.entry, step, now)
+    return store.Outgoing(run.journey, run.pid, run.entry, step, now, home=run.home)
 
 
 def _person(snapshot: Snapshot, now: int) -> Person:
@@ -368,52 +433,5 @@ def _person(snapshot: Snapshot, now: int) -> Person:
     )
 
 
-def _ids(snapshot: Snapshot) -> dict[str, str]:
-    found = {}
-    if snapshot.fields.get("user_id"):
-        found["user_id"] = snapshot.fields["user_id"]
-    anonymous = [i.partition(":")[2] for i in snapshot.identities if i.startswith("anonymous_id:")]
-    if anonymous:
-        found["anonymous_id"] = sorted(anonymous)[0]
-    return found
-
-
-def _document(snapshot: Snapshot, now: int) -> dict[str, Any]:
-    from profiles.views import describe
-
-    return describe(snapshot, now) if snapshot.exists else {"id": snapshot.id}
-
-
-def _message_ids(msg: wire.Message) -> dict[str, str]:
-    ids = {"user_id": msg.user_id, "anonymous_id": msg.anonymous_id}
-    return {k: str(v) for k, v in ids.items() if v is not None}
-
-
-def _said(run: Run, ids: dict[str, str], now: int, when: int | None = None) -> list[wire.Message]:
-    """The journey event of a run that just ended (at ``now``), if it did."""
-    if not run.ended or run.ended_at != now:
-        return []
-    if run.ended == "completed":
-        return [_event("Journey Completed", run, ids, now, when)]
-    return [_event("Journey Exited", run, ids, now, when, reason=run.ended)]
-
-
 def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
-
-
-def _event(
-    name: str, run: Run, ids: dict[str, str], now: int, when: int | None = None, **more: Any
-) -> wire.Message:
-    """A journey event, stamped ``when`` (the causing event's time) if given, else ``now``."""
-    ids = ids or {"anonymous_id": f"profile-{run.pid}"}
-    stamp = datetime.fromtimestamp((now if when is None else when) / 1000, UTC)
-    properties = {"journey": run.journey, "entry": run.entry, "profile_id": run.pid, **more}
-    suffix = "".join(f"|{more[k]}" for k in ("step", "at") if k in more)
-    return wire.Track(
-        event=name, user_id=ids.get("user_id"), anonymous_id=ids.get("anonymous_id"),
-        message_id=f"{name.lower().replace(' ', '-')}-{run.key}{suffix}",
-        timestamp=stamp, received_at=datetime.now(UTC),
-        properties=msgspec.Raw(msgspec.json.encode(properties)),
-        context=msgspec.Raw(b'{"library":{"name":"kairos-journeys"}}'),
-    )  # fmt: skip

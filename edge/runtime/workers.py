@@ -190,8 +190,7 @@ def _journeys(
     for key, journey in needs.config.journeys.items():
         if put_journey(needs.redis, key, journey):
             log.info("journey installed from the config file", extra={"journey": key})
-    # One instance at a time (exclusive): the timers and the outbox are one.
-    reader = SpoolReader(needs.redis, "journeys", needs.consumer, exclusive=True)
+    reader = SpoolReader(needs.redis, "journeys", needs.consumer)
     http = httpx.Client(timeout=10.0)
     return JourneyWorker(reader, needs.redis, http=http, interval=interval,
                          api=Api(*needs.api, http) if needs.api else None,

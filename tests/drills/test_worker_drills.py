@@ -25,7 +25,7 @@ from bench.profiles import fill
 from collector import SpoolReader
 from collector.reader import ensure_group
 from edge.runtime.embedded_redis import EmbeddedRedis
-from journeys.store import ACTIONS, DEFS, OUTBOX, SENT
+from journeys.store import DEFS, OUTBOX, SENT, pending_actions
 from profiles.history import NUMERIC
 from profiles.learner import (
     REDO,
@@ -390,9 +390,13 @@ def _outage_minute(stack: Stack) -> None:
 
     def all_tried() -> bool:
         """Every action has failed at least once (connection refused)."""
-        found = [msgspec.json.decode(v) for k, v in stack.redis.hgetall(ACTIONS).items()
-                 if k.startswith(f"{OUTAGE}|".encode())]  # fmt: skip
-        return len(found) == len(OUTAGE_PEOPLE) and all(a.get("attempts") for a in found)
+        pids = [profile_of(stack.redis, who) for who in OUTAGE_PEOPLE]
+        if None in pids:
+            return False
+        waiting = pending_actions(stack.redis, [p for p in pids if p is not None])
+        found = [a for items in waiting.values() for k, a in items.items()
+                 if k.startswith(f"{OUTAGE}|")]  # fmt: skip
+        return len(found) == len(OUTAGE_PEOPLE) and all(a.attempts for a in found)
 
     eventually(all_tried, timeout=60)
     down_since = time.monotonic()

@@ -29,9 +29,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = outer.status
                 outer.received.append({"path": self.path, "headers": dict(self.headers),
-                                       "raw": body, "json": json.loads(body)})  # fmt: skip
-                self.send_response(outer.status)
+                                       "raw": body, "json": json.loads(body),
+                                       "status": status})  # fmt: skip
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:

@@ -1,0 +1,143 @@
+"""Sending the outbox: each due action of the partitions an instance holds, once.
+
+An action is claimed before anything else (``journeys.queues.claim``: no two instances deliver
+it at once), then checked against its run as it is now (an exit since it was queued, a new
+entry, a step or journey removed: it is cancelled), then against the partition's record of
+what was sent (a crash after the delivery and before forgetting it), and only then sent; the
+record is written before the action is forgotten. Webhooks and emails are POSTed
+(``journeys.actions``), with what they take from the engine's API; the other actions are
+messages into the spool, whose dedup keeps each once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import msgspec
+import redis
+
+from collector.partitions import Layout
+from collector.spool import append_now
+from journeys import queues, store
+from journeys.actions import (
+    GIVE_UP_MS,
+    Api,
+    ApiError,
+    Delivery,
+    backoff,
+    message_for,
+    post,
+    webhook_secret,
+)
+from journeys.events import event, ids_of
+from journeys.shards import Shard
+from journeys.spec import Email, Journey, Webhook
+from profiles.store import ProfileStore, Snapshot
+from profiles.views import describe, view_of
+
+__all__ = ["Courier"]
+
+log = logging.getLogger("kairos.journeys")
+
+
+class Courier:
+    """Delivers the due actions of the partitions ``holder`` holds."""
+
+    def __init__(self, client: redis.Redis, layout: Layout, holder: str, http: httpx.Client,
+                 api: Api | None, clock: Callable[[], int]):  # fmt: skip
+        self.client = client
+        self.layout = layout
+        self.holder = holder
+        self.http = http
+        self.api = api
+        self.clock = clock
+        self.profiles = ProfileStore(client)
+
+    def send(self, shards: list[Shard], journeys: dict[str, Journey], now: int, upto: int) -> int:
+        """Deliver what the partitions' outboxes hold that is due by ``upto``; how many."""
+        delivered = 0
+        for shard in shards:
+            for key in queues.due_actions(self.client, shard, upto):
+                if queues.claim(self.client, shard, key, self.holder, now):
+                    delivered += self._deliver(shard, key, journeys, now)
+        return delivered
+
+    def _deliver(self, shard: Shard, key: str, journeys: dict[str, Journey], now: int) -> int:
+        """Send one claimed action, unless its run has moved on; 1 if it was delivered."""
+        found = queues.find_action(self.client, shard, key)
+        if found is None:  # done with already (an outbox entry put back meanwhile)
+            queues.settle(self.client, shard, key, None, now, "gone")
+            return 0
+        item, where = found
+        journey = journeys.get(item.journey)
+        run = store.read_runs(self.client, [item.pid])[item.pid].get(item.journey)
+        if journey is None or run is None or run.entry != item.entry or (
+                run.ended.startswith("exited")) or item.step not in journey.steps:  # fmt: skip
+            queues.settle(self.client, shard, key, where, now, "cancelled")
+            return 0
+        if queues.was_sent(self.client, shard, key):
+            queues.settle(self.client, shard, key, where, now, "sent")
+            return 0
+        step = journey.steps[item.step]
+        snapshot = self.profiles.read(item.pid)
+        if isinstance(step, Webhook | Email):
+            payload = {
+                "journey": item.journey, "step": item.step, "idempotencyKey": key,
+                "person": _document(snapshot, now), "run": msgspec.to_builtins(run),
+            }  # fmt: skip
+            try:
+                payload |= self._gathered(step, snapshot)
+            except ApiError as exc:
+                result = Delivery(False, exc.retry, str(exc))
+            else:
+                result = post(self.http, step, key, payload, webhook_secret(self.client))
+            if not result.ok:
+                if result.retry and now - item.created < GIVE_UP_MS:
+                    queues.retry(self.client, shard, key, item, where,
+                                 now + backoff(item.attempts), result.detail)  # fmt: skip
+                else:
+                    log.warning("journey action dropped: %s", result.detail,
+                                extra={"action": key})  # fmt: skip
+                    queues.settle(self.client, shard, key, where, now, "dropped")
+                return 0
+        else:
+            ids = ids_of(snapshot)
+            if not ids:
+                queues.settle(self.client, shard, key, where, now, "dropped")
+                return 0
+            said = message_for(step, key, ids, {"journey": item.journey})  # type: ignore[arg-type]
+            append_now(self.client, [said], self.layout)
+        queues.settle(self.client, shard, key, where, now, "sent")
+        kind = step.__struct_config__.tag
+        sent = event("Journey Action Sent", run, ids_of(snapshot), now, step=item.step,
+                     action=kind)  # fmt: skip
+        append_now(self.client, [sent], self.layout)
+        return 1
+
+    def _gathered(self, step: Webhook | Email, snapshot: Snapshot) -> dict[str, Any]:
+        """What the step takes from the engine's API: a decision, rendered recommendations."""
+        if self.api is None and (step.decide or isinstance(step, Email)):
+            raise ApiError("this worker has no API to ask (--api-url)", retry=False)
+        found: dict[str, Any] = {}
+        if step.decide and self.api is not None:
+            found["decision"] = self.api.decide(step.decide, ids_of(snapshot))
+        if isinstance(step, Email) and self.api is not None:
+            traits = view_of(snapshot, self.clock()).traits if snapshot.exists else {}
+            found |= {"to": traits.get("email"), "subject": step.subject}
+            if step.placement:
+                block = self.api.rendered(snapshot.id, step.placement, step.n, step.template)
+                found |= {
+                    "html": block["html"],
+                    "text": block["text"],
+                    "recommendations": {
+                        k: block[k] for k in ("decisionId", "placement", "strategy", "items")
+                    },
+                }
+        return found
+
+
+def _document(snapshot: Snapshot, now: int) -> dict[str, Any]:
+    return describe(snapshot, now) if snapshot.exists else {"id": snapshot.id}
