@@ -346,7 +346,7 @@ class Redises:
                 timeout=60,
             )
             deadline = time.monotonic() + 30
-            while redis.Redis(port=ports[0]).cluster("info").get("cluster_state") != "ok":
+            while redis.Redis(port=ports[0], socket_timeout=2).cluster("info").get("cluster_state") != "ok":
                 assert time.monotonic() < deadline, "cluster did not form"
                 time.sleep(0.1)
         self.url = f"redis://127.0.0.1:{ports[0]}/0"
@@ -371,7 +371,7 @@ def _wait_redis(port: int) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            redis.Redis(port=port).ping()
+            redis.Redis(port=port, socket_timeout=2).ping()
             return
         except redis.ConnectionError:
             assert time.monotonic() < deadline, f"redis on {port} did not start"

@@ -219,9 +219,10 @@ def _parser() -> argparse.ArgumentParser:
         "docker-compose),\nor several kinds in one process, each in a thread of its own "
         "(`kairos up` runs `kairos worker all`).\nThe process exits 1 if a worker dies (a "
         "supervisor restarts it; every worker resumes from the spool)\nand stops on SIGTERM or "
-        "Ctrl-C, each worker finishing the batch in hand.",
+        "Ctrl-C, each worker finishing the batch in hand.\nAny number of instances of a kind may "
+        "run, here or on other hosts: they share the spool's partitions (--spool-partitions).",
         epilog="workers:\n" + "\n".join(
-            f"  {k.name:<10}{k.summary}{'' if k.one_per_spool else ' (several may run)'}"
+            f"  {k.name:<10}{k.summary}"
             for k in WORKERS.values()) + f"\n  {ALL:<10}every kind above, in one process\n\n"
         "examples:\n  kairos worker sink\n  kairos worker profiles,rewards\n  kairos worker all",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -69,7 +69,6 @@ class WorkerKind:
     summary: str  # for --help and docker-compose
     build: Callable[..., SpoolWorker]  # (needs, **options) -> the worker, set up
     needs: frozenset[str] = frozenset()
-    one_per_spool: bool = True  # applies the spool in order: exactly one runs
 
 
 def _sink(needs: Needs, interval: float = 1.0) -> Sink:
@@ -206,7 +205,6 @@ WORKERS: dict[str, WorkerKind] = {
             "drains the spool into ClickHouse (events, decisions)",
             _sink,
             frozenset({"clickhouse"}),
-            one_per_spool=False,
         ),  # fmt: skip
         WorkerKind(
             "profiles", "keeps profiles, identities and segments", _profiles, frozenset({"history"})
@@ -217,7 +215,6 @@ WORKERS: dict[str, WorkerKind] = {
             "keeps the product catalog and recommendation lists",
             _recs,
             frozenset({"history"}),
-            one_per_spool=False,
         ),  # fmt: skip
         WorkerKind(
             "journeys",
