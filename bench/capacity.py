@@ -251,6 +251,7 @@ def fully_processed(work: Workload, base: Path) -> dict[str, Any]:
         answer.raise_for_status()
         time.sleep(1.5)  # the API processes load it
         client = redis.Redis(unix_socket_path=str(data / "redis" / "redis.sock"))
+        memory_before = int(client.info("memory")["used_memory"])
         stop_probes = threading.Event()
         delays: list[float] = []
         prober = threading.Thread(
@@ -278,6 +279,7 @@ def fully_processed(work: Workload, base: Path) -> dict[str, Any]:
         prober.join()
         stats = {k.decode(): float(v) for k, v in client.hgetall("{spool}:stats").items()}
         return {
+            "memory": _memory(client, memory_before),
             "replay": done,
             "acked_rate": done.acked / done.seconds,
             "processed_rate": done.acked / (finished - started),
@@ -287,6 +289,21 @@ def fully_processed(work: Workload, base: Path) -> dict[str, Any]:
         }
     finally:
         stop(engine)
+
+
+def _memory(client: redis.Redis, before: int) -> dict[str, float]:
+    """What Redis holds once the workload is processed: the dedup window's sets (they go after
+    28 hours) apart from the rest, which stays with the people (profiles, identities, their
+    learner records and decision memory)."""
+    used = int(client.info("memory")["used_memory"]) - before
+    dedup = sum(int(client.memory_usage(k) or 0) for k in client.scan_iter("{spool}:seen:*"))
+    profiles = sum(1 for _ in client.scan_iter("{p:*}", count=1000, _type="hash"))
+    return {
+        "used": used,
+        "dedup": dedup,
+        "profiles": profiles,
+        "per_profile": (used - dedup) / max(1, profiles),
+    }
 
 
 def _sql(http: httpx.Client, query: str) -> list[list[Any]]:
@@ -346,7 +363,10 @@ class Redises:
                 timeout=60,
             )
             deadline = time.monotonic() + 30
-            while redis.Redis(port=ports[0], socket_timeout=2).cluster("info").get("cluster_state") != "ok":
+            while (
+                redis.Redis(port=ports[0], socket_timeout=2).cluster("info").get("cluster_state")
+                != "ok"
+            ):
                 assert time.monotonic() < deadline, "cluster did not form"
                 time.sleep(0.1)
         self.url = f"redis://127.0.0.1:{ports[0]}/0"
@@ -497,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         full = fully_processed(work, base)
         done = full["replay"]
         failures += done.errors[:5]
-        d = full["delays"]
+        d, mem = full["delays"], full["memory"]
         p50 = d[len(d) // 2] if d else float("nan")
         p99 = d[int(len(d) * 0.99)] if d else float("nan")
         lines += [
@@ -512,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Decisions: {done.decisions:,}, clicks: {done.clicks:,}; answers other than "
             f"2xx: {len(done.errors)}.",
+            "",
+            f"Redis after it: {mem['used'] / 1e6:,.1f} MB more than before, of which the dedup "
+            f"window's sets {mem['dedup'] / 1e6:,.1f} MB (they expire after 28 h); the rest "
+            f"over {mem['profiles']:,} profiles: **{mem['per_profile']:,.0f} bytes per "
+            f"profile**, {mem['per_profile'] / 1e3:,.2f} GB per million.",
             "",
         ]
     if args.part in ("both", "scaling"):

@@ -31,6 +31,8 @@ BENCHMARKS = {
     "recs_quality": ["## k = 4", "## Reading"],
     "replicas": ["| replicas-0 |", "| replicas-1 |"],
     "decision_memory": ["| per decision |", "| per million decisions |"],
+    "capacity": ["## (a) Fully processed", "bytes per profile", "| single |",
+                 "| 3-master cluster |"],
     "memory": ["## `--worker-processes each`: 8 processes", "## `--worker-processes one`: 3 "
                "processes", "| **total** |", "One worker process instead of one per kind"],
 }  # fmt: skip
