@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from collector.spool import STREAM
+from collector import Layout
 from collector.store import RemoteStore
 from edge.runtime.stores import redis_client
 from edge.runtime.workers import STOP_GRACE, WORKERS
 from tests.helpers import eventually, fill
+
+STREAM = Layout(1).partition(0).log  # the tests' spool has one partition
 
 # A worker kind with a bug: it raises on its first batch. Registered in the table of the child
 # process only, the way a new kind is added (its own consumer group, the SpoolWorker loop).
