@@ -78,6 +78,9 @@ class Open(msgspec.Struct, array_like=True):
 
 
 class History(msgspec.Struct, omit_defaults=True):
+    # First, so that its JSON starts with it: the compare-and-set script reads it from there
+    # (``profiles.feature_side``). How many times the record was written.
+    version: int = 0
     first_seen: int = 0
     last_seen: int = 0
     session_start: int = 0
@@ -100,6 +103,7 @@ class History(msgspec.Struct, omit_defaults=True):
     open: list[Open] = []  # conversion examples an order may still settle
     churn: Example | None = None  # made at the person's latest event, until they come back
     scores: dict[str, float] = {}  # what was last written to the profile
+    by: dict[str, int] = {}  # spool partition -> the serial of its last batch that wrote this
 
     def observe(self, event: Seen, half_life_days: float = 30.0) -> bool:
         """Add ``event``; True when it starts a new session. A segment announcement changes
