@@ -181,7 +181,6 @@ class Learner(SpoolWorker):
         self._restored = False
         self._look: set[int] = set()  # partitions whose outbox to look at before their next batch
         self._trained = False  # the trainer ran after this poll's batch
-        self._learned = 0  # examples learned between batches, counted with the next batch
         self._looked = 0.0
 
     @property
@@ -236,8 +235,8 @@ class Learner(SpoolWorker):
         if time.monotonic() - self._looked >= _LOOK_SECONDS:
             self._catch_up([p for p in self.reader.held if self._drained(p)])
         if self._training():
-            if not self._trained:
-                self._learned += self.trainer.step()
+            if not self._trained and (learned := self.trainer.step()):
+                self.reader.ack([], {"learner_examples": learned})  # (a counter, no entry)
             self.trainer.due()
             if self.periodic is not None:
                 self.periodic()
@@ -290,7 +289,6 @@ class Learner(SpoolWorker):
                 break
         learned = self.trainer.step() if training else 0
         self._trained = training
-        learned, self._learned = learned + self._learned, 0
         return {"learner_messages": len(events), "learner_examples": learned,
                 "learner_unresolved": unresolved}  # fmt: skip
 
