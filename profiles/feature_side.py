@@ -145,6 +145,7 @@ class Side:
         self.applied = ""  # the last entry applied
         self.serial = 0  # batches applied
         self.watermark = 0
+        self.swept = 0  # the bound of its last sweep of churn deadlines
         self.scaler = Scaler(NUMERIC)
 
     def field(self, name: str) -> str:
@@ -158,7 +159,7 @@ class Side:
 
     def adopt(self, outbox: Outbox, scaler: Scaler) -> None:
         self.applied, self.serial, self.watermark = outbox.end, outbox.serial, outbox.watermark
-        self.scaler = scaler
+        self.swept, self.scaler = outbox.swept, scaler
 
 
 @dataclass

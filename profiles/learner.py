@@ -98,6 +98,7 @@ from profiles.scoring import LeadScoring
 from profiles.trainer import (
     CHECKPOINT,
     LABELS,
+    LATENESS_MS,
     QUEUE,
     REDO,
     STATE,
@@ -485,18 +486,19 @@ class Learner(SpoolWorker):
     def _catch_up(self, partitions: list[Partition]) -> None:
         """Drained partitions move their watermark to the clock, or without one to the
         furthest partition's (what comes to them now is new), and settle the churn deadlines
-        that passed."""
+        that passed: again whenever the lowest watermark of all moves on."""
         self._looked = time.monotonic()
         if not partitions:
             return
-        if self.clock is not None:
-            now = int(self.clock() * 1000)
-        else:
-            marks = self.client.hmget(STATE, [field("watermark", p) for p in self.sides])
-            now = max(int(m or 0) for m in marks)
+        found = self.client.hmget(STATE, [field("watermark", p) for p in self.sides])
+        marks = {p: int(m or 0) for p, m in zip(self.sides, found)}
+        now = int(self.clock() * 1000) if self.clock is not None else max(marks.values())
+        marks |= {p.index: max(marks[p.index], now) for p in partitions}
+        bound = min(marks.values()) - LATENESS_MS  # (what their sweeps may reach at most)
         for partition in partitions:
             side = self.sides[partition.index]
-            if now <= side.watermark or (self.clock and now - side.watermark < 1_000):
+            ahead, sweep = now - side.watermark, bound - side.swept
+            if (ahead <= 0 and sweep <= 0) or (self.clock and ahead < 1_000 and sweep < 1_000):
                 continue
             training = self._training()
             pending = self._take(side.index) if side.index in self._look else None

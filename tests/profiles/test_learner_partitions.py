@@ -25,6 +25,7 @@ from profiles.learner import QUEUE, STATE, TARGETS, Learner, ModelSettings, lear
 from profiles.privacy import erase
 from profiles.shoppers import ShopperStream
 from profiles.store import ProfileStore
+from profiles.trainer import LATENESS_MS
 from profiles.updater import ProfileUpdater
 
 FOUR = Layout(4)
@@ -105,6 +106,16 @@ def learned(r: redis.Redis) -> dict[str, int]:
     return {t: int(r.hget(STATE, f"learned:{t}") or 0) for t in TARGETS}
 
 
+def nothing_left_due(r: redis.Redis) -> None:
+    """Every partition as far as the furthest, and nothing due by then still waiting: neither
+    an example in the queue nor a churn deadline in any partition's set."""
+    marks = {int(r.hget(STATE, f"watermark:{p}" if p else "watermark") or 0) for p in range(4)}
+    (mark,) = marks
+    due = mark - LATENESS_MS
+    assert not r.zcount(QUEUE, "-inf", due)
+    assert not [p for p in range(4) if r.zcount(due_key(p), "-inf", due)]
+
+
 def once(labelled: Labelled) -> set[str]:
     """The ids of the examples learned, each learned exactly once."""
     counts = Counter(example.id for example, _ in labelled)
@@ -119,6 +130,7 @@ def test_two_instances_learn_what_one_learns_each_example_once(
     alone: Labelled = []
     solo = learner(r, "solo", alone, group="solo")
     drive(solo)
+    nothing_left_due(r)
     expected, counts = once(alone), learned(r)
     assert sum(counts.values()) == len(expected) > 1_000
     assert {t: m.quality.examples for t, m in solo.models.items()} == counts
@@ -128,6 +140,7 @@ def test_two_instances_learn_what_one_learns_each_example_once(
     one = learner(r, "one", together, held={0, 1})
     two = learner(r, "two", together, held={2, 3})
     drive(one, two)
+    nothing_left_due(r)
     assert [p.index for p in one.reader.held] == [0, 1]  # both did feature work; one trained
     assert [p.index for p in two.reader.held] == [2, 3]
     assert once(together) == expected
@@ -181,6 +194,7 @@ def test_a_trainer_hand_over_learns_every_example_once(
     assert two.reader.balance(force=True)  # (its next balance, within a second in the loop)
     two.recover()
     drive(two)
+    nothing_left_due(r)
     assert [p.index for p in two.reader.held] == [0, 1, 2, 3] and two.trainer.held
     assert once(together) == expected
     assert learned(r) == {t: m.quality.examples for t, m in two.models.items()}
