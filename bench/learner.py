@@ -62,6 +62,7 @@ from collector.spool import spool_stats  # noqa: E402
 from edge.cli.progress import Progress  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles import ProfileStore, ProfileUpdater  # noqa: E402
+from profiles.feature_side import due_key  # noqa: E402
 from profiles.history import NUMERIC, Example  # noqa: E402
 from profiles.learner import QUEUE, STATE, SUMMARY, TARGETS, Learner, ModelSettings  # noqa: E402
 from profiles.models import Model, Scaler  # noqa: E402
@@ -133,14 +134,19 @@ def instance(url: str, name: str, churn_days: float, go: Any, stop: Any) -> None
 
 
 def finished(client: redis.Redis, layout: Layout) -> bool:
-    """Every partition applied to its last entry, and nothing due waits for the trainer."""
+    """Every partition applied to its last entry, and nothing due waits: no example for the
+    trainer, no churn deadline for a partition's sweep."""
     state = {k.decode(): v.decode() for k, v in client.hgetall(STATE).items()}
     for partition in layout.partitions:
         last = client.xrevrange(partition.log, count=1)
         if last and state.get(field("applied", partition.index)) != last[0][0].decode():
             return False
     marks = {int(state.get(field("watermark", p), 0)) for p in range(layout.count)}
-    return len(marks) == 1 and not client.zcount(QUEUE, "-inf", marks.pop() - LATENESS_MS)
+    if len(marks) != 1:
+        return False
+    due = marks.pop() - LATENESS_MS
+    keys = [QUEUE, *(due_key(p) for p in range(layout.count))]
+    return not any(client.zcount(key, "-inf", due) for key in keys)
 
 
 def shared(url: str, instances: int, churn_days: float, total: int) -> dict[str, Any]:

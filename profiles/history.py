@@ -1,10 +1,12 @@
 """What the learner knows of a person at a moment, built only from their events up to it.
 
-The learner keeps this record per profile (``{p:<id>}:learn``) from the events it reads in spool
-order, rather than reading the live profile: the live profile may already hold events from
-after the moment being predicted (the profile worker runs ahead), and a model trained on those
-would learn from the future. Segment flags come from the "Segment Entered"/"Segment Exited"
-events in the same stream, so they too are as they were.
+The learner keeps this record per profile (``{p:<id>}:learn``) from the events it reads, in
+each spool partition's order (a person on two devices may be in two; the record's ``version``
+lets those writes meet by compare-and-set: ``profiles.feature_side``), rather than reading the
+live profile: the live profile may already hold events from after the moment being predicted
+(the profile worker runs ahead), and a model trained on those would learn from the future.
+Segment flags come from the "Segment Entered"/"Segment Exited" events in the same stream, so
+they too are as they were.
 
 ``features(at)`` is the model's input: recency, frequency, browsing, cart, orders, lead score,
 hour of day (UTC) and categories viewed as numbers; device, traffic source and segments as

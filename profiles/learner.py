@@ -62,6 +62,7 @@ from __future__ import annotations
 import logging
 import pickle
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -131,6 +132,10 @@ log = logging.getLogger("kairos.learner")
 DUE = due_key(0)  # a one-partition spool's (and partition 0's) churn deadlines
 OUTBOX = outbox_key(0)  # and its outbox
 _ROUNDS = 8  # records written again at most (each time, another partition wrote them meanwhile)
+# A batch whose events span more than this (a replay of history, a long backlog) makes the next
+# read a short one: the models then learn every few hours of event time, not every few days.
+_SPAN_MS = 10 * 60_000
+_REPLAY_ENTRIES = 20
 _LOOK_SECONDS = 1.0  # how often held partitions are checked for being drained
 _FAR = 2**62
 
@@ -182,6 +187,7 @@ class Learner(SpoolWorker):
         self._restored = False
         self._look: set[int] = set()  # partitions whose outbox to look at before their next batch
         self._trained = False  # the trainer ran after this poll's batch
+        self._count = min(max_entries, _REPLAY_ENTRIES)  # the next read's (up to max_entries)
         self._looked = 0.0
 
     @property
@@ -243,6 +249,19 @@ class Learner(SpoolWorker):
                 self.periodic()
         self._trained = False
 
+    def read(self, stop: threading.Event) -> list[Entry]:
+        """The next batch: up to ``max_entries`` while batches span little event time (live
+        traffic); while they span more (a replay), ``_REPLAY_ENTRIES`` of the held partition
+        furthest behind first. So the models learn every few hours of event time, and the
+        partitions go forward together: the trainer, waiting for the one behind, does not fall
+        behind the others' predictions."""
+        held = self.reader.held
+        if self._count < self.max_entries and len(held) > 1:
+            behind = min(held, key=lambda p: self.sides[p.index].watermark)
+            if entries := self.reader.read(self._count, 1, partition=behind):
+                return entries
+        return self.reader.read(self._count, int(self.interval * 1000))
+
     def idle(self) -> None:
         """Nothing new in the spool: every held partition is drained."""
         self._catch_up(self.reader.held)
@@ -264,6 +283,9 @@ class Learner(SpoolWorker):
         if not fresh:
             return {}
         events, unresolved = self._events(fresh)
+        times = [e.at for _, _, e in events if e.name not in ENGINE_EVENTS]
+        long = bool(times) and max(times) - min(times) > _SPAN_MS
+        self._count = min(self.max_entries, _REPLAY_ENTRIES) if long else self.max_entries
         erasures = [
             (entry.id, set(entry.command["profiles"]))  # type: ignore[index]
             for entry in fresh
