@@ -33,7 +33,12 @@ The work is split in two (issue 17):
   trainer's role, and learns the global models from the queue as deadlines pass by the lowest
   of the partitions' watermarks, keeps the redo log and the checkpoints, and publishes the
   models for the other instances' feature sides (whose scores so lag by up to
-  ``publish_seconds``).
+  ``publish_seconds``, 5, and less for models cheap to publish).
+
+A replay of history (batches spanning more than ten minutes of event time) is read in short
+batches, of the held partition furthest behind first: the models learn every few hours of
+event time, as the one learner did within its batches, and the partitions go forward together,
+so that the trainer, which waits for the one behind, stays with the others' predictions.
 
 Time is the event time: the newest event seen in a partition (engine-made events aside), or,
 with a ``clock``, the wall clock once the partition is drained; without one, a drained
