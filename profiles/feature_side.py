@@ -32,6 +32,9 @@ may still write of the records is what its outbox, now its successor's, already 
 
 Erasure commands come once per partition: each removes the person's record, this partition's
 deadline and the examples still waiting (none is left by the second), so they are idempotent.
+(A deleted record's version starts again from 0, so a write read before the deletion may land
+on a record made after it; only an erased person's can be, and their erasure in that writer's
+partition, behind that write, deletes it again.)
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ import redis
 
 from collector import wire
 from collector.partitions import Partition
+from collector.pipeline import Pipeline
 from collector.reader import SUPPRESSED, Entry, LeaseLost, SpoolReader, profile_ids
 from collector.versioned import Versioned
 from collector.worker import SpoolWorker
@@ -101,6 +102,7 @@ from profiles.feature_side import (
 from profiles.history import NUMERIC, Example, Seen
 from profiles.models import TARGETS, Model, ModelSettings, Scaler, Stats, pool
 from profiles.scoring import LeadScoring
+from profiles.store import SET_SCORES, profile_keys
 from profiles.trainer import (
     CHECKPOINT,
     LABELS,
@@ -476,16 +478,21 @@ class Learner(SpoolWorker):
                 pass
 
     def _legacy_outbox(self) -> None:
-        """An outbox the learner before partitions left (a string of final writes)."""
+        """An outbox the learner before partitions left (its transaction was in, these final
+        writes to people's keys maybe not): written as it would have."""
         if self.client.type(OUTBOX) not in (b"string", "string"):
             return
         old = _LEGACY.decode(self.client.get(OUTBOX) or b"")
-        pipe = self.client.pipeline(transaction=False)
+        pipe = Pipeline(self.client)
         for pid, record in old.records.items():
-            pipe.set(learner_key(pid), record)
+            pipe.command("SET", learner_key(pid), record)
+        for pid, args in old.scores.items():
+            pipe.script(SET_SCORES, [profile_keys(pid)[0]], args)
         for pid in old.erased:
-            pipe.delete(learner_key(pid))
-        pipe.execute()
+            pipe.command("DEL", learner_key(pid))
+        for reply in pipe.execute():
+            if isinstance(reply, Exception):
+                raise reply
         self.client.delete(OUTBOX)
 
     def _load_sides(self) -> None:

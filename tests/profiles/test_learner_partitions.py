@@ -21,7 +21,7 @@ from collector.spool import append_now
 from profiles import feature_side
 from profiles.feature_side import Run, due_key
 from profiles.history import HISTORY, Example
-from profiles.learner import QUEUE, STATE, TARGETS, Learner, ModelSettings, learner_key
+from profiles.learner import OUTBOX, QUEUE, STATE, TARGETS, Learner, ModelSettings, learner_key
 from profiles.privacy import erase
 from profiles.shoppers import ShopperStream
 from profiles.store import ProfileStore
@@ -332,3 +332,17 @@ def test_an_erasure_reaches_every_partition(r: redis.Redis) -> None:
     drive(a, b)
     assert not r.exists(learner_key(pid)) and not waiting(pid) and not deadlines(pid)
     assert r.exists(learner_key(bystander)) and waiting(bystander) and deadlines(bystander) == [3]
+
+
+def test_an_outbox_the_learner_before_partitions_left_is_written_at_start(r: redis.Redis) -> None:
+    """That learner applied a batch in one transaction, then wrote people's keys from an outbox
+    kept in it (a string); one it left behind is written as it would have been."""
+    store = ProfileStore(r)
+    r.hset("{p:kept}", "first_seen", 1)
+    legacy = {"records": {"kept": b'{"events":3}'}, "scores": {"kept": ["s:churn", 0.25]},
+              "erased": ["gone"]}  # fmt: skip
+    r.set(OUTBOX, msgspec.msgpack.encode(legacy))
+    r.set(learner_key("gone"), b"{}")
+    Learner(SpoolReader(r, "learner", "t"), r, clock=None).restore()
+    assert r.get(learner_key("kept")) == b'{"events":3}' and not r.exists(learner_key("gone"))
+    assert store.client.hget("{p:kept}", "s:churn") == b"0.25" and not r.exists(OUTBOX)
