@@ -1,19 +1,29 @@
-"""Learner benchmark: how fast the learner keeps up with the spool, and how well it predicts.
+"""Learner benchmark: how fast the learner keeps up with the spool, alone and shared, and how
+well it predicts.
 
-In one run, on a private Redis holding simulated shoppers' events (``profiles.shoppers``)
-after the profile updater has resolved them:
+On private Redis servers holding simulated shoppers' events (``profiles.shoppers``) after the
+profile updater has resolved them:
 
-1. naive      what a first attempt looks like: per event, one awaited Redis read of the
-              profile, one River pipeline (StandardScaler | LogisticRegression) predicting and
-              learning, one Redis write of the score;
-2. learner    the learner itself: for every event its person's record read and written, three
-              models predicting, scores written to the profile, examples queued and learned
-              as their deadlines pass, all in one transaction per batch;
-3. in process one predict + learn of the default model (shared scaler, logistic regression)
-              per labelled example, in µs.
+1. naive       what a first attempt looks like: per event, one awaited Redis read of the
+               profile, one River pipeline (StandardScaler | LogisticRegression) predicting
+               and learning, one Redis write of the score;
+2. learner     the learner itself on a one-partition spool, in this process: for every event
+               its person's record read and written, three models predicting, scores written to
+               the profile, examples queued and learned as their deadlines pass;
+3. 1 instance  the same events on a four-partition spool, one learner process holding every
+               partition (its feature sides and the trainer);
+4. 2 instances the same, two learner processes sharing the partitions (two each, their leases
+               given up front: where balancing settles within a second or two); the one holding
+               partition 0 trains, the other predicts with the models it publishes;
+5. in process  one predict + learn of the default model (shared scaler, logistic regression)
+               per labelled example, in µs.
 
-Prints a table and writes bench/reports/learner.md, with each model's prequential quality. No
-phase goes through the HTTP API, so there are no answers to count and no rate limits to set.
+A run ends when every partition is applied to its last entry and nothing due waits in the
+queue. It fails (exit 1) on any error: a learner process that does not exit cleanly, messages
+the learner could not resolve, or examples learned other than once — both shared runs must have
+learned what the one-partition learner did, and their models hold exactly what ``{learn}:state``
+counts as learned. Prints a table and writes bench/reports/learner.md, with each model's
+prequential quality. No phase goes through the HTTP API, so there are no answers to count.
 
     python bench/learner.py --shoppers 3000 --days 60
     python bench/learner.py --quick
@@ -22,15 +32,19 @@ phase goes through the HTTP API, so there are no answers to count and no rate li
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import redis
 from river import linear_model, preprocessing
 
@@ -41,18 +55,23 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import add_options, machine, parse, publish  # noqa: E402
 from bench.profiles import fill  # noqa: E402
-from collector import SpoolReader  # noqa: E402
+from collector import Layout, SpoolReader, layout_of  # noqa: E402
+from collector.leases import LEASE_MS, members_key  # noqa: E402
 from collector.reader import Entry, ensure_group  # noqa: E402
+from collector.spool import spool_stats  # noqa: E402
 from edge.cli.progress import Progress  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles import ProfileStore, ProfileUpdater  # noqa: E402
+from profiles.feature_side import due_key  # noqa: E402
 from profiles.history import NUMERIC, Example  # noqa: E402
-from profiles.learner import Learner, ModelSettings  # noqa: E402
+from profiles.learner import QUEUE, STATE, SUMMARY, TARGETS, Learner, ModelSettings  # noqa: E402
 from profiles.models import Model, Scaler  # noqa: E402
 from profiles.shoppers import ShopperStream  # noqa: E402
+from profiles.trainer import LATENESS_MS, field  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "learner.md"
 QUICK = {"shoppers": 150, "days": 10.0, "churn_days": 3.0}
+PARTITIONS = 4
 
 
 def drain(reader: SpoolReader, step: object, total: int, label: str) -> float:
@@ -102,6 +121,90 @@ def per_example(examples: list[tuple[Example, bool]]) -> float:
     return min(timeit.repeat(step, number=rounds, repeat=3)) / rounds * 1e6
 
 
+def instance(url: str, name: str, churn_days: float, go: Any, stop: Any) -> None:
+    """One learner process (``kairos worker learner`` as the worker table builds it, on event
+    time): runs from ``go`` until ``stop``."""
+    client = redis_client(url)
+    learner = Learner(SpoolReader(client, "learner", name), client,
+                      ModelSettings(churn_days=churn_days), clock=None, interval=0.05)  # fmt: skip
+    halt = threading.Event()
+    go.wait()
+    threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
+    learner.run(halt)  # a bug ends the process with an exception: a non-zero exit code
+
+
+def finished(client: redis.Redis, layout: Layout) -> bool:
+    """Every partition applied to its last entry, and nothing due waits: no example for the
+    trainer, no churn deadline for a partition's sweep."""
+    state = {k.decode(): v.decode() for k, v in client.hgetall(STATE).items()}
+    for partition in layout.partitions:
+        last = client.xrevrange(partition.log, count=1)
+        if last and state.get(field("applied", partition.index)) != last[0][0].decode():
+            return False
+    marks = {int(state.get(field("watermark", p), 0)) for p in range(layout.count)}
+    if len(marks) != 1:
+        return False
+    due = marks.pop() - LATENESS_MS
+    keys = [QUEUE, *(due_key(p) for p in range(layout.count))]
+    return not any(client.zcount(key, "-inf", due) for key in keys)
+
+
+def shared(url: str, instances: int, churn_days: float, total: int) -> dict[str, Any]:
+    """The learner on the four-partition spool at ``url`` in ``instances`` processes."""
+    client = redis_client(url)
+    layout = layout_of(client)
+    names = [f"bench-{i}" for i in range(instances)]
+    # The leases as balancing leaves them: an equal share each, every instance a member.
+    share = -(-layout.count // instances)
+    for p in range(layout.count):
+        client.set(layout.partition(p).lease("learner"), names[p // share], px=LEASE_MS)
+    client.zadd(members_key("learner"), {n: time.time() * 1000 + LEASE_MS for n in names})
+    spawn = multiprocessing.get_context("spawn")
+    go, stop = spawn.Event(), spawn.Event()
+    procs = [spawn.Process(target=instance, args=(url, n, churn_days, go, stop)) for n in names]
+    for proc in procs:
+        proc.start()
+    time.sleep(2.0)  # (their imports)
+    bar = Progress(total, f"{instances} instance(s)")
+    go.set()
+    started, seconds, done = time.perf_counter(), 0.0, 0
+    while seconds == 0.0:
+        time.sleep(0.05)
+        if any(not proc.is_alive() for proc in procs):
+            raise RuntimeError("a learner process died: see its traceback above")
+        applied = int(spool_stats(client, layout).get("learner_messages", 0))
+        bar.advance(max(0, min(applied, total) - done))
+        done = max(done, min(applied, total))
+        if finished(client, layout):
+            seconds = time.perf_counter() - started
+    bar.advance(total - done)
+    stop.set()
+    for proc in procs:
+        proc.join(60)
+    if any(proc.exitcode != 0 for proc in procs):
+        raise RuntimeError(f"learner processes exited with {[p.exitcode for p in procs]}")
+    summary = msgspec.json.decode(client.get(SUMMARY) or b"{}")
+    stats = spool_stats(client, layout)
+    return {
+        "rate": total / seconds,
+        "learned": {t: int(client.hget(STATE, f"learned:{t}") or 0) for t in TARGETS},
+        "held": {m["target"]: m["examples"] for m in summary.get("models", [])},
+        "models": summary.get("models", []),
+        "unresolved": int(stats.get("learner_unresolved", 0)),
+    }
+
+
+def forget_learning(client: redis.Redis) -> None:
+    """Every key of the learner's, and its consumer group's progress (the events stay)."""
+    for pattern in ("{learn}*", "{p:*}:learn", "*:lease:learner", "{spool}:members:learner"):
+        for key in list(client.scan_iter(pattern, count=1_000)):
+            client.delete(key)
+    for partition in layout_of(client).partitions:
+        client.xgroup_destroy(partition.log, "learner")
+        ensure_group(client, "learner", partition)
+        client.hdel(partition.stats, "learner_messages", "learner_examples", "learner_unresolved")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,21 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser, REPORT, engine=False)
     args = parse(parser, QUICK, argv)
     work = Path(tempfile.mkdtemp(prefix="kairos-bench-learner-"))
-    server = EmbeddedRedis(work / "redis-home")
-    url = server.start()
+    one, four = EmbeddedRedis(work / "redis-one"), EmbeddedRedis(work / "redis-four")
+    url, four_url = one.start(), four.start()
+    runs: dict[int, dict[str, Any]] = {}
     try:
         client = redis_client(url)
         stream = ShopperStream(args.shoppers, args.days, seed=7)
         messages = list(stream.messages())
-        print(f"1/4 {len(messages):,} events of {args.shoppers:,} shoppers into the spool",
-              flush=True)  # fmt: skip
+        print(f"1/5 {len(messages):,} events of {args.shoppers:,} shoppers into the spools "
+              f"(one partition, and {PARTITIONS})", flush=True)  # fmt: skip
         fill(url, messages)
+        partitioned = redis_client(four_url)
+        fill(four_url, messages, layout_of(partitioned, PARTITIONS))
         for group in ("profiles", "baseline", "learner"):
             ensure_group(client, group)
-        print("2/4 the profile updater resolves them (not timed)", flush=True)
-        updater = ProfileUpdater(SpoolReader(client, "profiles", "bench"), ProfileStore(client))
-        drain(updater.reader, updater.process, len(messages), "profiles")
-        print("3/4 baseline, then the learner", flush=True)
+        print("2/5 the profile updater resolves them (not timed)", flush=True)
+        for spool in (client, partitioned):
+            updater = ProfileUpdater(SpoolReader(spool, "profiles", "bench"), ProfileStore(spool))
+            updater.reader.ensure_group()
+            drain(updater.reader, updater.process, len(messages), "profiles")
+        print("3/5 baseline, then the learner", flush=True)
         baseline = drain(SpoolReader(client, "baseline", "bench"), naive(client),
                          len(messages), "naive")  # fmt: skip
         examples: list[tuple[Example, bool]] = []
@@ -140,39 +248,80 @@ def main(argv: list[str] | None = None) -> int:
                           ModelSettings(churn_days=args.churn_days), clock=None,
                           on_example=lambda e, y: examples.append((e, y)))  # fmt: skip
         rate = drain(learner.reader, learner.process, len(messages), "learner")
-        print("4/4 in process: predict + learn per example", flush=True)
+        alone = {t: m.quality.examples for t, m in learner.models.items()}
+        print(f"4/5 {PARTITIONS} partitions: 1 learner process, then 2", flush=True)
+        SpoolReader(partitioned, "learner", "bench").ensure_group()
+        for count in (1, 2):
+            runs[count] = shared(four_url, count, args.churn_days, len(messages))
+            forget_learning(partitioned)
+        print("5/5 in process: predict + learn per example", flush=True)
         micro = per_example([(e, y) for e, y in examples if e.target == "conversion"])
     finally:
-        server.stop()
+        one.stop()
+        four.stop()
         shutil.rmtree(work, ignore_errors=True)
+    failures = []
+    for count, run in runs.items():
+        if run["unresolved"]:
+            failures.append(f"{count} instance(s): {run['unresolved']:,} messages unresolved")
+        if run["learned"] != alone:
+            failures.append(f"{count} instance(s) learned {run['learned']}, one learner {alone}")
+        if run["held"] != run["learned"]:
+            failures.append(f"{count} instance(s): the models hold {run['held']}, "
+                            f"{{learn}}:state counts {run['learned']}")  # fmt: skip
     lines = [
         f"# Learner benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{len(messages):,} events of {args.shoppers:,} simulated shoppers over {args.days:g} "
-        f"days; private Redis (AOF everysec); one learner; {machine()}.",
+        f"days; private Redis (AOF everysec); {machine()}.",
         "",
-        "| phase | pass | events/s | × baseline |",
+        "| phase | pass | events/s | × naive |",
         "|---|---|---:|---:|",
         f"| naive | per event a profile read, one pipeline, a score write | {baseline:,.0f} | "
         "1.00 |",
-        f"| learner | records, 3 predictions, scores, examples, learning | {rate:,.0f} | "
-        f"{rate / baseline:.2f} |",
+        f"| learner | one partition, in process: records, 3 predictions, scores, examples, "
+        f"learning | {rate:,.0f} | {rate / baseline:.2f} |",
+    ]
+    for count, run in runs.items():
+        what = "one process: every partition, and the trainer" if count == 1 else (
+            f"{count} processes, {PARTITIONS // count} partitions each; one trains")  # fmt: skip
+        lines.append(f"| {count} instance{'s' if count > 1 else ''} | {PARTITIONS} partitions, "
+                     f"{what} | {run['rate']:,.0f} | {run['rate'] / baseline:.2f} |")  # fmt: skip
+    learned = sum(alone.values())
+    lines += [
+        "",
+        f"Examples learned: {learned:,} by the one-partition learner"
+        + "".join(f", {sum(r['learned'].values()):,} by {c}" for c, r in runs.items())
+        + " instance(s) on four partitions: "
+        + ("each exactly once, the same per target (checked)." if not failures else "MISMATCH."),
         "",
         f"in process: one predict + learn of the default model (scaler + logistic regression): "
         f"**{micro:.1f} µs**.",
         "",
         "Prequential quality (each prediction made before its label was known; rolling window "
-        f"of the last 5,000 labelled examples; churn window {args.churn_days:g} days):",
+        f"of the last 5,000 labelled examples; churn window {args.churn_days:g} days), ROC AUC "
+        "and log loss:",
         "",
-        "| model | examples | positives | ROC AUC | log loss |",
-        "|---|---:|---:|---:|---:|",
+        "| model | examples | positives | learner | 1 instance | 2 instances |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    shared_models = {c: {m["target"]: m for m in r["models"]} for c, r in runs.items()}
     for model in learner.models.values():
         s = model.summary()
+        cells = [f"{s['roc_auc']} / {s['log_loss']}"] + [
+            f"{m[s['target']]['roc_auc']} / {m[s['target']]['log_loss']}"
+            for m in shared_models.values()
+            if s["target"] in m
+        ]
         lines.append(f"| {s['target']} | {s['examples']:,} | {s['positives']:,} | "
-                     f"{s['roc_auc']} | {s['log_loss']} |")  # fmt: skip
+                     + " | ".join(cells) + " |")  # fmt: skip
     lines += ["", "Target: ≥ 5,000 events/s end to end from the spool on one learner."]
+    if failures:
+        lines += ["", "**FAILED**: " + "; ".join(failures)]
     publish(args.report, lines)
+    if failures:
+        print("FAILED: " + "; ".join(failures))
+        return 1
     return 0
 
 

@@ -50,7 +50,7 @@ from bench.harness import (  # noqa: E402
     stop,
     wrk,
 )
-from collector import Spool, SpoolReader, read_request  # noqa: E402
+from collector import Layout, Spool, SpoolReader, read_request  # noqa: E402
 from collector.reader import ensure_group  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from profiles import LeadScoring, ProfileStore, ProfileUpdater, ScoreRule  # noqa: E402
@@ -98,10 +98,13 @@ def traffic(events: int, people: int, seed: int = 7) -> list[dict[str, object]]:
     return messages
 
 
-def fill(url: str, messages: list[dict[str, object]]) -> None:
+def fill(url: str, messages: list[dict[str, object]], layout: Layout | None = None) -> None:
+    """``messages`` into the spool through the real intake, 100 a request (``layout``: the
+    spool's partitions, one by default)."""
+
     async def run() -> None:
         client = async_redis_client(url)
-        spool = Spool(client)
+        spool = Spool(client, layout)
         now = datetime.now(UTC)
         for i in range(0, len(messages), 100):
             body = json.dumps({"batch": messages[i : i + 100]}).encode()

@@ -1,10 +1,12 @@
 """What the learner knows of a person at a moment, built only from their events up to it.
 
-The learner keeps this record per profile (``{p:<id>}:learn``) from the events it reads in spool
-order, rather than reading the live profile: the live profile may already hold events from
-after the moment being predicted (the profile worker runs ahead), and a model trained on those
-would learn from the future. Segment flags come from the "Segment Entered"/"Segment Exited"
-events in the same stream, so they too are as they were.
+The learner keeps this record per profile (``{p:<id>}:learn``) from the events it reads, in
+each spool partition's order (a person on two devices may be in two; the record's ``version``
+lets those writes meet by compare-and-set: ``profiles.feature_side``), rather than reading the
+live profile: the live profile may already hold events from after the moment being predicted
+(the profile worker runs ahead), and a model trained on those would learn from the future.
+Segment flags come from the "Segment Entered"/"Segment Exited" events in the same stream, so
+they too are as they were.
 
 ``features(at)`` is the model's input: recency, frequency, browsing, cart, orders, lead score,
 hour of day (UTC) and categories viewed as numbers; device, traffic source and segments as
@@ -78,6 +80,9 @@ class Open(msgspec.Struct, array_like=True):
 
 
 class History(msgspec.Struct, omit_defaults=True):
+    # First, so that its JSON starts with it: the compare-and-set script reads it from there
+    # (``profiles.feature_side``). How many times the record was written.
+    version: int = 0
     first_seen: int = 0
     last_seen: int = 0
     session_start: int = 0
@@ -100,6 +105,7 @@ class History(msgspec.Struct, omit_defaults=True):
     open: list[Open] = []  # conversion examples an order may still settle
     churn: Example | None = None  # made at the person's latest event, until they come back
     scores: dict[str, float] = {}  # what was last written to the profile
+    by: dict[str, int] = {}  # spool partition -> the serial of its last batch that wrote this
 
     def observe(self, event: Seen, half_life_days: float = 30.0) -> bool:
         """Add ``event``; True when it starts a new session. A segment announcement changes

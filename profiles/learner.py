@@ -18,67 +18,115 @@ example at its deadline, whatever its label, keeps the model unbiased: learning 
 soon as they happen would show it this week's buyers next to last week's non-buyers. Training
 never sees an event from after the prediction.
 
-Time is the event time: the newest event seen (engine-made events aside), or, with a
-``clock``, the wall clock once the learner has caught up with the spool.
+The work is split in two (issue 17):
 
-Every event also refreshes the person's scores on the profile (``scores.conversion``,
-``scores.conversion_session``, ``scores.churn``) when they move by more than 0.005, and marks
-the profile for the profile worker to re-check its segments on scores.
+- **the feature side** (``profiles.feature_side``), per spool partition: any number of learner
+  instances share the partitions (one holds a partition at a time). For each batch it updates
+  each person's record, makes examples with the current models' predictions, queues them,
+  settles labels, keeps churn deadlines, writes score updates to profiles (``scores.conversion``,
+  ``scores.conversion_session``, ``scores.churn``, when they move by more than 0.005, marking the
+  profile for the profile worker to re-check its segments on scores) and handles erasures. One
+  person's events can come through several partitions at once (two devices, server-side
+  events by userId): a record is written by compare-and-set on its version, and a person whose
+  record moved on has their events of the batch applied again to it;
+- **the trainer** (``profiles.trainer``): the instance holding partition 0 also holds the
+  trainer's role, and learns the global models from the queue as deadlines pass by the lowest
+  of the partitions' watermarks, keeps the redo log and the checkpoints, and publishes the
+  models for the other instances' feature sides (whose scores so lag by up to
+  ``publish_seconds``, 5, and less for models cheap to publish).
 
-Exactly once: a batch's writes of the ``{learn}`` slot (queue, labels, redo log, scaler, the
-spool position applied) go in one MULTI/EXEC, and with them, in ``{learn}:outbox``, the writes
-to each person's own keys (record, scores), which a Redis Cluster keeps in other slots and
-therefore outside any transaction. Those are final values, so writing them twice changes
-nothing: they are written once the transaction is in, and the outbox then cleared; a crash in
-between leaves the outbox, which the next start writes again (``restore``). A replayed batch at
-or below the position applied is skipped. Models live in memory
-and are checkpointed to Redis (``{learn}:checkpoint``, one atomic SET of the pickled models and
-their metrics) every ``checkpoint_seconds``, at shutdown, and once 20,000 examples wait in the
-redo log. The redo log (``{learn}:redo``) holds what the models learned since the checkpoint —
-each example as it was learned: scaled features, label, prediction — and goes into each batch's
-MULTI/EXEC with the feature scaler (``{learn}:scaler``); a checkpoint empties it in the
-transaction that saves the models. A restart loads the checkpoint and re-learns the redo log, so
-a crash loses no learning either: the models hold every learned example exactly once
-(``learned:<target>`` in ``{learn}:state`` counts them). One learner holds the whole spool
-(its models are one; its reader is exclusive: other instances stand by and take over when it
-stops), applying each partition in order (``applied:<partition>`` in ``{learn}:state``). An
-erasure (a command in the spool) removes the person's record, deadline and waiting examples.
+A replay of history (batches spanning more than ten minutes of event time) is read in short
+batches, of the held partition furthest behind first: the models learn every few hours of
+event time, as the one learner did within its batches, and the partitions go forward together,
+so that the trainer, which waits for the one behind, stays with the others' predictions.
+
+Time is the event time: the newest event seen in a partition (engine-made events aside), or,
+with a ``clock``, the wall clock once the partition is drained; without one, a drained
+partition is as far as the furthest. On a one-partition spool this is the learner as it always
+was.
+
+Exactly once, in brief: each partition's batch is staged whole in its outbox before any
+record is written, and applied to the ``{learn}`` slot in one script that checks the
+partition's serial (``profiles.feature_side``); the trainer records each round of learning
+(queue out, redo log in) in one script that checks the round its models stand for
+(``profiles.trainer``). A restart loads the checkpoint and re-learns the redo log: the models
+hold every learned example exactly once (``learned:<target>`` in ``{learn}:state`` counts them).
 
 Keys: ``{p:<id>}:learn`` (the record, JSON ``History``), ``{learn}:queue``, ``{learn}:labels``,
-``{learn}:outbox`` (the last batch's writes to people's keys, until they are written),
-``{learn}:due`` (person -> deadline of their churn example), ``{learn}:state`` (hash:
-``applied``, ``watermark``, ``learned:<target>``), ``{learn}:checkpoint``, ``{learn}:redo``,
-``{learn}:scaler``, ``{learn}:models`` (the summary the API shows at ``GET /v1/models``). A
-waiting example takes about 1 KB, and so does an example in the redo log.
+per partition ``{learn}:due[:<p>]`` (person -> deadline of their churn example),
+``{learn}:outbox[:<p>]`` (a batch staged until applied) and ``{learn}:scaler[:<p>]``;
+``{learn}:state`` (hash: per partition ``applied``, ``serial``, ``watermark`` — with a
+``:<p>`` suffix but for partition 0 —, and ``round``, ``trained``, ``learned:<target>``),
+``{learn}:checkpoint``, ``{learn}:redo``, ``{learn}:trainer`` (the role),
+``{learn}:published`` and its ``:version``, ``{learn}:models`` (the summary the API shows at
+``GET /v1/models``). A waiting example takes about 1 KB, and so does one in the redo log.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import pickle
+import secrets
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import redis
 
 from collector import wire
+from collector.partitions import Partition
 from collector.pipeline import Pipeline
-from collector.reader import SUPPRESSED, Entry, SpoolReader, profile_ids
+from collector.reader import SUPPRESSED, Entry, LeaseLost, SpoolReader, profile_ids
+from collector.versioned import Versioned
 from collector.worker import SpoolWorker
 from profiles.computed import event_name
-from profiles.history import HISTORY, NUMERIC, SESSION_MS, Example, History, Open, Seen
-from profiles.membership import RESCORED
-from profiles.models import Model, Scaler
+from profiles.feature_side import (
+    APPLIED,
+    ENGINE_EVENTS,
+    STAGE,
+    TAKE,
+    Outbox,
+    RecordsMoved,
+    Run,
+    Side,
+    applied_args,
+    decode_outbox,
+    deliver,
+    due_key,
+    encode_outbox,
+    learner_key,
+    outbox_key,
+)
+from profiles.history import NUMERIC, Example, Seen
+from profiles.models import TARGETS, Model, ModelSettings, Scaler, Stats, pool
 from profiles.scoring import LeadScoring
 from profiles.store import SET_SCORES, profile_keys
+from profiles.trainer import (
+    CHECKPOINT,
+    LABELS,
+    LATENESS_MS,
+    QUEUE,
+    REDO,
+    STATE,
+    SUMMARY,
+    VERSION,
+    Trainer,
+    field,
+    load_published,
+    scaler_key,
+)
 from profiles.visits import device, source
 
 __all__ = [
     "CHECKPOINT",
+    "DUE",
+    "LABELS",
+    "OUTBOX",
+    "QUEUE",
+    "REDO",
+    "STATE",
     "SUMMARY",
     "TARGETS",
     "Learner",
@@ -88,90 +136,20 @@ __all__ = [
 
 log = logging.getLogger("kairos.learner")
 
-DUE = "{learn}:due"
-QUEUE = "{learn}:queue"
-LABELS = "{learn}:labels"
-STATE = "{learn}:state"
-CHECKPOINT = "{learn}:checkpoint"
-REDO = "{learn}:redo"  # what the models learned since the checkpoint, in order
-SCALER = "{learn}:scaler"  # the feature scaler as of the last batch (pickled)
-SUMMARY = "{learn}:models"
-OUTBOX = "{learn}:outbox"  # the last batch's writes to people's own keys, until written
-TARGETS = ("conversion", "conversion_session", "churn")
-DAY_MS = 86_400_000
-_ENGINE_EVENTS = ("Segment Entered", "Segment Exited", "Decision Rewarded")
-_SESSION_EXAMPLES_AT = (1, 3, 8)  # the session's events that make a conversion_session example
-_MAX_OPEN = 40  # conversion examples per person waiting for a label (more are not made)
-_SWEEP_MAX = 10_000  # examples learned per sweep at most (the rest in the next)
-_SWEEP_EVERY_MS = 10 * 60_000  # of event time, within a batch
-_SCORE_STEP = 0.005
-_LATENESS_MS = 5 * 60_000
-_REDO_MAX = 20_000  # examples in the redo log that bring the next checkpoint forward
-
-
-class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """The config file's ``[models]``."""
-
-    estimator: str = "logistic"
-    estimators: dict[str, str] = {}  # per target, overriding ``estimator``
-    conversion_days: float = 7.0
-    churn_days: float = 30.0
-    checkpoint_seconds: float = 60.0
-    window: int = 5_000  # labelled examples the rolling metrics cover
-    ltv_horizon_days: float = 90.0
-    ltv_refit_hours: float = 24.0
-
-    def __post_init__(self) -> None:
-        for target in self.estimators:
-            if target not in TARGETS:
-                raise ValueError(f"`models.estimators` has an unknown target {target!r}")
-        for target in TARGETS:
-            Model(target, self.estimators.get(target, self.estimator))  # raises on a bad name
-
-
-def learner_key(pid: str) -> str:
-    return profile_keys(pid)[7]
+DUE = due_key(0)  # a one-partition spool's (and partition 0's) churn deadlines
+OUTBOX = outbox_key(0)  # and its outbox
+_ROUNDS = 8  # records written again at most (each time, another partition wrote them meanwhile)
+# A batch whose events span more than this (a replay of history, a long backlog) makes the next
+# read a short one: the models then learn every few hours of event time, not every few days.
+_SPAN_MS = 10 * 60_000
+_REPLAY_ENTRIES = 20
+_LOOK_SECONDS = 1.0  # how often held partitions are checked for being drained
+_FAR = 2**62
 
 
 def _entry_order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
+    ms, _, seq = (entry_id or "0-0").partition("-")
     return int(ms), int(seq or 0)
-
-
-@dataclass
-class Batch:
-    """What one batch changes, written together."""
-
-    histories: dict[str, History] = field(default_factory=dict)
-    changed: set[str] = field(default_factory=set)
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
-    queued: list[tuple[int, int, Example]] = field(default_factory=list)  # heap by deadline
-    labels: dict[str, int] = field(default_factory=dict)  # example id -> label settled early
-    learning: set[bytes] = field(default_factory=set)  # queue members learned: to remove
-    settled: list[str] = field(default_factory=list)  # their ids (labels to remove)
-    examples: int = 0
-    redo: list[bytes] = field(default_factory=list)  # what the models learned, to re-learn
-    learned: dict[str, int] = field(default_factory=dict)  # examples learned per target
-    pushed: int = 0
-    erased: set[str] = field(default_factory=set)  # profiles whose traces go
-    forgotten: list[tuple[bytes, float]] = field(default_factory=list)  # their queued examples
-
-    def queue(self, example: Example) -> None:
-        self.pushed += 1  # ties on the deadline keep their order
-        heapq.heappush(self.queued, (example.deadline, self.pushed, example))
-
-    def ready(self, by: int) -> list[Example]:
-        """The queued examples due by ``by``, taken out of the queue."""
-        due = []
-        while self.queued and self.queued[0][0] <= by:
-            due.append(heapq.heappop(self.queued)[2])
-        return due
-
-
-_EXAMPLE = msgspec.json.Decoder(Example)
-# MessagePack rather than JSON: a scaled feature may be inf or nan, and must come back as it was.
-_REDO = msgspec.msgpack.Decoder(tuple[str, dict[str, float], bool, float])
-_REDO_ENCODE = msgspec.msgpack.Encoder().encode
 
 
 class Learner(SpoolWorker):
@@ -189,146 +167,163 @@ class Learner(SpoolWorker):
         max_entries: int = 500,
         interval: float = 0.2,
         profile_wait: float = 10.0,
+        trainer_lease_ms: int = 15_000,
+        publish_seconds: float = 5.0,
     ):
         """``clock``: wall time in seconds, used to pass deadlines once the spool is drained
         (None: event time only, for replays of history); ``on_example``: called with each
-        example as it is learned, and its label (for evaluation); ``periodic``:
-        called between batches (the lifetime-value refit schedule)."""
+        example once it is learned, and its label (for evaluation), by the instance that
+        trains; ``periodic``: called between batches by that instance (the lifetime-value
+        refit schedule); ``publish_seconds``: how often the trainer publishes its models for
+        the other instances."""
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.client = client
         self.settings = settings or ModelSettings()
         self.scoring = scoring or LeadScoring()
         self.clock = clock
-        self.on_example = on_example
         self.periodic = periodic
         self.profile_wait = profile_wait
-        self.models = self._fresh_models()
-        self.scaler = Scaler(NUMERIC)
-        self.applied: dict[int, str] = {}  # spool partition -> the last entry applied
-        self.watermark = 0
-        self._swept = 0  # deadlines up to here are learned (or in the batch being written)
-        self._saved_at = time.monotonic()
-        self._redo = 0  # examples in the redo log
-        self._published_at = 0.0
+        count = reader.layout.count
+        self.trainer = Trainer(client, self.settings, count, reader.consumer, trainer_lease_ms,
+                               publish_seconds, on_example)  # fmt: skip
+        self.sides = {p: Side(p) for p in range(count)}
+        # Who owns an outbox: this very instance (a restarted one is another).
+        self.owner = f"{reader.consumer}/{secrets.token_hex(6)}"
+        self._published: Versioned[dict[str, Model] | None] = Versioned(VERSION, None)
+        self._others: tuple[tuple[bytes | None, ...], Stats] = ((), {})
+        self._restored = False
+        self._look: set[int] = set()  # partitions whose outbox to look at before their next batch
+        self._trained = False  # the trainer ran after this poll's batch
+        self._count = min(max_entries, _REPLAY_ENTRIES)  # the next read's (up to max_entries)
+        self._looked = 0.0
 
-    def _fresh_models(self) -> dict[str, Model]:
-        s = self.settings
-        return {t: Model(t, s.estimators.get(t, s.estimator), s.window) for t in TARGETS}
+    @property
+    def models(self) -> dict[str, Model]:
+        """The models as this instance last trained or restored them."""
+        return self.trainer.models
+
+    @property
+    def scaler(self) -> Scaler:
+        """The partitions' scalers, pooled (as this instance last saw them)."""
+        return Scaler.pooled(NUMERIC, [side.scaler for side in self.sides.values()])
+
+    @property
+    def applied(self) -> dict[int, str]:
+        """Each partition's last entry applied."""
+        return {p: side.applied for p, side in self.sides.items() if side.applied}
+
+    @property
+    def watermark(self) -> int:
+        return self.trainer.watermark
 
     # -- the loop ---------------------------------------------------------------------------
 
     def recover(self) -> None:
-        self.restore()
+        if not self._restored:
+            self.restore()
+            return
+        self._load_sides()
+        self._complete()
+
+    def restore(self) -> None:
+        """Load what every partition's last batch left (positions, scalers), the models as the
+        last checkpoint and the redo log leave them, and finish any batch a crash left staged."""
+        self._load_sides()
+        self.trainer.restore()
+        self._complete()
+        self._restored = True
 
     def stopped(self) -> None:
         try:
-            self.checkpoint()
+            self.trainer.release()  # checkpoints first
         except redis.RedisError as exc:
             log.warning("last checkpoint not saved", extra={"error": str(exc)})
 
-    def between(self) -> None:
-        if (time.monotonic() - self._saved_at >= self.settings.checkpoint_seconds
-                or self._redo >= _REDO_MAX):  # fmt: skip
-            self.checkpoint()
-        if self.periodic is not None:
-            self.periodic()
-
-    def restore(self) -> None:
-        """Load the last checkpoint (models and metrics), re-learn the redo log, and load the
-        scaler and the position applied: the models as the last saved batch left them."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(CHECKPOINT)
-        pipe.lrange(REDO, 0, -1)
-        pipe.get(SCALER)
-        raw, redo, scaler = pipe.execute()
-        self.models, self.scaler = self._fresh_models(), Scaler(NUMERIC)
-        if raw is not None:
-            saved = pickle.loads(raw)  # noqa: S301 - our own checkpoint, in our own Redis
-            self.models, self.scaler = saved["models"], saved["scaler"]
-        for line in redo:
-            target, z, label, p = _REDO.decode(line)
-            self.models[target].learn(z, label, p)
-        if scaler is not None:
-            self.scaler = pickle.loads(scaler)  # noqa: S301 - ours, as above
-        outbox = self.client.get(OUTBOX)
-        if outbox is not None:  # the last batch's transaction is in, its people's writes maybe not
-            log.info("writing the last batch's profile updates again")
-            self._deliver(_OUTBOX.decode(outbox))
-        self._redo = len(redo)
-        if raw is not None or redo:
-            log.info("models restored", extra={"redo": len(redo), "examples": {
-                t: m.quality.examples for t, m in self.models.items()}})  # fmt: skip
-        state = self.client.hgetall(STATE)
-        self.applied = {
-            int(name[8:] or 0): value.decode()
-            for name, value in ((k.decode(), v) for k, v in state.items())
-            if name == "applied" or name.startswith("applied:")
-        }
-        self.watermark = int(state.get(b"watermark", 0))
-
     def checkpoint(self) -> None:
-        """Save the models atomically (one SET: the old checkpoint or the new, never half)."""
-        blob = pickle.dumps({"models": self.models, "scaler": self.scaler,
-                             "applied": self.applied, "at": time.time()})  # fmt: skip
-        pipe = self.client.pipeline(transaction=True)  # the redo log is in the models now
-        pipe.set(CHECKPOINT, blob)
-        pipe.delete(REDO)
-        pipe.execute()
-        self._saved_at = time.monotonic()
-        self._redo = 0
-        self.publish()
-        log.info("models checkpointed", extra={"bytes": len(blob), "applied": self.applied})
+        self.trainer.checkpoint()
 
     def publish(self) -> None:
-        """The summary ``GET /v1/models`` and ``/metrics`` show."""
-        summary = {
-            "models": [m.summary() for m in self.models.values()],
-            "watermark": self.watermark,
-            "applied": {str(p): at for p, at in sorted(self.applied.items())},  # per partition
-            "updated": time.time(),
-        }
-        self.client.set(SUMMARY, msgspec.json.encode(summary))
-        self._published_at = time.monotonic()
+        self.trainer.publish()
+
+    def between(self) -> None:
+        if time.monotonic() - self._looked >= _LOOK_SECONDS:
+            self._catch_up([p for p in self.reader.held if self._drained(p)])
+        if self._training():
+            if not self._trained and (learned := self.trainer.step()):
+                self.reader.ack([], {"learner_examples": learned})  # (a counter, no entry)
+            self.trainer.due()
+            if self.periodic is not None:
+                self.periodic()
+        self._trained = False
+
+    def read(self, stop: threading.Event) -> list[Entry]:
+        """The next batch: up to ``max_entries`` while batches span little event time (live
+        traffic); while they span more (a replay), ``_REPLAY_ENTRIES`` of the held partition
+        furthest behind first. So the models learn every few hours of event time, and the
+        partitions go forward together: the trainer, waiting for the one behind, does not fall
+        behind the others' predictions."""
+        held = self.reader.held
+        if self._count < self.max_entries and len(held) > 1:
+            behind = min(held, key=lambda p: self.sides[p.index].watermark)
+            if entries := self.reader.read(self._count, 1, partition=behind):
+                return entries
+        return self.reader.read(self._count, int(self.interval * 1000))
 
     def idle(self) -> None:
-        """Nothing new in the spool: pass the deadlines the wall clock has passed."""
-        if self.clock is not None:
-            now = int(self.clock() * 1000)
-            if now > self.watermark:
-                batch = Batch()
-                self.watermark = now
-                self._sweep(batch)
-                if batch.changed or batch.learning or batch.settled:
-                    self._save(batch)
-        if time.monotonic() - self._published_at >= 2.0:
-            self.publish()
+        """Nothing new in the spool: every held partition is drained."""
+        self._catch_up(self.reader.held)
+
+    def _training(self) -> bool:
+        """Whether this instance trains: it holds partition 0, and the trainer's role."""
+        if any(p.index == 0 for p in self.reader.held):
+            return self.trainer.claim()
+        if self.trainer.held:  # partition 0 went elsewhere: its new holder trains
+            self.trainer.release()
+        return False
 
     # -- one batch --------------------------------------------------------------------------
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
-        partition = entries[0].partition.index
-        done = _entry_order(self.applied.get(partition, "0-0"))
-        fresh = [e for e in entries if _entry_order(e.id) > done]
+        index = entries[0].partition.index
+        side = self.sides[index]
+        fresh = [e for e in entries if _entry_order(e.id) > _entry_order(side.applied)]
         if not fresh:
             return {}
-        seen, unresolved = self._events(fresh)
-        pids = {pid for pid, _ in seen}
-        batch = Batch()
-        self._load(batch, pids)
-        for pid, event in seen:
-            self._step(pid, batch.histories[pid], event, batch)
-        self._sweep(batch)
-        for entry in fresh:
-            if entry.kind == "command" and (entry.command or {}).get("kind") == "erase":
-                self._erase(batch, set(entry.command["profiles"]))  # type: ignore[index]
-        self._save(batch, (partition, fresh[-1].id))
-        if time.monotonic() - self._published_at >= 2.0:
-            self.publish()
-        return {"learner_messages": len(seen), "learner_examples": batch.examples,
+        events, unresolved = self._events(fresh)
+        times = [e.at for _, _, e in events if e.name not in ENGINE_EVENTS]
+        long = bool(times) and max(times) - min(times) > _SPAN_MS
+        self._count = min(self.max_entries, _REPLAY_ENTRIES) if long else self.max_entries
+        erasures = [
+            (entry.id, set(entry.command["profiles"]))  # type: ignore[index]
+            for entry in fresh
+            if entry.kind == "command" and (entry.command or {}).get("kind") == "erase"
+        ]
+        training = self._training()
+        pending = self._take(index) if index in self._look else None
+        self._look.discard(index)
+        while True:
+            context = self._context(index, training)
+            if pending is not None:  # a batch a crash left staged, ours now: finish it first
+                upto = _entry_order(pending.end)
+                again = [(pid, e) for at, pid, e in events if _entry_order(at) <= upto]
+                self._finish(side, pending, Run.resumed(pending, side, again, **context))
+                pending = None
+            after = _entry_order(side.applied)
+            rest = [(pid, e) for at, pid, e in events if _entry_order(at) > after]
+            if _entry_order(fresh[-1].id) <= after:
+                break
+            run = Run(side, **context)
+            run.apply(rest, [profiles for at, profiles in erasures if _entry_order(at) > after])
+            pending = self._finish(side, run.outbox(side.applied, fresh[-1].id), run)
+            if pending is None:
+                break
+        learned = self.trainer.step() if training else 0
+        self._trained = training
+        return {"learner_messages": len(events), "learner_examples": learned,
                 "learner_unresolved": unresolved}  # fmt: skip
 
-    def _events(self, entries: list[Entry]) -> tuple[list[tuple[str, Seen]], int]:
-        """(profile id, event) for every message of a known person, in spool order."""
+    def _events(self, entries: list[Entry]) -> tuple[list[tuple[str, str, Seen]], int]:
+        """(entry id, profile id, event) for every message of a known person, in spool order."""
         events = [e for e in entries if e.kind == "events" and e.count]
         pids = self.profile_ids(events)
         found, unresolved = [], 0
@@ -345,7 +340,7 @@ class Learner(SpoolWorker):
                 if event.segment is not None:
                     pid = _segment_owner(msg) or pid
                 if pid and pid != SUPPRESSED:
-                    found.append((pid, event))
+                    found.append((entry.id, pid, event))
         if unresolved:
             log.warning("profile ids missing; events not learned from",
                         extra={"messages": unresolved})  # fmt: skip
@@ -375,238 +370,193 @@ class Learner(SpoolWorker):
             price=_number(properties.get("price")),
             revenue=_number(properties.get("revenue", properties.get("total"))),
             points=self.scoring.points(name, properties) if self.scoring.rules else 0.0,
-            segment=_text(properties.get("segment")) if name in _ENGINE_EVENTS[:2] else None,
+            segment=_text(properties.get("segment")) if name in ENGINE_EVENTS[:2] else None,
         )
 
-    def _load(self, batch: Batch, pids: set[str]) -> None:
-        """Read the records of ``pids`` not read yet."""
-        wanted = sorted(pids - batch.histories.keys())
-        if not wanted:
-            return
-        pipe = self.client.pipeline(transaction=False)  # one GET each: they span slots
-        for pid in wanted:
-            pipe.get(learner_key(pid))
-        for pid, raw in zip(wanted, pipe.execute()):
-            batch.histories[pid] = HISTORY.decode(raw) if raw is not None else History()
+    def _context(self, index: int, training: bool) -> dict[str, Any]:
+        """What a run of partition ``index`` predicts and sweeps with: the models (this
+        instance's when it trains, else the trainer's as published), the other partitions'
+        scaler statistics pooled and their lowest watermark."""
+        models = self.trainer.models
+        if not training:
+            models = self._published.get(self.client, load_published) or models
 
-    def _step(self, pid: str, h: History, event: Seen, batch: Batch) -> None:
-        """Apply one event: the labels it settles first, then the event, then new examples."""
-        batch.changed.add(pid)
-        if event.name in _ENGINE_EVENTS:  # not the person's activity: segments only
-            if event.segment is not None:
-                h.observe(event)
-            return
-        if event.at > self.watermark:
-            self.watermark = event.at
-            if self.watermark - _LATENESS_MS - self._swept >= _SWEEP_EVERY_MS:
-                self._sweep(batch)
-        self._churned(h, event.at, batch)
-        if h.churn is not None and event.at - h.last_seen >= SESSION_MS:  # they came back
-            self._queue(h.churn, batch, label=0)
-            h.churn = None
-        h.open = [o for o in h.open if o.deadline > event.at]
-        if event.name == "Order Completed":
-            for o in h.open:
-                if o.at < event.at and (o.target == "conversion" or o.session == h.session_start):
-                    batch.labels[f"{pid}:{o.target}:{o.at}"] = 1
-            h.open = []
-        new_session = h.observe(event, self.scoring.half_life_days)
-        x = h.features(event.at, self.scoring.half_life_days)
-        z = self.scaler(x, learn=True)
-        p = {target: model.predict(z) for target, model in self.models.items()}
-        if event.name != "Order Completed":
-            if new_session:
-                self._open(pid, h, "conversion", event.at, self.settings.conversion_days, p, x,
-                           batch)  # fmt: skip
-            if h.session_events in _SESSION_EXAMPLES_AT:
-                self._open(pid, h, "conversion_session", event.at, 1.0, p, x, batch)
-        # The churn example follows the person to the last event of their session.
-        deadline = event.at + int(self.settings.churn_days * DAY_MS)
-        h.churn = Example(
-            profile=pid,
-            target="churn",
-            at=event.at,
-            deadline=deadline,
-            session=h.session_start,
-            p=p["churn"],
-            x=x,
-        )
-        for target, value in p.items():
-            if abs(h.scores.get(target, -1.0) - value) > _SCORE_STEP:
-                h.scores[target] = round(value, 4)
-                batch.scores.setdefault(pid, {})[target] = round(value, 4)
+        def predict(z: dict[str, float]) -> dict[str, float]:
+            return {target: model.predict(z) for target, model in models.items()}
 
-    def _open(
-        self,
-        pid: str,
-        h: History,
-        target: str,
-        at: int,
-        days: float,
-        p: dict[str, float],
-        x: dict[str, float],
-        batch: Batch,
-    ) -> None:
-        if len(h.open) >= _MAX_OPEN:
-            return
-        example = Example(
-            profile=pid,
-            target=target,
-            at=at,
-            deadline=at + int(days * DAY_MS),
-            session=h.session_start,
-            p=p[target],
-            x=x,
-        )
-        batch.queue(example)
-        h.open.append(Open(target, at, example.deadline, h.session_start))
+        context: dict[str, Any] = {"client": self.client, "settings": self.settings,
+                                   "scoring": self.scoring, "predict": predict}  # fmt: skip
+        others = [p for p in self.sides if p != index]
+        if others:
+            pipe = self.client.pipeline(transaction=False)  # one slot: one round trip
+            pipe.hmget(STATE, [field("watermark", p) for p in others])
+            for p in others:  # (a cluster pipeline has no MGET)
+                pipe.get(scaler_key(p))
+            marks, *blobs = pipe.execute()
+            context["floor"] = min(int(m or 0) for m in marks)
+            context["others"] = self._pooled_others(tuple(blobs))
+        return context
 
-    def _churned(self, h: History, now: int, batch: Batch) -> None:
-        """The churn example's deadline has passed by ``now``: no activity in time."""
-        if h.churn is not None and h.churn.deadline <= now:
-            self._queue(h.churn, batch, label=1)
-            h.churn = None
+    def _pooled_others(self, blobs: tuple[bytes | None, ...]) -> Stats:
+        if blobs != self._others[0]:
+            stats = [pickle.loads(b).stats() for b in blobs if b is not None]  # noqa: S301
+            self._others = (blobs, pool(stats))
+        return self._others[1]
 
-    def _queue(self, example: Example, batch: Batch, label: int) -> None:
-        batch.queue(example)
-        batch.labels[example.id] = label
+    # -- committing -------------------------------------------------------------------------
 
-    def _sweep(self, batch: Batch) -> None:
-        """Pass the deadlines the watermark has passed (allowing events a few minutes late: one
-        person's clock may trail another's): settle the churn examples that are due, then learn
-        the queued examples that are due, in deadline order. Examples of late events may be due
-        at once: they never wait in Redis (the sweep at the end of each batch takes them)."""
-        now = self.watermark - _LATENESS_MS
-        swept, members = now, []
-        if now > self._swept:  # Redis holds nothing due up to ``_swept``
-            due = self.client.zrangebyscore(DUE, f"({self._swept}", now, start=0, num=_SWEEP_MAX)
-            self._load(batch, {m.decode() for m in due})
-            found = self.client.zrangebyscore(
-                QUEUE, f"({self._swept}", now, start=0, num=_SWEEP_MAX, withscores=True
-            )
-            if len(found) == _SWEEP_MAX:  # the rest next time
-                swept = int(found[-1][1]) - 1
-            members = [m for m, _ in found if m not in batch.learning]
-            batch.learning.update(members)
-        for pid, h in batch.histories.items():
-            if h.churn is not None and h.churn.deadline <= swept:
-                self._churned(h, swept, batch)
-                batch.changed.add(pid)
-        ready = batch.ready(swept)
-        examples = sorted([*map(_EXAMPLE.decode, members), *ready], key=lambda e: e.deadline)
-        self._swept = max(self._swept, swept)
-        if not examples:
-            return
-        ids = [e.id for e in examples]
-        stored = dict(zip(ids, self.client.hmget(LABELS, ids)))
-        for example in examples:
-            label = batch.labels.pop(example.id, None)
-            if label is None:
-                raw = stored[example.id]
-                label = int(raw) if raw is not None else int(example.target == "churn")
-            self._learn(example, bool(label), batch)
-        batch.settled.extend(ids)
+    def _finish(self, side: Side, outbox: Outbox, run: Run | None) -> Outbox | None:
+        """Stage ``outbox``, write its records, apply it (see ``profiles.feature_side``); the
+        side then holds what it left. Returns another instance's live outbox of the partition
+        (now ours) when one was found in the way: it comes first, and this batch again after."""
+        p = outbox.partition
+        staged = self._stage(outbox)
+        if staged == 0:
+            taken = self._take(p)
+            if taken is not None:
+                return taken
+        if staged != 1:
+            raise LeaseLost(f"{self.reader.group}: partition {p} (applied by another)")
+        for _ in range(_ROUNDS):
+            try:
+                self._deliver(outbox)
+                break
+            except RecordsMoved as moved:
+                if run is None:
+                    raise
+                log.info("records written meanwhile by another partition; applying their "
+                         "events again", extra={"people": len(moved.records)})  # fmt: skip
+                for pid, raw in moved.records.items():
+                    run.redo(outbox, pid, raw)
+                if self._stage(outbox) != 1:
+                    raise LeaseLost(f"{self.reader.group}: partition {p} (taken over)") from None
+        else:
+            raise RuntimeError(f"learner records still contended after {_ROUNDS} rounds")
+        keys, args = applied_args(outbox, self.owner)
+        if not APPLIED(self.client, keys, args):
+            raise LeaseLost(f"{self.reader.group}: partition {p} (taken over)")
+        side.adopt(outbox, run.scaler if run is not None else pickle.loads(outbox.scaler))  # noqa: S301
+        return None
 
-    def _erase(self, batch: Batch, profiles: set[str]) -> None:
-        """An erased person leaves nothing here: record, deadline, waiting examples."""
-        for pid in profiles:
-            batch.histories.pop(pid, None)
-            batch.changed.discard(pid)
-            batch.scores.pop(pid, None)
-            # Queue members are JSON arrays that start with the profile id.
-            batch.forgotten += self.client.zscan_iter(QUEUE, match=f'\\["{pid}",*', count=1_000)
-        batch.queued = [q for q in batch.queued if q[2].profile not in profiles]
-        heapq.heapify(batch.queued)
-        batch.erased |= profiles
+    def _stage(self, outbox: Outbox) -> int:
+        p = outbox.partition
+        return int(STAGE(self.client, [outbox_key(p), STATE],
+                         [self.owner, field("serial", p), outbox.serial,
+                          encode_outbox(outbox)]))  # fmt: skip
 
-    def _learn(self, example: Example, label: bool, batch: Batch) -> None:
-        z = self.scaler(example.x)
-        self.models[example.target].learn(z, label, example.p)
-        batch.redo.append(_REDO_ENCODE((example.target, z, label, example.p)))
-        batch.learned[example.target] = batch.learned.get(example.target, 0) + 1
-        batch.examples += 1
-        if self.on_example is not None:
-            self.on_example(example, label)
-
-    def _save(self, batch: Batch, applied: tuple[int, str] | None = None) -> None:
-        """The batch's writes: the ``{learn}`` slot's in one transaction with the outbox of the
-        people's, then those (see the module's docstring: exactly once); ``applied``: the
-        spool partition and its entry the batch ends with."""
-        outbox = Outbox(
-            records={pid: msgspec.json.encode(batch.histories[pid]) for pid in batch.changed},
-            scores={
-                pid: [x for target, value in scores.items() for x in (f"s:{target}", value)]
-                for pid, scores in batch.scores.items()
-            },  # fmt: skip
-            erased=sorted(batch.erased),
-        )
-        pipe = self.client.pipeline(transaction=True)  # every key in the {learn} slot
-        for pid in batch.changed:
-            h = batch.histories[pid]
-            if h.churn is not None:
-                pipe.zadd(DUE, {pid: h.churn.deadline})
-            else:
-                pipe.zrem(DUE, pid)
-        if batch.queued:
-            pipe.zadd(QUEUE, {msgspec.json.encode(e): e.deadline for *_, e in batch.queued})
-        if batch.labels:
-            pipe.hset(LABELS, mapping=batch.labels)
-        if batch.learning:
-            pipe.zrem(QUEUE, *batch.learning)
-        if batch.settled:
-            pipe.hdel(LABELS, *batch.settled)
-        if batch.erased:
-            pipe.zrem(DUE, *batch.erased)
-        if batch.forgotten:
-            members = [m for m, _ in batch.forgotten]
-            pipe.zrem(QUEUE, *members)
-            pipe.hdel(LABELS, *(_EXAMPLE.decode(m).id for m in members))
-        if batch.redo:
-            pipe.rpush(REDO, *batch.redo)
-            for target, count in batch.learned.items():
-                pipe.hincrby(STATE, f"learned:{target}", count)
-        pipe.set(SCALER, pickle.dumps(self.scaler))  # it learns from every event
-        state: dict[str, Any] = {"watermark": self.watermark}
-        if applied is not None:
-            state[f"applied:{applied[0]}" if applied[0] else "applied"] = applied[1]
-        pipe.hset(STATE, mapping=state)
-        has_people = bool(outbox.records or outbox.scores or outbox.erased)
-        if has_people:
-            pipe.set(OUTBOX, _OUTBOX_ENCODE(outbox))
-        pipe.execute()
-        if applied is not None:
-            self.applied[applied[0]] = applied[1]
-        self._redo += len(batch.redo)
-        if has_people:
-            self._deliver(outbox)
+    def _take(self, partition: int) -> Outbox | None:
+        """The partition's live outbox (a batch staged, not applied), taken over."""
+        keys = [outbox_key(partition), STATE]
+        raw = TAKE(self.client, keys, [self.owner, field("serial", partition)])
+        return decode_outbox(raw) if raw else None
 
     def _deliver(self, outbox: Outbox) -> None:
-        """Write the people's part of a batch (final values: twice is once), then clear it."""
+        """Write the people's part of a staged batch (compare-and-set); raises ``RecordsMoved``
+        with those another partition wrote since they were read."""
+        moved = deliver(self.client, outbox)
+        if moved:
+            raise RecordsMoved(moved)
+
+    def _complete(self) -> None:
+        """Finish the batches a crash left staged in partitions this instance holds or nobody
+        does (others' are theirs); one whose records moved on waits for its replay, which can
+        apply their events again."""
+        self._legacy_outbox()
+        for partition in self.reader.layout.partitions:
+            holder = self.client.get(partition.lease(self.reader.group))
+            if holder is not None and holder.decode() != self.reader.consumer:
+                continue
+            pending = self._take(partition.index)
+            if pending is None:
+                continue
+            log.info("finishing a batch left staged", extra={"partition": partition.index})
+            try:
+                self._finish(self.sides[partition.index], pending, None)
+            except RecordsMoved:  # (kept ours: the replay finishes it)
+                self._look.add(partition.index)
+            except LeaseLost:  # applied or taken by another meanwhile
+                pass
+
+    def _legacy_outbox(self) -> None:
+        """An outbox the learner before partitions left (its transaction was in, these final
+        writes to people's keys maybe not): written as it would have."""
+        if self.client.type(OUTBOX) not in (b"string", "string"):
+            return
+        old = _LEGACY.decode(self.client.get(OUTBOX) or b"")
         pipe = Pipeline(self.client)
-        for pid, record in outbox.records.items():
+        for pid, record in old.records.items():
             pipe.command("SET", learner_key(pid), record)
-        for pid, args in outbox.scores.items():
+        for pid, args in old.scores.items():
             pipe.script(SET_SCORES, [profile_keys(pid)[0]], args)
-        for pid in outbox.erased:
+        for pid in old.erased:
             pipe.command("DEL", learner_key(pid))
-        if outbox.scores:  # segments on scores are re-checked by the profile worker
-            pipe.command("SADD", RESCORED, *outbox.scores)
         for reply in pipe.execute():
             if isinstance(reply, Exception):
                 raise reply
         self.client.delete(OUTBOX)
 
+    def _load_sides(self) -> None:
+        pipe = self.client.pipeline(transaction=True)  # one slot: as of one moment
+        pipe.hgetall(STATE)
+        for p in self.sides:
+            pipe.get(scaler_key(p))
+        raw, *scalers = pipe.execute()
+        state = {k.decode(): v.decode() for k, v in raw.items()}
+        for (p, side), scaler in zip(self.sides.items(), scalers):
+            side.load(state, scaler)
+        self._look = {p.index for p in self.reader.held}
 
-class Outbox(msgspec.Struct, kw_only=True):
-    """A batch's writes to people's own keys (see ``Learner._save``)."""
+    # -- drained partitions -----------------------------------------------------------------
 
-    records: dict[str, bytes]  # profile id -> the record (JSON ``History``)
-    scores: dict[str, list[str | float]]  # profile id -> SET_SCORES arguments
-    erased: list[str]  # profiles whose record goes
+    def _drained(self, partition: Partition) -> bool:
+        last = self.client.xrevrange(partition.log, count=1)
+        if not last:
+            return True
+        at = last[0][0]
+        return _entry_order(at.decode() if isinstance(at, bytes) else at) <= _entry_order(
+            self.sides[partition.index].applied
+        )
+
+    def _catch_up(self, partitions: list[Partition]) -> None:
+        """Drained partitions move their watermark to the clock, or without one to the
+        furthest partition's (what comes to them now is new), and settle the churn deadlines
+        that passed: again whenever the lowest watermark of all moves on."""
+        self._looked = time.monotonic()
+        if not partitions:
+            return
+        found = self.client.hmget(STATE, [field("watermark", p) for p in self.sides])
+        marks = {p: int(m or 0) for p, m in zip(self.sides, found)}
+        now = int(self.clock() * 1000) if self.clock is not None else max(marks.values())
+        marks |= {p.index: max(marks[p.index], now) for p in partitions}
+        bound = min(marks.values()) - LATENESS_MS  # (what their sweeps may reach at most)
+        for partition in partitions:
+            side = self.sides[partition.index]
+            ahead, sweep = now - side.watermark, bound - side.swept
+            if (ahead <= 0 and sweep <= 0) or (self.clock and ahead < 1_000 and sweep < 1_000):
+                continue
+            training = self._training()
+            pending = self._take(side.index) if side.index in self._look else None
+            self._look.discard(side.index)
+            while True:
+                context = self._context(side.index, training)
+                if pending is not None:
+                    pending = self._finish(side, pending, Run.resumed(pending, side, [], **context))
+                    continue
+                run = Run(side, **context)
+                run.watermark = max(run.watermark, now)
+                run.apply([], [])
+                pending = self._finish(side, run.outbox(side.applied, side.applied), run)
+                if pending is None:
+                    break
 
 
-_OUTBOX = msgspec.msgpack.Decoder(Outbox)
-_OUTBOX_ENCODE = msgspec.msgpack.Encoder().encode
+class _LegacyOutbox(msgspec.Struct, kw_only=True):
+    records: dict[str, bytes]
+    scores: dict[str, list[str | float]]
+    erased: list[str]
+
+
+_LEGACY = msgspec.msgpack.Decoder(_LegacyOutbox)
 
 
 def _segment_owner(msg: wire.Message) -> str | None:

@@ -4,9 +4,12 @@ well each is doing.
 Features arrive as numbers (``profiles.history.NUMERIC``) and one-hot flags (device, source,
 segments). ``Scaler`` standardises the numbers with River's ``StandardScaler``, fitted on every
 moment the learner predicts for (so all three targets see the same scale), and passes the flags
-as they are. Each target's classifier is chosen by name in the config file's ``[models]``
-section: ``logistic`` (the default: online logistic regression), ``forest`` (adaptive random
-forest) or ``tree`` (Hoeffding adaptive tree).
+as they are. Its statistics (per feature a count, a mean and a sum of squared deviations) pool
+exactly (``Scaler.pooled``), so scalers fitted on parts of the stream (the spool's partitions)
+make together the scaler one would have fitted on all of it. Each target's classifier is
+chosen by name in the config file's ``[models]`` section: ``logistic`` (the default: online
+logistic regression), ``forest`` (adaptive random forest) or ``tree`` (Hoeffding adaptive
+tree).
 
 Quality is measured prequentially: each example's label is compared with the prediction made
 for it *before* the model learned from it (the prediction stored when the example was made), over
@@ -21,6 +24,17 @@ Examples:
     >>> keen, idle = scale({"views": 9.0}), scale({"views": 0.0})
     >>> model.predict(keen) > model.predict(idle)
     True
+
+    Two halves of a stream, pooled, scale as the whole does:
+
+    >>> odd, even, whole = Scaler(["v"]), Scaler(["v"]), Scaler(["v"])
+    >>> for i in range(10):
+    ...     _ = (odd if i % 2 else even)({"v": float(i)}, learn=True), whole({"v": i}, learn=True)
+    >>> round(odd({"v": 7.0}, others=even.stats())["v"], 9) == round(whole({"v": 7.0})["v"], 9)
+    True
+    >>> round(Scaler.pooled(["v"], [odd, even])({"v": 7.0})["v"], 9) == round(
+    ...     whole({"v": 7.0})["v"], 9)
+    True
 """
 
 from __future__ import annotations
@@ -30,10 +44,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
 from river import forest, linear_model, metrics, optim, preprocessing, tree
 from river.base import Classifier
 
-__all__ = ["ESTIMATORS", "Model", "Quality", "Scaler"]
+__all__ = ["ESTIMATORS", "TARGETS", "Model", "ModelSettings", "Quality", "Scaler", "Stats"]
+
+TARGETS = ("conversion", "conversion_session", "churn")
 
 ESTIMATORS: dict[str, Callable[[], Classifier]] = {
     "logistic": lambda: linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-4),
@@ -41,22 +58,79 @@ ESTIMATORS: dict[str, Callable[[], Classifier]] = {
     "tree": lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=7),
 }
 _EPS = 1e-15
+Stats = dict[str, tuple[float, float, float]]  # feature -> (count, mean, squared deviations)
 
 
 class Scaler:
-    """Standardise the ``numeric`` features; pass every other (a one-hot flag) as it is."""
+    """Standardise the ``numeric`` features; pass every other (a one-hot flag) as it is.
+
+    ``others``: the pooled statistics of scalers fitted elsewhere (other partitions): the
+    numbers are then scaled by the pool of those and this one's, as one scaler fitted on
+    everything would scale them.
+    """
 
     def __init__(self, numeric: Iterable[str]):
         self.numeric = frozenset(numeric)
         self.scaler = preprocessing.StandardScaler()
 
-    def __call__(self, x: dict[str, float], learn: bool = False) -> dict[str, float]:
+    def __call__(
+        self, x: dict[str, float], learn: bool = False, others: Stats | None = None
+    ) -> dict[str, float]:
         numbers = {k: v for k, v in x.items() if k in self.numeric}
         if learn:
             self.scaler.learn_one(numbers)
-        scaled: dict[str, float] = self.scaler.transform_one(numbers)
+        scaled: dict[str, float] = (
+            self._pooled(numbers, others) if others else self.scaler.transform_one(numbers)
+        )
         scaled.update((k, v) for k, v in x.items() if k not in self.numeric)
         return scaled
+
+    def stats(self) -> Stats:
+        s = self.scaler
+        return {k: (float(n), s.means[k], s.vars[k] * n) for k, n in s.counts.items()}
+
+    @classmethod
+    def pooled(cls, numeric: Iterable[str], scalers: list[Scaler]) -> Scaler:
+        """One scaler holding the pooled statistics of ``scalers``; the one that has seen
+        anything, itself, when it is the only one (its numbers exactly)."""
+        seen = [s for s in scalers if s.scaler.counts]
+        if len(seen) == 1:
+            return seen[0]
+        merged = cls(numeric)
+        for k, (n, mean, squares) in pool(s.stats() for s in seen).items():
+            merged.scaler.counts[k] = n
+            merged.scaler.means[k] = mean
+            merged.scaler.vars[k] = squares / n if n else 0.0
+        return merged
+
+    def _pooled(self, numbers: dict[str, float], others: Stats) -> dict[str, float]:
+        s = self.scaler
+        scaled = {}
+        for k, value in numbers.items():
+            n1 = float(s.counts.get(k, 0))
+            n, mean, squares = _add((n1, s.means.get(k, 0.0), s.vars.get(k, 0.0) * n1),
+                                    others.get(k, (0.0, 0.0, 0.0)))  # fmt: skip
+            var = squares / n if n else 0.0
+            scaled[k] = (value - mean) / var**0.5 if var else 0.0
+        return scaled
+
+
+def pool(parts: Iterable[Stats]) -> Stats:
+    """Statistics of several streams as those of one (Chan et al.'s parallel variance)."""
+    total: Stats = {}
+    for stats in parts:
+        for k, part in stats.items():
+            total[k] = _add(total[k], part) if k in total else part
+    return total
+
+
+def _add(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, ...]:
+    (n1, m1, q1), (n2, m2, q2) = a, b
+    n = n1 + n2
+    if not n:
+        return 0.0, 0.0, 0.0
+    delta = m2 - m1
+    return n, m1 + delta * n2 / n, q1 + q2 + delta * delta * n1 * n2 / n
 
 
 class Quality:
@@ -128,3 +202,27 @@ class Model:
 
     def summary(self) -> dict[str, Any]:
         return {"target": self.target, "estimator": self.estimator, **self.quality.summary()}
+
+
+class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The config file's ``[models]``."""
+
+    estimator: str = "logistic"
+    estimators: dict[str, str] = {}  # per target, overriding ``estimator``
+    conversion_days: float = 7.0
+    churn_days: float = 30.0
+    checkpoint_seconds: float = 60.0
+    window: int = 5_000  # labelled examples the rolling metrics cover
+    ltv_horizon_days: float = 90.0
+    ltv_refit_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        for target in self.estimators:
+            if target not in TARGETS:
+                raise ValueError(f"`models.estimators` has an unknown target {target!r}")
+        for target in TARGETS:
+            Model(target, self.estimators.get(target, self.estimator))  # raises on a bad name
+
+    def models(self) -> dict[str, Model]:
+        """A fresh model per target, in ``TARGETS`` order."""
+        return {t: Model(t, self.estimators.get(t, self.estimator), self.window) for t in TARGETS}

@@ -161,7 +161,7 @@ def _learner(
         except (StoreUnavailable, QueryFailed) as exc:
             log.warning("lifetime value refit failed; retrying", extra={"error": str(exc)})
 
-    reader = SpoolReader(client, "learner", needs.consumer, exclusive=True)  # one set of models
+    reader = SpoolReader(client, "learner", needs.consumer)
     return Learner(reader, client, settings,
                    needs.config.lead_score, clock=clock, periodic=refit_when_due,
                    interval=interval)  # fmt: skip
