@@ -31,6 +31,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -321,7 +322,7 @@ class Redises:
     def __init__(self, base: Path, cluster: bool):
         self.base, self.cluster, self.procs = base, cluster, []
         binary = redis_binary()
-        ports = [free_port() for _ in range(3 if cluster else 1)]
+        ports = _ports(3 if cluster else 1)
         for port in ports:
             folder = base / f"redis-{port}"
             folder.mkdir(parents=True)
@@ -387,6 +388,22 @@ class Redises:
             proc.wait(30)
 
 
+def _ports(count: int) -> list[int]:
+    """Free ports whose cluster bus ports (+10,000) are free too and clash with none of them."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = free_port()
+        if port > 55_000 or any(abs(port - other) in (0, 10_000) for other in chosen):
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        chosen.append(port)
+    return chosen
+
+
 def _wait_redis(port: int) -> None:
     deadline = time.monotonic() + 30
     while True:
@@ -434,8 +451,8 @@ def scaling_run(
         cpu_before = servers.cpu_seconds()
         procs = []
         env = {**os.environ, "KAIROS_WRITE_KEY": WRITE_KEY, "KAIROS_SECRET_KEY": SECRET_KEY}
-        socket = data / "run" / "store.sock"
-        socket.parent.mkdir(exist_ok=True)
+        store = data / "run" / "store.sock"
+        store.parent.mkdir(exist_ok=True)
         for host in range(hosts):
             kinds = "all" if host == 0 else ",".join(g for g in GROUPS if g != "sink")
             argv = [
@@ -456,7 +473,7 @@ def scaling_run(
                 f"host{host}",
             ]
             # The first host's sink owns embedded ClickHouse and answers the others' reads.
-            argv += ["--serve", str(socket)] if host == 0 else ["--store-url", f"unix://{socket}"]
+            argv += ["--serve", str(store)] if host == 0 else ["--store-url", f"unix://{store}"]
             log = open(base / f"host{host}.log", "ab")
             procs.append(subprocess.Popen(argv, stdout=log, stderr=log, env=env, cwd=ROOT))
         started = None
