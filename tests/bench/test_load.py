@@ -68,4 +68,4 @@ def test_a_short_load_run_reports_every_endpoint_without_failures(tmp_path: Path
     assert page.count("<svg") == 4 and "POST /v1/decide" in page
     with open(out / "memory.csv", newline="") as f:
         processes = {row["process"] for row in csv.DictReader(f)}
-    assert {"api", "sink", "profiles", "rewards", "redis"} <= processes
+    assert {"api", "workers", "redis"} <= processes  # kairos up: the API, one worker host, Redis
