@@ -168,7 +168,9 @@ def test_the_readme_tour_and_the_docs_commands_run_verbatim(tmp_path: Path) -> N
         assert out[2].split() == ['{"success":true}', '{"success":true}']
         assert '"first_name":"Ada"' in out[3] and '"user_id":["ada"]' in out[3]
         assert '"key":"tour_banner"' in out[4]
-        assert re.search(r'"tour_banner":\{"decisionId":"d_[\w-]+","variant":"(plain|bold)"', out[5])
+        assert re.search(
+            r'"tour_banner":\{"decisionId":"d_[\w-]+","variant":"(plain|bold)"', out[5]
+        )
         assert "tour_banner · policy thompson · metric reward · control plain" in out[7]
         assert re.search(r"^ bold +\| +\d+ \|", out[7], re.M)
         assert " variant | decisions" in out[8]
