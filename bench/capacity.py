@@ -205,7 +205,9 @@ def _text(value: Any) -> str:
 # -- (a) fully processed --------------------------------------------------------------------
 
 
-def probe_delays(url: str, client: redis.Redis, stop_at: threading.Event) -> list[float]:
+def probe_delays(
+    url: str, client: redis.Redis, stop_at: threading.Event, errors: list[str]
+) -> list[float]:
     """Seconds from each probe's acknowledgement to its identity resolving, while load runs."""
     delays: list[float] = []
     waiting: list[tuple[str, float]] = []
@@ -223,6 +225,8 @@ def probe_delays(url: str, client: redis.Redis, stop_at: threading.Event) -> lis
                 )
                 if answer.status_code == 200:
                     waiting.append((who, time.monotonic()))
+                else:  # counted: a run with a refused probe fails
+                    errors.append(f"probe /v1/batch {answer.status_code}: {answer.text[:200]}")
             now = time.monotonic()
             found = (
                 client.mget([f"{{id:anonymous_id:{who}}}" for who, _ in waiting]) if waiting else []
@@ -255,8 +259,9 @@ def fully_processed(work: Workload, base: Path) -> dict[str, Any]:
         memory_before = int(client.info("memory")["used_memory"])
         stop_probes = threading.Event()
         delays: list[float] = []
+        probe_errors: list[str] = []
         prober = threading.Thread(
-            target=lambda: delays.extend(probe_delays(url, client, stop_probes))
+            target=lambda: delays.extend(probe_delays(url, client, stop_probes, probe_errors))
         )
         started = time.monotonic()
         prober.start()
@@ -278,6 +283,7 @@ def fully_processed(work: Workload, base: Path) -> dict[str, Any]:
             time.sleep(0.5)
         finished = time.monotonic()
         prober.join()
+        done.errors += probe_errors  # a refused probe fails the run too
         stats = {k.decode(): float(v) for k, v in client.hgetall("{spool}:stats").items()}
         return {
             "memory": _memory(client, memory_before),
