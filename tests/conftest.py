@@ -361,6 +361,11 @@ def kairos_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
         return process
 
     yield make
+    for process in made:  # shown with a failing test's output: what the engine complained of
+        log = process.data_dir / "engine.log"
+        complaints = [line for line in log.read_text(errors="replace").splitlines()
+                      if '"level": "warning"' in line or '"level": "error"' in line] if log.exists() else []  # fmt: skip
+        print(*complaints[-30:], sep="\n")
     for process in made:  # as a user stops it (Ctrl-C); killed only if that does not work
         if process.proc is not None and process.proc.poll() is None:
             try:

@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 from collector import embedded_url
 
@@ -54,7 +56,9 @@ def redis_client(url: str, cluster: bool | None = None) -> redis.Redis:
     options: dict[str, Any] = {"socket_connect_timeout": _CONNECT_SECONDS,
                                "socket_timeout": _ANSWER_SECONDS}  # fmt: skip
     if is_cluster(url) if cluster is None else cluster:
-        return redis.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+        client = redis.RedisCluster.from_url(url, **options)
+        client.nodes_manager.__class__ = _Topology
+        return client  # type: ignore[return-value]
     return redis.Redis.from_url(url, **options)
 
 
@@ -65,8 +69,39 @@ def async_redis_client(
     options: dict[str, Any] = {"socket_connect_timeout": _CONNECT_SECONDS,
                                "socket_timeout": timeout}  # fmt: skip
     if is_cluster(url) if cluster is None else cluster:
-        return redis.asyncio.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+        client = redis.asyncio.RedisCluster.from_url(url, **options)
+        client.nodes_manager.__class__ = _AsyncTopology
+        return client  # type: ignore[return-value]
     return redis.asyncio.Redis.from_url(url, **options)
+
+
+# Mid-failover, redis-py's topology refresh can read a reply that is not CLUSTER SLOTS' (our
+# failover drill saw ``IndexError: string index out of range`` from ``NodesManager.initialize``
+# on redis-py 8.1) and the worker thread died of it. It is what ClusterDownError says (the
+# topology is not readable yet), which the client retries and callers treat as an outage.
+_UNREADABLE = (IndexError, KeyError, TypeError, ValueError)
+
+
+def _unreadable(exc: Exception) -> redis.exceptions.ClusterDownError:
+    return redis.exceptions.ClusterDownError(f"cluster topology unreadable: {exc!r}")
+
+
+class _Topology(redis.cluster.NodesManager):
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().initialize(*args, **kwargs)
+        except _UNREADABLE as exc:
+            raise _unreadable(exc) from exc
+
+
+class _AsyncTopology(redis.asyncio.cluster.NodesManager):
+    __slots__ = ()
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().initialize(*args, **kwargs)
+        except _UNREADABLE as exc:
+            raise _unreadable(exc) from exc
 
 
 def clickhouse_url(data_dir: Path, given: str | None) -> str:

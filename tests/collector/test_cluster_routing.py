@@ -5,6 +5,7 @@ moves, MOVED after) costs no request."""
 from __future__ import annotations
 
 import asyncio
+import socketserver
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.cluster import ClusterNode
 
 from collector.coalesce import Coalescer
 from collector.pipeline import Pipeline
@@ -143,3 +146,58 @@ def test_the_worker_pipeline_routes_and_follows_a_moved_slot(
     pipe.script(INCR_BY, [keys[0]], [5])
     assert pipe.execute() == [15, 12, 20]
     assert int(client.get(keys[0])) == 20
+
+
+class _WrongReplies(socketserver.StreamRequestHandler):
+    """Answers HELLO as Redis does and every other command with +OK: the reply a topology
+    refresh read mid-failover in our drill (one meant for another command). A test-only front,
+    not a Redis."""
+
+    def handle(self) -> None:
+        while header := self.rfile.readline():  # *<n>, then n bulk strings: $<len>, the bytes
+            words = []
+            for _ in range(int(header[1:])):
+                size = int(self.rfile.readline()[1:])
+                words.append(self.rfile.read(size + 2)[:-2])
+            hello = words[0].upper() == b"HELLO"
+            self.wfile.write(b"%1\r\n$5\r\nproto\r\n:3\r\n" if hello else b"+OK\r\n")
+
+
+@pytest.fixture
+def wrong_replies() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _WrongReplies)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_unreadable_topology_is_an_outage_not_a_crash(
+    client: redis.RedisCluster, wrong_replies: int
+) -> None:
+    """The topology refresh that read another command's reply raises ClusterDownError (which
+    the client retries and workers wait out), not the IndexError that killed a worker."""
+    nodes = client.nodes_manager
+    wrong = ClusterNode("127.0.0.1", wrong_replies)
+    nodes.startup_nodes = {wrong.name: wrong}
+    with pytest.raises(redis.exceptions.ClusterDownError, match="topology unreadable"):
+        nodes.initialize()
+
+
+def test_the_async_client_reads_an_unreadable_topology_as_an_outage(
+    cluster: RedisCluster, wrong_replies: int
+) -> None:
+    async def refresh() -> None:
+        client = async_redis_client(cluster.url)
+        await client.initialize()
+        nodes = client.nodes_manager
+        wrong = AsyncClusterNode("127.0.0.1", wrong_replies)
+        nodes.startup_nodes = {wrong.name: wrong}
+        try:
+            with pytest.raises(redis.exceptions.ClusterDownError, match="topology unreadable"):
+                await nodes.initialize()
+        finally:
+            await client.aclose()
+
+    asyncio.run(refresh())

@@ -241,7 +241,10 @@ def test_learner_killed_mid_batch_learns_every_event_and_example_once(stack: Sta
         summary = msgspec.json.decode(stack.redis.get(SUMMARY) or b"{}")
         seen["learned"] = {t: int(state.get(f"learned:{t}", 0)) for t in TARGETS}
         seen["held"] = {m["target"]: m["examples"] for m in summary.get("models", [])}
-        return summary.get("applied") == state.get("applied") and seen["learned"] == seen["held"]
+        seen["positions"] = {k: v for k, v in state.items() if k.partition(":")[0] == "applied"}
+        published = {f"applied:{p}" if p != "0" else "applied": position
+                     for p, position in summary.get("applied", {}).items()}  # fmt: skip
+        return published == seen["positions"] and seen["learned"] == seen["held"]
 
     eventually(models_hold_every_example, timeout=60, status=lambda: seen)
     assert sum(seen["learned"].values()) > 0
