@@ -51,6 +51,7 @@ from bench.harness import add_options, free_port, machine, parse, publish, start
 from collector.partitions import layout_of  # noqa: E402
 from edge.runtime.embedded_redis import redis_binary  # noqa: E402
 from edge.runtime.stores import redis_client  # noqa: E402
+from profiles.trainer import QUEUE, REDO  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "capacity.md"
 WRITE_KEY, SECRET_KEY = "wk_bench", "sk_bench"
@@ -242,11 +243,12 @@ def probe_delays(
     return delays
 
 
-def fully_processed(work: Workload, base: Path) -> dict[str, Any]:
-    data = base / "full" / "data"
+def fully_processed(work: Workload, base: Path, instances: int) -> dict[str, Any]:
+    data = base / f"full-{instances}" / "data"
     data.mkdir(parents=True)
     port = free_port()
-    engine = start_engine(data, port, "--spool-limit", "0", keys=(WRITE_KEY, SECRET_KEY))
+    engine = start_engine(data, port, "--spool-limit", "0", "--worker-instances", str(instances),
+                          keys=(WRITE_KEY, SECRET_KEY))  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         http = httpx.Client(
@@ -300,16 +302,20 @@ def fully_processed(work: Workload, base: Path) -> dict[str, Any]:
 
 def _memory(client: redis.Redis, before: int) -> dict[str, float]:
     """What Redis holds once the workload is processed: the dedup window's sets (they go after
-    28 hours) apart from the rest, which stays with the people (profiles, identities, their
-    learner records and decision memory)."""
+    28 hours) and the learner's buffers (its redo log and queue, emptied at each checkpoint)
+    apart from the rest, which stays with the people (profiles, identities, their learner
+    records and decision memory)."""
     used = int(client.info("memory")["used_memory"]) - before
-    dedup = sum(int(client.memory_usage(k) or 0) for k in client.scan_iter("{spool}:seen:*"))
+    dedup = sum(int(client.memory_usage(key) or 0) for part in layout_of(client).partitions
+                for key in client.scan_iter(f"{part.seen}*"))  # fmt: skip
+    buffers = sum(int(client.memory_usage(key) or 0) for key in (REDO, QUEUE))
     profiles = sum(1 for _ in client.scan_iter("{p:*}", count=1000, _type="hash"))
     return {
         "used": used,
         "dedup": dedup,
+        "buffers": buffers,
         "profiles": profiles,
-        "per_profile": (used - dedup) / max(1, profiles),
+        "per_profile": (used - dedup - buffers) / max(1, profiles),
     }
 
 
@@ -522,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--partitions", type=int, default=4, help="the scaling runs' spool (default %(default)s)"
     )
+    parser.add_argument(
+        "--instances",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2],
+        help="(a)'s runs: kairos up --worker-instances N for each N, comma-separated (default 1,2)",
+    )
     add_options(parser, REPORT)
     args = parse(parser, QUICK, argv)
     base = Path(tempfile.mkdtemp(prefix="kairos-capacity-"))
@@ -536,32 +548,39 @@ def main(argv: list[str] | None = None) -> int:
     ]
     failures: list[str] = []
     if args.part in ("both", "full"):
-        print("(a) fully processed, kairos up…", file=sys.stderr)
-        full = fully_processed(work, base)
-        done = full["replay"]
-        failures += done.errors[:5]
-        d, mem = full["delays"], full["memory"]
-        p50 = d[len(d) // 2] if d else float("nan")
-        p99 = d[int(len(d) * 0.99)] if d else float("nan")
         lines += [
             "## (a) Fully processed, `kairos up` on embedded defaults",
             "",
-            "| acknowledged | ack rate | fully processed in | fully processed rate | "
-            "ack → profile p50 | p99 | probes |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {done.acked:,} | {full['acked_rate']:,.0f}/s | {full['seconds']:.1f} s | "
-            f"{full['processed_rate']:,.0f}/s | {p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms | "
-            f"{len(d)} |",
-            "",
-            f"Decisions: {done.decisions:,}, clicks: {done.clicks:,}; answers other than "
-            f"2xx: {len(done.errors)}.",
-            "",
-            f"Redis after it: {mem['used'] / 1e6:,.1f} MB more than before, of which the dedup "
-            f"window's sets {mem['dedup'] / 1e6:,.1f} MB (they expire after 28 h); the rest "
-            f"over {mem['profiles']:,} profiles: **{mem['per_profile']:,.0f} bytes per "
-            f"profile**, {mem['per_profile'] / 1e3:,.2f} GB per million.",
-            "",
+            "| `--worker-instances` | acknowledged | ack rate | fully processed in | "
+            "fully processed rate | ack → profile p50 | p99 | probes |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        notes = []
+        for instances in args.instances:
+            print(f"(a) fully processed, kairos up --worker-instances {instances}…",
+                  file=sys.stderr)  # fmt: skip
+            full = fully_processed(work, base, instances)
+            done = full["replay"]
+            failures += done.errors[:5]
+            d, mem = full["delays"], full["memory"]
+            p50 = d[len(d) // 2] if d else float("nan")
+            p99 = d[int(len(d) * 0.99)] if d else float("nan")
+            lines.append(
+                f"| {instances} | {done.acked:,} | {full['acked_rate']:,.0f}/s | "
+                f"{full['seconds']:.1f} s | {full['processed_rate']:,.0f}/s | "
+                f"{p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms | {len(d)} |"
+            )
+            notes += [
+                f"`--worker-instances {instances}`: decisions {done.decisions:,}, clicks "
+                f"{done.clicks:,}; answers other than 2xx: {len(done.errors)}. Redis after it: "
+                f"{mem['used'] / 1e6:,.1f} MB more than before, of which the dedup window's sets "
+                f"{mem['dedup'] / 1e6:,.1f} MB (they expire after 28 h) and the learner's "
+                f"buffers {mem['buffers'] / 1e6:,.1f} MB (emptied at checkpoints); the rest over "
+                f"{mem['profiles']:,} profiles: **{mem['per_profile']:,.0f} bytes per "
+                f"profile**, {mem['per_profile'] / 1e3:,.2f} GB per million.",
+                "",
+            ]
+        lines += ["", *notes]
     if args.part in ("both", "scaling"):
         lines += [
             "## (b) Scaling: the spool filled first, then drained by worker hosts",

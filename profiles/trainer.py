@@ -291,11 +291,11 @@ class Trainer:
             self.publish_seconds, 10 * self._publishing
         ):  # as often as it costs a tenth of the time at most (every round, for logistic models)
             self.publish()
-        elif now - self._summary_at >= _SUMMARY_SECONDS:
+        if now - self._summary_at >= _SUMMARY_SECONDS:  # (its metrics read every model's window)
             self.summarize()
 
     def publish(self) -> None:
-        """The classifiers for feature sides elsewhere (a new version), and the summary."""
+        """The classifiers for feature sides elsewhere (a new version)."""
         began = time.monotonic()
         classifiers = {t: m.classifier for t, m in self.models.items()}
         pipe = self.client.pipeline(transaction=True)
@@ -304,7 +304,6 @@ class Trainer:
         pipe.execute()
         self._published_at, self._unpublished = time.monotonic(), False
         self._publishing = self._published_at - began
-        self.summarize()
 
     def summarize(self) -> None:
         """The summary ``GET /v1/models`` and ``/metrics`` show."""

@@ -6,6 +6,8 @@ Embedded layout (the default), one machine, one data dir, three processes:
 - one worker host (``kairos worker sink,profiles,…``, edge.runtime.host) running every worker,
   a thread each; its sink owns embedded ClickHouse and it serves read queries on
   ``run/store.sock``; with ``--worker-processes each``, one process per worker kind instead;
+  with ``--worker-instances N``, N of them (N hosts, or N processes of each kind: they share
+  the spool's partitions through leases; the sink that owns embedded ClickHouse stays one);
 - the HTTP API in this process, reading through that socket; with ``--api-workers N`` (N > 1),
   N supervised API processes sharing the port (SO_REUSEPORT) instead.
 
@@ -16,6 +18,7 @@ workers to run here; without a sink here, this process owns embedded ClickHouse 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
@@ -24,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["up", "worker"]
+
+log = logging.getLogger("kairos.up")
 
 
 class StartError(RuntimeError):
@@ -56,6 +61,9 @@ def up(args: argparse.Namespace) -> int:
     if args.worker_processes not in ("one", "each"):  # from KAIROS_WORKER_PROCESSES
         print(f"kairos: --worker-processes: {args.worker_processes!r} is not one of one, each",
               file=sys.stderr)  # fmt: skip
+        return 2
+    if args.worker_instances < 1:
+        print("kairos: --worker-instances must be 1 or more", file=sys.stderr)
         return 2
     if not args.api_child:  # before anything is made: a second engine must not print keys
         try:
@@ -132,9 +140,12 @@ def up(args: argparse.Namespace) -> int:
             redis_server.keep_running()  # a Redis that dies comes back with its AOF
         client = redis_client(redis_url)
         try:
-            layout = layout_of(client, args.spool_partitions)
+            layout = layout_of(client, _partitions(client, args))
         except (PartitionsMismatch, ValueError) as exc:
             raise StartError(str(exc)) from None
+        if layout.count < args.worker_instances:
+            found = {"partitions": layout.count, "instances": args.worker_instances}
+            log.warning("fewer partitions than instances: some have no work", extra=found)
         for name in workers:  # before any append: nothing is trimmed unread
             for partition in layout.partitions:
                 ensure_group(client, name, partition)
@@ -142,8 +153,8 @@ def up(args: argparse.Namespace) -> int:
             _demo(client, settings)
         else:
             client.close()
-        _start_workers(supervisor, workers, args.worker_processes, common, by_need,
-                       socket_path if sink_owns_store else None)  # fmt: skip
+        _start_workers(supervisor, workers, args.worker_processes, args.worker_instances,
+                       common, by_need, socket_path if sink_owns_store else None)  # fmt: skip
         _banner(settings, data_dir, ch_url, keys.created, redis_server is not None)
         server_config = uvicorn.Config(
             create_app(settings),
@@ -324,31 +335,48 @@ def _demo(client: Any, settings: Any) -> None:
     threading.Thread(target=later, name="demo", daemon=True).start()
 
 
+def _partitions(client: Any, args: argparse.Namespace) -> int | None:
+    """``--spool-partitions``; else, for a new spool and several instances of each kind, two
+    partitions per instance (a power of two), so that every instance has work to share."""
+    from collector.partitions import PARTITIONS
+
+    if args.spool_partitions or args.worker_instances == 1 or client.exists(PARTITIONS):
+        return args.spool_partitions  # type: ignore[no-any-return]
+    return 1 << (2 * args.worker_instances - 1).bit_length()
+
+
 def _start_workers(
     supervisor: Any,
     workers: list[str],
     processes: str,
+    instances: int,
     common: list[str],
     by_need: dict[str, list[str]],
     store_socket: Path | None,
 ) -> None:
     """The workers, in the table's order: in one host process (``processes`` "one") or one
-    process per kind ("each"). A process running one kind is named after it, a host of several
-    ``workers``. ``store_socket``: the sink owns embedded ClickHouse; wait until it answers
+    process per kind ("each"), ``instances`` times. A process running one kind is named after
+    it, a host of several ``workers``; the second instance gets "-2", and so on.
+    ``store_socket``: the sink owns embedded ClickHouse (one sink, then); wait until it answers
     queries there."""
     from edge.runtime.workers import WORKERS
 
     groups = [workers] if processes == "one" and workers else [[name] for name in workers]
-    for names in groups:
-        needs = {need for name in names for need in WORKERS[name].needs}
-        if store_socket is not None and "sink" in names:
-            needs.discard("history")  # this host owns chdb: its kinds read history in it
-        options = [option for need in sorted(needs) for option in by_need[need]]
-        child = names[0] if len(names) == 1 else "workers"  # its pid file: run/<child>.pid
-        supervisor.start(child, [sys.executable, "-m", "edge.cli", "worker", ",".join(names),
-                                 *common, *options])  # fmt: skip
-        if "sink" in names and store_socket is not None:
-            _wait_for_socket(store_socket, supervisor, child)
+    for instance in range(1, instances + 1):
+        for kinds in groups:
+            names = [n for n in kinds if instance == 1 or n != "sink" or store_socket is None]
+            if not names:
+                continue
+            needs = {need for name in names for need in WORKERS[name].needs}
+            if store_socket is not None and "sink" in names:
+                needs.discard("history")  # this host owns chdb: its kinds read history in it
+            options = [option for need in sorted(needs) for option in by_need[need]]
+            child = kinds[0] if len(kinds) == 1 else "workers"  # its pid file: run/<child>.pid
+            child += f"-{instance}" if instance > 1 else ""
+            supervisor.start(child, [sys.executable, "-m", "edge.cli", "worker", ",".join(names),
+                                     *common, *options])  # fmt: skip
+            if "sink" in names and store_socket is not None:
+                _wait_for_socket(store_socket, supervisor, child)
 
 
 def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]:

@@ -96,8 +96,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("drills") / "data"
     data_dir.mkdir()
     (data_dir / "kairos.toml").write_text(_config(receiver, outage))
-    # A process per worker kind: each drill SIGKILLs one kind in the middle of its batches.
-    process = Process(data_dir, free_port(), ["--worker-processes", "each"])
+    # A process per worker kind, two of each (on four partitions; one sink, which owns
+    # embedded ClickHouse): each drill SIGKILLs one kind's first process in the middle of its
+    # batches while the second shares the partitions with it.
+    process = Process(data_dir, free_port(), ["--worker-processes", "each",
+                                              "--worker-instances", "2"])  # fmt: skip
     process.start(timeout=120)
     client = redis.Redis.from_url(EmbeddedRedis(data_dir).url)
     found = Stack(process, client, receiver, outage)

@@ -154,13 +154,19 @@ class Stack:
             return None
 
     def busy(self, worker: str, since: float) -> bool:
-        """The worker holds a batch it has read but not acknowledged, and has read from the
-        spool since ``since`` (monotonic seconds): the process started then is working on it,
-        rather than a dead one holding it, or a new one still starting."""
+        """The worker's process (the first instance of its kind: ``run/<worker>.pid``; its
+        consumer's name ends in its pid) holds a batch it has read but not acknowledged, and has
+        read from the spool since ``since`` (monotonic seconds): the process started then is
+        working on it, rather than a dead one holding it, or a new one still starting."""
         ago_ms = (time.monotonic() - since) * 1000
+        mine = f"-{self.pid(worker)}".encode()
         for partition in layout_of(self.redis).partitions:
             for consumer in self.redis.xinfo_consumers(partition.log, worker):
-                if consumer["pending"] and consumer["idle"] < ago_ms:
+                if (
+                    consumer["name"].endswith(mine)
+                    and consumer["pending"]
+                    and consumer["idle"] < ago_ms
+                ):
                     return True
         return False
 
