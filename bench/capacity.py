@@ -31,7 +31,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,9 +48,10 @@ import redis  # noqa: E402
 
 from bench.harness import add_options, free_port, machine, parse, publish, start_engine, stop  # noqa: E402
 from collector.partitions import layout_of  # noqa: E402
-from edge.runtime.embedded_redis import redis_binary  # noqa: E402
+from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from edge.runtime.stores import redis_client  # noqa: E402
 from profiles.trainer import QUEUE, REDO  # noqa: E402
+from tests.redis_cluster import RedisCluster  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "capacity.md"
 WRITE_KEY, SECRET_KEY = "wk_bench", "sk_bench"
@@ -329,102 +329,30 @@ def _sql(http: httpx.Client, query: str) -> list[list[Any]]:
 
 
 class Redises:
-    """A private redis-server on a port, or a 3-master cluster on three."""
+    """A private redis-server (the embedded one, AOF on), or a 3-master cluster on loopback
+    ports (the tests' own, AOF on too)."""
 
     def __init__(self, base: Path, cluster: bool):
-        self.base, self.cluster, self.procs = base, cluster, []
-        binary = redis_binary()
-        ports = _ports(3 if cluster else 1)
-        for port in ports:
-            folder = base / f"redis-{port}"
-            folder.mkdir(parents=True)
-            argv = [
-                binary,
-                "--port",
-                str(port),
-                "--dir",
-                str(folder),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--bind",
-                "127.0.0.1",
-            ]
-            if cluster:
-                argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-            self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
-        for port, proc in zip(ports, self.procs):
-            _wait_redis(port)
-            if proc.poll() is not None:  # another process took the port meanwhile
-                self.stop()
-                raise RuntimeError(f"redis-server on port {port} exited: run the bench again")
+        self.server: RedisCluster | EmbeddedRedis
         if cluster:
-            cli = str(Path(binary).with_name("redis-cli"))
-            subprocess.run(
-                [
-                    cli,
-                    "--cluster",
-                    "create",
-                    *[f"127.0.0.1:{p}" for p in ports],
-                    "--cluster-replicas",
-                    "0",
-                    "--cluster-yes",
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                timeout=60,
-            )
-            deadline = time.monotonic() + 30
-            while (
-                redis.Redis(port=ports[0], socket_timeout=2).cluster("info").get("cluster_state")
-                != "ok"
-            ):
-                assert time.monotonic() < deadline, "cluster did not form"
-                time.sleep(0.1)
-        self.url = f"redis://127.0.0.1:{ports[0]}/0"
-        self.ports = ports
+            self.server = RedisCluster(base / "cluster", masters=3)
+            self.url = self.server.start()
+            self.nodes = [f"redis://127.0.0.1:{port}/0" for port in self.server.ports]
+        else:
+            self.server = EmbeddedRedis(base)  # in base/redis
+            self.url = self.server.start()
+            self.nodes = [self.url]
 
     def cpu_seconds(self) -> float:
         total = 0.0
-        for port in self.ports:
-            info = redis.Redis(port=port).info("cpu")
+        for url in self.nodes:
+            with redis.Redis.from_url(url) as node:
+                info = node.info("cpu")
             total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
         return total
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            proc.wait(30)
-
-
-def _ports(count: int) -> list[int]:
-    """Free ports whose cluster bus ports (+10,000) are free too and clash with none of them."""
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = free_port()
-        if port > 55_000 or any(abs(port - other) in (0, 10_000) for other in chosen):
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10_000))
-            except OSError:
-                continue
-        chosen.append(port)
-    return chosen
-
-
-def _wait_redis(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            redis.Redis(port=port, socket_timeout=2).ping()
-            return
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, f"redis on {port} did not start"
-            time.sleep(0.05)
+        self.server.stop()
 
 
 def scaling_run(

@@ -155,3 +155,18 @@ def die(reader: SpoolReader) -> None:
 
 def count(ch: Any) -> int:
     return int(ch.query("SELECT count() FROM events").result_rows[0][0])
+
+
+def resolve_profiles(r: Any, layout: Any) -> None:
+    """The profile updater over every partition of ``layout``, until it has read everything
+    (the workers after it read the profile ids it keeps)."""
+    from profiles.store import ProfileStore
+    from profiles.updater import ProfileUpdater
+
+    reader = SpoolReader(r, "profiles", "updater", layout)
+    reader.ensure_group()
+    updater = ProfileUpdater(reader, ProfileStore(r))
+    while entries := reader.read(200, 1):
+        updater.process(entries)
+        reader.ack(entries, {})
+    reader.release()

@@ -22,10 +22,9 @@ from journeys.runs import RUN, Run
 from journeys.shards import shard_of
 from journeys.spec import JOURNEY
 from journeys.worker import JourneyWorker
-from profiles import ProfileStore, ProfileUpdater
 from profiles.store import identity_key
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
-from tests.helpers import eventually
+from tests.helpers import eventually, resolve_profiles
 from tests.journeys.conftest import Clock, Receiver, abandoned_cart, put_journey, run_of, track
 
 FOUR = Layout(4)
@@ -53,17 +52,6 @@ def did(device: str, event: str) -> wire.Message:
 
 def journey(body: dict[str, Any]) -> Any:
     return JOURNEY.decode(msgspec.json.encode(body))
-
-
-def resolve(r: redis.Redis) -> None:
-    """The profile updater, over every partition, until it has read everything."""
-    reader = SpoolReader(r, "profiles", "updater", FOUR)
-    reader.ensure_group()
-    updater = ProfileUpdater(reader, ProfileStore(r))
-    while entries := reader.read(100, 1):
-        updater.process(entries)
-        reader.ack(entries, {})
-    reader.release()
 
 
 def pid_of(r: redis.Redis, device: str) -> str:
@@ -151,7 +139,7 @@ def test_a_timer_and_an_order_racing_over_one_run_make_one_step_and_one_action(
     store.put_journey(r, "checkout", journey(checkout(receiver.url)))
     (laptop,), (phone,) = devices(0, "laptop-"), devices(1, "phone-")
     append_now(r, [login(laptop, "u1"), did(laptop, "Product Added"), login(phone, "u1")], FOUR)
-    resolve(r)
+    resolve_profiles(r, FOUR)
     pid = pid_of(r, laptop)
     assert pid_of(r, phone) == pid
     clock = [int(time.time() * 1000)]
@@ -161,7 +149,7 @@ def test_a_timer_and_an_order_racing_over_one_run_make_one_step_and_one_action(
     clock[0] += HOUR + 60_000
     poll(b)  # partitions 1 and 3 caught up past the hour, just before the order comes
     append_now(r, [did(phone, "Order Completed")], FOUR)
-    resolve(r)
+    resolve_profiles(r, FOUR)
     both_read = threading.Barrier(2, timeout=30)
     real, waited = store.read_people, set()
 
@@ -209,12 +197,12 @@ def test_an_exit_through_another_partition_is_applied_before_the_timer(
     (laptop, other), (phone,) = devices(0, "laptop-", 2), devices(1, "phone-")
     append_now(r, [login(laptop, "u1"), login(phone, "u1")], FOUR)
     append_now(r, [did(laptop, "Product Added"), did(other, "Product Added")], FOUR)
-    resolve(r)
+    resolve_profiles(r, FOUR)
     clock = [int(time.time() * 1000)]
     a, b = instances(clock, a=[0, 2], b=[1, 3])
     settle(a, b)  # both entered; every partition caught up (before the hour is up)
     append_now(r, [did(phone, "Order Completed")], FOUR)
-    resolve(r)
+    resolve_profiles(r, FOUR)
     clock[0] += HOUR + 60_000
     settle(a)  # b has not read the order yet
     assert receiver.received == []

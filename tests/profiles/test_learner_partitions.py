@@ -26,20 +26,10 @@ from profiles.privacy import erase
 from profiles.shoppers import ShopperStream
 from profiles.store import ProfileStore
 from profiles.trainer import LATENESS_MS
-from profiles.updater import ProfileUpdater
+from tests.helpers import resolve_profiles
 
 FOUR = Layout(4)
 Labelled = list[tuple[Example, bool]]
-
-
-def resolve_people(r: redis.Redis) -> None:
-    """The profile updater over every partition (the learner reads the profile ids it keeps)."""
-    reader = SpoolReader(r, "profiles", "updater", FOUR)
-    reader.ensure_group()
-    updater = ProfileUpdater(reader, ProfileStore(r))
-    while entries := reader.read(200, 1):
-        updater.process(entries)
-        reader.ack(entries, {})
 
 
 def learner(
@@ -99,7 +89,7 @@ def forget_learning(r: redis.Redis) -> None:
 def shoppers(redis_url: str, r: redis.Redis) -> None:
     layout_of(r, 4)
     fill(redis_url, list(ShopperStream(shoppers=300, days=21, seed=11).messages()), FOUR)
-    resolve_people(r)
+    resolve_profiles(r, FOUR)
 
 
 def learned(r: redis.Redis) -> dict[str, int]:
@@ -239,9 +229,9 @@ def one_person(r: redis.Redis, anonymous_ids: list[str]) -> str:
     profile id."""
     layout_of(r, 4)
     append_now(r, [login(d, "the-user") for d in anonymous_ids], FOUR)
-    resolve_people(r)  # one profile, before any event of theirs
+    resolve_profiles(r, FOUR)  # one profile, before any event of theirs
     append_now(r, [page(d, 0) for d in anonymous_ids], FOUR)
-    resolve_people(r)
+    resolve_profiles(r, FOUR)
     store = ProfileStore(r)
     found = store.lookup([f"anonymous_id:{d}" for d in anonymous_ids])
     (pid,) = {store.resolve(p) for p in found.values()}
@@ -271,7 +261,7 @@ def test_two_partitions_racing_over_one_person_count_each_event_once(
     assert before.events == 2
 
     append_now(r, [page(d, n, day=1) for d in (zero, one) for n in range(1, 4)], FOUR)
-    resolve_people(r)
+    resolve_profiles(r, FOUR)
     read = threading.Barrier(2, timeout=30)
     real = Run._load
 
@@ -314,7 +304,7 @@ def test_an_erasure_reaches_every_partition(r: redis.Redis) -> None:
     pid = one_person(r, [zero, two])
     append_now(r, [page(d, n, day) for d in (zero, two, other) for day in (1, 3)
                    for n in range(1, 4)], FOUR)  # fmt: skip
-    resolve_people(r)
+    resolve_profiles(r, FOUR)
     a = learner(r, "a", [], held={0, 1})
     b = learner(r, "b", [], held={2, 3})
     drive(a, b)
