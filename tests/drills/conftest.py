@@ -49,12 +49,12 @@ class Deadline:
 
 @pytest.fixture
 def drill_engine(kairos_process: Callable[..., Process]) -> Callable[..., Process]:
-    """``kairos up ARGS`` on a fresh data dir with rate limits off and two instances of each
-    worker (sharing four partitions; the sink stays one: it owns embedded ClickHouse); not
-    started yet."""
+    """``kairos up ARGS`` on a fresh data dir with rate limits off and ``instances`` of each
+    worker (two by default, sharing four partitions; the sink stays one: it owns embedded
+    ClickHouse); not started yet."""
 
-    def make(*args: str) -> Process:
-        process = kairos_process("--worker-instances", "2", *args)
+    def make(*args: str, instances: int = 2) -> Process:
+        process = kairos_process("--worker-instances", str(instances), *args)
         (process.data_dir / "kairos.toml").write_text(LIMITS_OFF)
         return process
 

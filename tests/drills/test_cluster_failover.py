@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from collector.partitions import Layout
 from tests.drills.conftest import Deadline, Sender, stored_counts, wait_stored
 from tests.redis_cluster import RedisCluster
 
@@ -23,7 +24,8 @@ def test_a_master_failover_loses_no_acknowledged_message(drill_engine: Any, tmp_
     cluster = RedisCluster(tmp_path / "cluster", masters=3, replicas=2)
     cluster.start()
     try:
-        doomed = cluster.master_of("{spool}:log")
+        log = Layout(4).partition(0).log  # the drill engine's spool has four partitions
+        doomed = cluster.master_of(log)
         survivor = next(p for p in cluster.ports if p != doomed)  # the URL the engine is given
         engine = drill_engine("--redis-url", f"redis://127.0.0.1:{survivor}/0",
                               "--spool-replicas", "1", "--workers", "sink,profiles")  # fmt: skip
@@ -39,7 +41,7 @@ def test_a_master_failover_loses_no_acknowledged_message(drill_engine: Any, tmp_
         cluster.kill(doomed)  # SIGKILL: what it had not replicated is gone with it
         before = acked()
         deadline.wait_for("acknowledgements after the failover", lambda: acked() >= before + 600)
-        assert cluster.master_of("{spool}:log") != doomed  # its replica serves the spool now
+        assert cluster.master_of(log) != doomed  # its replica serves the partition now
         for sender in senders:
             sender.finish()
         for sender in senders:

@@ -220,7 +220,9 @@ def test_clickhouse_away_for_30_s_ingestion_answers_and_the_spool_drains(
     ingestion into two API processes: every request answers 200 meanwhile, and afterwards
     ClickHouse holds exactly the acknowledged messages."""
     deadline = Deadline(150)
-    engine = drill_engine("--api-workers", "2", "--workers", "sink").start(timeout=90)
+    # One instance: the sink is the only worker, and there is one (it owns chdb).
+    engine = drill_engine("--api-workers", "2", "--workers", "sink", instances=1)
+    engine.start(timeout=90)
     spool = _spool(engine)
     sender = Sender(engine.url, "c", size=10, pause=0.02)
     sender.start()
@@ -254,7 +256,8 @@ def test_a_full_spool_answers_503_and_loses_nothing(drill_engine: Any) -> None:
     refused messages sent again are accepted."""
     deadline = Deadline(120)
     limit = 30
-    engine = drill_engine("--spool-limit", str(limit), "--workers", "sink").start(timeout=90)
+    engine = drill_engine("--spool-limit", str(limit), "--workers", "sink", instances=1)
+    engine.start(timeout=90)  # (one sink, one partition: the limit is a partition's)
     spool = _spool(engine)
     sender = Sender(engine.url, "d", size=10)
     with httpx.Client(timeout=30) as client:

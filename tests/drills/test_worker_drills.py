@@ -25,7 +25,8 @@ from bench.profiles import fill
 from collector import SpoolReader
 from collector.reader import ensure_group
 from edge.runtime.embedded_redis import EmbeddedRedis
-from journeys.store import DEFS, OUTBOX, SENT, pending_actions
+from journeys.shards import layout_now, shards
+from journeys.store import DEFS, pending_actions
 from profiles.history import NUMERIC
 from profiles.learner import (
     REDO,
@@ -383,7 +384,8 @@ def test_journeys_worker_killed_during_delivery_sends_one_action_per_person(
     repeats = sum(keys.values()) - len(keys)
     print(f"journeys: {len(people)} actions, {kills} SIGKILLs in flight, {repeats} resent")
     assert repeats <= kills, keys.most_common(3)
-    sent = [k for k in stack.redis.hkeys(SENT) if k.startswith(f"{SIGNAL}|".encode())]
+    sent = [k for shard in shards(layout_now(stack.redis)) for k in stack.redis.hkeys(shard.sent)
+            if k.startswith(f"{SIGNAL}|".encode())]  # fmt: skip
     assert len(sent) == len(people)
     assert _announced(stack, SIGNAL, len(people)) == [[len(people), len(people)]]
 
@@ -437,5 +439,7 @@ def _announced(stack: Stack, journey: str, count: int) -> list[list[int]]:
 
 
 def _queued(stack: Stack, journey: str) -> list[bytes]:
-    """The journey's actions still in the outbox."""
-    return [k for k in stack.redis.zrange(OUTBOX, 0, -1) if k.startswith(f"{journey}|".encode())]
+    """The journey's actions still in an outbox (of any partition)."""
+    return [k for shard in shards(layout_now(stack.redis))
+            for k in stack.redis.zrange(shard.outbox, 0, -1)
+            if k.startswith(f"{journey}|".encode())]  # fmt: skip
