@@ -131,8 +131,9 @@ class RedisCluster:
                         node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
 
     def master_at(self, slot: int) -> int:
-        """The port of the master serving ``slot`` now."""
-        with redis.Redis(port=self.ports[0], socket_timeout=1) as client:
+        """The port of the master serving ``slot`` now (as the first node alive sees it)."""
+        alive = next(p for p in self.ports if self.processes[p].poll() is None)
+        with redis.Redis(port=alive, socket_timeout=1) as client:
             for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return int(master[1])
