@@ -27,6 +27,7 @@ Every answer but a 2xx fails the run. Prints a table and writes bench/reports/ca
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import queue
@@ -74,7 +75,8 @@ class Workload:
 @dataclass
 class Replay:
     acked: int = 0  # messages
-    decisions: int = 0
+    decisions: int = 0  # made by the policy (logged, rewarded)
+    defaults: int = 0  # answered 200 with the default variant (``fallback``: not logged)
     clicks: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -140,7 +142,11 @@ def replay(url: str, work: Workload, connections: int = 16) -> Replay:
                                 f"/v1/decide {asked.status_code}: {asked.text[:200]}"
                             )
                         continue
-                    decision = asked.json()["decisions"]["hero"]["decisionId"]
+                    hero = asked.json()["decisions"]["hero"]
+                    decision = hero["decisionId"]
+                    if hero.get("fallback"):  # e.g. Redis did not answer within the timeout
+                        with lock:
+                            done.defaults += 1
                     if (index + number) % 10 == 0:
                         clicks.append(
                             {
@@ -155,7 +161,7 @@ def replay(url: str, work: Workload, connections: int = 16) -> Replay:
                     done.acked += (
                         100 if index < len(work.bodies) - 1 else (work.messages % 100 or 100)
                     )
-                    done.decisions += len(work.decide_for[index])
+                    done.decisions += len(work.decide_for[index])  # less the defaults, below
                 if clicks:
                     answer = client.post("/v1/batch", json={"batch": clicks})
                     with lock:
@@ -171,6 +177,7 @@ def replay(url: str, work: Workload, connections: int = 16) -> Replay:
     for thread in threads:
         thread.join()
     done.seconds = time.monotonic() - started
+    done.decisions -= done.defaults
     return done
 
 
@@ -243,12 +250,14 @@ def probe_delays(
     return delays
 
 
-def fully_processed(work: Workload, base: Path, instances: int) -> dict[str, Any]:
-    data = base / f"full-{instances}" / "data"
+def fully_processed(work: Workload, base: Path, name: str, *options: str,
+                    root: Path = ROOT) -> dict[str, Any]:  # fmt: skip
+    """(a) on ``kairos up --spool-limit 0 OPTIONS`` run from the source tree ``root``."""
+    data = base / f"full-{name}" / "data"
     data.mkdir(parents=True)
     port = free_port()
-    engine = start_engine(data, port, "--spool-limit", "0", "--worker-instances", str(instances),
-                          keys=(WRITE_KEY, SECRET_KEY))  # fmt: skip
+    engine = start_engine(data, port, "--spool-limit", "0", *options, keys=(WRITE_KEY, SECRET_KEY),
+                          root=root)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         http = httpx.Client(
@@ -323,6 +332,16 @@ def _sql(http: httpx.Client, query: str) -> list[list[Any]]:
     answer = http.post("/v1/sql", json={"query": query})
     answer.raise_for_status()
     return list(answer.json()["rows"])
+
+
+def baseline_tree(revision: str, base: Path) -> Path:
+    """A worktree of ``revision`` under ``base`` (removed at exit)."""
+    tree = base / "baseline-tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision],
+                   check=True, capture_output=True)  # fmt: skip
+    remove = ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)]
+    atexit.register(lambda: subprocess.run(remove, capture_output=True))
+    return tree
 
 
 # -- (b) scaling ----------------------------------------------------------------------------
@@ -462,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 2],
         help="(a)'s runs: kairos up --worker-instances N for each N, comma-separated (default 1,2)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="(a) first on the engine at git revision REV (a worktree of it, run with this "
+        "venv), as it runs by default: the same-run baseline (the docs' is 9775f95^, the "
+        "engine before issue 17)",
+    )
     add_options(parser, REPORT)
     args = parse(parser, QUICK, argv)
     base = Path(tempfile.mkdtemp(prefix="kairos-capacity-"))
@@ -479,15 +505,18 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             "## (a) Fully processed, `kairos up` on embedded defaults",
             "",
-            "| `--worker-instances` | acknowledged | ack rate | fully processed in | "
-            "fully processed rate | ack → profile p50 | p99 | probes |",
+            "| engine (`--worker-instances`, or a revision) | acknowledged | ack rate | "
+            "fully processed in | fully processed rate | ack → profile p50 | p99 | probes |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         notes = []
-        for instances in args.instances:
-            print(f"(a) fully processed, kairos up --worker-instances {instances}…",
+        runs = [(str(n), ["--worker-instances", str(n)], ROOT) for n in args.instances]
+        if args.baseline:
+            runs.insert(0, (f"`{args.baseline}`", [], baseline_tree(args.baseline, base)))
+        for instances, options, root in runs:
+            print(f"(a) fully processed, kairos up {' '.join(options)} from {root}…",
                   file=sys.stderr)  # fmt: skip
-            full = fully_processed(work, base, instances)
+            full = fully_processed(work, base, instances.strip("`"), *options, root=root)
             done = full["replay"]
             failures += done.errors[:5]
             d, mem = full["delays"], full["memory"]
@@ -499,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms | {len(d)} |"
             )
             notes += [
-                f"`--worker-instances {instances}`: decisions {done.decisions:,}, clicks "
+                f"{instances}: decisions {done.decisions:,} (and {done.defaults:,} answered "
+                f"with the default variant: the decide timeout), clicks "
                 f"{done.clicks:,}; answers other than 2xx: {len(done.errors)}. Redis after it: "
                 f"{mem['used'] / 1e6:,.1f} MB more than before, of which the dedup window's sets "
                 f"{mem['dedup'] / 1e6:,.1f} MB (they expire after 28 h) and the learner's "

@@ -136,17 +136,19 @@ def start_engine(
     limits: tuple[float, float] = (QUIET_LIMIT, QUIET_LIMIT),
     cpus: str | None = None,
     timeout: float = 120,
+    root: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     """``kairos up`` on ``data_dir`` with ``keys`` (write, secret) and ``limits`` (per IP, per
     key) once it answers; its log goes to ``engine.log`` beside the data dir. ``cpus``: pin it
-    (and so its workers and its embedded Redis, which inherit the affinity) with taskset."""
+    (and so its workers and its embedded Redis, which inherit the affinity) with taskset;
+    ``root``: the source tree it runs from (another revision's worktree, for a baseline)."""
     write_limits(data_dir, *limits)
     env = {**os.environ, "KAIROS_WRITE_KEY": keys[0], "KAIROS_SECRET_KEY": keys[1]}
     argv = [sys.executable, "-m", "edge.cli", "up", "--port", str(port), "--data-dir",
             str(data_dir), "--log-format", "json", *extra]  # fmt: skip
     log = data_dir.parent / "engine.log"
     with open(log, "ab") as out:  # the child keeps its own copy
-        proc = subprocess.Popen(_pinned(cpus, argv), stdout=out, stderr=out, env=env, cwd=ROOT)
+        proc = subprocess.Popen(_pinned(cpus, argv), stdout=out, stderr=out, env=env, cwd=root)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout, proc)
     except RuntimeError as exc:

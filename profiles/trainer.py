@@ -268,7 +268,7 @@ class Trainer:
 
     def checkpoint(self) -> bool:
         """Save the models atomically (one SET: the old checkpoint or the new, never half),
-        if they are the models Redis holds; then publish them."""
+        if they are the models Redis holds; then publish and summarize them."""
         if self.round is None:
             return False
         blob = pickle.dumps({"models": self.models, "round": self.round,
@@ -279,6 +279,7 @@ class Trainer:
             return False
         self._saved_at, self._redo = time.monotonic(), 0
         self.publish()
+        self.summarize()  # (so the summary a stopped trainer leaves is of its last models)
         log.info("models checkpointed", extra={"bytes": len(blob), "round": self.round})
         return True
 
