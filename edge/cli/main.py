@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run N instances of each worker kind (N hosts with one; N processes of each kind "
         "with each): they share the spool's partitions, and a Python process uses one core, so "
-        "N up to the machine's cores adds throughput; each host adds about 140 MB. A new spool "
+        "N up to the machine's cores adds throughput; each is a process of its own. A new spool "
         "then gets 2N partitions (a power of two) unless --spool-partitions says; the sink stays "
         "one while it owns embedded ClickHouse (env KAIROS_WORKER_INSTANCES; default "
         "%(default)s)",
