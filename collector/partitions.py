@@ -133,13 +133,13 @@ def _tag(index: int, count: int) -> str:
     return f"{{spool.{index}.{n}}}"
 
 
-def layout_of(client: redis.Redis, requested: int | None = None) -> Layout:
-    """The spool's layout: as created, or created now with ``requested`` partitions (1 when
-    not given: whoever touches a spool first fixes its count, so that one created by a worker
-    started without the option cannot change under data). Raises ``PartitionsMismatch`` when
-    it exists with another count."""
-    Layout(requested or 1)  # a bad count fails before anything is written
-    client.set(PARTITIONS, requested or 1, nx=True)
+def layout_of(client: redis.Redis, requested: int | None = None, new: int = 1) -> Layout:
+    """The spool's layout: as created, or created now with ``requested`` partitions (``new``
+    when not given: whoever touches a spool first fixes its count, so that one created by a
+    worker started without the option cannot change under data). Raises
+    ``PartitionsMismatch`` when it exists with another count than ``requested``."""
+    Layout(requested or new)  # a bad count fails before anything is written
+    client.set(PARTITIONS, requested or new, nx=True)
     return _checked(int(client.get(PARTITIONS) or 1), requested)
 
 

@@ -140,7 +140,14 @@ def up(args: argparse.Namespace) -> int:
             redis_server.keep_running()  # a Redis that dies comes back with its AOF
         client = redis_client(redis_url)
         try:
-            layout = layout_of(client, _partitions(client, args))
+            # A new spool without --spool-partitions: two partitions per instance of each kind
+            # (a power of two), so that every instance has work to share.
+            new = (
+                1 << (2 * args.worker_instances - 1).bit_length()
+                if args.worker_instances > 1
+                else 1
+            )
+            layout = layout_of(client, args.spool_partitions, new)
         except (PartitionsMismatch, ValueError) as exc:
             raise StartError(str(exc)) from None
         if layout.count < args.worker_instances:
@@ -335,16 +342,6 @@ def _demo(client: Any, settings: Any) -> None:
     threading.Thread(target=later, name="demo", daemon=True).start()
 
 
-def _partitions(client: Any, args: argparse.Namespace) -> int | None:
-    """``--spool-partitions``; else, for a new spool and several instances of each kind, two
-    partitions per instance (a power of two), so that every instance has work to share."""
-    from collector.partitions import PARTITIONS
-
-    if args.spool_partitions or args.worker_instances == 1 or client.exists(PARTITIONS):
-        return args.spool_partitions  # type: ignore[no-any-return]
-    return 1 << (2 * args.worker_instances - 1).bit_length()
-
-
 def _start_workers(
     supervisor: Any,
     workers: list[str],
@@ -364,7 +361,9 @@ def _start_workers(
     groups = [workers] if processes == "one" and workers else [[name] for name in workers]
     for instance in range(1, instances + 1):
         for kinds in groups:
-            names = [n for n in kinds if instance == 1 or n != "sink" or store_socket is None]
+            names = kinds
+            if instance > 1 and store_socket is not None:  # one sink: it owns chdb
+                names = [n for n in kinds if n != "sink"]
             if not names:
                 continue
             needs = {need for name in names for need in WORKERS[name].needs}
