@@ -11,6 +11,7 @@ directory, so other processes read through the owner's query service: ``unix:///
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -127,8 +128,8 @@ class LocalStore(EventStore):
         except OperationalError as exc:  # the server is unreachable
             raise StoreUnavailable(_first_line(str(exc))) from None
         except Exception as exc:  # the user's SQL was refused or failed: report, do not crash
-            text = _first_line(str(exc))
-            if _READONLY_CODE in str(exc):
+            text = _engine_message(str(exc))
+            if _READONLY_CODE in text:
                 raise QueryFailed(f"the SQL endpoint is read-only: {text}", "read_only") from None
             raise QueryFailed(text) from None
         return QueryResult(
@@ -213,6 +214,18 @@ def open_store(url: str) -> EventStore:
     if url.startswith("unix://"):
         return RemoteStore(url.removeprefix("unix://"))
     return LocalStore(url)
+
+
+def _engine_message(text: str) -> str:
+    """The engine's own error text, the same from chdb and over HTTP: the HTTP client wraps it
+    ("Received ClickHouse exception, code: 60, server response: Code: 60. …") and the server
+    appends its version and the client its URL, which are no business of an API caller."""
+    start = text.find("Code: ")
+    text = _first_line(text[start:] if start >= 0 else text)
+    return _TRAILERS.sub("", text)
+
+
+_TRAILERS = re.compile(r"(?:\s+\(version [^()]*(?:\([^()]*\))?[^()]*\))?(?:\s+\(for url [^)]*\))?$")
 
 
 def _first_line(text: str) -> str:

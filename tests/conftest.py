@@ -37,6 +37,7 @@ from edge.runtime.settings import Settings
 from edge.runtime.stores import redis_client
 from edge.runtime.workers import Needs, start
 from tests.browser import launched
+from tests.clickhouse_http import ClickHouseFront
 from tests.redis_cluster import RedisCluster
 
 WRITE_KEY = "wk_test"
@@ -69,13 +70,39 @@ def started_by_the_tests() -> list[tuple[int, str]]:
     return found
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The ClickHouse paths a test runs on: the embedded engine, and for the modules marked
+    ``clickhouse_http`` the HTTP client path too (``only=True``: that path alone); with
+    CLICKHOUSE_URL set, the real server alone."""
+    if "clickhouse_server" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("clickhouse_http")
+    if os.environ.get("CLICKHOUSE_URL"):
+        paths = ["server"]
+    elif marker is None:
+        paths = ["chdb"]
+    else:
+        paths = ["http"] if marker.kwargs.get("only") else ["chdb", "http"]
+    metafunc.parametrize("clickhouse_server", paths, indirect=True, scope="session")
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m selects by the marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the [cluster] run of each Redis test ``cluster`` (the fast loop leaves them out)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the [cluster] run of each Redis test ``cluster`` (the fast loop leaves them out);
+    the HTTP path runs on the single Redis server only (it changes nothing Redis sees)."""
+    kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("redis_server") == "cluster":
+        params = callspec.params if callspec is not None else {}
+        if params.get("redis_server") == "cluster":
+            if params.get("clickhouse_server") == "http":
+                dropped.append(item)
+                continue
             item.add_marker(pytest.mark.cluster)
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.hookimpl(trylast=True)
@@ -142,9 +169,24 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """CLICKHOUSE_URL when set (a real server), else the embedded engine in a temp dir."""
-    return os.environ.get("CLICKHOUSE_URL") or embedded_url(tmp_path_factory.mktemp("ch"))
+def clickhouse_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded engine's data dir: one per process, shared by both paths to it."""
+    return tmp_path_factory.mktemp("ch") / "clickhouse"
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(request: pytest.FixtureRequest, clickhouse_path: Path) -> Iterator[str]:
+    """CLICKHOUSE_URL when set (a real server); else the embedded engine, in process
+    (``[chdb]``) or, for the modules marked ``clickhouse_http``, also over clickhouse-connect's
+    HTTP client through the test front in ``tests/clickhouse_http.py`` (``[http]``)."""
+    if request.param == "server":
+        yield os.environ["CLICKHOUSE_URL"]
+    elif request.param == "chdb":
+        yield embedded_url(clickhouse_path.parent)
+    else:
+        front = ClickHouseFront(str(clickhouse_path)).start()
+        yield front.url
+        front.stop()
 
 
 @pytest.fixture

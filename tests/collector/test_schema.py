@@ -15,6 +15,8 @@ from collector.intake import truncate_ip
 from collector.reader import Entry
 from collector.wire import to_lines
 
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
+
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 COLUMNS = (
     "message_id, type, event, name, timestamp, original_timestamp, anonymous_id, user_id, "

@@ -16,6 +16,8 @@ from edge.runtime.workers import start
 from tests.conftest import worker_needs
 from tests.helpers import count, die, fill
 
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
+
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 

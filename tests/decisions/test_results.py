@@ -7,6 +7,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from tests.conftest import SECRET_KEY, Engine
 from tests.helpers import (
     bearer,
@@ -14,6 +16,8 @@ from tests.helpers import (
     members,
     run_experiment,
 )
+
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
 
 VARIANT_FIELDS = {"variant", "units", "conversions", "rate", "lift", "liftCI", "pValue",
                   "chanceToBeatControl", "expectedLoss", "sequential"}  # fmt: skip

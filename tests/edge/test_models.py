@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import redis
 
 from edge.runtime.config import Config
@@ -17,6 +18,8 @@ from profiles.store import ProfileStore
 from profiles.valuation import refit
 from tests.conftest import WRITE_KEY, Engine
 from tests.helpers import bearer, eventually, members
+
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
 
 
 def scored(r: redis.Redis, name: str) -> dict[str, float]:

@@ -12,6 +12,8 @@ from profiles.scoring import LeadScoring, ScoreRule
 from tests.conftest import WRITE_KEY, Engine
 from tests.helpers import bearer, eventually
 
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
+
 
 def get(engine: Engine, path: str, **params: Any) -> Any:
     answer = engine.client.get(engine.url + path, headers=bearer(), params=params)

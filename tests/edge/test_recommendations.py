@@ -29,6 +29,8 @@ from tests.helpers import (
     wait_catalog,
 )
 
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
+
 SHOP = "https://shop.example/p/"
 ITEMS = [
     {"id": "hat1", "name": "Wool hat", "category": "hats", "price": 20},

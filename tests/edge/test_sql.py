@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, basic
 
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
+
 KAIROS = str(Path(sys.executable).with_name("kairos"))
 
 
@@ -90,14 +92,30 @@ def test_sql_needs_the_secret_key(engine: Engine) -> None:
             "$.query: Expected `str` of length >= 1",
             id="empty",
         ),
-        pytest.param(b'{"query": "SELEC 1"}', "query_failed", "Code: 62", id="syntax-error"),
+        pytest.param(
+            b'{"query": "SELEC 1"}',
+            "query_failed",
+            "Code: 62. DB::Exception: Syntax error",
+            id="syntax-error",
+        ),
     ],
 )
 def test_bad_sql_requests_are_400(engine: Engine, body: bytes, code: str, message: str) -> None:
     answer = engine.client.post(engine.url + "/v1/sql", content=body, headers=basic(SECRET_KEY))
     assert answer.status_code == 400
     assert answer.json()["code"] == code
-    assert message in answer.json()["message"]
+    assert answer.json()["message"].startswith(message)
+
+
+def test_engine_errors_read_the_same_on_every_path(engine: Engine) -> None:
+    """The engine's text, neither the HTTP client's wrapping nor the server's URL or version."""
+    answer = engine.client.post(
+        engine.url + "/v1/sql", json={"query": "SELECT * FROM nope"}, headers=basic(SECRET_KEY)
+    )
+    assert answer.status_code == 400
+    message = answer.json()["message"]
+    assert message.startswith("Code: 60. DB::Exception: Unknown table expression identifier 'nope'")
+    assert message.endswith("(UNKNOWN_TABLE)")
 
 
 def test_kairos_sql_reports_an_unreachable_engine() -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.conftest import Engine
 from tests.helpers import bearer
+
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
 
 T0 = datetime(2026, 10, 1, 10, tzinfo=UTC)
 JOURNEY = {

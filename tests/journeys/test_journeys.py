@@ -19,6 +19,8 @@ from tests.conftest import SECRET_KEY, Engine, worker_needs
 from tests.helpers import bearer, eventually
 from tests.journeys.conftest import Clock, Receiver, abandoned_cart, put_journey, run_of, track
 
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
+
 
 def test_abandoned_cart_reminds_after_the_wait_and_never_after_an_order(
     engine: Engine, clock: Clock, receiver: Receiver

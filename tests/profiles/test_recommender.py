@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis
 
 from bench.profiles import fill
@@ -19,6 +20,8 @@ from profiles.shoppers import CATALOG, ShopperStream, send
 from profiles.strategies import RECS, WANTED
 from tests.conftest import WRITE_KEY, Engine
 from tests.helpers import eventually
+
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
 
 
 def test_the_catalog_fills_from_events(r: redis.Redis, redis_url: str) -> None:

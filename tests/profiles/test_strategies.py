@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from collector.store import open_store
 from edge.runtime.stores import redis_client
 from profiles.shoppers import CATALOG, ShopperStream, send
 from profiles.strategies import RECS, Settings, candidates, refresh
 from tests.conftest import WRITE_KEY, Engine
 from tests.helpers import eventually
+
+pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
 
 
 def test_lists_from_history(engine: Engine) -> None:
