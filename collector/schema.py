@@ -1,8 +1,15 @@
-"""ClickHouse schema: versioned, idempotent migrations applied on start.
+"""ClickHouse schema: versioned, idempotent migrations applied on start, in one of two shapes.
 
 Each migration runs once (its version is recorded in ``schema_migrations``) and is written so
 that running it twice is harmless too: two processes starting together cannot break the schema.
 The same SQL serves the embedded engine (chdb) and a ClickHouse server.
+
+A ``Shape`` says where the tables live. On one server (or chdb) each table is a MergeTree. On a
+cluster (``--clickhouse-cluster NAME``) each is a ReplicatedMergeTree ``<table>_local`` on every
+shard with a Distributed ``<table>`` over them, sharded by the person, so one person's history
+stays on one shard; every statement runs ``ON CLUSTER``, reads and inserts go through the
+Distributed tables, and erasure (a DELETE, which a Distributed table refuses) runs on the local
+ones. Both shapes are rendered from the one definition of each table below.
 
 The sink inserts spool payloads as they are (a JSON line per message) into ``events_intake``, a
 Null table; the materialized view ``events_intake_mv`` maps each message to an ``events`` row in
@@ -12,15 +19,117 @@ ClickHouse itself: one JSON parse per message in C++, none in Python.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-__all__ = ["INTAKE_SETTINGS", "MIGRATIONS", "migrate"]
+import msgspec
+
+__all__ = [
+    "INTAKE_SETTINGS",
+    "MIGRATIONS",
+    "RETAINED",
+    "StoreSettings",
+    "Shape",
+    "erasure",
+    "migrate",
+    "retain",
+    "statements",
+]
 
 log = logging.getLogger("kairos.schema")
 
-_EVENTS = """
-CREATE TABLE IF NOT EXISTS events
-(
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One server (``cluster`` empty) or the ClickHouse cluster of that name.
+
+    Examples:
+        >>> Shape("kairos").local("events"), Shape().local("events")
+        ('events_local', 'events')
+    """
+
+    cluster: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cluster and not _NAME.fullmatch(self.cluster):
+            raise ValueError(
+                f"a ClickHouse cluster name is letters, digits and _: {self.cluster!r}"
+            )
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER {self.cluster}" if self.cluster else ""
+
+    @property
+    def insert_settings(self) -> dict[str, int]:
+        """On a cluster, an insert returns once every shard has its rows (a 200 from the sink's
+        insert means stored, as on one server), and each shard deduplicates its share of a
+        replayed insert by the same token."""
+        return {"distributed_foreground_insert": 1} if self.cluster else {}
+
+    def local(self, table: str) -> str:
+        """The table that holds ``table``'s rows on this server: the shard's on a cluster."""
+        return f"{table}_local" if self.cluster else table
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's one definition: columns and indexes, its MergeTree keys, and the expression a
+    cluster shards it by (the person)."""
+
+    name: str
+    body: str
+    partition_by: str
+    order_by: str
+    shard_by: str
+
+    def statements(self, shape: Shape) -> list[str]:
+        keys = f"PARTITION BY {self.partition_by}\nORDER BY {self.order_by}"
+        if not shape.cluster:
+            return [f"CREATE TABLE IF NOT EXISTS {self.name}\n({self.body})\nENGINE = MergeTree\n"
+                    f"{keys}\nSETTINGS non_replicated_deduplication_window = 1000"]  # fmt: skip
+        local = shape.local(self.name)
+        # Replicated tables deduplicate inserts by themselves (replicated_deduplication_window).
+        return [
+            f"CREATE TABLE IF NOT EXISTS {local}{shape.on_cluster}\n({self.body})\n"
+            f"ENGINE = ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{{database}}/{local}', "
+            f"'{{replica}}')\n{keys}",
+            f"CREATE TABLE IF NOT EXISTS {self.name}{shape.on_cluster} AS {local}\n"
+            f"ENGINE = Distributed({shape.cluster}, currentDatabase(), {local}, "
+            f"cityHash64({self.shard_by}))",
+        ]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """DDL that is the same in both shapes but for ``{on_cluster}``."""
+
+    sql: str
+
+    def statements(self, shape: Shape) -> list[str]:
+        return [self.sql.replace("{on_cluster}", shape.on_cluster)]
+
+
+@dataclass(frozen=True)
+class AddColumn:
+    """A new column: on the shards' tables and the Distributed one over them."""
+
+    table: str
+    column: str
+    after: str
+
+    def statements(self, shape: Shape) -> list[str]:
+        tables = [shape.local(self.table), self.table] if shape.cluster else [self.table]
+        return [f"ALTER TABLE {table}{shape.on_cluster} ADD COLUMN IF NOT EXISTS {self.column} "
+                f"AFTER {self.after}" for table in tables]  # fmt: skip
+
+
+_EVENTS = Table(
+    "events",
+    """
     message_id String,
     type LowCardinality(String),
     event LowCardinality(String),
@@ -50,17 +159,16 @@ CREATE TABLE IF NOT EXISTS events
     INDEX idx_user_id user_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_profile_id profile_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_message_id message_id TYPE bloom_filter(0.01) GRANULARITY 1
+""",
+    partition_by="toYYYYMM(timestamp)",
+    order_by="(type, event, toDate(timestamp), timestamp)",
+    shard_by="if(profile_id != '', profile_id, anonymous_id)",
 )
-ENGINE = MergeTree
-PARTITION BY toYYYYMM(timestamp)
-ORDER BY (type, event, toDate(timestamp), timestamp)
-SETTINGS non_replicated_deduplication_window = 1000
-"""
 
 # Spool messages as the collector wrote them (collector.wire); unknown keys are skipped and
 # nested objects read as their JSON text.
-_INTAKE = """
-CREATE TABLE IF NOT EXISTS events_intake
+_INTAKE = Statement("""
+CREATE TABLE IF NOT EXISTS events_intake{on_cluster}
 (
     type String,
     messageId String,
@@ -82,13 +190,13 @@ CREATE TABLE IF NOT EXISTS events_intake
     context String
 )
 ENGINE = Null
-"""
+""")
 
 # Event time corrected for client clock skew as Segment does (original + receivedAt - sentAt),
 # never later than receivedAt; page fields from page properties, else context.page; identify
 # traits sent in context.traits (RudderStack) merged under the message's own.
-_INTAKE_VIEW = """
-CREATE MATERIALIZED VIEW IF NOT EXISTS events_intake_mv TO events AS
+_INTAKE_VIEW = Statement("""
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_intake_mv{on_cluster} TO events AS
 WITH
     coalesce(timestamp, originalTimestamp) AS sent_time,
     coalesce(sent_time, receivedAt) AS original,
@@ -130,7 +238,7 @@ SELECT
        JSONMergePatch(ctx.traits, own_traits), own_traits) AS traits,
     ctx_json AS context
 FROM events_intake
-"""
+""")
 
 # Settings for inserting spool payloads into events_intake.
 INTAKE_SETTINGS = {
@@ -141,9 +249,9 @@ INTAKE_SETTINGS = {
 }
 
 # Decisions as /v1/decide logs them (the sink inserts the spool's JSON lines as they are).
-_DECISIONS = """
-CREATE TABLE IF NOT EXISTS decisions
-(
+_DECISIONS = Table(
+    "decisions",
+    """
     decisionId String,
     timestamp DateTime64(3, 'UTC'),
     placement LowCardinality(String),
@@ -160,49 +268,90 @@ CREATE TABLE IF NOT EXISTS decisions
     fallback LowCardinality(String) COMMENT 'why the default was shown without the policy, if so',
     INDEX idx_decision decisionId TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_profile profileId TYPE bloom_filter(0.01) GRANULARITY 1
+""",
+    partition_by="toYYYYMM(timestamp)",
+    order_by="(placement, toDate(timestamp), timestamp)",
+    shard_by="if(profileId != '', profileId, anonymousId)",
 )
-ENGINE = MergeTree
-PARTITION BY toYYYYMM(timestamp)
-ORDER BY (placement, toDate(timestamp), timestamp)
-SETTINGS non_replicated_deduplication_window = 1000
-"""
 
-# (version, name, statements)
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+Migration = Table | Statement | AddColumn
+
+# (version, name, what it changes)
+MIGRATIONS: list[tuple[int, str, list[Migration]]] = [
     (1, "events table and its intake", [_EVENTS, _INTAKE, _INTAKE_VIEW]),
     (2, "decisions table", [_DECISIONS]),
     (
         3,
         "recommended items on decisions",
         [
-            "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS items Array(String) "
-            "COMMENT 'a recommendation''s item ids, in the order shown' AFTER features"
+            AddColumn(
+                "decisions",
+                "items Array(String) COMMENT 'a recommendation''s item ids, in the order shown'",
+                after="features",
+            )  # fmt: skip
         ],
     ),
 ]
 
-_LEDGER = """
-CREATE TABLE IF NOT EXISTS schema_migrations
-(
+_LEDGER_BODY = """
     version UInt32,
     name String,
     applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-)
-ENGINE = MergeTree
-ORDER BY version
 """
 
 
-def migrate(client: Any) -> list[int]:
+def _ledger(shape: Shape) -> str:
+    """The migrations' ledger: on a cluster one table replicated to every node (no shard in its
+    path), so that any node knows what every other one applied."""
+    if not shape.cluster:
+        return f"CREATE TABLE IF NOT EXISTS schema_migrations\n({_LEDGER_BODY})\n" \
+               "ENGINE = MergeTree\nORDER BY version"  # fmt: skip
+    return (f"CREATE TABLE IF NOT EXISTS schema_migrations{shape.on_cluster}\n({_LEDGER_BODY})\n"
+            "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{database}/schema_migrations', "
+            "'{shard}-{replica}')\nORDER BY version")  # fmt: skip
+
+
+def statements(shape: Shape) -> list[str]:
+    """Every statement that creates the schema in ``shape``, in order (``kairos schema``)."""
+    return [_ledger(shape)] + [sql for _, _, changes in MIGRATIONS for change in changes
+                               for sql in change.statements(shape)]  # fmt: skip
+
+
+def erasure(
+    shape: Shape, profiles: list[str], anonymous_ids: list[str], user_ids: list[str]
+) -> list[str]:
+    """The statements that delete one person's rows: lightweight DELETEs, on the shards' own
+    tables on a cluster. The identifiers are quoted into the SQL rather than bound: a query
+    ``ON CLUSTER`` is queued to every node as text."""
+    people = [_array(profiles), _array(anonymous_ids), _array(user_ids)]
+    return [
+        f"DELETE FROM {shape.local(table)}{shape.on_cluster} WHERE "
+        + " OR ".join(f"{column} IN {values}" for column, values in zip(columns, people))
+        for table, columns in (
+            ("events", ("profile_id", "anonymous_id", "user_id")),
+            ("decisions", ("profileId", "anonymousId", "userId")),
+        )
+    ]
+
+
+def _array(values: list[str]) -> str:
+    """A ClickHouse Array(String) literal of ``values``."""
+    quoted = (value.replace("\\", "\\\\").replace("'", "\\'") for value in values)
+    return "[" + ", ".join(f"'{value}'" for value in quoted) + "]::Array(String)"
+
+
+def migrate(client: Any, shape: Shape | None = None) -> list[int]:
     """Apply the migrations ``client``'s database lacks; returns the versions applied."""
-    client.command(_LEDGER)
+    shape = shape or Shape()
+    client.command(_ledger(shape))
     done = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
     applied = []
-    for version, name, statements in MIGRATIONS:
+    for version, name, changes in MIGRATIONS:
         if version in done:
             continue
-        for statement in statements:
-            client.command(statement)
+        for change in changes:
+            for statement in change.statements(shape):
+                client.command(statement)
         # A statement, not ``client.insert``: that one imports pandas (34 MB in every process).
         client.command(
             "INSERT INTO schema_migrations (version, name) "
@@ -212,3 +361,56 @@ def migrate(client: Any) -> list[int]:
         log.info("schema migration applied", extra={"version": version, "migration": name})
         applied.append(version)
     return applied
+
+
+RETAINED = ("events", "decisions")  # the tables a retention applies to
+
+
+class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[clickhouse]`` in the config file: the cluster the tables live on (none: one server)
+    and how many days each table keeps its rows (none: everything, for good).
+
+    Examples:
+        >>> StoreSettings(cluster="kairos", retention_days={"decisions": 180}).shape
+        Shape(cluster='kairos')
+    """
+
+    cluster: str = ""
+    retention_days: dict[str, Annotated[int, msgspec.Meta(ge=1)]] = msgspec.field(
+        default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        Shape(self.cluster)  # a name ClickHouse takes
+        unknown = sorted(set(self.retention_days) - set(RETAINED))
+        if unknown:
+            raise ValueError(f"retention_days: no table {unknown[0]!r} (tables: "
+                             f"{', '.join(RETAINED)})")  # fmt: skip
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self.cluster)
+
+
+def retain(client: Any, settings: StoreSettings) -> list[str]:
+    """Give each table the TTL its retention asks for, or none; returns the statements run.
+
+    A table's TTL is changed only when it differs: a MODIFY TTL rewrites the table's parts to
+    drop the expired rows, once."""
+    shape, done = settings.shape, []
+    for table in RETAINED:
+        local, days = shape.local(table), settings.retention_days.get(table)
+        ddl = str(client.command(
+            "SELECT create_table_query FROM system.tables "
+            "WHERE database = currentDatabase() AND name = {table:String}",
+            parameters={"table": local},
+        ))  # fmt: skip
+        wanted = f" TTL toDateTime(timestamp) + toIntervalDay({days})" if days else ""
+        current = re.search(r" TTL .*?(?= SETTINGS |$)", ddl)
+        if (current.group(0) if current else "") == wanted.rstrip():
+            continue
+        change = f"MODIFY{wanted}" if days else "REMOVE TTL"
+        done.append(f"ALTER TABLE {local}{shape.on_cluster} {change}")
+        client.command(done[-1])
+        log.info("retention changed", extra={"table": table, "days": days or "none"})
+    return done

@@ -25,7 +25,7 @@ import redis
 
 from collector.partitions import Partition
 from collector.reader import SUPPRESSED, Entry, SpoolReader, oldest_unapplied, trim
-from collector.schema import INTAKE_SETTINGS
+from collector.schema import INTAKE_SETTINGS, Shape, erasure
 from collector.spool import STATS
 from collector.worker import SpoolWorker, Stopped
 
@@ -35,14 +35,6 @@ log = logging.getLogger("kairos.sink")
 
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HOUSEKEEPING_SECONDS = 5.0
-_ERASE = [
-    f"DELETE FROM {table} WHERE {profile} IN {{profiles:Array(String)}} "
-    f"OR {anonymous} IN {{anonymous:Array(String)}} OR {user} IN {{users:Array(String)}}"
-    for table, profile, anonymous, user in (
-        ("events", "profile_id", "anonymous_id", "user_id"),
-        ("decisions", "profileId", "anonymousId", "userId"),
-    )
-]
 # ClickHouse error codes that mean "this data cannot be stored" rather than "not now": parse and
 # conversion failures (CANNOT_PARSE_*, TYPE_MISMATCH, INCORRECT_DATA, out-of-range values).
 _DATA_ERRORS = re.compile(r"Code: (6|26|27|38|41|53|69|70|72|117|131|321|407)\.")
@@ -74,9 +66,11 @@ class Sink(SpoolWorker):
         interval: float = 1.0,
         profiles_group: str | None = "profiles",
         profile_wait: float = 300.0,
+        shape: Shape | None = None,
     ):
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.store = store
+        self.shape = shape or Shape()
         self.max_messages = max_messages
         self.profiles_group = profiles_group
         self.profile_wait = profile_wait
@@ -196,7 +190,11 @@ class Sink(SpoolWorker):
             table,
             None,
             body,
-            settings={**INTAKE_SETTINGS, "insert_deduplication_token": token},
+            settings={
+                **INTAKE_SETTINGS,
+                **self.shape.insert_settings,
+                "insert_deduplication_token": token,
+            },  # fmt: skip
             fmt="JSONEachRow",
         )
 
@@ -209,15 +207,10 @@ class Sink(SpoolWorker):
         delay = 0.5
         while True:
             try:
-                for statement in _ERASE:
-                    self.store.command(
-                        statement,
-                        parameters={
-                            "profiles": command.get("profiles", []),
-                            "anonymous": command.get("anonymous_ids", []),
-                            "users": command.get("user_ids", []),
-                        },
-                    )
+                people = [[str(v) for v in command.get(field) or []]
+                          for field in ("profiles", "anonymous_ids", "user_ids")]  # fmt: skip
+                for statement in erasure(self.shape, *people):
+                    self.store.command(statement)
                 log.info("erased a person's events", extra={"entry": entry.ref})
                 self._count({"sink_erasures": 1})
                 return True

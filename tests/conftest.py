@@ -26,6 +26,7 @@ import httpx
 import pytest
 import redis
 import uvicorn
+from clickhouse_connect.driver.httputil import default_pool_manager
 
 from collector import connect, embedded_url
 from collector.store import open_store
@@ -185,8 +186,10 @@ def clickhouse_server(request: pytest.FixtureRequest, clickhouse_path: Path) -> 
         yield embedded_url(clickhouse_path.parent)
     else:
         front = ClickHouseFront(str(clickhouse_path)).start()
+        print("FRONT", front.port)
         yield front.url
         front.stop()
+        default_pool_manager().clear()  # the HTTP clients' kept-alive connections to it
 
 
 @pytest.fixture

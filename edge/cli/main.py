@@ -85,6 +85,14 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
         help="use this ClickHouse server (http://user:password@host:8123/db) instead of chdb",
     )
     parser.add_argument(
+        "--clickhouse-cluster",
+        default=_env("KAIROS_CLICKHOUSE_CLUSTER"),
+        metavar="NAME",
+        help="the --clickhouse-url server is a node of this cluster: replicated tables on each "
+        "shard, Distributed ones over them (default: [clickhouse] cluster in the config file, "
+        "else one server; KAIROS_CLICKHOUSE_CLUSTER)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=["auto", "json", "text"],
         default="auto",

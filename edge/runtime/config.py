@@ -62,6 +62,7 @@ import msgspec
 
 from collector.consent import ConsentPolicy
 from collector.errors import expected
+from collector.schema import StoreSettings
 from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
 from edge.api.limits import Limits
@@ -84,6 +85,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     recommendations: RecommendationSettings = msgspec.field(default_factory=RecommendationSettings)
     limits: Limits = msgspec.field(default_factory=Limits)
     identity: IdentityPolicy = msgspec.field(default_factory=IdentityPolicy)
+    clickhouse: StoreSettings = msgspec.field(default_factory=StoreSettings)
 
 
 class ConfigError(Exception):

@@ -129,6 +129,8 @@ def up(args: argparse.Namespace) -> int:
     by_need = {
         "clickhouse": ["--clickhouse-url", ch_url, "--sink-batch", str(args.sink_batch),
                        "--sink-profile-wait", str(args.sink_profile_wait),
+                       *(["--clickhouse-cluster", config.clickhouse.cluster]
+                         if config.clickhouse.cluster else []),
                        *(["--serve", str(socket_path)] if sink_owns_store else [])],
         "history": ["--store-url", history],
         "api": ["--api-url", f"http://{local}:{args.port}"],
@@ -380,12 +382,27 @@ def _start_workers(
 
 def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]:
     """The config file given, else ``kairos.toml`` in the data dir if there is one."""
-    from edge.runtime.config import load_config
+    import msgspec
+
+    from edge.runtime.config import ConfigError, load_config
+    from edge.runtime.stores import clickhouse_url, embedded
 
     path = args.config
     if path is None and (data_dir / "kairos.toml").exists():
         path = data_dir / "kairos.toml"
-    return (path.resolve() if path else None), load_config(path)
+    config = load_config(path)
+    cluster = getattr(args, "clickhouse_cluster", None)
+    if cluster:  # the command line over the file
+        try:
+            store = msgspec.structs.replace(config.clickhouse, cluster=cluster)
+            store.__post_init__()
+        except ValueError as exc:
+            raise ConfigError(f"--clickhouse-cluster: {exc}") from None
+        config = msgspec.structs.replace(config, clickhouse=store)
+    if config.clickhouse.cluster and embedded(clickhouse_url(data_dir, args.clickhouse_url)):
+        raise ConfigError("a ClickHouse cluster needs --clickhouse-url, a node of it: the "
+                          "embedded engine is one server")  # fmt: skip
+    return (path.resolve() if path else None), config
 
 
 def _wait_for_socket(path: Path, supervisor: Any, child: str, timeout: float = 120.0) -> None:

@@ -73,11 +73,15 @@ class WorkerKind:
 
 def _sink(needs: Needs, interval: float = 1.0) -> Sink:
     from collector import Sink, SpoolReader, connect, migrate
+    from collector.schema import retain
 
-    migrate(connect(needs.clickhouse_url))
-    return Sink(SpoolReader(needs.redis, "sink", needs.consumer), connect(needs.clickhouse_url),
+    store = needs.config.clickhouse
+    client = connect(needs.clickhouse_url)
+    migrate(client, store.shape)
+    retain(client, store)
+    return Sink(SpoolReader(needs.redis, "sink", needs.consumer), client,
                 max_messages=needs.sink_batch, interval=interval, profiles_group="profiles",
-                profile_wait=needs.sink_profile_wait)  # fmt: skip
+                profile_wait=needs.sink_profile_wait, shape=store.shape)  # fmt: skip
 
 
 _HISTORY = (

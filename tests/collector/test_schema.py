@@ -13,6 +13,7 @@ import redis
 from collector import Sink, SpoolReader, connect, migrate, read_request
 from collector.intake import truncate_ip
 from collector.reader import Entry
+from collector.schema import StoreSettings, retain
 from collector.wire import to_lines
 
 pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
@@ -132,3 +133,23 @@ def test_fields_of_odd_types_do_not_fail_the_insert(store: Any) -> None:
     assert (row["page_url"], row["page_title"]) == ("42", "T")
     assert (row["library_name"], row["library_version"]) == ("lib", "2")
     assert json.loads(row["properties"]) == {"url": 42, "title": "T"}
+
+
+def test_retention_drops_old_rows_and_is_changed_only_when_it_differs(ch: Any) -> None:
+    migrate(ch)
+    now = datetime.now(UTC)
+    for message_id, age in (("old", 40), ("new", 1)):
+        ch.command(
+            "INSERT INTO events (message_id, timestamp, received_at) "
+            "VALUES ({id:String}, {at:DateTime64(3)}, {at:DateTime64(3)})",
+            parameters={"id": message_id, "at": (now - timedelta(days=age)).replace(tzinfo=None)},
+        )
+    thirty = StoreSettings(retention_days={"events": 30})
+    assert retain(ch, thirty) == [
+        "ALTER TABLE events MODIFY TTL toDateTime(timestamp) + toIntervalDay(30)"
+    ]
+    assert retain(ch, thirty) == []  # as configured: no rewrite at every start
+    ch.command("OPTIMIZE TABLE events FINAL")
+    assert ch.query("SELECT message_id FROM events").result_rows == [("new",)]
+    assert retain(ch, StoreSettings()) == ["ALTER TABLE events REMOVE TTL"]
+    assert retain(ch, StoreSettings()) == []

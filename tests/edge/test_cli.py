@@ -352,3 +352,22 @@ def test_simulate_follows_its_history_with_live_decisions(engine: Engine, tmp_pa
     found = engine.client.get(f"{engine.url}/v1/placements/home_hero/results",
                               headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()  # fmt: skip
     assert all(v["units"] > 0 for v in found["variants"]), found["variants"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--clickhouse-cluster", "kairos"],
+                     "a ClickHouse cluster needs --clickhouse-url, a node of it", id="embedded"),
+        pytest.param(["--clickhouse-cluster", "two words", "--clickhouse-url", "http://h:8123"],
+                     "--clickhouse-cluster: a ClickHouse cluster name is letters, digits and _",
+                     id="bad-name"),
+    ],
+)  # fmt: skip
+def test_a_clickhouse_cluster_is_checked_before_anything_starts(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = subprocess.run([KAIROS, "up", "--port", str(free_port()), "--data-dir", str(tmp_path),
+                           *args], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert message in done.stderr

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -24,7 +25,7 @@ COMPOSE_FILES = ["docker-compose.yml", "docker-compose.cluster.yml"]
 def test_docker_compose_runs_one_service_per_worker_kind(path: str) -> None:
     compose = yaml.safe_load((ROOT / path).read_text())
     services = compose["services"]
-    stores = {name for name in services if name.startswith("redis")}
+    stores = {name for name in services if name.startswith(("redis", "clickhouse", "keeper"))}
     assert set(services) - NOT_WORKERS - stores == set(WORKERS)
     for name, kind in WORKERS.items():
         command = services[name]["command"]
@@ -60,6 +61,29 @@ def test_the_cluster_compose_file_is_a_replicated_cluster() -> None:
         )
         assert services[name]["depends_on"]["redis-cluster"]["condition"] == (
             "service_completed_successfully")  # fmt: skip
+
+
+def test_the_cluster_compose_file_runs_a_sharded_replicated_clickhouse() -> None:
+    """Two shards of two replicas, each node naming its own shard and replica, one Keeper, and
+    every Kairos process told the cluster's name (the parse by ClickHouse itself is in
+    tests/collector/test_cluster_schema.py)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+    services = compose["services"]
+    config = ElementTree.fromstring(compose["configs"]["clickhouse-cluster"]["content"])
+    shards = config.findall("remote_servers/kairos/shard")
+    hosts = [[replica.findtext("host") for replica in shard.findall("replica")] for shard in shards]
+    assert hosts == [["clickhouse-1", "clickhouse-2"], ["clickhouse-3", "clickhouse-4"]]
+    assert config.findtext("zookeeper/node/host") == "keeper" and "keeper" in services
+    for shard, names in enumerate(hosts, start=1):
+        for name in names:
+            environment = services[name]["environment"]
+            assert (environment["CLICKHOUSE_SHARD"], environment["CLICKHOUSE_REPLICA"]) == (
+                str(shard), name)  # fmt: skip
+            assert services[name]["configs"][0]["source"] == "clickhouse-cluster"
+    for name in ["api", *WORKERS]:
+        environment = services[name]["environment"]
+        assert environment["KAIROS_CLICKHOUSE_CLUSTER"] == "kairos"
+        assert environment["KAIROS_CLICKHOUSE_URL"].split("@")[1].split(":")[0] in hosts[0]
 
 
 def test_the_cli_offers_exactly_the_table() -> None:
