@@ -30,13 +30,13 @@ from profiles.ltv import BetaGeo, GammaGamma, lifetime_value
 from profiles.membership import RESCORED
 from profiles.store import SET_SCORES, profile_keys
 
-__all__ = ["LTV", "refit"]
+__all__ = ["LTV", "RFM", "refit"]
 
 log = logging.getLogger("kairos.ltv")
 
 LTV = "{learn}:ltv"  # the last fit: parameters, customers, when
 _CHUNK = 1_000
-_RFM = """
+RFM = """
 SELECT profile_id,
        count() - 1 AS frequency,
        dateDiff('day', min(day), max(day)) AS recency,
@@ -66,7 +66,7 @@ def refit(
     keeps. Raises ValueError when there are too few repeat buyers to fit."""
     now = now or datetime.now(UTC)
     started = time.monotonic()
-    rows = store.query_sync(_RFM, {"now": sql_time(now)}, limited=False).rows
+    rows = store.query_sync(RFM, {"now": sql_time(now)}, limited=False).rows
     pids = [row[0] for row in rows]
     frequency, recency, age, monetary = (np.array([row[i] for row in rows], dtype=float)
                                          for i in range(1, 5))  # fmt: skip

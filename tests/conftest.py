@@ -195,7 +195,13 @@ def clickhouse_server(request: pytest.FixtureRequest, clickhouse_path: Path) -> 
 @pytest.fixture
 def clickhouse_url(clickhouse_server: str) -> str:
     client = connect(clickhouse_server)
-    for table in ("events", "decisions", "schema_migrations"):
+    for table in (
+        "events_by_person_mv",
+        "events_by_person",
+        "events",
+        "decisions",
+        "schema_migrations",
+    ):
         client.command(f"DROP TABLE IF EXISTS {table} SYNC")
     return clickhouse_server
 

@@ -28,7 +28,7 @@ from profiles.privacy import erase
 from profiles.store import ProfileStore, Snapshot
 from profiles.views import describe
 
-__all__ = ["FORMS", "NotFound", "find_profile", "parse_identity", "routes"]
+__all__ = ["FORMS", "HISTORY_PAGE", "NotFound", "find_profile", "parse_identity", "routes"]
 
 _KINDS = ("user_id", "anonymous_id", "email", "wallet", "external")
 # What ``{id}`` may be, for the messages that refuse one (the forms parse_identity reads).
@@ -43,6 +43,12 @@ _COLUMNS = (
 _WHERE = (
     "(profile_id IN {profiles:Array(String)} OR (profile_id = '' AND "
     "(anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)})))"
+)
+# One page of a person's history, newest first (GET /v1/profiles/{id}/events), from the events
+# ordered by person (collector.schema).
+HISTORY_PAGE = (
+    f"SELECT {_COLUMNS} FROM events_by_person WHERE {_WHERE} "
+    "ORDER BY timestamp DESC, message_id DESC LIMIT {limit:UInt32}"
 )
 _BEFORE = (
     "(timestamp, message_id) < (parseDateTime64BestEffort({ts:String}, 3, 'UTC'), {mid:String})"
@@ -132,7 +138,7 @@ async def get_events(request: Request) -> Response:
     except ValueError:
         return error(400, "invalid_request", "$.limit: must be a whole number from 1 to 1000")
     parameters = {**_history_parameters(found), "limit": limit}
-    where = _WHERE
+    sql = HISTORY_PAGE
     cursor = request.query_params.get("cursor")
     if cursor:
         try:
@@ -140,11 +146,7 @@ async def get_events(request: Request) -> Response:
             parameters.update(ts=str(ts), mid=str(mid))
         except (ValueError, TypeError, msgspec.DecodeError):
             return error(400, "invalid_request", "$.cursor: not a cursor this API returned")
-        where += f" AND {_BEFORE}"
-    sql = (
-        f"SELECT {_COLUMNS} FROM events WHERE {where} "
-        "ORDER BY timestamp DESC, message_id DESC LIMIT {limit:UInt32}"
-    )
+        sql = sql.replace(f"WHERE {_WHERE} ", f"WHERE {_WHERE} AND {_BEFORE} ")
     try:
         result = await request.state.store.query(sql, parameters, limited=False)
     except StoreUnavailable as exc:
@@ -168,7 +170,7 @@ async def export(request: Request) -> Response:
     try:
         while True:
             sql = (
-                f"SELECT {_COLUMNS} FROM events WHERE {_WHERE} "
+                f"SELECT {_COLUMNS} FROM events_by_person WHERE {_WHERE} "
                 "ORDER BY timestamp, message_id LIMIT {page:UInt32} OFFSET {offset:UInt64}"
             )
             page = {**parameters, "page": _PAGE, "offset": len(events)}

@@ -93,6 +93,16 @@ class _Topology(redis.cluster.NodesManager):
         except _UNREADABLE as exc:
             raise _unreadable(exc) from exc
 
+    def close(self) -> None:
+        """Close the nodes' connections too: redis-py 8.1 gives each node a client over a pool
+        of its own that ``Redis.close`` leaves open (not its pool), so the sockets stayed open
+        until the garbage collector found them."""
+        nodes = tuple(self.nodes_cache.values())
+        super().close()
+        for node in nodes:
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+
 
 class _AsyncTopology(redis.asyncio.cluster.NodesManager):
     __slots__ = ()

@@ -36,7 +36,17 @@ if TYPE_CHECKING:  # the table is read by ``kairos --help``: workers are importe
     from profiles.recommender import Recommender
     from profiles.updater import ProfileUpdater
 
-__all__ = ["ALL", "STOP_GRACE", "WORKERS", "Needs", "WorkerKind", "current", "select", "start"]
+__all__ = [
+    "ALL",
+    "HISTORY_COUNTS",
+    "STOP_GRACE",
+    "WORKERS",
+    "Needs",
+    "WorkerKind",
+    "current",
+    "select",
+    "start",
+]
 
 log = logging.getLogger("kairos.worker")
 
@@ -84,7 +94,7 @@ def _sink(needs: Needs, interval: float = 1.0) -> Sink:
                 profile_wait=needs.sink_profile_wait, shape=store.shape)  # fmt: skip
 
 
-_HISTORY = (
+HISTORY_COUNTS = (  # a segment's backfill: each person's count of an event in D days
     "SELECT profile_id, count() FROM events WHERE event = {event:String} "
     "AND timestamp >= now64(3) - toIntervalDay({days:UInt32}) AND profile_id != '' "
     "GROUP BY profile_id"
@@ -110,7 +120,7 @@ def _profiles(needs: Needs, interval: float = 0.2) -> ProfileUpdater:
         if events is None:
             log.warning("no event history to backfill from", extra={"event": event})
             return {}
-        rows = events.query_sync(_HISTORY, {"event": event, "days": days}, limited=False).rows
+        rows = events.query_sync(HISTORY_COUNTS, {"event": event, "days": days}, limited=False).rows
         return {pid: int(count) for pid, count in rows}
 
     return ProfileUpdater(

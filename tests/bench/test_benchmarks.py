@@ -34,6 +34,8 @@ BENCHMARKS = {
     "decision_memory": ["| per decision |", "| per million decisions |"],
     "capacity": ["## (a) Fully processed", "bytes per profile", "| single |",
                  "| 3-master cluster |"],
+    "history": ["| history, from events |", "| history |", "| results |", "| list viewed |",
+                "| dry run |", "bytes per event", "- Target history p99"],
     "memory": ["## `--worker-processes each`: 8 processes", "## `--worker-processes one`: 3 "
                "processes", "| **total** |", "One worker process instead of one per kind"],
 }  # fmt: skip

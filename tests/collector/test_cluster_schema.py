@@ -2,8 +2,9 @@
 it, and — with what chdb lacks swapped out — creates, migrates, erases and retains in chdb.
 
 chdb has no Keeper (ReplicatedMergeTree fails with NO_ZOOKEEPER) and no distributed DDL queue
-(ON CLUSTER is refused), so the migrating test swaps exactly those two: MergeTree for the
-replicated engine, no ON CLUSTER clause. The Distributed tables are created for real, over a
+(ON CLUSTER is refused), so the migrating test swaps exactly those two — MergeTree for the
+replicated engines, no ON CLUSTER clause — and runs the one-time copy of migration 4, which goes
+through the Distributed tables, on the local ones (the shards are other hosts). The Distributed tables are created for real, over a
 two-shard cluster defined in the engine's config (the one docker-compose.cluster.yml ships), in
 an engine (a process) of its own.
 """
@@ -26,9 +27,13 @@ from edge.runtime.config import ConfigError, load_config
 
 def test_cluster_ddl_parses(ch: Any) -> None:
     cluster = statements(Shape("kairos"))
-    # A Distributed table beside each of the two tables, and the added column on one of them too.
-    assert len(cluster) == len(statements(Shape())) + 3
+    # A Distributed table beside each of the three tables, the added column on one of them too.
+    assert len(cluster) == len(statements(Shape())) + 4
     for statement in cluster + erasure(Shape("kairos"), ["p'1"], [], ["u"]):
+        if statement.startswith("INSERT"):  # through the Distributed tables, from any node
+            assert statement.startswith("INSERT INTO events_by_person SELECT * FROM events ")
+            assert "GLOBAL NOT IN" in statement  # each shard's own rows known on the initiator
+            continue
         assert "ON CLUSTER kairos" in statement
         formatted = ch.command("SELECT formatQuery({sql:String})", parameters={"sql": statement})
         assert "ON CLUSTER kairos" in str(formatted)
@@ -66,8 +71,11 @@ class Swapped:
     def __init__(self, client):
         self.client = client
     def _swap(self, sql):
-        sql = re.sub(r"ReplicatedMergeTree\\('[^']*', '[^']*'\\)", "MergeTree", sql)
-        return sql.replace(" ON CLUSTER kairos", "")
+        sql = re.sub(r"Replicated(\\w*MergeTree)\\('[^']*', '[^']*'\\)", r"\\1", sql)
+        sql = sql.replace(" ON CLUSTER kairos", "")
+        if sql.startswith("INSERT INTO events_by_person"):
+            sql = re.sub(r"\\b(events_by_person|events)\\b", r"\\1_local", sql)
+        return sql
     def command(self, sql, **options):
         return self.client.command(self._swap(sql), **options)
     def query(self, sql, **options):
@@ -91,8 +99,9 @@ tables = client.query(
     "WHERE database = currentDatabase() ORDER BY name").result_rows
 columns = client.query("SELECT table, name FROM system.columns WHERE name = 'items'").result_rows
 left = client.query("SELECT message_id FROM events_local").result_rows
+left_by_person = client.query("SELECT message_id FROM events_by_person_local").result_rows
 print(json.dumps({"clusters": clusters, "first": first, "second": second, "tables": tables, "columns": columns,
-                  "left": left, "changed": changed, "unchanged": unchanged}, default=str))
+                  "left": left, "left_by_person": left_by_person, "changed": changed, "unchanged": unchanged}, default=str))
 """
 
 
@@ -114,7 +123,7 @@ def test_cluster_schema_creates_and_migrates_in_chdb(tmp_path: Path) -> None:
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["clusters"] == [[1, 1, "clickhouse-1"], [1, 2, "clickhouse-2"],
                                  [2, 1, "clickhouse-3"], [2, 2, "clickhouse-4"]]  # fmt: skip
-    assert found["first"] == [1, 2, 3] and found["second"] == []
+    assert found["first"] == [1, 2, 3, 4] and found["second"] == []
     engines = {name: (engine, full) for name, engine, full, _ in found["tables"]}
     assert engines["events_local"][0] == engines["decisions_local"][0] == "MergeTree"
     assert engines["events"] == (
@@ -125,16 +134,22 @@ def test_cluster_schema_creates_and_migrates_in_chdb(tmp_path: Path) -> None:
     assert engines["decisions"][1].endswith(
         "'decisions_local', cityHash64(if(profileId != '', profileId, anonymousId)))"
     )
+    assert engines["events_by_person_local"][0] == "ReplacingMergeTree"
+    assert engines["events_by_person"][1].endswith("'events_by_person_local', "
+                                                   "cityHash64(if(profile_id != '', profile_id, anonymous_id)))")  # fmt: skip
     assert engines["events_intake"][0] == "Null"
     assert engines["events_intake_mv"][0] == "MaterializedView"
     intake_view = next(ddl for name, _, _, ddl in found["tables"] if name == "events_intake_mv")
     assert " TO default.events " in intake_view  # through the Distributed table, to the shards
     # The migration that adds a column adds it to the shards' tables and the Distributed one.
     assert sorted(found["columns"]) == [["decisions", "items"], ["decisions_local", "items"]]
-    assert found["left"] == [["m2"]]  # the erasure ran on the shards' own table
+    by_person = next(ddl for name, _, _, ddl in found["tables"] if name == "events_by_person_mv")
+    assert " TO default.events_by_person_local " in by_person  # a shard's rows, on that shard
+    assert found["left"] == found["left_by_person"] == [["m2"]]  # erased on the shards' tables
     assert found["changed"] == [
-        "ALTER TABLE events_local ON CLUSTER kairos MODIFY TTL toDateTime(timestamp) + "
+        f"ALTER TABLE {table} ON CLUSTER kairos MODIFY TTL toDateTime(timestamp) + "
         "toIntervalDay(400)"
+        for table in ("events_local", "events_by_person_local")
     ]
     assert found["unchanged"] == []
 

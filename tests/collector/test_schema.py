@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from collector import Sink, SpoolReader, connect, migrate, read_request
+from collector import Sink, SpoolReader, connect, migrate, read_request, schema
 from collector.intake import truncate_ip
 from collector.reader import Entry
 from collector.schema import StoreSettings, retain
@@ -146,10 +146,31 @@ def test_retention_drops_old_rows_and_is_changed_only_when_it_differs(ch: Any) -
         )
     thirty = StoreSettings(retention_days={"events": 30})
     assert retain(ch, thirty) == [
-        "ALTER TABLE events MODIFY TTL toDateTime(timestamp) + toIntervalDay(30)"
+        f"ALTER TABLE {table} MODIFY TTL toDateTime(timestamp) + toIntervalDay(30)"
+        for table in ("events", "events_by_person")
     ]
     assert retain(ch, thirty) == []  # as configured: no rewrite at every start
-    ch.command("OPTIMIZE TABLE events FINAL")
-    assert ch.query("SELECT message_id FROM events").result_rows == [("new",)]
-    assert retain(ch, StoreSettings()) == ["ALTER TABLE events REMOVE TTL"]
+    for table in ("events", "events_by_person"):
+        ch.command(f"OPTIMIZE TABLE {table} FINAL")
+        assert ch.query(f"SELECT message_id FROM {table}").result_rows == [("new",)]
+    assert retain(ch, StoreSettings()) == [
+        "ALTER TABLE events REMOVE TTL",
+        "ALTER TABLE events_by_person REMOVE TTL",
+    ]
     assert retain(ch, StoreSettings()) == []
+
+
+def test_migration_4_copies_the_events_stored_before_it_once(
+    ch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store of an earlier version: its events get a person-ordered copy, each once."""
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+    assert migrate(ch) == [1, 2, 3]
+    ch.command("INSERT INTO events (message_id, profile_id) SELECT concat('m', toString(number)), "
+               "concat('p', toString(number % 10)) FROM numbers(1000)")  # fmt: skip
+    monkeypatch.undo()
+    assert migrate(ch) == [4]
+    ch.command("INSERT INTO events (message_id, profile_id) VALUES ('later', 'p1')")  # the view's
+    assert ch.query("SELECT count(), uniqExact(message_id) FROM events_by_person").result_rows == [
+        (1001, 1001)
+    ]

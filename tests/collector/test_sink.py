@@ -36,6 +36,7 @@ def run_sink(
     finally:
         stop.set()
         thread.join(30)
+        reader.client.close()  # a cluster client's node connections, not left to the GC
     return sink
 
 
@@ -61,7 +62,7 @@ def test_a_batch_stored_but_not_acknowledged_is_replayed_once(
     """The crash window of the sink: ClickHouse took the batch, the ack never happened."""
     migrate(ch)
     fill(redis_url, batches=5, size=100)
-    reader = SpoolReader(redis_client(redis_url), "sink", "s1")
+    reader = SpoolReader(r, "sink", "s1")
     reader.ensure_group()
     crashed = Sink(reader, connect(clickhouse_url))
     in_flight = reader.read(3, 100)
@@ -77,6 +78,8 @@ def test_a_batch_stored_but_not_acknowledged_is_replayed_once(
     )
     assert count(ch) == 500
     assert ch.query("SELECT uniqExact(message_id) FROM events").result_rows[0][0] == 500
+    # The copy by person, one view further (read without FINAL: no duplicate to collapse).
+    assert ch.query("SELECT count() FROM events_by_person").result_rows == [(500,)]
 
 
 def test_a_dead_peers_batch_is_stored_once_by_another_sink(
@@ -84,12 +87,12 @@ def test_a_dead_peers_batch_is_stored_once_by_another_sink(
 ) -> None:
     migrate(ch)
     fill(redis_url, batches=4, size=50)
-    reader = SpoolReader(redis_client(redis_url), "sink", "dead-peer")
+    reader = SpoolReader(r, "sink", "dead-peer")
     reader.ensure_group()
     held = reader.read(2, 100)
     Sink(reader, connect(clickhouse_url)).store_batch(held, threading.Event())
     die(reader)  # stored, not acknowledged: its lease lapses, the batch is the next holder's
-    reader_alive = SpoolReader(redis_client(redis_url), "sink", "alive")
+    reader_alive = SpoolReader(r, "sink", "alive")
     sink = Sink(reader_alive, connect(clickhouse_url), interval=0.1)
     stop = threading.Event()
     thread = threading.Thread(target=sink.run, args=(stop,))
