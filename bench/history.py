@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import machine, publish  # noqa: E402
 from collector import connect, embedded_url, migrate  # noqa: E402
+from collector.schema import drop_tables  # noqa: E402
 from collector.store import LocalStore, sql_time  # noqa: E402
 from decisions.placements import Placement  # noqa: E402
 from decisions.results import placement_results  # noqa: E402
@@ -188,14 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     end = datetime(2026, 11, 30, tzinfo=UTC)
     span = timedelta(days=args.days)
     if not args.reuse:
-        for table in (
-            "events_by_person_mv",
-            "events_by_person",
-            "events",
-            "decisions",
-            "schema_migrations",
-        ):
-            client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+        drop_tables(client)
         migrate(client)
         load(client, args, end, span)
     store = LocalStore(url)

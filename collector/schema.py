@@ -31,6 +31,7 @@ __all__ = [
     "RETAINED",
     "StoreSettings",
     "Shape",
+    "drop_tables",
     "erasure",
     "migrate",
     "retain",
@@ -382,6 +383,14 @@ def _array(values: list[str]) -> str:
     """A ClickHouse Array(String) literal of ``values``."""
     quoted = (value.replace("\\", "\\\\").replace("'", "\\'") for value in values)
     return "[" + ", ".join(f"'{value}'" for value in quoted) + "]::Array(String)"
+
+
+def drop_tables(client: Any) -> None:
+    """Drop every table that holds rows and the migrations' ledger (tests and benchmarks start
+    from an empty store with it; the intake, a Null table, holds none and stays)."""
+    for table in ("events_by_person_mv", "events_by_person", "events", "decisions",
+                  "schema_migrations"):  # fmt: skip
+        client.command(f"DROP TABLE IF EXISTS {table} SYNC")
 
 
 def migrate(client: Any, shape: Shape | None = None) -> list[int]:

@@ -29,6 +29,7 @@ import uvicorn
 from clickhouse_connect.driver.httputil import default_pool_manager
 
 from collector import connect, embedded_url
+from collector.schema import drop_tables
 from collector.store import open_store
 from edge.api.app import create_app
 from edge.api.limits import Limits
@@ -195,14 +196,7 @@ def clickhouse_server(request: pytest.FixtureRequest, clickhouse_path: Path) -> 
 @pytest.fixture
 def clickhouse_url(clickhouse_server: str) -> str:
     client = connect(clickhouse_server)
-    for table in (
-        "events_by_person_mv",
-        "events_by_person",
-        "events",
-        "decisions",
-        "schema_migrations",
-    ):
-        client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+    drop_tables(client)
     return clickhouse_server
 
 
