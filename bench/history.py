@@ -19,7 +19,9 @@ as every reader of the store has):
 4. lists          each recommendation list (popular, popular by category, trending, viewed
                   together, bought together) over 30 days;
 5. ltv            the lifetime-value refit's RFM query over every buyer;
-6. dry run        a journey's dry run over 7 days (the events it replays, and the replay).
+6. dry run        a journey's dry run over 7 days (the events it replays, and the replay);
+7. sink inserts   what the person copy's view costs the sink: batches of 20,000 events through
+                  the intake with the view and with it detached, in turns.
 
 Reports the table's disk size and bytes per event, and whether each target held. Each query
 runs ``--repeat`` times (median shown); a query that fails fails the run (exit 1).
@@ -53,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import machine, publish  # noqa: E402
 from collector import connect, embedded_url, migrate  # noqa: E402
-from collector.schema import drop_tables  # noqa: E402
+from collector.schema import INTAKE_SETTINGS, drop_tables  # noqa: E402
 from collector.store import LocalStore, sql_time  # noqa: E402
 from decisions.placements import Placement  # noqa: E402
 from decisions.results import placement_results  # noqa: E402
@@ -257,7 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     report = timed("dry run", lambda: simulate(
         store, None, "winback", journey, end - timedelta(days=7), end), args.repeat)  # fmt: skip
 
+    sink = sink_cost(url, rounds=2 if args.quick else 4)
     lines = report_lines(args, rows, disk, raw, copy_disk, timings, results, report)
+    lines += ["", "The sink's inserts (20,000 events a batch through the intake, as the sink sends "
+              "them), with the person copy's view and with it detached, in turns: "
+              + ", ".join(f"{a:,.0f} vs {b:,.0f} events/s ({a / b:.2f}×)" for a, b in sink)
+              + "."]  # fmt: skip
     lines.append("")
     for name, limit, how in [("history", 0.050, "p99"), ("results", 2.0, "median")]:
         if name in timings:
@@ -316,6 +323,49 @@ def settle(client: Any, quiet: float = 10.0, limit: float = 1_200.0) -> None:
         + ", ".join(f"{table} {n}" for table, n in sorted(parts)),
         flush=True,
     )
+
+
+def sink_cost(url: str, rounds: int) -> list[tuple[float, float]]:
+    """Events/s the sink's inserts reach with ``events_by_person``'s view and without it, in a
+    database of its own in the same engine: (with, without) per round."""
+    import clickhouse_connect
+
+    connect(url).command("DROP DATABASE IF EXISTS sink_cost SYNC")
+    connect(url).command("CREATE DATABASE sink_cost")
+    client = clickhouse_connect.get_client(dsn=url, database="sink_cost")
+    migrate(client)
+    body = b"".join(msgspec.json.encode({
+        "type": "track", "messageId": f"MID{n}", "event": "Product Viewed",
+        "anonymousId": f"a{n % 5_000}", "profileId": f"p{n % 5_000}",
+        "receivedAt": "2026-11-20 10:00:00.000",
+        "properties": {"product_id": f"sku-{n % 500}", "category": f"c{n % 50}", "price": 12.5},
+        "context": {"ip": "10.1.2.0", "userAgent": "Mozilla/5.0",
+                    "library": {"name": "kairos.js", "version": "1.4.0"}},
+    }) + b"\n" for n in range(20_000)).decode()  # fmt: skip
+
+    def insert(label: str) -> float:
+        started = time.perf_counter()
+        client.raw_insert("events_intake", None, body.replace("MID", f"{label}-"),
+                          settings={**INTAKE_SETTINGS, "insert_deduplication_token": label},
+                          fmt="JSONEachRow")  # fmt: skip
+        return time.perf_counter() - started
+
+    insert("warm-up")
+    found = []
+    for n in range(rounds):  # batch by batch in turns: background merges weigh on both alike
+        spent = {True: 0.0, False: 0.0}
+        for k in range(10):
+            for copy in (True, False) if k % 2 else (False, True):
+                if not copy:
+                    client.command("DETACH TABLE events_by_person_mv")
+                try:
+                    spent[copy] += insert(f"{n}-{k}-{copy}")
+                finally:
+                    if not copy:
+                        client.command("ATTACH TABLE events_by_person_mv")
+        found.append((10 * 20_000 / spent[True], 10 * 20_000 / spent[False]))
+    client.command("DROP DATABASE sink_cost SYNC")
+    return found
 
 
 def percentile(values: list[float], q: float) -> float:

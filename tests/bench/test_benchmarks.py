@@ -35,7 +35,7 @@ BENCHMARKS = {
     "capacity": ["## (a) Fully processed", "bytes per profile", "| single |",
                  "| 3-master cluster |"],
     "history": ["| history, from events |", "| history |", "| results |", "| list viewed |",
-                "| dry run |", "bytes per event", "- Target history p99"],
+                "| dry run |", "bytes per event", "- Target history p99", "The sink's inserts"],
     "memory": ["## `--worker-processes each`: 8 processes", "## `--worker-processes one`: 3 "
                "processes", "| **total** |", "One worker process instead of one per kind"],
 }  # fmt: skip
