@@ -66,9 +66,9 @@ class Shape:
 
     @property
     def insert_settings(self) -> dict[str, int]:
-        """On a cluster, an insert returns once every shard has its rows (a 200 from the sink's
-        insert means stored, as on one server), and each shard deduplicates its share of a
-        replayed insert by the same token."""
+        """On a cluster, an insert returns once every shard has its rows (the sink acknowledges a
+        batch only when it is stored, as on one server); a replayed batch carries the same
+        deduplication token to the shards' replicated tables (not run on a real cluster here)."""
         return {"distributed_foreground_insert": 1} if self.cluster else {}
 
     def local(self, table: str) -> str:
