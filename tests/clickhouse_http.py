@@ -149,6 +149,9 @@ class ClickHouseFront:
         self.compression = False
         self._sessions: dict[str, tuple[Any, threading.Lock]] = {}
         self._sessions_lock = threading.Lock()
+        self._pool: dict[tuple | None, list[Any]] = {}
+        self._anchor: Any = None
+        self._pool_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -159,14 +162,17 @@ class ClickHouseFront:
         return f"http://{self.user}:{self.password}@127.0.0.1:{self.port}/default"
 
     def start(self) -> ClickHouseFront:
-        handle = chdb.connect(self.path)
+        # Held until ``stop``: when a process's last chdb connection closes, the engine shuts
+        # down, and the next connection starts it again (loading every table); a connection per
+        # request did that thousands of times in the suite until chdb 26.9 had no thread left
+        # ("Cannot schedule a task: no free thread (threads=10000, jobs=10000)").
+        self._anchor = handle = chdb.connect(self.path)
         answer = handle.query(
             "SELECT version(), value FROM system.settings WHERE name = 'enable_http_compression'",
             "TabSeparated",
         )
         self.version, compression = answer.bytes().decode().split()
         self.compression = compression == "1"  # the engine's default, as a server's would be
-        handle.close()
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         self.port = listener.getsockname()[1]
@@ -191,6 +197,13 @@ class ClickHouseFront:
         for handle, _ in self._sessions.values():
             handle.close()
         self._sessions.clear()
+        for handles in self._pool.values():
+            for handle in handles:
+                handle.close()
+        self._pool.clear()
+        if self._anchor is not None:
+            self._anchor.close()
+            self._anchor = None
 
     async def _serve(self, request: Request) -> Response:
         query_id = request.query_params.get("query_id") or f"front-{next(self._ids)}"
@@ -252,7 +265,15 @@ class ClickHouseFront:
             )  # fmt: skip
 
     def _run(self, sql: bytes, params: dict[str, str], get: bool) -> tuple[bytes, str, dict]:
-        """Run one request's SQL on a handle of its own (or its session's)."""
+        """Run one request's SQL on a handle of the pool (or its session's). A server applies a
+        request's settings to that request alone: a writing handle has them reset after it, a
+        read-only one (which cannot reset them) serves only requests with the same settings.
+        Handles are kept, not opened per request (see ``start``)."""
+        settings = {k: v for k, v in params.items() if k not in _TRANSPORT
+                    and not k.startswith("param_")}  # fmt: skip
+        if get and "readonly" not in settings:
+            settings["readonly"] = "2"  # a GET request cannot write, as on the server
+        database = _identifier(params.get("database", "default"))
         session = params.get("session_id")
         if session:
             with self._sessions_lock:
@@ -260,26 +281,60 @@ class ClickHouseFront:
                     self._sessions[session] = (chdb.connect(self.path), threading.Lock())
                 handle, lock = self._sessions[session]
             with lock:
-                return self._execute(handle, sql, params, get)
-        handle = chdb.connect(self.path)
+                self._configure(handle, database, settings)
+                return self._execute(handle, sql, params)
+        readonly = settings.get("readonly", "0") != "0"
+        key = (database, tuple(sorted(settings.items()))) if readonly else None
+        handle, ready = self._take(key)
         try:
-            return self._execute(handle, sql, params, get)
+            if not ready:
+                self._configure(handle, database, settings)
+            ready = True
+            return self._execute(handle, sql, params)
         finally:
-            handle.close()
+            # back to the pool when it serves its key as it should: a writing handle with its
+            # settings reset, a read-only one set up
+            if self._reset(handle, settings) if key is None else ready:
+                self._give(key, handle)
+            else:
+                handle.close()
 
-    def _execute(
-        self, handle: Any, sql: bytes, params: dict[str, str], get: bool
-    ) -> tuple[bytes, str, dict]:
-        bind = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
-        settings = {k: v for k, v in params.items() if k not in _TRANSPORT and k not in bind
-                    and not k.startswith("param_")}  # fmt: skip
-        if get and "readonly" not in settings:
-            settings["readonly"] = "2"  # a GET request cannot write, as on the server
+    def _take(self, key: tuple | None) -> tuple[Any, bool]:
+        """A kept handle for ``key`` (read-only: already set up for it), else a new one."""
+        with self._pool_lock:
+            idle = self._pool.get(key)
+            if idle:
+                return idle.pop(), key is not None
+        return chdb.connect(self.path), False
+
+    def _give(self, key: tuple | None, handle: Any) -> None:
+        with self._pool_lock:
+            self._pool.setdefault(key, []).append(handle)
+
+    def _configure(self, handle: Any, database: str, settings: dict[str, str]) -> None:
         try:
-            handle.query(f"USE {_identifier(params.get('database', 'default'))}", "TabSeparated")
+            handle.query(f"USE {database}", "TabSeparated")
             for name in sorted(settings, key=lambda name: name == "readonly"):
                 value = settings[name].replace("\\", "\\\\").replace("'", "\\'")
                 handle.query(f"SET {_identifier(name)} = '{value}'", "TabSeparated")
+        except ClickHouseError:
+            raise
+        except Exception as exc:
+            raise ClickHouseError.of(exc) from None
+
+    def _reset(self, handle: Any, settings: dict[str, str]) -> bool:
+        """Every setting of the request back to its default; False if one would not go."""
+        try:
+            for name in settings:
+                handle.query(f"SET {_identifier(name)} = DEFAULT", "TabSeparated")
+            handle.query("USE default", "TabSeparated")
+        except Exception:
+            return False
+        return True
+
+    def _execute(self, handle: Any, sql: bytes, params: dict[str, str]) -> tuple[bytes, str, dict]:
+        bind = {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")}
+        try:
             insert = _INSERT_DATA.match(sql)
             if insert is not None and sql[insert.end() :].strip():
                 return self._insert(handle, sql, insert, bind)
