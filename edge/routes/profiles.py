@@ -44,15 +44,21 @@ _WHERE = (
     "(profile_id IN {profiles:Array(String)} OR (profile_id = '' AND "
     "(anonymous_id IN {anonymous:Array(String)} OR user_id IN {users:Array(String)})))"
 )
-# One page of a person's history, newest first (GET /v1/profiles/{id}/events), from the events
-# ordered by person (collector.schema).
-HISTORY_PAGE = (
-    f"SELECT {_COLUMNS} FROM events_by_person WHERE {_WHERE} "
-    "ORDER BY timestamp DESC, message_id DESC LIMIT {limit:UInt32}"
-)
 _BEFORE = (
     "(timestamp, message_id) < (parseDateTime64BestEffort({ts:String}, 3, 'UTC'), {mid:String})"
 )
+
+
+def _history(where: str, order: str, limit: str) -> str:
+    """A person's events, from the events ordered by person (collector.schema)."""
+    return f"SELECT {_COLUMNS} FROM events_by_person WHERE {where} ORDER BY {order} LIMIT {limit}"
+
+
+# One page of a person's history, newest first (GET /v1/profiles/{id}/events); the next pages.
+HISTORY_PAGE = _history(_WHERE, "timestamp DESC, message_id DESC", "{limit:UInt32}")
+_HISTORY_NEXT = _history(f"{_WHERE} AND {_BEFORE}", "timestamp DESC, message_id DESC",
+                         "{limit:UInt32}")  # fmt: skip
+_EXPORT_PAGE = _history(_WHERE, "timestamp, message_id", "{page:UInt32} OFFSET {offset:UInt64}")
 _JSON_COLUMNS = ("properties", "traits", "context")
 _PAGE = 5_000
 
@@ -146,7 +152,7 @@ async def get_events(request: Request) -> Response:
             parameters.update(ts=str(ts), mid=str(mid))
         except (ValueError, TypeError, msgspec.DecodeError):
             return error(400, "invalid_request", "$.cursor: not a cursor this API returned")
-        sql = sql.replace(f"WHERE {_WHERE} ", f"WHERE {_WHERE} AND {_BEFORE} ")
+        sql = _HISTORY_NEXT
     try:
         result = await request.state.store.query(sql, parameters, limited=False)
     except StoreUnavailable as exc:
@@ -169,12 +175,8 @@ async def export(request: Request) -> Response:
     events: list[dict[str, Any]] = []
     try:
         while True:
-            sql = (
-                f"SELECT {_COLUMNS} FROM events_by_person WHERE {_WHERE} "
-                "ORDER BY timestamp, message_id LIMIT {page:UInt32} OFFSET {offset:UInt64}"
-            )
             page = {**parameters, "page": _PAGE, "offset": len(events)}
-            batch = _rows(await request.state.store.query(sql, page, limited=False))
+            batch = _rows(await request.state.store.query(_EXPORT_PAGE, page, limited=False))
             events.extend(batch)
             if len(batch) < _PAGE:
                 break

@@ -384,6 +384,7 @@ def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]
     """The config file given, else ``kairos.toml`` in the data dir if there is one."""
     import msgspec
 
+    from collector.schema import Shape
     from edge.runtime.config import ConfigError, load_config
     from edge.runtime.stores import clickhouse_url, embedded
 
@@ -394,10 +395,10 @@ def _config(args: argparse.Namespace, data_dir: Path) -> tuple[Path | None, Any]
     cluster = getattr(args, "clickhouse_cluster", None)
     if cluster:  # the command line over the file
         try:
-            store = msgspec.structs.replace(config.clickhouse, cluster=cluster)
-            store.__post_init__()
+            Shape(cluster)  # a name ClickHouse takes, as the config file's is checked
         except ValueError as exc:
             raise ConfigError(f"--clickhouse-cluster: {exc}") from None
+        store = msgspec.structs.replace(config.clickhouse, cluster=cluster)
         config = msgspec.structs.replace(config, clickhouse=store)
     if config.clickhouse.cluster and embedded(clickhouse_url(data_dir, args.clickhouse_url)):
         raise ConfigError("a ClickHouse cluster needs --clickhouse-url, a node of it: the "
