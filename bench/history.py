@@ -26,7 +26,7 @@ as every reader of the store has):
 Reports the table's disk size and bytes per event, and whether each target held. Each query
 runs ``--repeat`` times (median shown); a query that fails fails the run (exit 1).
 
-    python bench/history.py                      # 100M events: about 15 minutes to load here
+    python bench/history.py                      # 100M events: about 16 minutes to load here
     python bench/history.py --events 10000000 --people 100000    # a quicker look
     python bench/history.py --reuse              # time again on the data of the last run
 
