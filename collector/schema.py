@@ -184,9 +184,9 @@ _EVENTS = Table(
 # erased rows visible through the projection. The one-time copy of the events stored before the
 # view leaves out those the view has copied meanwhile; an event stored between the two reads of
 # that copy (a fraction of a second, once) could be copied twice, and the Replacing engine drops
-# such a twin at its next merge (readers do not pay for FINAL: 1.9x a page's time at 100M events, measured once). A column
-# added to ``events`` must be added here too, and the view re-created (its SELECT * is fixed
-# when it is created).
+# such a twin at its next merge (readers do not pay for FINAL: 1.9x a page's time at 100M
+# events, measured once). A column added to ``events`` must be added here too, and the view
+# re-created (its SELECT * is fixed when it is created).
 _EVENTS_BY_PERSON = Table(
     "events_by_person",
     _EVENT_COLUMNS.rstrip().rstrip(",") + "\n",
