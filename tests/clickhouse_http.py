@@ -134,13 +134,13 @@ class ClickHouseError(Exception):
 class ClickHouseFront:
     """An HTTP front on a loopback port that runs each request on the engine at ``path``.
 
-    Examples:
-        >>> import clickhouse_connect, tempfile
-        >>> front = ClickHouseFront(tempfile.mkdtemp()).start()
-        >>> client = clickhouse_connect.get_client(dsn=front.url)
-        >>> client.query("SELECT {n:UInt8} + 1", parameters={"n": 41}).result_rows
-        [(42,)]
-        >>> front.stop()
+    A process holds one chdb engine on one data dir, so ``path`` must be the dir the process
+    already uses, if any (the suite passes its session's; ``test_server_path`` runs this)::
+
+        front = ClickHouseFront(path).start()
+        client = clickhouse_connect.get_client(dsn=front.url)
+        client.query("SELECT {n:UInt8} + 1", parameters={"n": 41}).result_rows  # [(42,)]
+        front.stop()
     """
 
     def __init__(self, path: str, user: str = "kairos", password: str = "front-test"):
