@@ -1,0 +1,148 @@
+"""Email over SMTP: the sender's configuration, the message as sent, and what an answer means.
+
+Every provider (SES, SendGrid, Postmark, Mailgun, a company relay) speaks SMTP, so Kairos sends
+through it rather than through each provider's API. aiosmtplib does the protocol (STARTTLS when
+offered, implicit TLS for ``smtps://``, AUTH); dkimpy signs (DKIM is cryptography we must not
+write). A message carries its ``Message-ID`` and the idempotency key, so a repeat after a crash
+between the server's accept and our record is the same message, which receivers can fold.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import dkim  # type: ignore[import-untyped]
+
+__all__ = ["Sender", "Outcome", "compose", "deliver"]
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Where and as whom mail goes out (``KAIROS_SMTP_URL`` and the ``[email]`` settings)."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+    from_address: str
+    reply_to: str | None = None
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_key: bytes | None = None
+
+    @classmethod
+    def of(cls, url: str, from_address: str, **options: object) -> Sender:
+        """A sender from ``smtp://user:password@host:port`` (or ``smtps://``).
+
+        Examples:
+            >>> Sender.of("smtp://ada:s%40cret@mail.example.com:2525", "shop@example.com").password
+            's@cret'
+            >>> Sender.of("smtps://mail.example.com", "shop@example.com").port
+            465
+            >>> Sender.of("http://x", "shop@example.com")
+            Traceback (most recent call last):
+            ValueError: KAIROS_SMTP_URL: scheme must be smtp or smtps, not 'http'
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError(f"KAIROS_SMTP_URL: scheme must be smtp or smtps, not {parts.scheme!r}")
+        if not parts.hostname:
+            raise ValueError("KAIROS_SMTP_URL: a host is needed, e.g. smtp://mail.example.com:587")
+        tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if tls else 587),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            from_address=from_address,
+            **options,  # type: ignore[arg-type]
+        )
+
+
+def compose(sender: Sender, to: str, subject: str, html: str, text: str, *, key: str,
+            unsubscribe_url: str, preheader: str = "") -> bytes:  # fmt: skip
+    """The multipart message as sent (plain text first, HTML preferred), DKIM-signed if set.
+
+    ``key`` is the idempotency key of (person, message): the ``Message-ID`` is made from it, so
+    a repeat is recognisably the same message. ``List-Unsubscribe-Post`` is RFC 8058's one-click.
+    """
+    message = EmailMessage()
+    message["From"] = sender.from_address
+    message["To"] = to
+    message["Subject"] = subject
+    if sender.reply_to:
+        message["Reply-To"] = sender.reply_to
+    domain = sender.dkim_domain or sender.from_address.rpartition("@")[2] or "kairos.local"
+    message["Message-ID"] = f"<{key}@{domain}>"
+    message["Date"] = email.utils.formatdate(localtime=False)
+    message["X-Kairos-Idempotency-Key"] = key
+    message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(text)
+    hidden = (f'<div style="display:none;max-height:0;overflow:hidden">{preheader}</div>'
+              if preheader else "")  # fmt: skip
+    message.add_alternative(hidden + html, subtype="html")
+    raw = message.as_bytes(policy=SMTP)
+    if sender.dkim_key and sender.dkim_domain and sender.dkim_selector:
+        signature = dkim.sign(
+            raw,
+            sender.dkim_selector.encode(),
+            sender.dkim_domain.encode(),
+            sender.dkim_key,
+            include_headers=[
+                b"from",
+                b"to",
+                b"subject",
+                b"date",
+                b"message-id",
+                b"list-unsubscribe",
+                b"list-unsubscribe-post",
+            ],  # fmt: skip
+        )
+        raw = signature + raw  # prepended as signed: re-folding it through email would break it
+    return raw
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the server said: ``sent``, ``retry`` (4xx, connection trouble) or ``bounced`` (5xx)."""
+
+    status: str
+    code: int
+    detail: str
+
+
+async def deliver(sender: Sender, to: str, message: bytes, timeout: float = 30.0) -> Outcome:
+    """Hand ``message`` for ``to`` to the sender's server; never raises for what it answers."""
+    try:
+        await aiosmtplib.send(
+            message,
+            sender=sender.from_address,
+            recipients=[to],
+            hostname=sender.host,
+            port=sender.port,
+            username=sender.username,
+            password=sender.password,
+            use_tls=sender.tls,
+            start_tls=None if not sender.tls else False,
+            timeout=timeout,
+        )
+    except aiosmtplib.SMTPRecipientsRefused as refused:
+        first = refused.recipients[0]
+        return _answer(first.code, first.message)
+    except aiosmtplib.SMTPResponseException as answer:
+        return _answer(answer.code, answer.message)
+    except (aiosmtplib.SMTPException, OSError) as trouble:
+        return Outcome("retry", 0, str(trouble) or type(trouble).__name__)
+    return Outcome("sent", 250, "accepted")
+
+
+def _answer(code: int, detail: str) -> Outcome:
+    return Outcome("bounced" if 500 <= code < 600 else "retry", code, detail)
