@@ -13,6 +13,8 @@ import email.utils
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
+from html import escape
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -37,7 +39,7 @@ class Sender:
     dkim_key: bytes | None = None
 
     @classmethod
-    def of(cls, url: str, from_address: str, **options: object) -> Sender:
+    def of(cls, url: str, from_address: str, **options: Any) -> Sender:
         """A sender from ``smtp://user:password@host:port`` (or ``smtps://``).
 
         Examples:
@@ -62,7 +64,7 @@ class Sender:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             from_address=from_address,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
 
@@ -86,7 +88,7 @@ def compose(sender: Sender, to: str, subject: str, html: str, text: str, *, key:
     message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text)
-    hidden = (f'<div style="display:none;max-height:0;overflow:hidden">{preheader}</div>'
+    hidden = (f'<div style="display:none;max-height:0;overflow:hidden">{escape(preheader)}</div>'
               if preheader else "")  # fmt: skip
     message.add_alternative(hidden + html, subtype="html")
     raw = message.as_bytes(policy=SMTP)
@@ -131,7 +133,7 @@ async def deliver(sender: Sender, to: str, message: bytes, timeout: float = 30.0
             username=sender.username,
             password=sender.password,
             use_tls=sender.tls,
-            start_tls=None if not sender.tls else False,
+            start_tls=False if sender.tls else None,  # None: STARTTLS when the server offers it
             timeout=timeout,
         )
     except aiosmtplib.SMTPRecipientsRefused as refused:

@@ -3,14 +3,12 @@ browser downloads are not reachable here)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.debian import program
 
 __all__ = ["ARTIFACTS", "FLAGS", "chromium", "launched", "shot", "watched"]
 
@@ -21,16 +19,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 
 def chromium() -> str:
     """Debian's chromium, installed on first use where we may (a fresh CI machine, as root)."""
-    found = shutil.which("chromium")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
-                       timeout=900, stdout=subprocess.DEVNULL)  # fmt: skip
-        found = shutil.which("chromium")
-    if found is None:
-        pytest.fail("the browser tests need Debian's chromium: apt-get install -y chromium")
-    return found
+    return program("chromium", "the browser tests")
 
 
 def launched() -> Iterator[Browser]:

@@ -3,17 +3,18 @@ report names every phase. And the verdict can fail: with a rate limit that binds
 benchmark exits 1 with its ``FAILED:`` line and prints no ratio for the phase.
 
 (``python -m bench.load`` has its own end-to-end test, tests/bench/test_load.py.) The ones that
-load an HTTP server need wrk (``apt-get install -y wrk``).
+load an HTTP server need Debian's wrk, installed on first use where we may (tests/debian.py).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.debian import program
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,8 +51,8 @@ def _run(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_the_quick_run_passes_and_reports_every_phase(name: str, tmp_path: Path) -> None:
-    if name in WRK and not shutil.which("wrk"):
-        pytest.fail("wrk is not installed: apt-get install -y wrk")
+    if name in WRK:
+        program("wrk", "the benchmarks that load an HTTP server")
     report = tmp_path / f"{name}.md"
     done = _run(f"bench/{name}.py", "--quick", "--report", str(report))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
