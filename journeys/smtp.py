@@ -14,13 +14,53 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
 from html import escape
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 import dkim  # type: ignore[import-untyped]
+import msgspec
 
-__all__ = ["Sender", "Outcome", "compose", "deliver"]
+__all__ = ["EmailSettings", "Outcome", "Sender", "compose", "deliver"]
+
+
+class EmailSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The config file's ``[email]`` section (KAIROS_SMTP_URL wins over ``url``)::
+
+        [email]
+        url = "smtp://apikey:secret@smtp.sendgrid.net:587"   # or smtps://…:465
+        from_address = "Shop <shop@example.com>"
+        reply_to = "help@example.com"
+        dkim_domain = "example.com"
+        dkim_selector = "kairos"
+        dkim_key_file = "/etc/kairos/dkim.pem"
+        public_url = "https://kairos.example.com"   # where links in messages point
+
+    ``public_url`` is the engine as recipients reach it: tracked links, the open pixel, the
+    preference page and the unsubscribe link are made from it.
+    """
+
+    url: str = ""
+    from_address: str = ""
+    reply_to: str | None = None
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_key_file: str | None = None
+    public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")] = "http://127.0.0.1:8000"
+
+    def sender(self, env_url: str | None = None) -> Sender | None:
+        """The sender these settings describe (``env_url``: KAIROS_SMTP_URL); None when no SMTP
+        server is set, so that email steps can say why nothing was sent."""
+        url = env_url or self.url
+        if not url:
+            return None
+        if not self.from_address:
+            raise ValueError("[email] from_address: needed to send (e.g. shop@example.com)")
+        key = Path(self.dkim_key_file).read_bytes() if self.dkim_key_file else None
+        return Sender.of(url, self.from_address, reply_to=self.reply_to,
+                         dkim_domain=self.dkim_domain, dkim_selector=self.dkim_selector,
+                         dkim_key=key)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,11 @@ data dir is read if it exists. Every section is optional. Example::
     steps.remind = { type = "webhook", url = "https://mail.example/cart", next = "end" }
     steps.end = { type = "end" }
 
+    [email]                     # sending email (journeys.smtp.EmailSettings)
+    url = "smtp://user:password@smtp.example.com:587"   # KAIROS_SMTP_URL wins
+    from_address = "Shop <shop@example.com>"
+    public_url = "https://kairos.example.com"           # where links in messages point
+
     [limits]                    # rate and size limits (edge.api.limits); 0 turns one off
     per_ip = 200.0              # requests/s per client IP, sustained
     per_key = 5000.0            # requests/s per key (write or secret)
@@ -66,6 +71,7 @@ from collector.schema import StoreSettings
 from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
 from edge.api.limits import Limits
+from journeys.smtp import EmailSettings
 from journeys.spec import Journey
 from profiles.learner import ModelSettings
 from profiles.scoring import LeadScoring
@@ -86,6 +92,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     identity: IdentityPolicy = msgspec.field(default_factory=IdentityPolicy)
     clickhouse: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    email: EmailSettings = msgspec.field(default_factory=EmailSettings)
 
 
 class ConfigError(Exception):

@@ -8,6 +8,7 @@ from typing import Literal
 
 from collector.consent import ConsentPolicy
 from edge.api.limits import Limits
+from journeys.smtp import EmailSettings
 
 __all__ = ["Settings"]
 
@@ -33,3 +34,4 @@ class Settings:
     # What signs a browser's userId (decisions.identity); empty: no userHash verifies.
     identity_secret: str = field(default="", repr=False)
     identity_verification: Literal["required", "off"] = "required"  # [identity] verification
+    email: EmailSettings = field(default_factory=EmailSettings)  # [email]: sender, public URL

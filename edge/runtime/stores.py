@@ -31,6 +31,7 @@ __all__ = [
     "is_cluster",
     "reads_url",
     "redis_client",
+    "smtp_url",
     "store_socket",
 ]
 
@@ -112,6 +113,12 @@ class _AsyncTopology(redis.asyncio.cluster.NodesManager):
             await super().initialize(*args, **kwargs)
         except _UNREADABLE as exc:
             raise _unreadable(exc) from exc
+
+
+def smtp_url(configured: str) -> str:
+    """The SMTP server mail goes through: KAIROS_SMTP_URL, else the config file's ``[email]
+    url`` (empty: none, and email steps say so)."""
+    return os.environ.get("KAIROS_SMTP_URL") or configured
 
 
 def clickhouse_url(data_dir: Path, given: str | None) -> str:

@@ -118,6 +118,7 @@ def up(args: argparse.Namespace) -> int:
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
         decide_timeout=args.decide_timeout_ms / 1000,
         limits=config.limits,
+        email=config.email,
     )
     if args.api_child:  # one of the API processes of a `kairos up --api-workers N`
         return _serve_api(settings)
