@@ -117,6 +117,7 @@ def post(
                "X-Kairos-Signature": sign(secret, body, int(datetime.now(UTC).timestamp())),
                "User-Agent": "kairos-journeys"}  # fmt: skip
     try:
+        assert step.url is not None  # an email step without one goes out over SMTP
         answer = http.post(step.url, content=body, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
         return Delivery(False, True, f"{type(exc).__name__}: {exc}")

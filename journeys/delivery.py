@@ -4,8 +4,9 @@ An action is claimed before anything else (``journeys.queues.claim``: no two ins
 it at once), then checked against its run as it is now (an exit since it was queued, a new
 entry, a step or journey removed: it is cancelled), then against the partition's record of
 what was sent (a crash after the delivery and before forgetting it), and only then sent; the
-record is written before the action is forgotten. Webhooks and emails are POSTed
-(``journeys.actions``), with what they take from the engine's API; the other actions are
+record is written before the action is forgotten. Emails with a template go out over SMTP
+(``journeys.mailer``: the send-time checks, then the message); webhooks and email hand-offs are
+POSTed (``journeys.actions``), with what they take from the engine's API; the other actions are
 messages into the spool, whose dedup keeps each once.
 """
 
@@ -33,6 +34,7 @@ from journeys.actions import (
     webhook_secret,
 )
 from journeys.events import event, ids_of
+from journeys.mailer import Mailer
 from journeys.shards import Shard
 from journeys.spec import Email, Journey, Webhook
 from profiles.store import ProfileStore, Snapshot
@@ -47,8 +49,10 @@ class Courier:
     """Delivers the due actions of the partitions ``holder`` holds."""
 
     def __init__(self, client: redis.Redis, layout: Layout, holder: str, http: httpx.Client,
-                 api: Api | None, clock: Callable[[], int]):  # fmt: skip
+                 api: Api | None, clock: Callable[[], int], mailer: Mailer | None = None
+                 ):  # fmt: skip
         self.client = client
+        self.mailer = mailer
         self.layout = layout
         self.holder = holder
         self.http = http
@@ -83,7 +87,10 @@ class Courier:
             return 0
         step = journey.steps[item.step]
         snapshot = self.profiles.read(item.pid)
-        if isinstance(step, Webhook | Email):
+        if isinstance(step, Email) and step.template is not None:
+            if not self._mail(shard, key, item, where, step, snapshot, now):
+                return 0
+        elif isinstance(step, Webhook | Email):
             payload = {
                 "journey": item.journey, "step": item.step, "idempotencyKey": key,
                 "person": _document(snapshot, now), "run": msgspec.to_builtins(run),
@@ -117,6 +124,29 @@ class Courier:
         append_now(self.client, [sent], self.layout)
         return 1
 
+    def _mail(self, shard: Shard, key: str, item: store.Outgoing, where: str, step: Email,
+              snapshot: Snapshot, now: int) -> bool:  # fmt: skip
+        """Send an email step over SMTP; True when it was sent (the caller records it), else
+        what became of it is settled or scheduled here."""
+        assert step.template is not None
+        if self.mailer is None:
+            raise RuntimeError("an email step with a template needs the worker's mailer")
+        said: list[Any] = []
+        result = self.mailer.send(snapshot, step.template, key, step.group, now, said,
+                                  journey=item.journey, step=item.step)  # fmt: skip
+        if result.status == "deferred":
+            queues.retry(self.client, shard, key, item, where, result.until, result.reason)
+        elif result.status == "retry" and now - item.created < GIVE_UP_MS:
+            queues.retry(self.client, shard, key, item, where, now + backoff(item.attempts),
+                         result.reason)  # fmt: skip
+        elif result.status != "sent":
+            if result.status != "skipped":
+                log.warning("email not sent: %s", result.reason, extra={"action": key})
+            queues.settle(self.client, shard, key, where, now, result.status)
+        if said:
+            append_now(self.client, said, self.layout)
+        return result.status == "sent"
+
     def _gathered(self, step: Webhook | Email, snapshot: Snapshot) -> dict[str, Any]:
         """What the step takes from the engine's API: a decision, rendered recommendations."""
         if self.api is None and (step.decide or isinstance(step, Email)):
@@ -128,7 +158,7 @@ class Courier:
             traits = view_of(snapshot, self.clock()).traits if snapshot.exists else {}
             found |= {"to": traits.get("email"), "subject": step.subject}
             if step.placement:
-                block = self.api.rendered(snapshot.id, step.placement, step.n, step.template)
+                block = self.api.rendered(snapshot.id, step.placement, step.n, step.layout)
                 found |= {
                     "html": block["html"],
                     "text": block["text"],

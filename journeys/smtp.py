@@ -38,7 +38,8 @@ class EmailSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         public_url = "https://kairos.example.com"   # where links in messages point
 
     ``public_url`` is the engine as recipients reach it: tracked links, the open pixel, the
-    preference page and the unsubscribe link are made from it.
+    preference page and the unsubscribe link are made from it. Unset, it is the engine's URL as
+    its own workers reach it (``--api-url``): right on a laptop, not behind a load balancer.
     """
 
     url: str = ""
@@ -47,7 +48,7 @@ class EmailSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_key_file: str | None = None
-    public_url: Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")] = "http://127.0.0.1:8000"
+    public_url: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""
 
     def sender(self, env_url: str | None = None) -> Sender | None:
         """The sender these settings describe (``env_url``: KAIROS_SMTP_URL); None when no SMTP

@@ -23,9 +23,9 @@ Steps (``type``): ``wait`` (a ``duration``; or ``until_time`` "HH:MM" in the per
 does not come), ``branch`` (``cases``: the first whose rule matches, else ``otherwise``),
 ``split`` (weighted random paths, sticky per person: a holdout is a path to an ``end``),
 ``webhook`` (signed JSON with the person; ``decide``: a placement's variant goes along),
-``email`` (a webhook to an email provider with the address, a subject and rendered
-recommendations), ``traits`` (set traits), ``score`` (adjust the lead score), ``emit`` (an
-event), ``end``.
+``email`` (an email template sent over SMTP, checked against a subscription ``group``; or
+a webhook to an email provider with the address, a subject and rendered recommendations),
+``traits`` (set traits), ``score`` (adjust the lead score), ``emit`` (an event), ``end``.
 
 Examples:
     >>> parse_duration("90m"), parse_duration("1d")
@@ -196,18 +196,29 @@ class Webhook(msgspec.Struct, tag="webhook", tag_field="type", forbid_unknown_fi
 
 class Email(msgspec.Struct, tag="email", tag_field="type", forbid_unknown_fields=True,
             omit_defaults=True):  # fmt: skip
-    """A hand-off to an email provider: a webhook carrying the person's address, ``subject``,
-    and a block of recommendations from ``placement`` rendered by the recommendations API
-    (``template``: grid or list), with ``decide``'s variant if given."""
+    """An email: ``template`` (an email template, ``PUT /v1/templates/{key}``) sent by Kairos
+    over SMTP, checked against ``group`` (a subscription group: consent, unsubscribes) at send
+    time; or, with ``url`` instead, a hand-off to an email provider: a webhook carrying the
+    person's address, ``subject`` and a block of recommendations from ``placement`` rendered by
+    the recommendations API (``layout``: grid or list), with ``decide``'s variant if given."""
 
-    url: Url
     next: StepName
+    template: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$")] | None = None
+    group: str | None = None
+    url: Url | None = None
     subject: str = ""
     placement: str | None = None
-    template: Literal["grid", "list"] = "grid"
+    layout: Literal["grid", "list"] = "grid"
     n: Annotated[int, msgspec.Meta(ge=1, le=50)] = 4
     body: dict[str, Any] = {}
     decide: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.url and self.template in ("grid", "list"):  # a hand-off saved before layout
+            self.layout, self.template = self.template, None  # type: ignore[assignment]
+        if (self.template is None) == (self.url is None):
+            raise ValueError("an email step has either `template` (sent by Kairos over SMTP) "
+                             "or `url` (a hand-off to your provider's webhook)")  # fmt: skip
 
 
 class Traits(msgspec.Struct, tag="traits", tag_field="type", forbid_unknown_fields=True):

@@ -34,6 +34,7 @@ from edge.pages import dashboard, demo
 from edge.routes import (
     decide,
     journeys,
+    messages,
     models,
     onchain,
     ops,
@@ -44,6 +45,7 @@ from edge.routes import (
     sdk,
     segments,
     sql,
+    templates,
     tracking,
     wallets,
 )
@@ -208,6 +210,8 @@ def create_app(settings: Settings) -> ASGIApp:
             *dashboard.routes,
             *products.routes,
             *journeys.routes,
+            *templates.routes,
+            *messages.routes,
             *onchain.routes,
             *wallets.routes,
             *recommendations.routes,

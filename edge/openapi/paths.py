@@ -22,7 +22,9 @@ from edge.routes.products import Bulk
 from edge.routes.recommendations import MAX_ITEMS, TEMPLATES
 from edge.routes.recommendations import Batch as RecommendationBatch
 from edge.routes.sql import SqlRequest
+from edge.routes.templates import PreviewAsk
 from edge.routes.wallets import Link
+from journeys.emails import EmailTemplate
 from journeys.spec import Journey
 from profiles.products import Item
 from profiles.segments import Segment
@@ -31,7 +33,8 @@ __all__ = ["BODIES", "Operation", "operations"]
 
 BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
           Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
-          SimulateAsk, OnchainBatch, RecommendationBatch, Link]  # fmt: skip
+          SimulateAsk, OnchainBatch, RecommendationBatch, Link, EmailTemplate,
+          PreviewAsk]  # fmt: skip
 
 WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
 _KEY = {"type": "string", "pattern": f"^{KEY.pattern}$"}
@@ -246,6 +249,37 @@ def _journeys() -> list[Operation]:
     ]  # fmt: skip
 
 
+def _messaging() -> list[Operation]:
+    one = [path("key", _KEY, "the template's key")]
+    token = [path("token", {"type": "string", "minLength": 10}, "a signed link token")]
+    return [
+        Operation("get", "/v1/templates", "Every email template", "messaging", (SECRET,),
+                  answers={200: ("Templates", "EmailTemplateList")}),
+        Operation("put", "/v1/templates/{key}", "Create or replace an email template",
+                  "messaging", (SECRET,), "EmailTemplate", parameters=one,
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+        Operation("get", "/v1/templates/{key}", "An email template", "messaging", (SECRET,),
+                  parameters=one,
+                  answers={200: ("The template", "EmailTemplateShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/templates/{key}", "Delete an email template", "messaging",
+                  (SECRET,), parameters=one,
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+        Operation("post", "/v1/templates/{key}/preview", "The template rendered for one "
+                  "person (their recommendations and offer included)", "messaging", (SECRET,),
+                  "PreviewAsk", parameters=one,
+                  answers={200: ("The message as they would get it", "EmailPreview"), **_BAD,
+                           **_MISSING, 409: ("A block cannot be had", "Error"),
+                           503: ("The engine's API is unavailable", "Error")}),
+        Operation("get", "/v1/m/c/{token}", "Tracked link of a sent message: records Email "
+                  "Clicked and redirects", "messaging", parameters=token,
+                  answers={302: ("To the link's URL", None),
+                           404: ("Not a link of a message from here", "Error")}),
+        Operation("get", "/v1/m/o/{token}.gif", "Open pixel of a sent message (records Email "
+                  "Opened)", "messaging", parameters=token,
+                  answers={200: ("A 1×1 GIF", "image/gif")}),
+    ]  # fmt: skip
+
+
 def _wallets_and_chain() -> list[Operation]:
     return [
         Operation("post", "/v1/onchain", "Normalised on-chain events from an indexer (secret key, "
@@ -379,5 +413,5 @@ def _pages() -> list[Operation]:
 
 def operations() -> list[Operation]:
     return [*_tracking(), *_deciding(), *_placements(), *_profiles(), *_segments(), *_catalog(),
-            *_journeys(), *_wallets_and_chain(), *_recommendations(), *_operations_and_sdk(),
-            *_pages()]  # fmt: skip
+            *_journeys(), *_messaging(), *_wallets_and_chain(), *_recommendations(),
+            *_operations_and_sdk(), *_pages()]  # fmt: skip

@@ -179,6 +179,29 @@ class JourneyShown(Struct):
     steps: dict[str, Any]
 
 
+class EmailTemplateShown(Struct):
+    key: str
+    subject: str
+    html: str
+    text: str = ""
+    preheader: str = ""
+    revision: int = 0
+
+
+class EmailTemplateList(Struct):
+    templates: list[EmailTemplateShown]
+
+
+class EmailPreview(Struct):
+    key: str
+    person: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    unsubscribe_url: str
+
+
 class JourneyStats(Struct):
     key: str
     active: dict[str, Any]
@@ -250,6 +273,9 @@ class Health(Struct):
 
 ANSWERS = [
     Error,
+    EmailTemplateShown,
+    EmailTemplateList,
+    EmailPreview,
     Accepted,
     QueryResult,
     Saved,

@@ -42,6 +42,10 @@ data dir is read if it exists. Every section is optional. Example::
     from_address = "Shop <shop@example.com>"
     public_url = "https://kairos.example.com"           # where links in messages point
 
+    [messaging]                 # send-time rules for every channel (journeys.mailer.SendPolicy)
+    frequency_cap = 3           # messages per person per cap_days (0: no cap)
+    quiet_hours = "21:00-08:00" # in the person's timezone trait: messages wait until it ends
+
     [limits]                    # rate and size limits (edge.api.limits); 0 turns one off
     per_ip = 200.0              # requests/s per client IP, sustained
     per_key = 5000.0            # requests/s per key (write or secret)
@@ -71,6 +75,7 @@ from collector.schema import StoreSettings
 from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
 from edge.api.limits import Limits
+from journeys.mailer import SendPolicy
 from journeys.smtp import EmailSettings
 from journeys.spec import Journey
 from profiles.learner import ModelSettings
@@ -93,6 +98,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     identity: IdentityPolicy = msgspec.field(default_factory=IdentityPolicy)
     clickhouse: StoreSettings = msgspec.field(default_factory=StoreSettings)
     email: EmailSettings = msgspec.field(default_factory=EmailSettings)
+    messaging: SendPolicy = msgspec.field(default_factory=SendPolicy)
 
 
 class ConfigError(Exception):

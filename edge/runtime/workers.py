@@ -196,7 +196,10 @@ def _journeys(
     import httpx
 
     from collector import SpoolReader
+    from edge.runtime.stores import smtp_url
+    from journeys import subscriptions
     from journeys.actions import Api
+    from journeys.mailer import Mailer
     from journeys.store import put_journey
     from journeys.worker import JourneyWorker
 
@@ -205,9 +208,17 @@ def _journeys(
             log.info("journey installed from the config file", extra={"journey": key})
     reader = SpoolReader(needs.redis, "journeys", needs.consumer)
     http = httpx.Client(timeout=10.0)
-    return JourneyWorker(reader, needs.redis, http=http, interval=interval,
-                         api=Api(*needs.api, http) if needs.api else None,
-                         **({"clock": clock} if clock else {}))  # fmt: skip
+    api = Api(*needs.api, http) if needs.api else None
+    email = needs.config.email
+    sender = email.sender(smtp_url(email.url))
+    if sender is None:
+        log.info("no SMTP server set (KAIROS_SMTP_URL or [email] url): email steps with a "
+                 "template are skipped with reason no_smtp_server")  # fmt: skip
+    times = {"clock": clock} if clock else {}
+    mailer = Mailer(needs.redis, email, sender, needs.config.messaging, subscriptions, api,
+                    clock or (lambda: int(time.time() * 1000)))  # fmt: skip
+    return JourneyWorker(reader, needs.redis, http=http, interval=interval, api=api,
+                         mailer=mailer, **times)  # fmt: skip
 
 
 # In the order ``kairos up`` starts them (the sink first: it may own embedded ClickHouse).

@@ -1,8 +1,10 @@
-"""Journeys test helpers: a real webhook receiver on localhost, and journeys through the API."""
+"""Journeys test helpers: a real webhook receiver and a real SMTP server (aiosmtpd) on localhost,
+and journeys through the API."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from edge.runtime.stores import redis_client
 from edge.runtime.workers import start
@@ -132,3 +135,40 @@ def clock(engine: Engine) -> Iterator[Clock]:
     yield found
     stop.set()
     thread.join(timeout=30)
+
+
+class Inbox:
+    """Accepts mail, except 550 for bounce@ and 451 for busy@ (as real servers answer)."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.busy = 0  # answer the next this many recipients 451, whoever they are
+        self.refused: list[str] = []  # who got a 451
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
+        if address.startswith("bounce@"):
+            return "550 5.1.1 no such user"
+        if address.startswith("busy@") or self.busy > 0:
+            self.busy -= 1
+            self.refused.append(address)
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        self.messages.append(envelope.content)
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    with socket.socket() as probe:  # aiosmtpd's readiness check cannot connect to port 0
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()

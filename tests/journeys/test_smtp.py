@@ -5,49 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
-import socket
 from email import policy
 
 import dkim
 import pytest
-from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from journeys.smtp import Sender, compose, deliver
-
-
-class Inbox:
-    """Accepts mail, except 550 for bounce@ and 451 for busy@ (as real servers answer)."""
-
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
-        if address.startswith("bounce@"):
-            return "550 5.1.1 no such user"
-        if address.startswith("busy@"):
-            return "451 4.3.0 try again later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
-        self.messages.append(envelope.content)
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def inbox():
-    handler = Inbox()
-    with socket.socket() as probe:  # aiosmtpd's readiness check cannot connect to port 0
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
+from tests.journeys.conftest import Inbox
 
 
 def test_a_message_arrives_multipart_with_one_click_unsubscribe_and_a_valid_dkim_signature(inbox):

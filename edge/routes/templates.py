@@ -1,0 +1,131 @@
+"""Email templates (secret key): ``PUT/GET/DELETE /v1/templates/{key}``, ``GET /v1/templates``,
+and ``POST /v1/templates/{key}/preview`` — the message as one person would get it.
+
+A template is checked on the way in (``journeys.emails``): a 400 names the field and the line,
+e.g. ``$.html: line 3: unexpected '}'``. A preview asks the engine's own API for the person's
+recommendations and offer, as sending does, so it shows exactly what they would get (those
+decisions are logged like any other).
+"""
+
+from __future__ import annotations
+
+import httpx
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collector.errors import with_path
+from edge.api.auth import secret
+from edge.api.responses import Problem, error, json
+from journeys import subscriptions
+from journeys.actions import Api, ApiError
+from journeys.emails import DEFS, TEMPLATE, EmailTemplate, delete_template, put_template
+from journeys.links import link_secret
+from journeys.mailer import Gate, Mailer, SendPolicy
+from journeys.spec import KEY
+
+__all__ = ["PreviewAsk", "routes"]
+
+
+def _key(request: Request) -> str:
+    key: str = request.path_params["key"]
+    if not KEY.fullmatch(key):
+        message = f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
+        raise Problem(400, "invalid_key", message)
+    return key
+
+
+@secret
+async def put(request: Request) -> Response:
+    key = _key(request)
+    try:
+        template = TEMPLATE.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_template", with_path(str(exc), of=EmailTemplate))
+    except msgspec.DecodeError as exc:
+        return error(400, "invalid_json", f"$: {exc}")
+    client = request.state.redis_sync
+    existed = await run_in_threadpool(client.hexists, DEFS, key)
+    changed = await run_in_threadpool(put_template, client, key, template)
+    return json({"key": key, "created": not existed, "changed": changed},
+                200 if existed else 201)  # fmt: skip
+
+
+async def _template(request: Request, key: str) -> EmailTemplate:
+    raw = await run_in_threadpool(request.state.redis_sync.hget, DEFS, key)
+    if raw is None:
+        raise Problem(404, "not_found", f"no template {key!r}")
+    return TEMPLATE.decode(raw)
+
+
+@secret
+async def get_one(request: Request) -> Response:
+    key = _key(request)
+    return json({"key": key, **msgspec.to_builtins(await _template(request, key))})
+
+
+@secret
+async def list_all(request: Request) -> Response:
+    found = await run_in_threadpool(request.state.redis_sync.hgetall, DEFS)
+    rows = [{"key": k.decode(), **msgspec.to_builtins(TEMPLATE.decode(v))}
+            for k, v in sorted(found.items())]  # fmt: skip
+    return json({"templates": rows})
+
+
+@secret
+async def delete(request: Request) -> Response:
+    key = _key(request)
+    if not await run_in_threadpool(delete_template, request.state.redis_sync, key):
+        return error(404, "not_found", f"no template {key!r}")
+    return json({"key": key, "deleted": True})
+
+
+class PreviewAsk(msgspec.Struct, forbid_unknown_fields=True):
+    person: str  # a profile id
+    group: str | None = None  # the subscription group its unsubscribe link is for
+
+
+_PREVIEW = msgspec.json.Decoder(PreviewAsk)
+
+
+@secret
+async def preview(request: Request) -> Response:
+    """The template rendered for ``person``: subject, preheader, HTML (links tracked) and text."""
+    key = _key(request)
+    template = await _template(request, key)
+    try:
+        ask = _PREVIEW.decode(await request.body())
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_request", with_path(str(exc), of=PreviewAsk))
+    except msgspec.DecodeError as exc:
+        return error(400, "invalid_json", f"$: {exc}")
+    snapshot = await run_in_threadpool(request.state.profiles.read, ask.person)
+    if not snapshot.exists:
+        return error(404, "not_found", f"$.person: no profile {ask.person!r}")
+    settings = request.state.settings
+    client = request.state.redis_sync
+
+    def rendered() -> dict[str, str]:
+        with httpx.Client(timeout=10.0) as http:
+            api = Api(str(request.base_url), settings.write_key, settings.secret_key, http)
+            # links point where the engine's settings say, else where this request came in
+            gate: Gate = subscriptions
+            mailer = Mailer(client, settings.email, None, SendPolicy(), gate, api, lambda: 0)
+            found = mailer.render(template, snapshot, "preview", ask.group, link_secret(client))
+            return msgspec.to_builtins(found)  # type: ignore[no-any-return]
+
+    try:
+        return json({"key": key, "person": ask.person, **(await run_in_threadpool(rendered))})
+    except ApiError as exc:
+        return error(503 if exc.retry else 409, "blocks_unavailable", str(exc))
+
+
+routes = [
+    Route("/v1/templates", list_all, methods=["GET"]),
+    Route("/v1/templates/{key}/preview", preview, methods=["POST"]),
+    Route("/v1/templates/{key}", put, methods=["PUT"]),
+    Route("/v1/templates/{key}", get_one, methods=["GET"]),
+    Route("/v1/templates/{key}", delete, methods=["DELETE"]),
+]
