@@ -22,6 +22,7 @@ import redis
 
 from collector.partitions import Layout
 from collector.spool import append_now
+from collector.versioned import Versioned
 from journeys import queues, store
 from journeys.actions import (
     GIVE_UP_MS,
@@ -33,8 +34,10 @@ from journeys.actions import (
     post,
     webhook_secret,
 )
+from journeys.broadcasts import VERSION as BROADCASTS_VERSION
+from journeys.broadcasts import Broadcast, broadcast_of, broadcasts, state_key
 from journeys.events import event, ids_of
-from journeys.mailer import Mailer
+from journeys.mailer import Mailer, message_event
 from journeys.shards import Shard
 from journeys.spec import Email, Journey, Webhook
 from profiles.store import ProfileStore, Snapshot
@@ -43,6 +46,8 @@ from profiles.views import describe, view_of
 __all__ = ["Courier"]
 
 log = logging.getLogger("kairos.journeys")
+
+PAUSED_MS = 5_000  # how often a paused broadcast's fed messages look again
 
 
 class Courier:
@@ -59,6 +64,7 @@ class Courier:
         self.api = api
         self.clock = clock
         self.profiles = ProfileStore(client)
+        self._broadcasts: Versioned[dict[str, Broadcast]] = Versioned(BROADCASTS_VERSION, {})
 
     def send(self, shards: list[Shard], journeys: dict[str, Journey], now: int, upto: int) -> int:
         """Deliver what the partitions' outboxes hold that is due by ``upto``; how many."""
@@ -76,6 +82,8 @@ class Courier:
             queues.settle(self.client, shard, key, None, now, "gone")
             return 0
         item, where = found
+        if broadcast_of(item.journey) is not None:
+            return self._broadcast(shard, key, item, where, now)
         journey = journeys.get(item.journey)
         run = store.read_runs(self.client, [item.pid])[item.pid].get(item.journey)
         if journey is None or run is None or run.entry != item.entry or (
@@ -88,7 +96,8 @@ class Courier:
         step = journey.steps[item.step]
         snapshot = self.profiles.read(item.pid)
         if isinstance(step, Email) and step.template is not None:
-            if not self._mail(shard, key, item, where, step, snapshot, now):
+            if not self._mail(shard, key, item, where, step.template, step.group, snapshot, now,
+                              journey=item.journey, step=item.step):  # fmt: skip
                 return 0
         elif isinstance(step, Webhook | Email):
             payload = {
@@ -124,16 +133,67 @@ class Courier:
         append_now(self.client, [sent], self.layout)
         return 1
 
-    def _mail(self, shard: Shard, key: str, item: store.Outgoing, where: str, step: Email,
-              snapshot: Snapshot, now: int) -> bool:  # fmt: skip
-        """Send an email step over SMTP; True when it was sent (the caller records it), else
-        what became of it is settled or scheduled here."""
-        assert step.template is not None
+    def _broadcast(self, shard: Shard, key: str, item: store.Outgoing, where: str,
+                   now: int) -> int:  # fmt: skip
+        """Send a broadcast's message to its person, unless the broadcast was cancelled (or
+        is paused: then later); its variant is decided now, by the placement, if it has them."""
+        name = broadcast_of(item.journey)
+        assert name is not None
+        found = self._broadcasts.get(self.client, broadcasts)
+        status = (self.client.hget(state_key(name), "status") or b"").decode()
+        if name not in found or status == "cancelled":
+            queues.settle(self.client, shard, key, where, now, "cancelled")
+            return 0
+        if status == "paused":
+            queues.retry(self.client, shard, key, item, where, now + PAUSED_MS, "paused")
+            return 0
+        if queues.was_sent(self.client, shard, key):
+            queues.settle(self.client, shard, key, where, now, "sent")
+            return 0
+        broadcast = found[name]
+        snapshot = self.profiles.read(item.pid)
+        template, group = broadcast.template, "treated"
+        if broadcast.variants is not None:
+            try:
+                if self.api is None:
+                    raise ApiError("this worker has no API to decide variants (--api-url)",
+                                   retry=False)  # fmt: skip
+                group = str(self.api.decide(broadcast.variants.placement,
+                                            ids_of(snapshot))["variant"])  # fmt: skip
+            except (ApiError, KeyError) as exc:
+                retry = isinstance(exc, ApiError) and exc.retry
+                if retry and now - item.created < GIVE_UP_MS:
+                    queues.retry(self.client, shard, key, item, where,
+                                 now + backoff(item.attempts), str(exc))  # fmt: skip
+                else:
+                    log.warning("broadcast message dropped: %s", exc, extra={"action": key})
+                    queues.settle(self.client, shard, key, where, now, "dropped")
+                return 0
+            template = broadcast.variants.templates.get(group)
+        targeted = message_event("Broadcast Targeted", snapshot, key, now, broadcast=name,
+                                 group=group)  # fmt: skip
+        append_now(self.client, [targeted], self.layout)
+        if template is None:  # a variant of the placement that names no template
+            skipped = message_event("Message Skipped", snapshot, key, now, channel="email",
+                                    reason="unknown_template", broadcast=name,
+                                    variant=group)  # fmt: skip
+            append_now(self.client, [skipped], self.layout)
+            queues.settle(self.client, shard, key, where, now, "skipped")
+            return 0
+        if not self._mail(shard, key, item, where, template, broadcast.group, snapshot, now,
+                          broadcast=name, variant=group):  # fmt: skip
+            return 0
+        queues.settle(self.client, shard, key, where, now, "sent")
+        return 1
+
+    def _mail(self, shard: Shard, key: str, item: store.Outgoing, where: str, template: str,
+              group: str | None, snapshot: Snapshot, now: int, **about: str) -> bool:  # fmt: skip
+        """Send an email over SMTP; True when it was sent (the caller records it), else what
+        became of it is settled or scheduled here."""
         if self.mailer is None:
-            raise RuntimeError("an email step with a template needs the worker's mailer")
+            raise RuntimeError("an email with a template needs the worker's mailer")
         said: list[Any] = []
-        result = self.mailer.send(snapshot, step.template, key, step.group, now, said,
-                                  journey=item.journey, step=item.step)  # fmt: skip
+        result = self.mailer.send(snapshot, template, key, group, now, said, **about)
         if result.status == "deferred":
             queues.retry(self.client, shard, key, item, where, result.until, result.reason)
         elif result.status == "retry" and now - item.created < GIVE_UP_MS:

@@ -84,8 +84,9 @@ class EmailTemplate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
             try:
                 environment.parse(getattr(self, field))
             except jinja2.TemplateSyntaxError as exc:
-                raise ValueError(f"`{field}` must be a jinja2 template; line {exc.lineno}: "
-                                 f"{exc.message}") from None
+                raise ValueError(
+                    f"`{field}` must be a jinja2 template; line {exc.lineno}: {exc.message}"
+                ) from None
 
 
 TEMPLATE = msgspec.json.Decoder(EmailTemplate)

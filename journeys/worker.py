@@ -56,9 +56,10 @@ from collector.versioned import Versioned
 from collector.worker import SpoolWorker
 from journeys import queues, store
 from journeys.actions import Api
+from journeys.broadcasts import Broadcaster, action_key
 from journeys.delivery import Courier
 from journeys.events import ended, event, ids_of, message_ids
-from journeys.mailer import Mailer
+from journeys.mailer import Mailer, message_event
 from journeys.runs import (
     Person,
     Run,
@@ -125,6 +126,7 @@ class JourneyWorker(SpoolWorker):
         self.profiles = ProfileStore(client)
         self.clock = clock
         self.http = http or httpx.Client()
+        self.broadcaster = Broadcaster(client, reader.layout, reader.consumer)
         self.courier = Courier(client, reader.layout, reader.consumer, self.http, api, clock,
                                mailer)  # fmt: skip
         self.profile_wait = profile_wait
@@ -300,7 +302,19 @@ class JourneyWorker(SpoolWorker):
             due = queues.due_timers(self.client, shard, upto)
             if due:
                 self._wake(shard, due, now, upto)
+        self._broadcast(now)
         self.send(now, upto)
+
+    def _broadcast(self, now: int) -> None:
+        """Run the broadcasts a step (``journeys.broadcasts``); say who each held out."""
+        exposures = self.broadcaster.tick(now)
+        if not exposures:
+            return
+        snapshots = self.profiles.read_many([pid for _, pid, _ in exposures])
+        append_now(self.client, [
+            message_event("Broadcast Targeted", snapshot, action_key(key, pid), now,
+                          broadcast=key, group=group)
+            for (key, pid, group), snapshot in zip(exposures, snapshots)], self.layout)  # fmt: skip
 
     def _wake(self, shard: Shard, due: list[tuple[str, str, int]], now: int, upto: int) -> None:
         mine: dict[str, list[str]] = {}

@@ -32,6 +32,7 @@ from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
 from edge.pages import dashboard, demo
 from edge.routes import (
+    broadcasts,
     decide,
     journeys,
     messages,
@@ -211,6 +212,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *products.routes,
             *journeys.routes,
             *templates.routes,
+            *broadcasts.routes,
             *messages.routes,
             *onchain.routes,
             *wallets.routes,

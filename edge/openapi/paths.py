@@ -24,6 +24,7 @@ from edge.routes.recommendations import Batch as RecommendationBatch
 from edge.routes.sql import SqlRequest
 from edge.routes.templates import PreviewAsk
 from edge.routes.wallets import Link
+from journeys.broadcasts import Broadcast
 from journeys.emails import EmailTemplate
 from journeys.spec import Journey
 from profiles.products import Item
@@ -34,7 +35,7 @@ __all__ = ["BODIES", "Operation", "operations"]
 BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
           Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
           SimulateAsk, OnchainBatch, RecommendationBatch, Link, EmailTemplate,
-          PreviewAsk]  # fmt: skip
+          PreviewAsk, Broadcast]  # fmt: skip
 
 WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
 _KEY = {"type": "string", "pattern": f"^{KEY.pattern}$"}
@@ -270,6 +271,7 @@ def _messaging() -> list[Operation]:
                   answers={200: ("The message as they would get it", "EmailPreview"), **_BAD,
                            **_MISSING, 409: ("A block cannot be had", "Error"),
                            503: ("The engine's API is unavailable", "Error")}),
+        *_broadcasts(),
         Operation("get", "/v1/m/c/{token}", "Tracked link of a sent message: records Email "
                   "Clicked and redirects", "messaging", parameters=token,
                   answers={302: ("To the link's URL", None),
@@ -277,6 +279,51 @@ def _messaging() -> list[Operation]:
         Operation("get", "/v1/m/o/{token}.gif", "Open pixel of a sent message (records Email "
                   "Opened)", "messaging", parameters=token,
                   answers={200: ("A 1×1 GIF", "image/gif")}),
+    ]  # fmt: skip
+
+
+def _broadcasts() -> list[Operation]:
+    one = [path("key", _KEY, "the broadcast's key")]
+    running = {409: ("Not allowed in the broadcast's status (the message says which)", "Error")}
+    acts = [
+        Operation(
+            "post",
+            f"/v1/broadcasts/{{key}}/{action}",
+            summary,
+            "messaging",
+            (SECRET,),
+            parameters=one,
+            body_required=False,
+            answers={200: ("Its status now", "BroadcastStatus"), **_MISSING, **running},
+        )
+        for action, summary in (
+            ("start", "Start sending (a draft)"),
+            ("pause", "Pause the feed where it is"),
+            ("resume", "Resume a paused broadcast"),
+            ("cancel", "Cancel: what has not been fed is dropped"),
+        )
+    ]
+    return [
+        Operation("get", "/v1/broadcasts", "Every broadcast, with its progress", "messaging",
+                  (SECRET,), answers={200: ("Broadcasts", "BroadcastList")}),
+        Operation("put", "/v1/broadcasts/{key}", "Create or replace a broadcast (a draft)",
+                  "messaging", (SECRET,), "Broadcast", parameters=one,
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD,
+                           **running}),
+        Operation("get", "/v1/broadcasts/{key}", "A broadcast and its progress", "messaging",
+                  (SECRET,), parameters=one,
+                  answers={200: ("The broadcast", "BroadcastShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/broadcasts/{key}", "Delete a broadcast (not while it runs)",
+                  "messaging", (SECRET,), parameters=one,
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **running}),
+        *acts,
+        Operation("post", "/v1/broadcasts/{key}/dry-run", "Who would receive it now (sends "
+                  "nothing)", "messaging", (SECRET,), parameters=one, body_required=False,
+                  answers={200: ("The audience", "BroadcastDryRun"), **_BAD, **_MISSING}),
+        Operation("get", "/v1/broadcasts/{key}/results", "Outcomes per variant and the "
+                  "holdout", "messaging", (SECRET,), parameters=one,
+                  answers={200: ("Results", "BroadcastResults"), **_BAD, **_MISSING,
+                           **_STORE_DOWN}),
     ]  # fmt: skip
 
 

@@ -202,6 +202,55 @@ class EmailPreview(Struct):
     unsubscribe_url: str
 
 
+class BroadcastStatus(Struct):
+    key: str
+    status: str
+
+
+class BroadcastProgress(Struct):
+    status: str  # draft, scanning, sending, paused, completed, cancelled
+    scanned: int  # segment members read
+    held_out: int
+    fed: int  # handed to the outbox
+    pending: int  # queued for their send time or the throttle
+
+
+class BroadcastShown(Struct):
+    key: str
+    segment: str
+    progress: BroadcastProgress
+
+
+class BroadcastList(Struct):
+    broadcasts: list[BroadcastShown]
+
+
+class BroadcastDryRun(Struct):
+    key: str
+    audience: int
+    held_out: int
+    would_send: int
+    skipped: dict[str, int]
+    sample: list[dict[str, Any]]
+    truncated: bool
+
+
+class BroadcastGroup(Struct):
+    targeted: int
+    sent: int
+    skipped: dict[str, int]
+    bounced: int
+    opened: int
+    clicked: int
+    open_rate: float | None
+    click_rate: float | None
+
+
+class BroadcastResults(Struct):
+    key: str
+    groups: dict[str, BroadcastGroup]
+
+
 class JourneyStats(Struct):
     key: str
     active: dict[str, Any]
@@ -273,6 +322,11 @@ class Health(Struct):
 
 ANSWERS = [
     Error,
+    BroadcastStatus,
+    BroadcastShown,
+    BroadcastList,
+    BroadcastDryRun,
+    BroadcastResults,
     EmailTemplateShown,
     EmailTemplateList,
     EmailPreview,

@@ -8,6 +8,7 @@ from typing import Literal
 
 from collector.consent import ConsentPolicy
 from edge.api.limits import Limits
+from journeys.mailer import SendPolicy
 from journeys.smtp import EmailSettings
 
 __all__ = ["Settings"]
@@ -35,3 +36,4 @@ class Settings:
     identity_secret: str = field(default="", repr=False)
     identity_verification: Literal["required", "off"] = "required"  # [identity] verification
     email: EmailSettings = field(default_factory=EmailSettings)  # [email]: sender, public URL
+    messaging: SendPolicy = field(default_factory=SendPolicy)  # [messaging]: send-time rules

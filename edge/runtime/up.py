@@ -119,6 +119,7 @@ def up(args: argparse.Namespace) -> int:
         decide_timeout=args.decide_timeout_ms / 1000,
         limits=config.limits,
         email=config.email,
+        messaging=config.messaging,
     )
     if args.api_child:  # one of the API processes of a `kairos up --api-workers N`
         return _serve_api(settings)

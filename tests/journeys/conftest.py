@@ -7,15 +7,18 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 
+from edge.runtime.config import Config
 from edge.runtime.stores import redis_client
 from edge.runtime.workers import start
+from journeys.mailer import SendPolicy
+from journeys.smtp import EmailSettings
 from journeys.store import runs_key
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
 from tests.helpers import bearer
@@ -172,3 +175,36 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
         yield handler, port
     finally:
         controller.stop()
+
+
+MailWorker = Callable[..., Clock]
+
+
+@pytest.fixture
+def mail_worker(engine: Engine, inbox: tuple[Inbox, int]) -> Iterator[MailWorker]:
+    """Start the journeys worker sending through the test's SMTP server, with a movable clock."""
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def launch(start_at: int | None = None, **rules: Any) -> Clock:
+        found = Clock()
+        if start_at is not None:
+            found.offset = start_at - found()
+        config = Config(email=EmailSettings(url=f"smtp://127.0.0.1:{inbox[1]}",
+                                            from_address="Shop <shop@example.com>",
+                                            public_url=engine.url),
+                        messaging=SendPolicy(**rules))  # fmt: skip
+        needs = worker_needs(engine.settings.redis_url, "test-journeys", config=config,
+                             api=(engine.url, WRITE_KEY, SECRET_KEY))  # fmt: skip
+        threads.append(start("journeys", needs, stop, interval=0.05, clock=found))
+        return found
+
+    yield launch
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
+def events(engine: Engine, name: str) -> list[dict[str, Any]]:
+    rows = engine.sql(f"SELECT properties FROM events WHERE event = '{name}' ORDER BY timestamp")
+    return [json.loads(row[0]) for row in rows]

@@ -5,10 +5,7 @@ a real SMTP server (aiosmtpd) on loopback, tracked links and opens, and the send
 from __future__ import annotations
 
 import email
-import json
 import re
-import threading
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email import policy
 from typing import Any
@@ -16,13 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.runtime.config import Config
-from edge.runtime.workers import start
-from journeys.mailer import SendPolicy
-from journeys.smtp import EmailSettings
-from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
+from tests.conftest import Engine
 from tests.helpers import bearer, eventually
-from tests.journeys.conftest import Clock, Inbox, put_journey, run_of, track
+from tests.journeys.conftest import Clock, Inbox, MailWorker, events, put_journey, run_of, track
 
 pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
 
@@ -59,39 +52,6 @@ def shopper(engine: Engine, who: str, address: str, **traits: Any) -> None:
     track(engine, who, "Product Added", product_id=f"hat-{who}")
 
 
-MailWorker = Callable[..., Clock]
-
-
-@pytest.fixture
-def mail_worker(engine: Engine, inbox: tuple[Inbox, int]) -> Iterator[MailWorker]:
-    """Start the journeys worker sending through the test's SMTP server, with a movable clock."""
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def launch(start_at: int | None = None, **rules: Any) -> Clock:
-        found = Clock()
-        if start_at is not None:
-            found.offset = start_at - found()
-        config = Config(email=EmailSettings(url=f"smtp://127.0.0.1:{inbox[1]}",
-                                            from_address="Shop <shop@example.com>",
-                                            public_url=engine.url),
-                        messaging=SendPolicy(**rules))  # fmt: skip
-        needs = worker_needs(engine.settings.redis_url, "test-journeys", config=config,
-                             api=(engine.url, WRITE_KEY, SECRET_KEY))  # fmt: skip
-        threads.append(start("journeys", needs, stop, interval=0.05, clock=found))
-        return found
-
-    yield launch
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
-
-
-def events(engine: Engine, name: str) -> list[dict[str, Any]]:
-    rows = engine.sql(f"SELECT properties FROM events WHERE event = '{name}' ORDER BY timestamp")
-    return [json.loads(row[0]) for row in rows]
-
-
 def test_templates_are_checked_kept_and_listed(engine: Engine) -> None:
     assert put_template(engine, "cart", CART).status_code == 201
     again = put_template(engine, "cart", CART)
@@ -99,7 +59,8 @@ def test_templates_are_checked_kept_and_listed(engine: Engine) -> None:
     broken = put_template(engine, "broken", {**CART, "html": "<p>{% for x in cart %}</p>"})
     assert broken.status_code == 400
     assert broken.json()["message"].startswith(
-        "$.html: must be a jinja2 template; line 1: Unexpected end of template")
+        "$.html: must be a jinja2 template; line 1: Unexpected end of template"
+    )
     missing = put_template(engine, "nosubject", {"html": "<p>x</p>"})
     assert missing.json()["message"] == "$.subject: required field is missing"
     listed = engine.client.get(f"{engine.url}/v1/templates", headers=bearer()).json()
@@ -239,8 +200,17 @@ def test_the_frequency_cap_skips_what_passes_it_across_journeys(
     handler, _ = inbox
     put_template(engine, "cart", CART)
     put_journey(engine, "first", cart_journey())
-    put_journey(engine, "second", {**cart_journey(), "steps": {
-        **cart_journey()["steps"], "wait": {"type": "wait", "duration": "2h", "next": "remind"}}})
+    put_journey(
+        engine,
+        "second",
+        {
+            **cart_journey(),
+            "steps": {
+                **cart_journey()["steps"],
+                "wait": {"type": "wait", "duration": "2h", "next": "remind"},
+            },
+        },
+    )
     clock = mail_worker(frequency_cap=1, cap_days=1)
     shopper(engine, "eve", "eve@example.org")
     waiting(engine, "eve", "first")

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from journeys.smtp import Sender, compose, deliver
-from tests.journeys.conftest import Inbox
 
 
 def test_a_message_arrives_multipart_with_one_click_unsubscribe_and_a_valid_dkim_signature(inbox):
