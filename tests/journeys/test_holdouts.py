@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser
 
+from edge.runtime.stores import redis_client
 from journeys.runs import group_of
 from journeys.shards import layout_now, shards
 from journeys.spec import parse
@@ -22,7 +23,7 @@ from journeys.store import actions_key
 from tests.browser import shot, watched
 from tests.conftest import SECRET_KEY, Engine
 from tests.helpers import bearer, eventually
-from tests.journeys.conftest import Clock, Receiver, _store, put_journey, run_of
+from tests.journeys.conftest import Clock, Receiver, put_journey, run_of
 
 pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
 
@@ -140,10 +141,10 @@ def test_a_holdout_is_sent_nothing_and_measures_the_lift(
     time.sleep(1.0)  # nothing more comes
     reached = [r["json"]["person"]["identities"]["anonymous_id"][0] for r in receiver.received]
     assert len(reached) == expected and set(reached) == treated
-    r = _store(engine.settings.redis_url)
-    assert not any(r.hlen(actions_key(sent.pids[w])) for w in held)
-    queued = [k.decode() for s in shards(layout_now(r)) for k in r.zrange(s.outbox, 0, -1)]
-    delivered = [k.decode() for s in shards(layout_now(r)) for k in r.hkeys(s.sent)]
+    with redis_client(engine.settings.redis_url) as r:  # the outbox, as the worker left it
+        assert not any(r.hlen(actions_key(sent.pids[w])) for w in held)
+        queued = [k.decode() for s in shards(layout_now(r)) for k in r.zrange(s.outbox, 0, -1)]
+        delivered = [k.decode() for s in shards(layout_now(r)) for k in r.hkeys(s.sent)]
     assert len(delivered) == expected
     assert not {k.split("|")[1] for k in queued + delivered} & {sent.pids[w] for w in held}
     rows = engine.sql(
