@@ -26,6 +26,7 @@ from journeys.runs import (
     Run,
     advance,
     enter,
+    group_of,
     may_enter,
     on_event,
     trigger_event,
@@ -113,7 +114,8 @@ def simulate(
             if triggers(journey, event, properties, person) and may_enter(
                 journey, run, person, ms, entered
             ):
-                run = enter(key, who, (run.entry if run else 0) + 1, ms, journey.start)
+                group = group_of(journey, key, who)
+                run = enter(key, who, (run.entry if run else 0) + 1, ms, journey.start, 0, group)
                 report.entered += 1
                 report.people += int(run.entry == 1)
                 entered_at = ms if entered_at is None else entered_at

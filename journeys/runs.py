@@ -5,7 +5,8 @@ A ``Run`` sits on one step. ``advance`` moves it through branches, splits and ac
 reaches a wait (it then says when it is ``due``, or which event it waits for) or an end; the
 actions passed on the way come back as ``Action`` values, each with an idempotency key unique
 to person, journey, entry and step, for the worker to send. ``on_event`` applies one of the
-person's events: an exit rule ends the run, the event a wait is for moves it on.
+person's events: an exit rule ends the run, the event a wait is for moves it on. A run in the
+journey's holdout (``group_of``) ends as it starts, "exited: holdout", and passes no step.
 
 Examples:
     >>> from journeys.spec import JOURNEY
@@ -32,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from bandits.hashing import bucket
 from collector.onchain import event_name as onchain_event
 from journeys.spec import (
     ACTIONS,
@@ -56,6 +58,7 @@ __all__ = [
     "Run",
     "advance",
     "enter",
+    "group_of",
     "may_enter",
     "on_event",
     "reads_profile",
@@ -83,6 +86,7 @@ class Run(msgspec.Struct, omit_defaults=True):
     applied: str = ""
     applied_in: dict[str, str] = {}
     home: int = 0  # the partition of the event that entered it: where its timer and actions go
+    group: str = "treated"  # or "holdout": entered, counted, sent nothing (journeys.lift)
 
     @property
     def key(self) -> str:
@@ -119,8 +123,34 @@ class Person:
     timezone: str | None = None
 
 
-def enter(journey_key: str, pid: str, entry: int, now: int, start: str = "", home: int = 0) -> Run:
-    return Run(journey_key, pid, entry, now, start, home=home)
+def enter(
+    journey_key: str,
+    pid: str,
+    entry: int,
+    now: int,
+    start: str = "",
+    home: int = 0,
+    group: str = "treated",
+) -> Run:
+    return Run(journey_key, pid, entry, now, start, home=home, group=group)
+
+
+def group_of(journey: Journey, journey_key: str, pid: str) -> str:
+    """The person's group: "holdout" for the journey's ``holdout`` share of people, else
+    "treated". The same on every entry (a sticky bucket of person and journey), so a held-out
+    person is never treated later, and raising the share only adds people to the holdout.
+
+    Examples:
+        >>> from journeys.spec import JOURNEY
+        >>> journey = JOURNEY.decode(b'{"trigger": {"kind": "event", "event": "Signed Up"},'
+        ...     b' "goal": "Order Completed", "holdout": 0.3, "start": "end",'
+        ...     b' "steps": {"end": {"type": "end"}}}')
+        >>> groups = [group_of(journey, "welcome", f"p{i}") for i in range(1000)]
+        >>> groups.count("holdout"), group_of(journey, "welcome", "p1") == groups[1]
+        (316, True)
+    """
+    point = bucket(pid, f"journey-holdout:{journey_key}")
+    return "holdout" if point < journey.holdout else "treated"
 
 
 def may_enter(
@@ -153,6 +183,8 @@ def advance(
     done = passed if passed is not None else []
     if run.ended:
         return run, []
+    if run.group == "holdout":  # what the journey earns is measured against these: no step
+        return _ended(run, "exited: holdout", now), []
     run = msgspec.structs.replace(run, step=run.step or journey.start)
     actions: list[Action] = []
     for _ in range(_MAX_STEPS):

@@ -27,6 +27,10 @@ does not come), ``branch`` (``cases``: the first whose rule matches, else ``othe
 a webhook to an email provider with the address, a subject and rendered recommendations),
 ``traits`` (set traits), ``score`` (adjust the lead score), ``emit`` (an event), ``end``.
 
+``holdout`` (a share up to 0.5, with a ``goal``): that share of the people entering, sticky per
+person, enter and are counted but are sent nothing, so ``journeys.lift`` can say what the
+journey earns: the goal within ``goal_window`` (default 7d) after entering, against them.
+
 Examples:
     >>> parse_duration("90m"), parse_duration("1d")
     (5400000, 86400000)
@@ -280,6 +284,11 @@ class Journey(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     entry: Entry = msgspec.field(default_factory=Entry)
     exit: list[ExitRule] = []
     goal: str | None = None  # the event that counts as converting
+    # Within how long after entering the goal counts (journeys.lift), and the share of the
+    # people entering who are held out: they enter and are counted, but are sent nothing, so
+    # the journey's lift is measured against them.
+    goal_window: Duration = "7d"
+    holdout: Annotated[float, msgspec.Meta(ge=0, le=0.5)] = 0.0
     active: bool = True
     revision: int = 0  # set by the engine on every change
 
@@ -293,6 +302,10 @@ class Journey(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         loop = self._loop_without_wait()
         if loop:
             raise ValueError(f"steps.{loop}: a loop without a wait would never stop")
+        if _DURATION.match(self.goal_window) is None:
+            raise ValueError(f"`goal_window` must be {_ACCEPTED}; got {self.goal_window!r}")
+        if self.holdout and not self.goal:
+            raise ValueError("`holdout` must come with a `goal`: the event whose lift it measures")
 
     def _loop_without_wait(self) -> str | None:
         """A step on a cycle that passes no wait, if any."""

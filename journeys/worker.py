@@ -27,7 +27,8 @@ after the restart, under the same Idempotency-Key: webhooks are at least once (t
 
 Journey events go to the spool (and so to ClickHouse): "Journey Entered", "Journey Step
 Completed" (with the step), "Journey Action Sent" (with the step and the action), "Journey
-Exited" (with the reason) and "Journey Completed", each with ``journey`` and ``entry``. Those an
+Exited" (with the reason) and "Journey Completed", each with ``journey`` and ``entry``
+("Journey Entered" also with the person's ``group``: treated, or holdout). Those an
 event caused (entering, the steps passed at once, an exit) carry that event's time
 (``wire.event_time``), not the time the worker got to it: a person who ordered a minute after
 entering converted, however far behind the worker was (``journeys.stats`` compares event times).
@@ -65,6 +66,7 @@ from journeys.runs import (
     Run,
     advance,
     enter,
+    group_of,
     may_enter,
     on_event,
     reads_profile,
@@ -269,8 +271,8 @@ class JourneyWorker(SpoolWorker):
                 if not may_enter(journey, last, person, now, entered):
                     continue
                 run = enter(key, pid, (last.entry if last else 0) + 1, now, journey.start,
-                            home=partition)  # fmt: skip
-                plan.said.append(event("Journey Entered", run, ids, now, when))
+                            home=partition, group=group_of(journey, key, pid))  # fmt: skip
+                plan.said.append(event("Journey Entered", run, ids, now, when, group=run.group))
                 run = _advanced(journey, run.applying(partition, at), person, now, ids,
                                 plan.outgoing, plan.said, when)  # fmt: skip
                 theirs[key] = run

@@ -233,6 +233,11 @@ def _journeys() -> list[Operation]:
                   "exited, converted", "journeys", (SECRET,), parameters=one,
                   answers={200: ("Counts", "JourneyStats"),
                            **_BAD, **_MISSING, **_STORE_DOWN}),
+        Operation("get", "/v1/journeys/{key}/results", "Treated against held-out people: "
+                  "conversion and revenue lift", "journeys", (SECRET,),
+                  parameters=[*one, *_SINCE_UNTIL],
+                  answers={200: ("Results", "JourneyResults"),
+                           **_BAD, **_MISSING, **_STORE_DOWN}),
         Operation("post", "/v1/journeys/{key}/simulate", "Dry run over past events (sends "
                   "nothing)", "journeys", (SECRET,), "SimulateAsk", parameters=one,
                   body_required=False,

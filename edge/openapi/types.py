@@ -256,6 +256,44 @@ class JourneyStats(Struct):
     active: dict[str, Any]
 
 
+class Against(Struct):
+    """A group against the holdout on one metric: always-valid 95% intervals (journeys.lift)."""
+
+    difference: float
+    differenceCI: list[float]
+    lift: float | None  # null while the holdout's figure is 0
+    liftCI: list[float] | None
+    pValue: float
+
+
+class VsHoldout(Struct):
+    conversion: Against
+    revenue: Against
+
+
+class JourneyGroup(Struct):
+    group: str  # treated, or holdout
+    people: int
+    converted: int
+    rate: float
+    revenue: float
+    revenuePerPerson: float
+    revenueVariance: float
+    vsHoldout: VsHoldout | None  # null for the holdout itself
+    summary: str
+
+
+class JourneyResults(Struct):
+    journey: str
+    goal: str
+    goalWindow: str
+    holdout: float
+    control: str
+    window: dict[str, Any]
+    groups: list[JourneyGroup]
+    method: list[str]
+
+
 class Simulation(Struct):
     key: str
     since: str
@@ -353,6 +391,7 @@ ANSWERS = [
     JourneyList,
     JourneyShown,
     JourneyStats,
+    JourneyResults,
     Simulation,
     Templates,
     OnchainAccepted,

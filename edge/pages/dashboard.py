@@ -37,7 +37,8 @@ from edge.pages.text import exact, plural, when
 from edge.routes.models import models_summary
 from edge.routes.placements import results_of
 from edge.routes.profiles import NotFound, find_profile
-from journeys.spec import ACTIONS, in_order
+from journeys.lift import CONTROL, journey_results
+from journeys.spec import ACTIONS, Journey, in_order
 from journeys.stats import active_by_step
 from journeys.stats import counts as journey_counts
 from journeys.store import journeys
@@ -328,8 +329,33 @@ async def journeys_page(request: Request) -> Response:
             stages.append(("converted", stats.get("converted", 0)))
         chart = charts.funnel(stages, f"{journey.name or key}: people by stage")
         shown.append({"key": key, "journey": journey, "stats": stats, "active": active,
-                      "chart": chart})  # fmt: skip
+                      "chart": chart, **await _lift(store, key, journey)})  # fmt: skip
     return _page(request, "journeys.html", journeys=shown, section="journeys")
+
+
+async def _lift(store: Any, key: str, journey: Journey) -> dict[str, Any]:
+    """A journey's treated people against its holdout (``journeys.lift``), and the interval of
+    the difference in conversion rate drawn: nothing for a journey that holds no one out."""
+    if not journey.goal:
+        return {}
+    try:
+        found = await run_in_threadpool(journey_results, store, key, journey)
+    except (StoreUnavailable, QueryFailed):
+        return {}
+    held = next((g for g in found["groups"] if g["group"] == CONTROL), None)
+    if not journey.holdout and not (held and held["people"]):
+        return {}
+    against = [(g["group"], g["vsHoldout"]["conversion"]) for g in found["groups"]
+               if g["vsHoldout"]]  # fmt: skip
+    chart = charts.intervals(
+        [
+            (name, c["differenceCI"][0], c["difference"], c["differenceCI"][1])
+            for name, c in against
+        ],
+        f"{journey.name or key}: conversion lift against the holdout, 95% interval (points)",
+        charts.palette([g["group"] for g in found["groups"]]),
+    )
+    return {"results": found, "lift_chart": chart}
 
 
 def _x(at: Any) -> float:

@@ -1,6 +1,7 @@
 """Journeys admin API (secret key): ``PUT/GET/DELETE /v1/journeys/{key}``, ``GET
-/v1/journeys/{key}/stats`` (``journeys.stats``) and ``GET /v1/journeys`` (every journey, and
-the secret their webhooks are signed with).
+/v1/journeys/{key}/stats`` (``journeys.stats``), ``GET /v1/journeys/{key}/results`` (treated
+against held-out people: ``journeys.lift``) and ``GET /v1/journeys`` (every journey, and the
+secret their webhooks are signed with).
 
 A definition is checked on the way in (``journeys.spec``): a 400 names the step or field at
 fault, e.g. ``steps.remind.next: no step 'rmind'``.
@@ -24,6 +25,7 @@ from edge.api.responses import Problem, error, json
 from edge.routes.placements import check_window
 from journeys.actions import webhook_secret
 from journeys.dryrun import simulate
+from journeys.lift import journey_results
 from journeys.spec import JOURNEY, KEY, Journey, parse
 from journeys.stats import active_by_step, counts
 from journeys.store import DEFS, delete_journey, journeys, put_journey
@@ -90,6 +92,35 @@ async def stats(request: Request) -> Response:
     return json({"key": key, **found, "active": active})
 
 
+class ResultsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``/results`` takes as query parameters: who entered when (as placement results)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@secret
+async def results(request: Request) -> Response:
+    """Per group (treated, holdout): people entered, converted within the goal window, revenue
+    per person; the treated against the holdout with always-valid intervals."""
+    key = _key(request)
+    journey = await _journey(request, key)
+    try:
+        ask = msgspec.convert(dict(request.query_params), ResultsQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        return error(400, "invalid_request", with_path(str(exc), of=ResultsQuery))
+    since, until = check_window(ask.since, ask.until)
+    if not journey.goal:
+        message = f"$.goal: journey {key!r} has no goal to measure: set `goal` (and `holdout`)"
+        return error(400, "no_goal", message)
+    try:
+        found = await run_in_threadpool(journey_results, request.state.store, key, journey,
+                                        since, until)  # fmt: skip
+    except (StoreUnavailable, QueryFailed) as exc:
+        return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
+    return json(found)
+
+
 class SimulateAsk(msgspec.Struct, forbid_unknown_fields=True):
     since: datetime | None = None
     until: datetime | None = None
@@ -150,6 +181,7 @@ routes = [
     Route("/v1/journeys", list_all, methods=["GET"]),
     Route("/v1/journeys/templates", templates, methods=["GET"]),
     Route("/v1/journeys/{key}/stats", stats, methods=["GET"]),
+    Route("/v1/journeys/{key}/results", results, methods=["GET"]),
     Route("/v1/journeys/{key}/simulate", simulate_journey, methods=["POST"]),
     Route("/v1/journeys/{key}", put, methods=["PUT"]),
     Route("/v1/journeys/{key}", get_one, methods=["GET"]),
