@@ -12,12 +12,13 @@ A broadcast (``PUT /v1/broadcasts/{key}``)::
      "throttle": 20, "holdout": 0.1,
      "goal": "Order Completed", "goal_window": "3d"}
 
-Its life: ``draft`` → ``start`` → ``scanning`` (the segment's members are read in pages; each
-is held out, sticky per person, or queued for their send time) → ``sending`` once every member
-is queued → ``completed`` when the queue is empty; ``pause`` / ``resume`` stop and restart the
+Its life: ``draft`` → ``start`` → ``scanning`` (the segment's members are read in pages, each
+queued for their send time) → ``sending`` once every member is queued → ``completed`` when the
+queue is empty; ``pause`` / ``resume`` stop and restart the
 feed wherever it is, ``cancel`` drops what has not been fed. The journeys worker runs it
 (``Broadcaster.tick``, between batches; one instance at a time, by a lease per broadcast): it
-feeds at most ``throttle`` messages a second into the outbox of each recipient's partition, and
+feeds at most ``throttle`` people a second, each when due: a held-out one (sticky per person)
+is only said to be exposed, the others' messages go into their partitions' outboxes, and
 the partition's holder sends them like journey actions (``journeys.delivery``), with the same
 claims and the same record of what was sent — so each person gets it once, and only a crash
 between the SMTP server's accept and that record sends a second copy, with the same Message-ID.
@@ -205,8 +206,8 @@ class Broadcaster:
                 continue
             broadcast = BROADCAST.decode(raw)
             if status == "scanning":
-                exposures += self._scan(key, broadcast, now)
-            self._feed(key, broadcast, now)
+                self._scan(key, broadcast, now)
+            exposures += self._feed(key, broadcast, now)
         return exposures
 
     def _lease(self, key: str, now: int) -> bool:
@@ -219,42 +220,45 @@ class Broadcaster:
             return True
         return False
 
-    def _scan(self, key: str, broadcast: Broadcast, now: int) -> list[tuple[str, str, str]]:
-        """Queue (or hold out) one page of the segment's members; ``sending`` after the last."""
+    def _scan(self, key: str, broadcast: Broadcast, now: int) -> None:
+        """Queue one page of the segment's members for their send time (the held-out ones
+        too: they are exposed when they would have been sent, so that both groups' goal
+        windows start alike); ``sending`` after the last page."""
         state = state_of(self.client, key)
         started = int(state.get("started_at", now))
         at = int(state.get("cursor", 0))
         cursor, members = self.client.sscan(member_key(broadcast.segment), at, count=self.page)
         pids = sorted(m.decode() for m in members)
-        kept = [p for p in pids if not held_out(key, p, broadcast.holdout)]
         zones: dict[str, str | None] = {}
-        if broadcast.local_time is not None and kept:
-            for snapshot in self.profiles.read_many(kept):
+        if broadcast.local_time is not None and pids:
+            for snapshot in self.profiles.read_many(pids):
                 zone = snapshot.traits().get("timezone")
                 zones[snapshot.id] = zone if isinstance(zone, str) else None
         pipe = self.client.pipeline(transaction=True)  # one slot: {bc:<key>}
-        if kept:
+        if pids:
             pipe.zadd(pending_key(key), {p: send_time(broadcast, started, zones.get(p))
-                                         for p in kept}, nx=True)  # fmt: skip
+                                         for p in pids}, nx=True)  # fmt: skip
         pipe.hincrby(state_key(key), "scanned", len(pids))
-        pipe.hincrby(state_key(key), "held_out", len(pids) - len(kept))
         pipe.hset(state_key(key), mapping={"cursor": int(cursor)} | (
             {"status": "sending", "scanned_at": now} if int(cursor) == 0 else {}))  # fmt: skip
         pipe.execute()
         # (a page read again after a crash queues nobody twice: ZADD NX, and the outbox and
         # its record of what was sent are keyed by person; the counts may then run over)
-        return [(key, p, "holdout") for p in pids if p not in kept]
 
-    def _feed(self, key: str, broadcast: Broadcast, now: int) -> None:
+    def _feed(self, key: str, broadcast: Broadcast, now: int) -> list[tuple[str, str, str]]:
         """Move what is due into the recipients' partitions' outboxes, at most ``throttle`` a
-        second (what the last feed left unspent carries over, up to a second's worth)."""
+        second (what the last feed left unspent carries over, up to a second's worth); the
+        held-out people due are returned as exposures instead."""
         state = state_of(self.client, key)
         last = int(state.get("fed_at", now))
         budget = int(min(broadcast.throttle, broadcast.throttle * (now - last) / 1000))
         if budget < 1:
-            return
-        due = [m.decode() for m in self.client.zrangebyscore(pending_key(key), "-inf", now,
-                                                              start=0, num=budget)]  # fmt: skip
+            return []
+        found = [m.decode() for m in self.client.zrangebyscore(pending_key(key), "-inf", now,
+                                                                start=0, num=budget)]  # fmt: skip
+        kept = [p for p in found if not held_out(key, p, broadcast.holdout)]
+        exposures = [(key, p, "holdout") for p in found if p not in set(kept)]
+        due = kept
         if due:
             actions = [(action_key(key, pid), Outgoing(
                 journey=f"{PREFIX}{key}", pid=pid, entry=1, step="send", created=now,
@@ -264,16 +268,20 @@ class Broadcaster:
                 pipe.hsetnx(actions_key(item.pid), action, msgspec.json.encode(item))
             pipe.execute()
             queues.index_actions(self.client, self.layout, actions)
-            # Only now off the queue: a crash before this feeds them again, to the same
-            # outbox entries (HSETNX, ZADD NX), which are sent once.
-            self.client.zrem(pending_key(key), *due)
+        # Only now off the queue: a crash before this feeds them again, to the same outbox
+        # entries (HSETNX, ZADD NX), which are sent once, and says the same exposures again
+        # (their events' messageIds are the same: the spool keeps one of each).
+        if found:
+            self.client.zrem(pending_key(key), *found)
         pipe = self.client.pipeline(transaction=True)
         pipe.hincrby(state_key(key), "fed", len(due))
+        pipe.hincrby(state_key(key), "held_out", len(exposures))
         pipe.hset(state_key(key), "fed_at", now)
-        if state["status"] == "sending" and len(due) < budget and not self.client.zcount(
+        if state["status"] == "sending" and len(found) < budget and not self.client.zcount(
                 pending_key(key), "-inf", "+inf"):  # fmt: skip
             pipe.hset(state_key(key), mapping={"status": "completed", "completed_at": now})
         pipe.execute()
+        return exposures
 
 
 # -- storage --

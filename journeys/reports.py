@@ -9,17 +9,20 @@ people, not pixels or clicks, so a reader who opens twice counts once.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 
 from collector.store import EventStore
 from journeys.broadcasts import PREFIX, Broadcast, held_out
+from journeys.lift import CONTROL, Exposure, Group, compare, group_stats
 from journeys.mailer import Gate, SendPolicy, capped
+from journeys.spec import parse_duration
 from profiles.membership import member_key
 from profiles.store import ProfileStore
 
-__all__ = ["dry_run", "outcomes"]
+__all__ = ["broadcast_results", "dry_run", "outcomes"]
 
 _OUTCOMES = """
 SELECT t.grp, e.event, JSONExtractString(e.properties, 'reason') AS reason,
@@ -60,6 +63,26 @@ def outcomes(store: EventStore, key: str) -> dict[str, dict[str, Any]]:
         row["open_rate"] = row["opened"] / row["sent"] if row["sent"] else None
         row["click_rate"] = row["clicked"] / row["sent"] if row["sent"] else None
     return found
+
+
+def broadcast_results(store: EventStore, key: str, broadcast: Broadcast,
+                      started: int | None) -> dict[str, Any]:  # fmt: skip
+    """``GET /v1/broadcasts/{key}/results``: per group, what its messages became
+    (``outcomes``) and, with a goal, its conversion and revenue against the holdout
+    (``journeys.lift``: rates, lift with an always-valid interval and p-value)."""
+    document: dict[str, Any] = {"key": key, "goal": broadcast.goal,
+                                "goalWindow": broadcast.goal_window, "control": CONTROL,
+                                "groups": outcomes(store, key), "lift": []}  # fmt: skip
+    if broadcast.goal:
+        until = datetime.now(UTC) + timedelta(seconds=1)
+        since = (datetime.fromtimestamp(started / 1000, UTC) - timedelta(seconds=1)
+                 if started else until - timedelta(days=90))  # fmt: skip
+        exposure = Exposure("Broadcast Targeted", "broadcast", key)
+        found = group_stats(store, exposure, broadcast.goal,
+                            parse_duration(broadcast.goal_window), since, until)  # fmt: skip
+        empty = Group(0, 0, 0.0, 0.0)
+        document["lift"] = compare({CONTROL: empty, **found})
+    return document
 
 
 def dry_run(client: redis.Redis, key: str, broadcast: Broadcast, gate: Gate,

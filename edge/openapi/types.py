@@ -248,7 +248,11 @@ class BroadcastGroup(Struct):
 
 class BroadcastResults(Struct):
     key: str
+    goal: str | None
+    goalWindow: str  # noqa: N815 - the JSON's name
+    control: str
     groups: dict[str, BroadcastGroup]
+    lift: list[dict[str, Any]]  # as a journey's results' groups (journeys.lift)
 
 
 class JourneyStats(Struct):

@@ -35,7 +35,7 @@ from journeys.broadcasts import (
     state_of,
 )
 from journeys.emails import DEFS as TEMPLATES
-from journeys.reports import dry_run, outcomes
+from journeys.reports import broadcast_results, dry_run
 from journeys.spec import KEY
 from profiles.membership import DEFS as SEGMENTS
 
@@ -167,14 +167,18 @@ async def preview_audience(request: Request) -> Response:
 @secret
 async def results(request: Request) -> Response:
     """Per variant and the holdout: targeted, sent, skipped by reason, bounced, opened and
-    clicked (people), with their rates."""
+    clicked (people), with their rates; with a goal, conversion and revenue against the
+    holdout, with always-valid intervals."""
     key = _key(request)
-    await _broadcast(request, key)
+    broadcast = await _broadcast(request, key)
+    state = await run_in_threadpool(state_of, request.state.redis_sync, key)
+    started = int(state["started_at"]) if "started_at" in state else None
     try:
-        found = await run_in_threadpool(outcomes, request.state.store, key)
+        found = await run_in_threadpool(broadcast_results, request.state.store, key, broadcast,
+                                        started)  # fmt: skip
     except (StoreUnavailable, QueryFailed) as exc:
         return error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
-    return json({"key": key, "groups": found})
+    return json(found)
 
 
 routes = [

@@ -88,6 +88,22 @@ def test_a_broadcast_reaches_each_member_once_and_holds_out_its_share(
     assert results["holdout"]["targeted"] == len(kept) and results["holdout"]["sent"] == 0
     assert results["treated"]["targeted"] == 30 - len(kept)
     assert results["treated"]["skipped"] == dry["skipped"]
+    # Every treated reader with an address orders; no held-out one does: the lift shows it.
+    buyers = [f"r{i}" for i in range(29) if call(engine, "GET", f"/v1/profiles/anonymous_id:r{i}"
+                                                 ).json()["id"] not in kept]  # fmt: skip
+    orders = [{"type": "track", "anonymousId": who, "event": "Order Completed",
+               "properties": {"revenue": 40}} for who in buyers]  # fmt: skip
+    assert engine.post("/v1/batch", {"batch": orders}).status_code == 200
+    lift = eventually(lambda: (found := call(engine, "GET", "/v1/broadcasts/spring/results")
+                               .json()["lift"]) and found[0]["converted"] == len(buyers)
+                      and found)  # fmt: skip
+    treated, holdout = lift
+    assert (treated["group"], holdout["group"]) == ("treated", "holdout")
+    assert treated["people"] == 30 - len(kept) and holdout["people"] == len(kept)
+    assert holdout["converted"] == 0 and treated["revenue"] == 40 * len(buyers)
+    assert treated["vsHoldout"]["conversion"]["difference"] == pytest.approx(
+        len(buyers) / (30 - len(kept))
+    )
     again = call(engine, "POST", "/v1/broadcasts/spring/start")
     assert again.status_code == 409
     assert again.json()["message"] == ("start: the broadcast is completed; start is for a "
