@@ -172,27 +172,28 @@ class Courier:
             template = broadcast.variants.templates.get(group)
         targeted = message_event("Broadcast Targeted", snapshot, key, now, broadcast=name,
                                  group=group)  # fmt: skip
-        append_now(self.client, [targeted], self.layout)
         if template is None:  # a variant of the placement that names no template
             skipped = message_event("Message Skipped", snapshot, key, now, channel="email",
                                     reason="unknown_template", broadcast=name,
                                     variant=group)  # fmt: skip
-            append_now(self.client, [skipped], self.layout)
+            append_now(self.client, [targeted, skipped], self.layout)
             queues.settle(self.client, shard, key, where, now, "skipped")
             return 0
         if not self._mail(shard, key, item, where, template, broadcast.group, snapshot, now,
-                          broadcast=name, variant=group):  # fmt: skip
+                          [targeted], broadcast=name, variant=group):  # fmt: skip
             return 0
         queues.settle(self.client, shard, key, where, now, "sent")
         return 1
 
     def _mail(self, shard: Shard, key: str, item: store.Outgoing, where: str, template: str,
-              group: str | None, snapshot: Snapshot, now: int, **about: str) -> bool:  # fmt: skip
+              group: str | None, snapshot: Snapshot, now: int, said: list[Any] | None = None,
+              **about: str) -> bool:  # fmt: skip
         """Send an email over SMTP; True when it was sent (the caller records it), else what
-        became of it is settled or scheduled here."""
+        became of it is settled or scheduled here. ``said``: events to append with its own
+        (one append for all)."""
         if self.mailer is None:
             raise RuntimeError("an email with a template needs the worker's mailer")
-        said: list[Any] = []
+        said = list(said or [])
         result = self.mailer.send(snapshot, template, key, group, now, said, **about)
         if result.status == "deferred":
             queues.retry(self.client, shard, key, item, where, result.until, result.reason)

@@ -37,6 +37,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from html import unescape
@@ -99,14 +100,20 @@ class Rendered(msgspec.Struct):
     text: str
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(source: str, html: bool) -> jinja2.Template:
+    """A template compiled once (compiling costs more than rendering: a broadcast renders one
+    template for every recipient)."""
+    return (_HTML if html else _PLAIN).from_string(source)
+
+
 def render(template: EmailTemplate, variables: dict[str, Any]) -> Rendered:
     """The template for one person (``variables``: what the module docstring lists)."""
-    html = _HTML.from_string(template.html).render(variables)
-    text = (_PLAIN.from_string(template.text).render(variables) if template.text
-            else text_of(html))  # fmt: skip
-    subject = " ".join(_PLAIN.from_string(template.subject).render(variables).split())
-    return Rendered(subject=subject, preheader=_PLAIN.from_string(template.preheader)
-                    .render(variables).strip(), html=html, text=text)  # fmt: skip
+    html = _compiled(template.html, True).render(variables)
+    text = _compiled(template.text, False).render(variables) if template.text else text_of(html)
+    subject = " ".join(_compiled(template.subject, False).render(variables).split())
+    preheader = _compiled(template.preheader, False).render(variables).strip()
+    return Rendered(subject=subject, preheader=preheader, html=html, text=text)
 
 
 _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.IGNORECASE)

@@ -202,8 +202,16 @@ class Mailer:
         self.clock = clock
         self.timeout = timeout
         self._templates: Versioned[dict[str, EmailTemplate]] = Versioned(VERSION, {})
+        # One event loop for the mailer's life (made at the first send): asyncio.run per
+        # message would make a loop and start a resolver thread for every one (a third of a
+        # message's cost, measured by bench/messaging.py).
+        self._loop: asyncio.AbstractEventLoop | None = None
         own = api.url if api is not None else "http://127.0.0.1:8000"
         self.public_url = (settings.public_url or own).rstrip("/")  # links in messages
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
 
     def templates(self) -> dict[str, EmailTemplate]:
         return self._templates.get(self.client, lambda c: {
@@ -247,7 +255,9 @@ class Mailer:
         message = compose(self.sender, address, ready.subject, ready.html, ready.text, key=key,
                           unsubscribe_url=ready.unsubscribe_url,
                           preheader=ready.preheader)  # fmt: skip
-        answer = asyncio.run(deliver(self.sender, address, message, self.timeout))
+        self._loop = self._loop or asyncio.new_event_loop()
+        answer = self._loop.run_until_complete(deliver(self.sender, address, message,
+                                                       self.timeout))  # fmt: skip
         if answer.status == "sent":
             count_sent(self.client, snapshot.id, key, now)
             said.append(message_event("Email Sent", snapshot, key, now, template=template_key,

@@ -147,6 +147,8 @@ class JourneyWorker(SpoolWorker):
 
     def stopped(self) -> None:
         self.http.close()
+        if self.courier.mailer is not None:
+            self.courier.mailer.close()
 
     def between(self) -> None:
         self.tick()

@@ -37,6 +37,7 @@ BENCHMARKS = {
                  "| 3-master cluster |"],
     "history": ["| history, from events |", "| history |", "| results |", "| list viewed |",
                 "| dry run |", "bytes per event", "- Target history p99", "The sink's inserts"],
+    "messaging": ["| smtp |", "| mailer |", "| broadcast |", "**PASS**"],
     "memory": ["## `--worker-processes each`: 8 processes", "## `--worker-processes one`: 3 "
                "processes", "| **total** |", "One worker process instead of one per kind"],
 }  # fmt: skip
