@@ -30,7 +30,7 @@ from decisions.records import DecisionIds
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
-from edge.pages import dashboard, demo
+from edge.pages import dashboard, demo, preferences
 from edge.routes import (
     decide,
     journeys,
@@ -44,6 +44,7 @@ from edge.routes import (
     sdk,
     segments,
     sql,
+    subscriptions,
     tracking,
     wallets,
 )
@@ -208,6 +209,8 @@ def create_app(settings: Settings) -> ASGIApp:
             *dashboard.routes,
             *products.routes,
             *journeys.routes,
+            *subscriptions.routes,
+            *preferences.routes,
             *onchain.routes,
             *wallets.routes,
             *recommendations.routes,
