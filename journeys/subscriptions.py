@@ -105,7 +105,13 @@ _NAME = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A subscription group's definition (``PUT /v1/subscriptions/{key}``)."""
+    """A subscription group's definition (``PUT /v1/subscriptions/{key}``).
+
+    Examples:
+        >>> parse_group(b'{"name": "Chat", "channel": "discord", "double_opt_in": true}')
+        Traceback (most recent call last):
+        ValueError: $.double_opt_in: only for email groups (the confirmation is an email)
+    """
 
     name: _NAME
     channel: Literal["email", "discord", "telegram", "webhook"]
@@ -121,7 +127,14 @@ class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class State(msgspec.Struct, frozen=True):
-    """One person's state in one group: what, when (ms), and what changed it."""
+    """One person's state in one group: what, when (ms), and what changed it.
+
+    Examples:
+        >>> State.parse(b"unsubscribed|1800000000000|one_click")
+        State(state='unsubscribed', at=1800000000000, source='one_click')
+        >>> State("pending", 5, "api").encoded()
+        'pending|5|api'
+    """
 
     state: str
     at: int

@@ -171,7 +171,12 @@ def record_soft_bounce(client: redis.Redis, address: str, detail: str) -> None:
 
 
 class Feedback(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A bounce or complaint from the email provider (``POST /v1/messaging/feedback``)."""
+    """A bounce or complaint from the email provider (``POST /v1/messaging/feedback``).
+
+    Examples:
+        >>> msgspec.json.decode(b'{"type": "bounce", "email": "a@b.c"}', type=Feedback).bounce_type
+        'hard'
+    """
 
     type: Literal["bounce", "complaint"]
     email: Annotated[str, msgspec.Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]

@@ -94,8 +94,9 @@ def one_click(content_type: str, body: bytes) -> bool:
     return ("List-Unsubscribe", "One-Click") in fields
 
 
-def _links(request: Request, pid: str) -> str:
-    secret = link_secret(request.state.redis_sync)
+async def _preferences(request: Request, pid: str) -> str:
+    """The person's preference page, linked from the other pages."""
+    secret = await run_in_threadpool(link_secret, request.state.redis_sync)
     return subs.preferences_url(request.state.settings.email.public_url, secret, pid)
 
 
@@ -155,7 +156,7 @@ async def unsubscribe(request: Request) -> Response:
     if key != "*" and key not in defined:  # deleted since the mail went out: nothing to stop
         return _invalid()
     what = "email from us" if key == "*" else f"{defined[key].name}"
-    context = {"what": what, "preferences": _links(request, pid)}
+    context = {"what": what, "preferences": await _preferences(request, pid)}
     if request.method == "GET":
         return _page("unsubscribe.html", done=False, **context)
     body = await _body(request)
@@ -179,7 +180,7 @@ async def confirm(request: Request) -> Response:
     defined = await run_in_threadpool(subs.groups, client)
     if key not in defined:
         return _invalid()
-    context = {"name": defined[key].name, "preferences": _links(request, pid)}
+    context = {"name": defined[key].name, "preferences": await _preferences(request, pid)}
     if request.method == "GET":
         return _page("confirm.html", done=False, **context)
     await run_in_threadpool(subs.set_state, client, pid, key, "subscribed", "confirm")
