@@ -45,7 +45,6 @@ from edge.runtime.config import Config  # noqa: E402
 from edge.runtime.embedded_redis import EmbeddedRedis  # noqa: E402
 from edge.runtime.stores import redis_client  # noqa: E402
 from edge.runtime.workers import Needs, start  # noqa: E402
-from journeys import subscriptions  # noqa: E402
 from journeys.broadcasts import BROADCAST, control, put_broadcast, state_of  # noqa: E402
 from journeys.emails import TEMPLATE, put_template  # noqa: E402
 from journeys.mailer import Mailer, SendPolicy  # noqa: E402
@@ -119,8 +118,8 @@ def baseline(settings: EmailSettings, people: int, verdict: Verdict) -> float:
 
 def through_mailer(url: str, settings: EmailSettings, pids: list[str], verdict: Verdict) -> float:
     client = redis_client(url)
-    mailer = Mailer(client, settings, settings.sender(), SendPolicy(frequency_cap=100),
-                    subscriptions, None, lambda: int(time.time() * 1000))  # fmt: skip
+    mailer = Mailer(client, settings, settings.sender(), SendPolicy(frequency_cap=100), None,
+                    lambda: int(time.time() * 1000))  # fmt: skip
     snapshots = ProfileStore(client).read_many(pids)
     failed = 0
     started = time.perf_counter()

@@ -2,8 +2,8 @@
 
 Before anything is rendered, a message is checked in this order, and one held back says why in
 a "Message Skipped" event (``reason``): the person's address, consent, subscription and the
-address suppression list (``gate.check``: ``no_address``, ``suppressed``, ``unsubscribed``,
-``not_subscribed``, ``pending_confirmation``, ``unknown_group``), then the template
+address suppression list (``journeys.subscriptions.check``: ``no_address``, ``suppressed``,
+``unsubscribed``, ``not_subscribed``, ``pending_confirmation``, ``unknown_group``), the template
 (``unknown_template``), a sender (``no_smtp_server``), quiet hours in the person's time zone
 (the message waits until they end: ``deferred``, not skipped) and the per-person frequency cap
 across channels (``frequency_cap``). Then the template is rendered for the person (with their
@@ -11,7 +11,7 @@ recommendations and a decided offer, from the engine's API), its links tracked, 
 handed to the SMTP server.
 
 What an answer means: 2xx is "Email Sent" (and counts towards the cap); a 5xx is "Email
-Bounced" and suppresses the address (``gate.record_bounce``); a 4xx or no answer is retried by
+Bounced" and suppresses the address (``journeys.suppression``); a 4xx or no answer is retried by
 the caller with backoff. The caller records what was sent before forgetting the message (see
 ``journeys.delivery``): a crash between the server's accept and that record sends the message a
 second time at most, with the same ``Message-ID``, which mailbox providers fold into one.
@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -33,6 +33,7 @@ import redis
 
 from collector import wire
 from collector.versioned import Versioned
+from journeys import subscriptions, suppression
 from journeys.actions import Api, ApiError
 from journeys.emails import DEFS, TEMPLATE, VERSION, EmailTemplate, render, track
 from journeys.events import ids_of
@@ -41,7 +42,7 @@ from journeys.smtp import EmailSettings, Sender, compose, deliver
 from profiles.store import Snapshot
 from profiles.views import describe
 
-__all__ = ["Gate", "Mailer", "Ready", "Sent", "SendPolicy", "message_event", "sent_key"]
+__all__ = ["Mailer", "Ready", "Sent", "SendPolicy", "message_event", "sent_key"]
 
 log = logging.getLogger("kairos.messaging")
 
@@ -113,20 +114,6 @@ def _zone(name: str | None, strict: bool = False) -> ZoneInfo | None:
         return None
 
 
-class Gate(Protocol):
-    """Consent, subscriptions and the address suppression list (``journeys.subscriptions``)."""
-
-    def check(self, client: redis.Redis, pid: str, group: str | None, channel: str,
-              address: str | None) -> str | None: ...  # fmt: skip
-
-    def record_bounce(self, client: redis.Redis, address: str, detail: str) -> None: ...
-
-    def unsubscribe_url(self, public_url: str, secret: bytes, pid: str, group: str | None
-                        ) -> str: ...  # fmt: skip
-
-    def preferences_url(self, public_url: str, secret: bytes, pid: str) -> str: ...
-
-
 def sent_key(pid: str) -> str:
     """The person's messages of the last days, any channel (a sorted set by time): the cap."""
     return f"{{p:{pid}}}:sent"
@@ -191,13 +178,12 @@ class Mailer:
     """Sends templates to people through the configured SMTP server."""
 
     def __init__(self, client: redis.Redis, settings: EmailSettings, sender: Sender | None,
-                 policy: SendPolicy, gate: Gate, api: Api | None,
+                 policy: SendPolicy, api: Api | None,
                  clock: Callable[[], int], timeout: float = 30.0):  # fmt: skip
         self.client = client
         self.settings = settings
         self.sender = sender
         self.policy = policy
-        self.gate = gate
         self.api = api
         self.clock = clock
         self.timeout = timeout
@@ -231,7 +217,7 @@ class Mailer:
 
         address = person["traits"].get("email")
         address = address if isinstance(address, str) and "@" in address else None
-        reason = self.gate.check(self.client, snapshot.id, group, "email", address)
+        reason = subscriptions.check(self.client, snapshot.id, group, "email", address)
         template = self.templates().get(template_key)
         if reason is None and template is None:
             reason = "unknown_template"
@@ -265,7 +251,7 @@ class Mailer:
                                       **about))  # fmt: skip
             return Sent("sent")
         if answer.status == "bounced":
-            self.gate.record_bounce(self.client, address, f"{answer.code} {answer.detail}")
+            suppression.record_bounce(self.client, address, f"{answer.code} {answer.detail}")
             said.append(message_event("Email Bounced", snapshot, key, now, code=answer.code,
                                       detail=answer.detail[:300], template=template_key,
                                       **about))  # fmt: skip
@@ -297,8 +283,8 @@ class Mailer:
         found: dict[str, Any] = {
             "person": person, "traits": person.get("traits", {}), "computed": computed,
             "cart": computed.get("cart", []), "scores": person.get("scores", {}),
-            "unsubscribe_url": self.gate.unsubscribe_url(public, secret, snapshot.id, group),
-            "preferences_url": self.gate.preferences_url(public, secret, snapshot.id),
+            "unsubscribe_url": subscriptions.unsubscribe_url(public, secret, snapshot.id, group),
+            "preferences_url": subscriptions.preferences_url(public, secret, snapshot.id),
         }  # fmt: skip
         if (template.recommendations or template.offer) and self.api is None:
             raise ApiError("this worker has no API to ask for blocks (--api-url)", retry=False)

@@ -15,9 +15,10 @@ from typing import Any
 import redis
 
 from collector.store import EventStore
+from journeys import subscriptions
 from journeys.broadcasts import PREFIX, Broadcast, held_out
 from journeys.lift import CONTROL, Exposure, Group, compare, group_stats
-from journeys.mailer import Gate, SendPolicy, capped
+from journeys.mailer import SendPolicy, capped
 from journeys.spec import parse_duration
 from profiles.membership import member_key
 from profiles.store import ProfileStore
@@ -85,9 +86,8 @@ def broadcast_results(store: EventStore, key: str, broadcast: Broadcast,
     return document
 
 
-def dry_run(client: redis.Redis, key: str, broadcast: Broadcast, gate: Gate,
-            policy: SendPolicy, now: int, limit: int = 200_000,
-            sample: int = 20) -> dict[str, Any]:  # fmt: skip
+def dry_run(client: redis.Redis, key: str, broadcast: Broadcast, policy: SendPolicy, now: int,
+            limit: int = 200_000, sample: int = 20) -> dict[str, Any]:  # fmt: skip
     """Who would receive the broadcast if it started now, sending nothing: the audience, how
     many the holdout keeps back, and for the others the first send-time check each would fail
     (consent, subscription, suppression, the frequency cap), with a sample of recipients."""
@@ -102,7 +102,7 @@ def dry_run(client: redis.Redis, key: str, broadcast: Broadcast, gate: Gate,
         for snapshot in profiles.read_many(pids):
             address = snapshot.traits().get("email")
             address = address if isinstance(address, str) and "@" in address else None
-            reason = gate.check(client, snapshot.id, broadcast.group, "email", address)
+            reason = subscriptions.check(client, snapshot.id, broadcast.group, "email", address)
             if reason is None and capped(client, policy, snapshot.id, now):
                 reason = "frequency_cap"
             if reason is not None:

@@ -55,7 +55,7 @@ from collector.reader import Entry, SpoolReader, profile_ids
 from collector.spool import append_now
 from collector.versioned import Versioned
 from collector.worker import SpoolWorker
-from journeys import queues, store
+from journeys import queues, store, subscriptions
 from journeys.actions import Api
 from journeys.broadcasts import Broadcaster, action_key
 from journeys.delivery import Courier
@@ -165,8 +165,11 @@ class JourneyWorker(SpoolWorker):
             self._caught.add(self._partition)
         else:  # more to read (a replay: then what came after it)
             self._caught.discard(self._partition)
+        # Subscribed / Unsubscribed events change subscription states, journeys or not.
+        applied = subscriptions.apply_events(self.client, entries, self.profile_wait)
+        counters: dict[str, float] = {"subscription_events": applied} if applied else {}
         if not self.journeys:
-            return {}
+            return counters
         pids = profile_ids(self.client, entries, self.profile_wait)
         mine: dict[str, list[tuple[str, wire.Message]]] = {}
         for entry in entries:
@@ -175,7 +178,6 @@ class JourneyWorker(SpoolWorker):
             for i, (msg, pid) in enumerate(zip(entry.messages(), pids.get(entry.ref, []))):
                 if pid and event_name(msg) is not None:
                     mine.setdefault(pid, []).append((position(entry.id, i), msg))
-        counters: dict[str, float] = {}
         if mine:
             self._apply(mine, counters)
         return counters

@@ -1,4 +1,5 @@
 local p, viewed, cart, daily, ids, merged = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local subs = KEYS[7]
 local src = ARGV[1]
 if redis.call('SISMEMBER', merged, src) == 1 then return 0 end
 if redis.call('HEXISTS', p, 'merged_into') == 1 then return -1 end  -- sealed: merge further on
@@ -68,6 +69,13 @@ end
 for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HINCRBY', daily, k, v) end
 local src_ids = cjson.decode(ARGV[6])
 if #src_ids > 0 then redis.call('SADD', ids, unpack(src_ids)) end
+-- Subscriptions ("<state>|<ms>|<source>" per group): the newer change of each group wins, so
+-- an unsubscribe on one device is not undone by an older subscribe on another.
+local function changed_at(v) return tonumber(string.match(v, '^[^|]*|(%d+)|')) or 0 end
+for group, v in pairs(cjson.decode(ARGV[11])) do
+  local mine = redis.call('HGET', subs, group)
+  if not mine or changed_at(v) > changed_at(mine) then redis.call('HSET', subs, group, v) end
+end
 local src_merged = cjson.decode(ARGV[9])
 redis.call('SADD', merged, src, unpack(src_merged))
 return 1

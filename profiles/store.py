@@ -17,6 +17,8 @@ Redis Cluster requires):
     {p:ID}:ids        set    "<kind>:<value>" identities (user_id, anonymous_id, email, ...)
     {p:ID}:segments   set    segment keys the profile is in
     {p:ID}:merged     set    ids of profiles merged into this one (their events stay theirs)
+    {p:ID}:subs       hash   subscription group -> "<state>|<ms>|<source>" (journeys.subscriptions;
+                             a merge keeps the newest change of each group)
     {id:<kind>:<value>} string  the profile id an identity resolves to (its own hash tag)
 
 Applying a message is idempotent: the script records the message's spool position in the
@@ -67,8 +69,9 @@ _encode = msgspec.json.Encoder().encode
 
 
 def profile_keys(pid: str) -> list[str]:
-    """The keys of profile ``pid``: hash, viewed, cart, daily, ids, segments, merged, and the
-    learner's record of it (``profiles.learner``)."""
+    """The keys of profile ``pid``: hash, viewed, cart, daily, ids, segments, merged, the
+    learner's record of it (``profiles.learner``) and its subscriptions
+    (``journeys.subscriptions``)."""
     tag = f"{{p:{pid}}}"
     return [
         tag,
@@ -79,6 +82,7 @@ def profile_keys(pid: str) -> list[str]:
         f"{tag}:segments",
         f"{tag}:merged",
         f"{tag}:learn",
+        f"{tag}:subs",
     ]
 
 
@@ -188,8 +192,10 @@ class ProfileStore:
             self.half_life_ms,
             msgspec.json.encode(source.merged_from),
             BOUGHT_MAX,
+            # Sealed: nothing writes the source's subscriptions any more (writers resolve first).
+            msgspec.json.encode(_strings(self.client.hgetall(profile_keys(source.id)[8]))),
         ]
-        return int(MERGE(self.client, [*keys[:5], keys[6]], args))
+        return int(MERGE(self.client, [*keys[:5], keys[6], keys[8]], args))
 
     def seal(self, source: str, target: str) -> None:
         """Point ``source`` at ``target`` before its data moves: applies to it from now on
@@ -210,7 +216,7 @@ class ProfileStore:
     def read_many(self, pids: list[str]) -> list[Snapshot]:
         pipe = self.client.pipeline(transaction=False)
         for pid in pids:
-            profile, viewed, cart, daily, ids, segments, merged, _ = profile_keys(pid)
+            profile, viewed, cart, daily, ids, segments, merged, *_ = profile_keys(pid)
             pipe.hgetall(profile)
             pipe.lrange(viewed, 0, -1)
             pipe.hgetall(cart)
@@ -274,6 +280,10 @@ class ProfileStore:
             kind, _, value = identity.partition(":")
             pipe.get(identity_key(kind, value))
         return {i: _s(p) for i, p in zip(identities, pipe.execute()) if p is not None}
+
+
+def _strings(found: dict[bytes, bytes]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in found.items()}
 
 
 def _s(value: bytes | str) -> str:

@@ -30,7 +30,7 @@ from decisions.records import DecisionIds
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
-from edge.pages import dashboard, demo
+from edge.pages import dashboard, demo, preferences
 from edge.routes import (
     broadcasts,
     decide,
@@ -46,6 +46,7 @@ from edge.routes import (
     sdk,
     segments,
     sql,
+    subscriptions,
     templates,
     tracking,
     wallets,
@@ -214,6 +215,8 @@ def create_app(settings: Settings) -> ASGIApp:
             *templates.routes,
             *broadcasts.routes,
             *messages.routes,
+            *subscriptions.routes,
+            *preferences.routes,
             *onchain.routes,
             *wallets.routes,
             *recommendations.routes,

@@ -43,6 +43,8 @@ every route, but their markup is not a contract. Not listed: {excluded}.
 _NAMES = {
     "collector.wire.Batch": "Batch",
     "edge.routes.recommendations.Batch": "RecommendationBatch",
+    "collector.wire.Group": "Group",
+    "journeys.subscriptions.Group": "SubscriptionDefinition",
 }
 # Raw JSON fields (kept unparsed by the endpoints) are JSON objects.
 _OBJECTS = ("context", "properties", "traits")
@@ -64,6 +66,9 @@ _SECURITY = {
     "onchainSignature": {"type": "apiKey", "in": "header", "name": "X-Kairos-Signature",
                          "description": 't=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>"> '
                                         "under the on-chain secret (GET /v1/onchain)"},
+    "feedbackSignature": {"type": "apiKey", "in": "header", "name": "X-Kairos-Signature",
+                          "description": 't=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>"> '
+                                         "under the feedback secret (GET /v1/subscriptions)"},
     "dashboardSession": {"type": "apiKey", "in": "cookie", "name": "kairos_session",
                          "description": "set by POST /dashboard/login"},
 }  # fmt: skip
@@ -93,9 +98,22 @@ def _components() -> dict[str, Any]:
         "anyOf": [_ref("Journey"), {"type": "null"}],
         "description": "a definition to try before saving it (default: the saved one)",
     }
+    schemas["StateChange"] = {
+        "type": "object", "minProperties": 1,
+        "additionalProperties": {"enum": ["subscribed", "unsubscribed"]},
+        "description": "group key -> the state asked for",
+    }  # fmt: skip
+    schemas["PreferencesForm"] = _form("g (repeated: each group ticked), save or all=email")
+    schemas["OneClickForm"] = _form("List-Unsubscribe=One-Click (RFC 8058)")
+    schemas["ConfirmForm"] = _form("confirm=1")
     schemas["Form"] = _FORM
     schemas["DemoForm"] = _DEMO_FORM
     return schemas
+
+
+def _form(about: str) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": {"type": "string"},
+            "description": f"A form: {about}"}  # fmt: skip
 
 
 def _structs(types: list[Any]) -> list[type]:

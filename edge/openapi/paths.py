@@ -22,6 +22,7 @@ from edge.routes.products import Bulk
 from edge.routes.recommendations import MAX_ITEMS, TEMPLATES
 from edge.routes.recommendations import Batch as RecommendationBatch
 from edge.routes.sql import SqlRequest
+from edge.routes.subscriptions import Feedback, Group
 from edge.routes.templates import PreviewAsk
 from edge.routes.wallets import Link
 from journeys.broadcasts import Broadcast
@@ -35,9 +36,10 @@ __all__ = ["BODIES", "Operation", "operations"]
 BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
           Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
           SimulateAsk, OnchainBatch, RecommendationBatch, Link, EmailTemplate,
-          PreviewAsk, Broadcast]  # fmt: skip
+          PreviewAsk, Broadcast, Group, Feedback]  # fmt: skip
 
 WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
+FEEDBACK_SIGNED = "feedbackSignature"
 _KEY = {"type": "string", "pattern": f"^{KEY.pattern}$"}
 
 
@@ -332,6 +334,71 @@ def _broadcasts() -> list[Operation]:
     ]  # fmt: skip
 
 
+def _subscriptions() -> list[Operation]:
+    one = [path("key", _KEY, "the subscription group's key")]
+    email = [path("email", {"type": "string", "minLength": 1, "maxLength": 320},
+                  "an email address")]  # fmt: skip
+    token = [path("token", {"type": "string", "minLength": 1}, "a signed link's token")]
+    page = {200: ("The page", _HTML)}
+    invalid = {404: ("Not a valid link (forged, mangled, or its person erased)", _HTML)}
+    return [
+        Operation("get", "/v1/subscriptions", "Every subscription group, the suppression "
+                  "list's size and the feedback webhook's secret", "subscriptions", (SECRET,),
+                  answers={200: ("The groups", "SubscriptionList")}),
+        Operation("put", "/v1/subscriptions/{key}", "Create or replace a subscription group",
+                  "subscriptions", (SECRET,), "SubscriptionDefinition", parameters=one,
+                  answers={200: ("Replaced", "GroupSaved"), 201: ("Created", "GroupSaved"),
+                           **_BAD}),
+        Operation("get", "/v1/subscriptions/{key}", "A subscription group", "subscriptions",
+                  (SECRET,), parameters=one,
+                  answers={200: ("The group", "SubscriptionGroup"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/subscriptions/{key}", "Delete a subscription group",
+                  "subscriptions", (SECRET,), parameters=one,
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+        Operation("get", "/v1/profiles/{id}/subscriptions", "A person's state in every group",
+                  "subscriptions", (SECRET,), parameters=[_PROFILE_ID],
+                  answers={200: ("The states", "ProfileSubscriptions"), **_BAD, **_MISSING}),
+        Operation("put", "/v1/profiles/{id}/subscriptions", "Subscribe or unsubscribe a person "
+                  '({"<group>": "subscribed" | "unsubscribed"}); a double opt-in group waits '
+                  "as pending and gets a confirmation email", "subscriptions", (SECRET,),
+                  "StateChange", parameters=[_PROFILE_ID],
+                  answers={200: ("The states now", "ProfileSubscriptions"), **_BAD,
+                           **_MISSING}),
+        Operation("get", "/v1/suppressions/{email}", "An address's suppression entry",
+                  "subscriptions", (SECRET,), parameters=email,
+                  answers={200: ("The entry", "SuppressionShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/suppressions/{email}", "Take an address off the suppression "
+                  "list", "subscriptions", (SECRET,), parameters=email,
+                  answers={200: ("Taken off", "SuppressionDeleted"), **_BAD, **_MISSING}),
+        Operation("post", "/v1/messaging/feedback", "A bounce or complaint from the email "
+                  "provider (X-Kairos-Signature under the feedback secret, or the secret key)",
+                  "subscriptions", (SECRET, FEEDBACK_SIGNED), "Feedback",
+                  answers={200: ("Recorded", "FeedbackRecorded"), **_BAD}),
+        Operation("get", "/v1/preferences/{token}", "A person's preference page (signed link)",
+                  "subscriptions", parameters=token, answers={**page, **invalid}),
+        Operation("post", "/v1/preferences/{token}", "Save the preference page's toggles "
+                  "(form: g=<group>…, or all=email)", "subscriptions", parameters=token,
+                  body="PreferencesForm", media=("application/x-www-form-urlencoded",),
+                  body_required=False, answers={**page, **invalid}),
+        Operation("get", "/v1/unsubscribe/{token}", "The unsubscribe link's page: a button "
+                  "(scanners fetch links; a GET changes nothing)", "subscriptions",
+                  parameters=token, answers={**page, **invalid}),
+        Operation("post", "/v1/unsubscribe/{token}", "RFC 8058 one-click unsubscribe (body "
+                  "List-Unsubscribe=One-Click)", "subscriptions", parameters=token,
+                  body="OneClickForm", media=("application/x-www-form-urlencoded",
+                                              "multipart/form-data"),
+                  body_required=False,
+                  answers={**page, **invalid,
+                           400: ("Not List-Unsubscribe=One-Click: nothing changed", _HTML)}),
+        Operation("get", "/v1/subscriptions/confirm/{token}", "The double opt-in link's page: "
+                  "a button", "subscriptions", parameters=token, answers={**page, **invalid}),
+        Operation("post", "/v1/subscriptions/confirm/{token}", "Confirm a double opt-in "
+                  "subscription", "subscriptions", parameters=token, body="ConfirmForm",
+                  media=("application/x-www-form-urlencoded",), body_required=False,
+                  answers={**page, **invalid}),
+    ]  # fmt: skip
+
+
 def _wallets_and_chain() -> list[Operation]:
     return [
         Operation("post", "/v1/onchain", "Normalised on-chain events from an indexer (secret key, "
@@ -425,6 +492,9 @@ def _pages() -> list[Operation]:
                   answers={**page, **away}),
         Operation("get", "/dashboard/journeys", "Journeys as funnels", "dashboard", (SESSION,),
                   answers={**page, **away}),
+        Operation("get", "/dashboard/subscriptions", "Subscriptions: people per group and "
+                  "state, unsubscribes, the suppression list", "dashboard", (SESSION,),
+                  answers={**page, **away}),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
                   answers={**page}),
         Operation("post", "/dashboard/login", "Sign in with the secret key (form: key, csrf)",
@@ -465,5 +535,6 @@ def _pages() -> list[Operation]:
 
 def operations() -> list[Operation]:
     return [*_tracking(), *_deciding(), *_placements(), *_profiles(), *_segments(), *_catalog(),
-            *_journeys(), *_messaging(), *_wallets_and_chain(), *_recommendations(),
+            *_journeys(), *_messaging(), *_subscriptions(), *_wallets_and_chain(),
+            *_recommendations(),
             *_operations_and_sdk(), *_pages()]  # fmt: skip

@@ -308,6 +308,57 @@ class Templates(Struct):
     templates: dict[str, Any]  # by name: a journey definition to change and PUT
 
 
+class SubscriptionGroup(Struct):
+    key: str
+    name: str
+    channel: str
+    default: str
+    double_opt_in: bool
+    description: str
+
+
+class SubscriptionList(Struct):
+    groups: list[SubscriptionGroup]
+    suppressed: int  # addresses on the suppression list
+    feedback_secret: str  # what POST /v1/messaging/feedback is signed with
+
+
+class GroupSaved(Struct):
+    key: str
+    created: bool
+    changed: bool
+
+
+class ProfileSubscriptions(Struct):
+    """Each group: name, channel, receives (may be sent it), state (None: never chose), at
+    (ms), source (api, event, preferences, one_click, confirm, complaint)."""
+
+    profile: str
+    subscriptions: dict[str, dict[str, Any]]
+    changed: list[str] | None = None  # PUT: the groups whose state changed
+    confirmations: dict[str, dict[str, Any]] | None = None  # PUT, double opt-in: sent, message
+
+
+class SuppressionShown(Struct):
+    email: str
+    suppressed: bool  # nothing goes to it (bounce, complaint, manual)
+    reason: str | None
+    at: int | None
+    detail: str
+    groups: dict[str, int]  # unsubscribed from these groups ("*": all email), since (ms)
+    soft_bounces: int
+
+
+class SuppressionDeleted(Struct):
+    email: str
+    deleted: bool
+
+
+class FeedbackRecorded(Struct):
+    email: str
+    result: str  # suppressed, or recorded (a soft bounce)
+
+
 class OnchainAccepted(Struct):
     accepted: int
     duplicates: int
@@ -398,6 +449,13 @@ ANSWERS = [
     JourneyResults,
     Simulation,
     Templates,
+    SubscriptionList,
+    SubscriptionGroup,
+    GroupSaved,
+    ProfileSubscriptions,
+    SuppressionShown,
+    SuppressionDeleted,
+    FeedbackRecorded,
     OnchainAccepted,
     OnchainSecret,
     Nonce,

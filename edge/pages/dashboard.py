@@ -2,8 +2,9 @@
 
 Pages under ``/dashboard``: the overview (placements with a one-line verdict, the models), a
 placement's results (table, cumulative conversion rate per variant, allocation over time, lift
-intervals, method notes), a profile lookup, a live tail of incoming events, and the learner's
-model metrics.
+intervals, method notes), a profile lookup, a live tail of incoming events, the learner's model
+metrics, and subscriptions (people per group and state, unsubscribes, the
+suppression list).
 
 Sign-in is with the secret key: a session cookie (HttpOnly, SameSite=Strict, 12 hours) holding
 its expiry signed with HMAC-SHA256 under the secret key, so rotating the key signs everyone
@@ -42,6 +43,9 @@ from journeys.spec import ACTIONS, Journey, in_order
 from journeys.stats import active_by_step
 from journeys.stats import counts as journey_counts
 from journeys.store import journeys
+from journeys.subscriptions import STATES
+from journeys.subscriptions import groups as subscription_groups
+from journeys.suppression import size as suppressed
 from profiles.views import describe
 
 __all__ = ["routes"]
@@ -358,6 +362,43 @@ async def _lift(store: Any, key: str, journey: Journey) -> dict[str, Any]:
     return {"results": found, "lift_chart": chart}
 
 
+# Each person's latest state per group, from the "Subscription Changed" history (a merged
+# person's two profiles count twice until their next change), and the latest unsubscribes.
+_SUBSCRIBERS = """
+SELECT g, s, count() FROM (
+    SELECT JSONExtractString(properties, 'profile_id') AS pid,
+           JSONExtractString(properties, 'group') AS g,
+           argMax(JSONExtractString(properties, 'state'), timestamp) AS s
+    FROM events WHERE type = 'track' AND event = 'Subscription Changed' GROUP BY pid, g
+) GROUP BY g, s
+"""
+_UNSUBSCRIBES = """
+SELECT timestamp, JSONExtractString(properties, 'group'), JSONExtractString(properties, 'source'),
+       JSONExtractString(properties, 'profile_id')
+FROM events WHERE type = 'track' AND event = 'Subscription Changed'
+  AND JSONExtractString(properties, 'state') = 'unsubscribed'
+ORDER BY timestamp DESC LIMIT 20
+"""
+
+
+@_guarded
+async def subscriptions_page(request: Request) -> Response:
+    """People per group and state, the latest unsubscribes, the suppression list's size."""
+    client, store = request.state.redis_sync, request.state.store
+    defined = await run_in_threadpool(subscription_groups, client)
+    counted: dict[str, dict[str, int]] = {}
+    for group, state, n in (await store.query(_SUBSCRIBERS, {}, limited=False)).rows:
+        counted.setdefault(group, {})[state] = n
+    rows = [{"key": k, "group": g, "counts": [counted.get(k, {}).get(s, 0) for s in STATES]}
+            for k, g in sorted(defined.items())]  # fmt: skip
+    recent = [{"at": store_time(at), "group": group, "source": source, "profile": pid}
+              for at, group, source, pid in
+              (await store.query(_UNSUBSCRIBES, {}, limited=False)).rows]  # fmt: skip
+    size = await run_in_threadpool(suppressed, client)
+    return _page(request, "subscriptions.html", groups=rows, states=STATES, recent=recent,
+                 suppressed=size, section="subscriptions")  # fmt: skip
+
+
 def _x(at: Any) -> float:
     return at.timestamp() if isinstance(at, datetime) else float(at)
 
@@ -379,4 +420,5 @@ routes = [
     Route("/dashboard/live", live),
     Route("/dashboard/models", models),
     Route("/dashboard/journeys", journeys_page),
+    Route("/dashboard/subscriptions", subscriptions_page),
 ]

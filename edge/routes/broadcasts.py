@@ -23,7 +23,6 @@ from collector.store import QueryFailed, StoreUnavailable
 from decisions.placements import DEFS as PLACEMENTS
 from edge.api.auth import secret
 from edge.api.responses import Problem, error, json
-from journeys import subscriptions
 from journeys.broadcasts import (
     ACTIONS,
     BROADCAST,
@@ -159,7 +158,7 @@ async def preview_audience(request: Request) -> Response:
     key = _key(request)
     broadcast = await _broadcast(request, key)
     report = await run_in_threadpool(dry_run, request.state.redis_sync, key, broadcast,
-                                     subscriptions, request.state.settings.messaging,
+                                     request.state.settings.messaging,
                                      _now())  # fmt: skip
     return json({"key": key, **report})
 

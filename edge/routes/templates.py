@@ -19,11 +19,10 @@ from starlette.routing import Route
 from collector.errors import with_path
 from edge.api.auth import secret
 from edge.api.responses import Problem, error, json
-from journeys import subscriptions
 from journeys.actions import Api, ApiError
 from journeys.emails import DEFS, TEMPLATE, EmailTemplate, delete_template, put_template
 from journeys.links import link_secret
-from journeys.mailer import Gate, Mailer, SendPolicy
+from journeys.mailer import Mailer, SendPolicy
 from journeys.spec import KEY
 
 __all__ = ["PreviewAsk", "routes"]
@@ -111,8 +110,7 @@ async def preview(request: Request) -> Response:
         with httpx.Client(timeout=10.0) as http:
             api = Api(str(request.base_url), settings.write_key, settings.secret_key, http)
             # links point where the engine's settings say, else where this request came in
-            gate: Gate = subscriptions
-            mailer = Mailer(client, settings.email, None, SendPolicy(), gate, api, lambda: 0)
+            mailer = Mailer(client, settings.email, None, SendPolicy(), api, lambda: 0)
             found = mailer.render(template, snapshot, "preview", ask.group, link_secret(client))
             return msgspec.to_builtins(found)  # type: ignore[no-any-return]
 

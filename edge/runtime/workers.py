@@ -197,7 +197,6 @@ def _journeys(
 
     from collector import SpoolReader
     from edge.runtime.stores import smtp_url
-    from journeys import subscriptions
     from journeys.actions import Api
     from journeys.mailer import Mailer
     from journeys.store import put_journey
@@ -215,7 +214,7 @@ def _journeys(
         log.info("no SMTP server set (KAIROS_SMTP_URL or [email] url): email steps with a "
                  "template are skipped with reason no_smtp_server")  # fmt: skip
     times = {"clock": clock} if clock else {}
-    mailer = Mailer(needs.redis, email, sender, needs.config.messaging, subscriptions, api,
+    mailer = Mailer(needs.redis, email, sender, needs.config.messaging, api,
                     clock or (lambda: int(time.time() * 1000)))  # fmt: skip
     return JourneyWorker(reader, needs.redis, http=http, interval=interval, api=api,
                          mailer=mailer, **times)  # fmt: skip

@@ -61,10 +61,46 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/v1/journeys"): ("secret", None),
     ("GET", "/v1/journeys/templates"): ("secret", None),
     ("GET", "/v1/journeys/{key}/stats"): ("secret", None),
+    ("GET", "/v1/journeys/{key}/results"): ("secret", None),
     ("POST", "/v1/journeys/{key}/simulate"): ("secret", {}),
     ("PUT", "/v1/journeys/{key}"): ("secret", {}),
     ("GET", "/v1/journeys/{key}"): ("secret", None),
     ("DELETE", "/v1/journeys/{key}"): ("secret", None),
+    ("GET", "/v1/templates"): ("secret", None),
+    ("PUT", "/v1/templates/{key}"): ("secret", {"subject": "Hi", "html": "<p>Hi</p>"}),
+    ("GET", "/v1/templates/{key}"): ("secret", None),
+    ("DELETE", "/v1/templates/{key}"): ("secret", None),
+    ("POST", "/v1/templates/{key}/preview"): ("secret", {"person": "p_probe"}),
+    ("GET", "/v1/broadcasts"): ("secret", None),
+    ("PUT", "/v1/broadcasts/{key}"): ("secret", {"segment": "s", "template": "t"}),
+    ("GET", "/v1/broadcasts/{key}"): ("secret", None),
+    ("DELETE", "/v1/broadcasts/{key}"): ("secret", None),
+    ("POST", "/v1/broadcasts/{key}/start"): ("secret", None),
+    ("POST", "/v1/broadcasts/{key}/pause"): ("secret", None),
+    ("POST", "/v1/broadcasts/{key}/resume"): ("secret", None),
+    ("POST", "/v1/broadcasts/{key}/cancel"): ("secret", None),
+    ("POST", "/v1/broadcasts/{key}/dry-run"): ("secret", None),
+    ("GET", "/v1/broadcasts/{key}/results"): ("secret", None),
+    # The links in the emails Kairos sends: the signed token is all they carry.
+    ("GET", "/v1/m/c/{token}"): ("public", None),
+    ("GET", "/v1/m/o/{token}.gif"): ("public", None),
+    ("GET", "/v1/subscriptions"): ("secret", None),
+    ("PUT", "/v1/subscriptions/{key}"): ("secret", {}),
+    ("GET", "/v1/subscriptions/{key}"): ("secret", None),
+    ("DELETE", "/v1/subscriptions/{key}"): ("secret", None),
+    ("GET", "/v1/profiles/{id}/subscriptions"): ("secret", None),
+    ("PUT", "/v1/profiles/{id}/subscriptions"): ("secret", {}),
+    ("GET", "/v1/suppressions/{email}"): ("secret", None),
+    ("DELETE", "/v1/suppressions/{email}"): ("secret", None),
+    # Or the provider's signature under the feedback secret.
+    ("POST", "/v1/messaging/feedback"): ("secret", {"type": "bounce", "email": "a@b.c"}),
+    # The links in emails: the signed token is all the authority (a wrong one is a 404).
+    ("GET", "/v1/preferences/{token}"): ("public", None),
+    ("POST", "/v1/preferences/{token}"): ("public", None),
+    ("GET", "/v1/unsubscribe/{token}"): ("public", None),
+    ("POST", "/v1/unsubscribe/{token}"): ("public", None),
+    ("GET", "/v1/subscriptions/confirm/{token}"): ("public", None),
+    ("POST", "/v1/subscriptions/confirm/{token}"): ("public", None),
     ("POST", "/v1/onchain"): ("secret", {"events": []}),  # or an indexer's signature
     ("GET", "/v1/onchain"): ("secret", None),
     ("POST", "/v1/recommendations/batch"): ("secret", {}),
@@ -81,6 +117,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/dashboard/live"): ("session", None),
     ("GET", "/dashboard/models"): ("session", None),
     ("GET", "/dashboard/journeys"): ("session", None),
+    ("GET", "/dashboard/subscriptions"): ("session", None),
     # The links in emails people click or load: a decision id is all they carry.
     ("GET", "/v1/r/{decision}/{item:path}"): ("public", None),
     ("GET", "/v1/o/{decision}.gif"): ("public", None),
@@ -100,7 +137,8 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/demo/img/{id}.svg"): ("public", None),
 }
 SAMPLES = {"key": "x_probe", "id": "user_id:nobody", "id:path": "user_id:nobody",
-           "decision": "d_0000", "item:path": "sku-1", "version": "v1", "name": "shoes"}  # fmt: skip
+           "decision": "d_0000", "item:path": "sku-1", "version": "v1", "name": "shoes",
+           "email": "nobody@example.com", "token": "x.y"}  # fmt: skip
 
 
 def _routes(settings: Settings) -> set[tuple[str, str]]:
