@@ -5,8 +5,10 @@ it at once), then checked against its run as it is now (an exit since it was que
 entry, a step or journey removed: it is cancelled), then against the partition's record of
 what was sent (a crash after the delivery and before forgetting it), and only then sent; the
 record is written before the action is forgotten. Webhooks and emails are POSTed
-(``journeys.actions``), with what they take from the engine's API; the other actions are
-messages into the spool, whose dedup keeps each once.
+(``journeys.actions``), with what they take from the engine's API; Discord and Telegram
+messages go to those services (``journeys.community``: a 429 is retried when the service says,
+not after the backoff); the other actions are messages into the spool, whose dedup keeps each
+once.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from journeys.actions import (
     post,
     webhook_secret,
 )
+from journeys.community import Channels, ChannelSettings, Sent
 from journeys.events import event, ids_of
 from journeys.shards import Shard
-from journeys.spec import Email, Journey, Webhook
+from journeys.spec import Discord, Email, Journey, Telegram, Webhook
 from profiles.store import ProfileStore, Snapshot
 from profiles.views import describe, view_of
 
@@ -47,7 +50,8 @@ class Courier:
     """Delivers the due actions of the partitions ``holder`` holds."""
 
     def __init__(self, client: redis.Redis, layout: Layout, holder: str, http: httpx.Client,
-                 api: Api | None, clock: Callable[[], int]):  # fmt: skip
+                 api: Api | None, clock: Callable[[], int],
+                 channels: ChannelSettings | None = None):  # fmt: skip
         self.client = client
         self.layout = layout
         self.holder = holder
@@ -55,6 +59,7 @@ class Courier:
         self.api = api
         self.clock = clock
         self.profiles = ProfileStore(client)
+        self.channels = Channels(channels or ChannelSettings(), http)
 
     def send(self, shards: list[Shard], journeys: dict[str, Journey], now: int, upto: int) -> int:
         """Deliver what the partitions' outboxes hold that is due by ``upto``; how many."""
@@ -103,6 +108,15 @@ class Courier:
                                 extra={"action": key})  # fmt: skip
                     queues.settle(self.client, shard, key, where, now, "dropped")
                 return 0
+        elif isinstance(step, Discord | Telegram):
+            traits = view_of(snapshot, now).traits if snapshot.exists else {}
+            answer = self.channels.send(step, traits, now)
+            if answer.skipped:
+                log.info("journey action skipped: %s", answer.detail, extra={"action": key})
+                queues.settle(self.client, shard, key, where, now, "skipped")
+                return 0
+            if not answer.ok:
+                return self._failed(shard, key, item, where, now, answer)
         else:
             ids = ids_of(snapshot)
             if not ids:
@@ -116,6 +130,18 @@ class Courier:
                      action=kind)  # fmt: skip
         append_now(self.client, [sent], self.layout)
         return 1
+
+    def _failed(self, shard: Shard, key: str, item: store.Outgoing, where: str, now: int,
+                result: Sent) -> int:  # fmt: skip
+        """Retry a message that failed (when the service said, else with backoff), unless it
+        cannot succeed or a day has passed: then drop it, logged."""
+        if result.retry and now - item.created < GIVE_UP_MS:
+            wait = result.after_ms if result.after_ms is not None else backoff(item.attempts)
+            queues.retry(self.client, shard, key, item, where, now + wait, result.detail)
+        else:
+            log.warning("journey action dropped: %s", result.detail, extra={"action": key})
+            queues.settle(self.client, shard, key, where, now, "dropped")
+        return 0
 
     def _gathered(self, step: Webhook | Email, snapshot: Snapshot) -> dict[str, Any]:
         """What the step takes from the engine's API: a decision, rendered recommendations."""

@@ -56,6 +56,7 @@ from collector.versioned import Versioned
 from collector.worker import SpoolWorker
 from journeys import queues, store
 from journeys.actions import Api
+from journeys.community import ChannelSettings
 from journeys.delivery import Courier
 from journeys.events import ended, event, ids_of, message_ids
 from journeys.runs import (
@@ -114,15 +115,18 @@ class JourneyWorker(SpoolWorker):
         interval: float = 0.2,
         profile_wait: float = 10.0,
         api: Api | None = None,
+        channels: ChannelSettings | None = None,
     ):
-        """``api``: the engine's HTTP API, for decisions and rendered recommendations."""
+        """``api``: the engine's HTTP API, for decisions and rendered recommendations;
+        ``channels``: where Discord and Telegram are, and the bot's token."""
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.api = api
         self.client = client
         self.profiles = ProfileStore(client)
         self.clock = clock
         self.http = http or httpx.Client()
-        self.courier = Courier(client, reader.layout, reader.consumer, self.http, api, clock)
+        self.courier = Courier(client, reader.layout, reader.consumer, self.http, api, clock,
+                               channels)  # fmt: skip
         self.profile_wait = profile_wait
         self.journeys: dict[str, Journey] = {}
         self._defs: Versioned[dict[str, Journey]] = Versioned(store.VERSION, {})

@@ -37,6 +37,11 @@ data dir is read if it exists. Every section is optional. Example::
     steps.remind = { type = "webhook", url = "https://mail.example/cart", next = "end" }
     steps.end = { type = "end" }
 
+    [channels]                  # the journeys' discord and telegram steps (journeys.community)
+    discord_url = "https://discord.com/api"     # the default; a test or a proxy may differ
+    telegram_url = "https://api.telegram.org"   # the default
+    telegram_token = "123456789:AAE..."         # the bot's; KAIROS_TELEGRAM_TOKEN wins
+
     [limits]                    # rate and size limits (edge.api.limits); 0 turns one off
     per_ip = 200.0              # requests/s per client IP, sustained
     per_key = 5000.0            # requests/s per key (write or secret)
@@ -66,6 +71,7 @@ from collector.schema import StoreSettings
 from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
 from edge.api.limits import Limits
+from journeys.community import ChannelSettings
 from journeys.spec import Journey
 from profiles.learner import ModelSettings
 from profiles.scoring import LeadScoring
@@ -86,6 +92,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     identity: IdentityPolicy = msgspec.field(default_factory=IdentityPolicy)
     clickhouse: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    channels: ChannelSettings = msgspec.field(default_factory=ChannelSettings)
 
 
 class ConfigError(Exception):

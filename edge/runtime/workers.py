@@ -193,9 +193,12 @@ def _recs(needs: Needs, interval: float = 0.2) -> Recommender:
 def _journeys(
     needs: Needs, interval: float = 0.2, clock: Callable[[], int] | None = None
 ) -> JourneyWorker:
+    import os
+
     import httpx
 
     from collector import SpoolReader
+    from edge.runtime.logs import redact
     from journeys.actions import Api
     from journeys.store import put_journey
     from journeys.worker import JourneyWorker
@@ -203,10 +206,13 @@ def _journeys(
     for key, journey in needs.config.journeys.items():
         if put_journey(needs.redis, key, journey):
             log.info("journey installed from the config file", extra={"journey": key})
+    # The environment's bot token wins over the file's (a secret is better kept out of files).
+    channels = needs.config.channels.with_token(os.environ.get("KAIROS_TELEGRAM_TOKEN"))
+    redact(channels.telegram_token or "")  # it is in Telegram's URLs: never in a log line
     reader = SpoolReader(needs.redis, "journeys", needs.consumer)
     http = httpx.Client(timeout=10.0)
     return JourneyWorker(reader, needs.redis, http=http, interval=interval,
-                         api=Api(*needs.api, http) if needs.api else None,
+                         api=Api(*needs.api, http) if needs.api else None, channels=channels,
                          **({"clock": clock} if clock else {}))  # fmt: skip
 
 
