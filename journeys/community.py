@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import httpx
 import msgspec
 from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 if TYPE_CHECKING:  # journeys.spec imports this module (its steps' checks)
@@ -156,12 +157,30 @@ def _markdown(value: Any) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)) if value is not None else ""
 
 
+_LARGEST = 100_000  # items or characters an operator may make: far above any message's limit
+
+
+class _Bounded(ImmutableSandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` bounded: ``{{ 'x' * 10**9 }}`` would otherwise take a
+    gigabyte, when the journey is saved (jinja2 folds constants as it compiles) or sent."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise SecurityError(f"an exponent of at most 64 (got {right})")
+        if operator == "*":
+            for many, times in ((left, right), (right, left)):
+                if isinstance(many, str | list | tuple) and isinstance(times, int):
+                    if len(many) * times > _LARGEST:
+                        raise SecurityError(f"at most {_LARGEST} repeated items or characters")
+        return super().call_binop(context, operator, left, right)
+
+
 _ENVIRONMENTS = {
-    None: ImmutableSandboxedEnvironment(autoescape=False, undefined=ChainableUndefined),
-    "HTML": ImmutableSandboxedEnvironment(autoescape=True, undefined=ChainableUndefined),
-    "MarkdownV2": ImmutableSandboxedEnvironment(
-        autoescape=False, undefined=ChainableUndefined, finalize=_markdown
-    ),
+    None: _Bounded(autoescape=False, undefined=ChainableUndefined),
+    "HTML": _Bounded(autoescape=True, undefined=ChainableUndefined),
+    "MarkdownV2": _Bounded(autoescape=False, undefined=ChainableUndefined, finalize=_markdown),
 }
 
 

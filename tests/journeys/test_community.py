@@ -510,6 +510,9 @@ def _journey(step: dict[str, Any]) -> dict[str, Any]:
         pytest.param({"type": "discord", "webhook": WEBHOOK, "content": "{{ 1 // 0 }}"},
                      "$.steps.say.content: must render: ZeroDivisionError: integer division or "
                      "modulo by zero", id="render-error"),
+        pytest.param({"type": "discord", "webhook": WEBHOOK, "content": "{{ 'x' * 10**9 }}"},
+                     "$.steps.say.content: must render: SecurityError: at most 100000 repeated "
+                     "items or characters", id="huge"),
         pytest.param({"type": "discord", "webhook": WEBHOOK,
                       "content": "{{ ''.__class__ }}"},
                      "$.steps.say.content: must not name '__class__': Python's internals are not "
