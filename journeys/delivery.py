@@ -6,8 +6,10 @@ entry, a step or journey removed: it is cancelled), then against the partition's
 what was sent (a crash after the delivery and before forgetting it), and only then sent; the
 record is written before the action is forgotten. Emails with a template go out over SMTP
 (``journeys.mailer``: the send-time checks, then the message); webhooks and email hand-offs are
-POSTed (``journeys.actions``), with what they take from the engine's API; the other actions are
-messages into the spool, whose dedup keeps each once.
+POSTed (``journeys.actions``), with what they take from the engine's API; Discord and Telegram
+messages go to those services (``journeys.community``: a 429 is retried when the service says,
+not after the backoff); the other actions are messages into the spool, whose dedup keeps each
+once.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from journeys.actions import (
 )
 from journeys.broadcasts import VERSION as BROADCASTS_VERSION
 from journeys.broadcasts import Broadcast, broadcast_of, broadcasts, state_key
+from journeys.community import Channels, ChannelSettings, Sent
 from journeys.events import event, ids_of
-from journeys.mailer import Mailer, message_event
+from journeys.mailer import Mailer, capped, count_sent, message_event
 from journeys.shards import Shard
-from journeys.spec import Email, Journey, Webhook
+from journeys.spec import Discord, Email, Journey, Telegram, Webhook
 from profiles.store import ProfileStore, Snapshot
 from profiles.views import describe, view_of
 
@@ -54,8 +57,8 @@ class Courier:
     """Delivers the due actions of the partitions ``holder`` holds."""
 
     def __init__(self, client: redis.Redis, layout: Layout, holder: str, http: httpx.Client,
-                 api: Api | None, clock: Callable[[], int], mailer: Mailer | None = None
-                 ):  # fmt: skip
+                 api: Api | None, clock: Callable[[], int], mailer: Mailer | None = None,
+                 channels: ChannelSettings | None = None):  # fmt: skip
         self.client = client
         self.mailer = mailer
         self.layout = layout
@@ -65,6 +68,7 @@ class Courier:
         self.clock = clock
         self.profiles = ProfileStore(client)
         self._broadcasts: Versioned[dict[str, Broadcast]] = Versioned(BROADCASTS_VERSION, {})
+        self.channels = Channels(channels or ChannelSettings(), http)
 
     def send(self, shards: list[Shard], journeys: dict[str, Journey], now: int, upto: int) -> int:
         """Deliver what the partitions' outboxes hold that is due by ``upto``; how many."""
@@ -119,6 +123,28 @@ class Courier:
                                 extra={"action": key})  # fmt: skip
                     queues.settle(self.client, shard, key, where, now, "dropped")
                 return 0
+        elif isinstance(step, Discord | Telegram):
+            # A Telegram message to the person's own chat counts towards their frequency cap
+            # across channels, as email does (a Discord post is to a channel, not to them).
+            direct = isinstance(step, Telegram) and step.chat_id_trait is not None
+            policy = self.mailer.policy if self.mailer is not None else None
+            if direct and policy is not None and capped(self.client, policy, item.pid, now):
+                skipped = message_event("Message Skipped", snapshot, key, now,
+                                        channel="telegram", reason="frequency_cap",
+                                        journey=item.journey, step=item.step)  # fmt: skip
+                append_now(self.client, [skipped], self.layout)
+                queues.settle(self.client, shard, key, where, now, "skipped")
+                return 0
+            traits = view_of(snapshot, now).traits if snapshot.exists else {}
+            answer = self.channels.send(step, traits, now)
+            if answer.skipped:
+                log.info("journey action skipped: %s", answer.detail, extra={"action": key})
+                queues.settle(self.client, shard, key, where, now, "skipped")
+                return 0
+            if not answer.ok:
+                return self._failed(shard, key, item, where, now, answer)
+            if direct:
+                count_sent(self.client, item.pid, key, now)
         else:
             ids = ids_of(snapshot)
             if not ids:
@@ -207,6 +233,18 @@ class Courier:
         if said:
             append_now(self.client, said, self.layout)
         return result.status == "sent"
+
+    def _failed(self, shard: Shard, key: str, item: store.Outgoing, where: str, now: int,
+                result: Sent) -> int:  # fmt: skip
+        """Retry a message that failed (when the service said, else with backoff), unless it
+        cannot succeed or a day has passed: then drop it, logged."""
+        if result.retry and now - item.created < GIVE_UP_MS:
+            wait = result.after_ms if result.after_ms is not None else backoff(item.attempts)
+            queues.retry(self.client, shard, key, item, where, now + wait, result.detail)
+        else:
+            log.warning("journey action dropped: %s", result.detail, extra={"action": key})
+            queues.settle(self.client, shard, key, where, now, "dropped")
+        return 0
 
     def _gathered(self, step: Webhook | Email, snapshot: Snapshot) -> dict[str, Any]:
         """What the step takes from the engine's API: a decision, rendered recommendations."""

@@ -42,7 +42,8 @@ from journeys.smtp import EmailSettings, Sender, compose, deliver
 from profiles.store import Snapshot
 from profiles.views import describe
 
-__all__ = ["Mailer", "Ready", "Sent", "SendPolicy", "message_event", "sent_key"]
+__all__ = ["Mailer", "Ready", "Sent", "SendPolicy", "capped", "count_sent", "message_event",
+           "sent_key"]  # fmt: skip
 
 log = logging.getLogger("kairos.messaging")
 

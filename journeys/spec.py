@@ -25,7 +25,8 @@ does not come), ``branch`` (``cases``: the first whose rule matches, else ``othe
 ``webhook`` (signed JSON with the person; ``decide``: a placement's variant goes along),
 ``email`` (an email template sent over SMTP, checked against a subscription ``group``; or
 a webhook to an email provider with the address, a subject and rendered recommendations),
-``traits`` (set traits), ``score`` (adjust the lead score), ``emit`` (an event), ``end``.
+``traits`` (set traits), ``score`` (adjust the lead score), ``emit`` (an event), ``discord``
+and ``telegram`` (a message to a community channel: ``journeys.community``), ``end``.
 
 ``holdout`` (a share up to 0.5, with a ``goal``): that share of the people entering, sticky per
 person, enter and are counted but are sent nothing, so ``journeys.lift`` can say what the
@@ -49,6 +50,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from collector.identifiers import checksum_address
+from journeys import community
 from profiles.segments import Rule
 
 __all__ = ["JOURNEY", "KEY", "Journey", "Step", "Trigger", "parse", "parse_duration"]
@@ -241,12 +243,76 @@ class Emit(msgspec.Struct, tag="emit", tag_field="type", forbid_unknown_fields=T
     properties: dict[str, Any] = {}
 
 
+class Discord(msgspec.Struct, tag="discord", tag_field="type", forbid_unknown_fields=True,
+              omit_defaults=True):  # fmt: skip
+    """A message to a Discord channel through one of its webhooks (``journeys.community``):
+    ``webhook`` is "<id>/<token>" or the webhook's URL (kept as "<id>/<token>"), ``content`` a
+    jinja2 template over the person's traits, at most 2000 characters once rendered.
+
+    Examples:
+        >>> hook = "https://discord.com/api/webhooks/112233445566778899/" + "x" * 68
+        >>> Discord(webhook=hook, content="Hi {{ first_name }}", next="end").webhook[:19]
+        '112233445566778899/'
+        >>> Discord(webhook="https://example.com/hook", content="Hi", next="end")
+        Traceback (most recent call last):
+        ...
+        ValueError: `webhook` must be "<webhook id>/<webhook token>" or the webhook's URL from Discord's channel settings, "https://discord.com/api/webhooks/<id>/<token>"
+    """  # noqa: E501
+
+    webhook: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    content: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    next: StepName
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=80)] | None = None
+
+    def __post_init__(self) -> None:
+        self.webhook = community.webhook_of(self.webhook)
+        community.check_template("content", self.content, community.DISCORD_MAX)
+
+
+class Telegram(msgspec.Struct, tag="telegram", tag_field="type", forbid_unknown_fields=True,
+               omit_defaults=True):  # fmt: skip
+    """A message to a Telegram chat from the engine's bot (``journeys.community``): to
+    ``chat_id`` (a channel's "@username" or a numeric id), or to the chat id in the person's
+    trait ``chat_id_trait`` (a person without it is skipped); ``text`` a jinja2 template over
+    the traits, at most 4096 characters once rendered.
+
+    Examples:
+        >>> Telegram(chat_id="@shop_community", text="New drop!", next="end").chat_id
+        '@shop_community'
+        >>> Telegram(chat_id="shop", text="New drop!", next="end")
+        Traceback (most recent call last):
+        ...
+        ValueError: `chat_id` must be a chat's numeric id (e.g. -1001234567890) or a public chat's "@username" (e.g. "@shop_community"); got 'shop'
+    """  # noqa: E501
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=40_000)]
+    next: StepName
+    chat_id: int | str | None = None
+    chat_id_trait: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    parse_mode: community.ParseMode | None = None
+    disable_web_page_preview: bool | None = None
+
+    def __post_init__(self) -> None:
+        if (self.chat_id is None) == (self.chat_id_trait is None):
+            raise ValueError("a telegram step has exactly one of chat_id, chat_id_trait")
+        if self.chat_id is not None:
+            chat = community.chat_id_of(self.chat_id)
+            if chat is None:
+                raise ValueError(
+                    "`chat_id` must be a chat's numeric id (e.g. -1001234567890) or a public "
+                    f'chat\'s "@username" (e.g. "@shop_community"); got {self.chat_id!r}'
+                )
+            self.chat_id = chat
+        limit = community.TELEGRAM_MAX if self.parse_mode is None else None
+        community.check_template("text", self.text, limit, self.parse_mode)
+
+
 class End(msgspec.Struct, tag="end", tag_field="type", forbid_unknown_fields=True):
     pass
 
 
-Step = Wait | Branch | Split | Webhook | Email | Traits | Score | Emit | End
-ACTIONS = (Webhook, Email, Traits, Score, Emit)
+Step = Wait | Branch | Split | Webhook | Email | Traits | Score | Emit | Discord | Telegram | End
+ACTIONS = (Webhook, Email, Traits, Score, Emit, Discord, Telegram)
 
 
 def successors(step: Step) -> list[tuple[str, str]]:

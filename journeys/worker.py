@@ -58,6 +58,7 @@ from collector.worker import SpoolWorker
 from journeys import queues, store, subscriptions
 from journeys.actions import Api
 from journeys.broadcasts import Broadcaster, action_key
+from journeys.community import ChannelSettings
 from journeys.delivery import Courier
 from journeys.events import ended, event, ids_of, message_ids
 from journeys.mailer import Mailer, message_event
@@ -119,9 +120,11 @@ class JourneyWorker(SpoolWorker):
         profile_wait: float = 10.0,
         api: Api | None = None,
         mailer: Mailer | None = None,
+        channels: ChannelSettings | None = None,
     ):
         """``api``: the engine's HTTP API, for decisions and rendered recommendations;
-        ``mailer``: what sends email steps with a template (``journeys.mailer``)."""
+        ``mailer``: what sends email steps with a template (``journeys.mailer``); ``channels``:
+        where Discord and Telegram are, and the bot's token."""
         super().__init__(reader, max_entries=max_entries, interval=interval)
         self.api = api
         self.client = client
@@ -130,7 +133,7 @@ class JourneyWorker(SpoolWorker):
         self.http = http or httpx.Client()
         self.broadcaster = Broadcaster(client, reader.layout, reader.consumer)
         self.courier = Courier(client, reader.layout, reader.consumer, self.http, api, clock,
-                               mailer)  # fmt: skip
+                               mailer, channels)  # fmt: skip
         self.profile_wait = profile_wait
         self.journeys: dict[str, Journey] = {}
         self._defs: Versioned[dict[str, Journey]] = Versioned(store.VERSION, {})

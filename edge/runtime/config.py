@@ -46,6 +46,11 @@ data dir is read if it exists. Every section is optional. Example::
     frequency_cap = 3           # messages per person per cap_days (0: no cap)
     quiet_hours = "21:00-08:00" # in the person's timezone trait: messages wait until it ends
 
+    [channels]                  # the journeys' discord and telegram steps (journeys.community)
+    discord_url = "https://discord.com/api"     # the default; a test or a proxy may differ
+    telegram_url = "https://api.telegram.org"   # the default
+    telegram_token = "123456789:AAE..."         # the bot's; KAIROS_TELEGRAM_TOKEN wins
+
     [limits]                    # rate and size limits (edge.api.limits); 0 turns one off
     per_ip = 200.0              # requests/s per client IP, sustained
     per_key = 5000.0            # requests/s per key (write or secret)
@@ -75,6 +80,7 @@ from collector.schema import StoreSettings
 from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
 from edge.api.limits import Limits
+from journeys.community import ChannelSettings
 from journeys.mailer import SendPolicy
 from journeys.smtp import EmailSettings
 from journeys.spec import Journey
@@ -99,6 +105,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     clickhouse: StoreSettings = msgspec.field(default_factory=StoreSettings)
     email: EmailSettings = msgspec.field(default_factory=EmailSettings)
     messaging: SendPolicy = msgspec.field(default_factory=SendPolicy)
+    channels: ChannelSettings = msgspec.field(default_factory=ChannelSettings)
 
 
 class ConfigError(Exception):

@@ -193,9 +193,12 @@ def _recs(needs: Needs, interval: float = 0.2) -> Recommender:
 def _journeys(
     needs: Needs, interval: float = 0.2, clock: Callable[[], int] | None = None
 ) -> JourneyWorker:
+    import os
+
     import httpx
 
     from collector import SpoolReader
+    from edge.runtime.logs import redact
     from edge.runtime.stores import smtp_url
     from journeys.actions import Api
     from journeys.mailer import Mailer
@@ -205,6 +208,9 @@ def _journeys(
     for key, journey in needs.config.journeys.items():
         if put_journey(needs.redis, key, journey):
             log.info("journey installed from the config file", extra={"journey": key})
+    # The environment's bot token wins over the file's (a secret is better kept out of files).
+    channels = needs.config.channels.with_token(os.environ.get("KAIROS_TELEGRAM_TOKEN"))
+    redact(channels.telegram_token or "")  # it is in Telegram's URLs: never in a log line
     reader = SpoolReader(needs.redis, "journeys", needs.consumer)
     http = httpx.Client(timeout=10.0)
     api = Api(*needs.api, http) if needs.api else None
@@ -217,7 +223,7 @@ def _journeys(
     mailer = Mailer(needs.redis, email, sender, needs.config.messaging, api,
                     clock or (lambda: int(time.time() * 1000)))  # fmt: skip
     return JourneyWorker(reader, needs.redis, http=http, interval=interval, api=api,
-                         mailer=mailer, **times)  # fmt: skip
+                         mailer=mailer, channels=channels, **times)  # fmt: skip
 
 
 # In the order ``kairos up`` starts them (the sink first: it may own embedded ClickHouse).

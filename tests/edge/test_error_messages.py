@@ -63,8 +63,8 @@ CASES = [
     pytest.param(
         "PUT", "/v1/journeys/j1",
         journey(steps={"wait": {"type": "mail", "next": "end"}, "end": {"type": "end"}}),
-        "$.steps.wait.type: Invalid value 'mail' — expected one of branch, email, emit, end, "
-        "score, split, traits, wait, webhook", id="journey-step-type",
+        "$.steps.wait.type: Invalid value 'mail' — expected one of branch, discord, email, emit, "
+        "end, score, split, telegram, traits, wait, webhook", id="journey-step-type",
     ),
     pytest.param(
         "PUT", "/v1/journeys/j1",
