@@ -35,6 +35,7 @@ from collector import wire
 from collector.versioned import Versioned
 from journeys import subscriptions, suppression
 from journeys.actions import Api, ApiError
+from journeys.confirmation import send_confirmation
 from journeys.emails import DEFS, TEMPLATE, VERSION, EmailTemplate, render, track
 from journeys.events import ids_of
 from journeys.links import link_secret, token
@@ -199,6 +200,25 @@ class Mailer:
     def close(self) -> None:
         if self._loop is not None:
             self._loop.close()
+
+    def confirm(self, pending: list[tuple[str, str]]) -> None:
+        """Send the double opt-in confirmation to each (person, group) waiting for one (a
+        subscription by a tracked event); without a server or an address, the person stays
+        pending (logged), as a subscription through the API does."""
+        groups = subscriptions.cached_groups(self.client)
+        for pid, key in pending:
+            to = subscriptions.address_of(self.client, pid)
+            if self.sender is None or to is None or key not in groups:
+                log.info("double opt-in confirmation not sent: %s",
+                         "no SMTP server" if self.sender is None else "no address",
+                         extra={"group": key})  # fmt: skip
+                continue
+            self._loop = self._loop or asyncio.new_event_loop()
+            outcome = self._loop.run_until_complete(send_confirmation(
+                self.client, self.sender, self.public_url, pid, key, groups[key], to))  # fmt: skip
+            if outcome.status != "sent":
+                log.warning("double opt-in confirmation not sent: %s", outcome.detail,
+                            extra={"group": key})  # fmt: skip
 
     def templates(self) -> dict[str, EmailTemplate]:
         return self._templates.get(self.client, lambda c: {

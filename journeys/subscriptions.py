@@ -317,10 +317,13 @@ def _changed_event(client: redis.Redis, pid: str, key: str, state: State) -> wir
     )  # fmt: skip
 
 
-def apply_events(client: redis.Redis, entries: list[Entry], wait: float = 10.0) -> int:
+def apply_events(client: redis.Redis, entries: list[Entry], wait: float = 10.0,
+                 pending: list[tuple[str, str]] | None = None) -> int:  # fmt: skip
     """Apply the tracked "Subscribed" / "Unsubscribed" events (property ``group``) of a spool
     batch to their people, at the events' own times; how many were applied. Called by the
-    journeys worker for every batch (idempotent: a replay finds the same change held)."""
+    journeys worker for every batch (idempotent: a replay finds the same change held).
+    ``pending`` gets the (person, group) of each double opt-in that now awaits confirmation:
+    the worker sends those their confirmation email (only on the change, so not on a replay)."""
     wanted = [e for e in entries if e.kind == "events"
               and (b"Subscribed" in e.payload or b"Unsubscribed" in e.payload)]  # fmt: skip
     if not wanted:
@@ -340,7 +343,9 @@ def apply_events(client: redis.Redis, entries: list[Entry], wait: float = 10.0) 
             if state == "subscribed" and defined[key].double_opt_in:
                 state = "pending"  # confirmed only by the link in the confirmation email
             at = int(wire.event_time(msg).timestamp() * 1000)
-            set_state(client, pid, key, state, "event", at)
+            change = set_state(client, pid, key, state, "event", at)
+            if pending is not None and state == "pending" and change.changed:
+                pending.append((pid, key))
             applied += 1
     return applied
 

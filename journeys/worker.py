@@ -169,7 +169,10 @@ class JourneyWorker(SpoolWorker):
         else:  # more to read (a replay: then what came after it)
             self._caught.discard(self._partition)
         # Subscribed / Unsubscribed events change subscription states, journeys or not.
-        applied = subscriptions.apply_events(self.client, entries, self.profile_wait)
+        pending: list[tuple[str, str]] = []
+        applied = subscriptions.apply_events(self.client, entries, self.profile_wait, pending)
+        if pending and self.courier.mailer is not None:
+            self.courier.mailer.confirm(pending)
         counters: dict[str, float] = {"subscription_events": applied} if applied else {}
         if not self.journeys:
             return counters

@@ -10,16 +10,12 @@ import email
 import hashlib
 import hmac
 import re
-import socket
 import time
-from collections.abc import Iterator
 from email import policy
 from typing import Any
 
 import httpx
-import pytest
 import redis
-from aiosmtpd.controller import Controller
 
 from journeys import subscriptions as subs
 from journeys import suppression
@@ -28,7 +24,7 @@ from journeys.links import link_secret
 from journeys.smtp import EmailSettings, Sender, compose, deliver
 from tests.conftest import SECRET_KEY, Engine
 from tests.helpers import bearer, eventually
-from tests.journeys.conftest import Clock
+from tests.journeys.conftest import Clock, Inbox, MailWorker
 
 NEWS = {"name": "Weekly news", "channel": "email", "default": "opt_out"}
 OFFERS = {"name": "Offers", "channel": "email", "default": "opt_in",
@@ -87,37 +83,6 @@ def _client(engine: Engine) -> redis.Redis:
 
 def _path(url: str) -> str:
     return "/" + url.split("/", 3)[3]
-
-
-class Inbox:
-    """Accepts mail, except 550 for bounce@ (as a real server answers a missing mailbox)."""
-
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
-        if address.startswith("bounce@"):
-            return "550 5.1.1 no such user"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
-        self.messages.append(envelope.content)
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    with socket.socket() as probe:  # aiosmtpd's readiness check cannot connect to port 0
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 # -- groups --
@@ -584,3 +549,24 @@ def test_the_dashboard_shows_people_per_group_and_the_latest_unsubscribes(engine
     assert 'data-label="subscribed">1</td>' in page.text
     assert "1 address suppressed" in page.text
     assert f"/dashboard/profiles?id={pid}" in page.text  # among the latest unsubscribes
+
+
+def test_a_tracked_subscribe_to_a_double_opt_in_group_sends_its_confirmation(
+    engine: Engine, inbox: tuple[Inbox, int], mail_worker: MailWorker
+) -> None:
+    handler, _ = inbox
+    _groups(engine, letter=LETTER)
+    pid = _person(engine, "ada")
+    mail_worker()
+    body = {"userId": "ada", "event": "Subscribed", "properties": {"group": "letter"}}
+    assert engine.post("/v1/track", body).status_code == 200
+    eventually(lambda: handler.messages)
+    got = email.message_from_bytes(handler.messages[0], policy=policy.default)
+    assert got["To"] == "Ada@Example.org" and got["Subject"] == "Please confirm: The letter"
+    link = re.search(r"(/v1/subscriptions/confirm/\S+)", got.get_body(("plain",)).get_content())
+    assert link is not None
+    assert _states(engine, pid)["letter"]["state"] == "pending"
+    done = httpx.post(engine.url + link.group(1), data={"confirm": "1"})
+    assert done.status_code == 200 and _states(engine, pid)["letter"]["state"] == "subscribed"
+    time.sleep(0.5)
+    assert len(handler.messages) == 1  # once: a replayed batch changes no state, sends nothing
