@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
+from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["Problem", "error", "json"]
+__all__ = ["KEY", "Problem", "error", "json", "path_key"]
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
@@ -34,3 +36,15 @@ class Problem(Exception):
 
     def response(self) -> Response:
         return error(self.status, self.code, self.message, headers=self.headers)
+
+
+KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")  # a definition's key: placements, journeys, …
+
+
+def path_key(request: Request) -> str:
+    """The ``{key}`` of the path, or a 400 ``Problem`` that says what a key may be."""
+    key: str = request.path_params["key"]
+    if not KEY.fullmatch(key):
+        message = f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
+        raise Problem(400, "invalid_key", message)
+    return key

@@ -22,7 +22,7 @@ from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
 from decisions.placements import DEFS as PLACEMENTS
 from edge.api.auth import secret
-from edge.api.responses import Problem, error, json
+from edge.api.responses import Problem, error, json, path_key
 from journeys.broadcasts import (
     ACTIONS,
     BROADCAST,
@@ -35,18 +35,9 @@ from journeys.broadcasts import (
 )
 from journeys.emails import DEFS as TEMPLATES
 from journeys.reports import broadcast_results, dry_run
-from journeys.spec import KEY
 from profiles.membership import DEFS as SEGMENTS
 
 __all__ = ["routes"]
-
-
-def _key(request: Request) -> str:
-    key: str = request.path_params["key"]
-    if not KEY.fullmatch(key):
-        message = f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
-        raise Problem(400, "invalid_key", message)
-    return key
 
 
 def _missing(client: Any, broadcast: Broadcast) -> str | None:
@@ -67,7 +58,7 @@ def _missing(client: Any, broadcast: Broadcast) -> str | None:
 
 @secret
 async def put(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     try:
         broadcast = BROADCAST.decode(await request.body())
     except msgspec.ValidationError as exc:
@@ -105,7 +96,7 @@ def _progress(state: dict[str, str]) -> dict[str, Any]:
 async def get_one(request: Request) -> Response:
     """The definition and its progress: status, members read, held out, fed to the outbox,
     still queued (for their send time or the throttle)."""
-    key = _key(request)
+    key = path_key(request)
     broadcast = await _broadcast(request, key)
     state = await run_in_threadpool(state_of, request.state.redis_sync, key)
     return json({"key": key, **msgspec.to_builtins(broadcast), "progress": _progress(state)})
@@ -126,7 +117,7 @@ async def list_all(request: Request) -> Response:
 
 @secret
 async def delete(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     try:
         deleted = await run_in_threadpool(delete_broadcast, request.state.redis_sync, key)
     except ValueError as exc:
@@ -139,7 +130,7 @@ async def delete(request: Request) -> Response:
 async def act(request: Request, action: str) -> Response:
     """Start, pause, resume or cancel; a 409 says what the broadcast is now and what the
     action is for."""
-    key = _key(request)
+    key = path_key(request)
     await _broadcast(request, key)
     try:
         status = await run_in_threadpool(control, request.state.redis_sync, key, action, _now())
@@ -155,7 +146,7 @@ def _now() -> int:
 @secret
 async def preview_audience(request: Request) -> Response:
     """Who would receive it now (nothing is sent): audience, held out, skipped by reason."""
-    key = _key(request)
+    key = path_key(request)
     broadcast = await _broadcast(request, key)
     report = await run_in_threadpool(dry_run, request.state.redis_sync, key, broadcast,
                                      request.state.settings.messaging,
@@ -168,7 +159,7 @@ async def results(request: Request) -> Response:
     """Per variant and the holdout: targeted, sent, skipped by reason, bounced, opened and
     clicked (people), with their rates; with a goal, conversion and revenue against the
     holdout, with always-valid intervals."""
-    key = _key(request)
+    key = path_key(request)
     broadcast = await _broadcast(request, key)
     state = await run_in_threadpool(state_of, request.state.redis_sync, key)
     started = int(state["started_at"]) if "started_at" in state else None

@@ -21,12 +21,12 @@ from starlette.routing import Route
 from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
 from edge.api.auth import secret
-from edge.api.responses import Problem, error, json
+from edge.api.responses import Problem, error, json, path_key
 from edge.routes.placements import check_window
 from journeys.actions import webhook_secret
 from journeys.dryrun import simulate
 from journeys.lift import journey_results
-from journeys.spec import JOURNEY, KEY, Journey, parse
+from journeys.spec import JOURNEY, Journey, parse
 from journeys.stats import active_by_step, counts
 from journeys.store import DEFS, delete_journey, journeys, put_journey
 from journeys.templates import examples
@@ -34,17 +34,9 @@ from journeys.templates import examples
 __all__ = ["routes"]
 
 
-def _key(request: Request) -> str:
-    key: str = request.path_params["key"]
-    if not KEY.fullmatch(key):
-        message = f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
-        raise Problem(400, "invalid_key", message)
-    return key
-
-
 @secret
 async def put(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     try:
         journey = parse(await request.body())
     except msgspec.ValidationError as exc:
@@ -67,13 +59,13 @@ async def _journey(request: Request, key: str) -> Journey:
 
 @secret
 async def get_one(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     return json({"key": key, **msgspec.to_builtins(await _journey(request, key))})
 
 
 @secret
 async def delete(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     if not await run_in_threadpool(delete_journey, request.state.redis_sync, key):
         return error(404, "not_found", f"no journey {key!r}")
     return json({"key": key, "deleted": True})
@@ -82,7 +74,7 @@ async def delete(request: Request) -> Response:
 @secret
 async def stats(request: Request) -> Response:
     """Entered, active per step, completed, exited by reason, converted, actions per step."""
-    key = _key(request)
+    key = path_key(request)
     journey = await _journey(request, key)
     try:
         found = await run_in_threadpool(counts, request.state.store, key, journey)
@@ -103,7 +95,7 @@ class ResultsQuery(msgspec.Struct, forbid_unknown_fields=True):
 async def results(request: Request) -> Response:
     """Per group (treated, holdout): people entered, converted within the goal window, revenue
     per person; the treated against the holdout with always-valid intervals."""
-    key = _key(request)
+    key = path_key(request)
     journey = await _journey(request, key)
     try:
         ask = msgspec.convert(dict(request.query_params), ResultsQuery, strict=False)
@@ -132,7 +124,7 @@ class SimulateAsk(msgspec.Struct, forbid_unknown_fields=True):
 async def simulate_journey(request: Request) -> Response:
     """Replay ``since``..``until`` (default: the last 7 days) through the journey, sending
     nothing: who would have entered, what each step would have sent, who would have converted."""
-    key = _key(request)
+    key = path_key(request)
     body = await request.body()
     try:
         ask = msgspec.json.decode(body or b"{}", type=SimulateAsk)

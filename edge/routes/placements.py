@@ -26,7 +26,6 @@ from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
 from decisions.evaluate import evaluate_placement
 from decisions.placements import (
-    KEY,
     LEARNED,
     PLACEMENT,
     Placement,
@@ -38,7 +37,7 @@ from decisions.placements import (
 )
 from decisions.results import placement_results
 from edge.api.auth import secret
-from edge.api.responses import Problem, error, json
+from edge.api.responses import Problem, error, json, path_key
 from profiles.membership import member_key
 from profiles.store import profile_keys
 
@@ -80,15 +79,6 @@ def check_window(
     return since, until
 
 
-def _key(request: Request) -> str:
-    key: str = request.path_params["key"]
-    if not KEY.fullmatch(key):
-        raise Problem(
-            400, "invalid_key", f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
-        )
-    return key
-
-
 def _check_policy(key: str, placement: Placement, code: str = "invalid_placement") -> None:
     """The policy must build for these variants (``min_share`` × variants at most 1, a weight
     above 0…): a placement whose policy cannot be built would break every reader of it."""
@@ -118,7 +108,7 @@ async def _serve_now(request: Request) -> None:
 
 @secret
 async def put(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     try:
         placement = PLACEMENT.decode(await request.body())
     except msgspec.ValidationError as exc:
@@ -137,7 +127,7 @@ async def put(request: Request) -> Response:
 
 @secret
 async def get_one(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     placement = await _placement(request, key)
     raw = await run_in_threadpool(request.state.redis_sync.get, state_key(key))
     return json(
@@ -170,7 +160,7 @@ async def list_all(request: Request) -> Response:
 
 @secret
 async def delete(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     if not await run_in_threadpool(delete_placement, request.state.redis_sync, key):
         return error(404, "not_found", f"no placement {key!r}")
     await _serve_now(request)
@@ -179,7 +169,7 @@ async def delete(request: Request) -> Response:
 
 @secret
 async def evaluate(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     placement = await _placement(request, key)
     try:
         ask = await _evaluation(request)
@@ -274,7 +264,7 @@ class ResultsQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 @secret
 async def results(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     placement = await _placement(request, key)
     try:
         ask = msgspec.convert(dict(request.query_params), ResultsQuery, strict=False)

@@ -7,8 +7,6 @@ profile, counting events over ClickHouse history.
 
 from __future__ import annotations
 
-import re
-
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,27 +15,16 @@ from starlette.routing import Route
 
 from collector.errors import with_path
 from edge.api.auth import secret
-from edge.api.responses import Problem, error, json
+from edge.api.responses import error, json, path_key
 from profiles.membership import delete_segment, member_key, put_segment, segments
 from profiles.segments import SEGMENT
 
 __all__ = ["routes"]
 
-_KEY = re.compile(r"[a-z0-9_][a-z0-9_-]{0,63}")
-
-
-def _key(request: Request) -> str:
-    key: str = request.path_params["key"]
-    if not _KEY.fullmatch(key):
-        raise Problem(
-            400, "invalid_key", f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
-        )
-    return key
-
 
 @secret
 async def put(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     try:
         segment = SEGMENT.decode(await request.body())
     except msgspec.ValidationError as exc:
@@ -53,7 +40,7 @@ async def put(request: Request) -> Response:
 
 @secret
 async def get_one(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     client = request.state.profiles.client
     found = (await run_in_threadpool(segments, client)).get(key)
     if found is None:
@@ -82,7 +69,7 @@ async def list_all(request: Request) -> Response:
 
 @secret
 async def members(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     client = request.state.profiles.client
     cursor = request.query_params.get("cursor", "0")
     if not cursor.isdecimal():
@@ -101,7 +88,7 @@ async def members(request: Request) -> Response:
 
 @secret
 async def delete(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     if not await run_in_threadpool(delete_segment, request.state.profiles.client, key):
         return error(404, "not_found", f"no segment {key!r}")
     return json({"key": key, "deleted": True})

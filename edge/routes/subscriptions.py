@@ -20,14 +20,13 @@ from starlette.routing import Route
 
 from collector.errors import InvalidInput, Unauthorized, with_path
 from edge.api.auth import require_secret, secret
-from edge.api.responses import Problem, error, json
+from edge.api.responses import Problem, error, json, path_key
 from edge.routes.profiles import NotFound, find_profile
 from edge.routes.tracking import read_body
 from edge.runtime.stores import smtp_url
 from journeys import subscriptions as subs
 from journeys import suppression
 from journeys.confirmation import send_confirmation
-from journeys.spec import KEY
 
 __all__ = ["Feedback", "Group", "StateChange", "routes"]
 
@@ -38,14 +37,6 @@ StateChange = dict[str, Literal["subscribed", "unsubscribed"]]
 _CHANGE = msgspec.json.Decoder(dict[str, Any])
 _FEEDBACK = msgspec.json.Decoder(Feedback)
 _MAX_FEEDBACK = 16 * 1024
-
-
-def _key(request: Request) -> str:
-    key: str = request.path_params["key"]
-    if not KEY.fullmatch(key):
-        message = f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
-        raise Problem(400, "invalid_key", message)
-    return key
 
 
 async def _profile(request: Request) -> Any:
@@ -74,7 +65,7 @@ async def list_all(request: Request) -> Response:
 
 @secret
 async def put(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     try:
         group = subs.parse_group(await request.body())
     except msgspec.ValidationError as exc:
@@ -97,13 +88,13 @@ async def _group(request: Request, key: str) -> subs.Group:
 
 @secret
 async def get_one(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     return json(_shown(key, await _group(request, key)))
 
 
 @secret
 async def delete(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     if not await run_in_threadpool(subs.delete_group, request.state.redis_sync, key):
         return error(404, "not_found", f"no subscription group {key!r}")
     return json({"key": key, "deleted": True})

@@ -18,27 +18,18 @@ from starlette.routing import Route
 
 from collector.errors import with_path
 from edge.api.auth import secret
-from edge.api.responses import Problem, error, json
+from edge.api.responses import Problem, error, json, path_key
 from journeys.actions import Api, ApiError
 from journeys.emails import DEFS, TEMPLATE, EmailTemplate, delete_template, put_template
 from journeys.links import link_secret
 from journeys.mailer import Mailer, SendPolicy
-from journeys.spec import KEY
 
 __all__ = ["PreviewAsk", "routes"]
 
 
-def _key(request: Request) -> str:
-    key: str = request.path_params["key"]
-    if not KEY.fullmatch(key):
-        message = f"$.key: lower-case letters, digits, _ and -, up to 64; got {key!r}"
-        raise Problem(400, "invalid_key", message)
-    return key
-
-
 @secret
 async def put(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     try:
         template = TEMPLATE.decode(await request.body())
     except msgspec.ValidationError as exc:
@@ -61,7 +52,7 @@ async def _template(request: Request, key: str) -> EmailTemplate:
 
 @secret
 async def get_one(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     return json({"key": key, **msgspec.to_builtins(await _template(request, key))})
 
 
@@ -75,7 +66,7 @@ async def list_all(request: Request) -> Response:
 
 @secret
 async def delete(request: Request) -> Response:
-    key = _key(request)
+    key = path_key(request)
     if not await run_in_threadpool(delete_template, request.state.redis_sync, key):
         return error(404, "not_found", f"no template {key!r}")
     return json({"key": key, "deleted": True})
@@ -92,7 +83,7 @@ _PREVIEW = msgspec.json.Decoder(PreviewAsk)
 @secret
 async def preview(request: Request) -> Response:
     """The template rendered for ``person``: subject, preheader, HTML (links tracked) and text."""
-    key = _key(request)
+    key = path_key(request)
     template = await _template(request, key)
     try:
         ask = _PREVIEW.decode(await request.body())

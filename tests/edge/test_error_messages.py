@@ -68,10 +68,10 @@ CASES = [
     ),
     pytest.param(
         "PUT", "/v1/journeys/j1",
-        journey(steps={"wait": {"type": "email", "url": "https://m.example/", "template": "card",
+        journey(steps={"wait": {"type": "email", "url": "https://m.example/", "layout": "card",
                                 "next": "end"}, "end": {"type": "end"}}),
-        "$.steps.wait.template: Invalid enum value 'card' — expected one of grid, list",
-        id="journey-email-template",
+        "$.steps.wait.layout: Invalid enum value 'card' — expected one of grid, list",
+        id="journey-email-layout",
     ),
     pytest.param(
         "PUT", "/v1/journeys/j1",
