@@ -345,15 +345,9 @@ async def _lift(store: Any, key: str, journey: Journey) -> dict[str, Any]:
     held = next((g for g in found["groups"] if g["group"] == CONTROL), None)
     if not journey.holdout and not (held and held["people"]):
         return {}
-    against = [(g["group"], g["vsHoldout"]["conversion"]) for g in found["groups"]
-               if g["vsHoldout"]]  # fmt: skip
-    chart = charts.intervals(
-        [
-            (name, c["differenceCI"][0], c["difference"], c["differenceCI"][1])
-            for name, c in against
-        ],
+    chart = charts.holdout_lift(
+        found["groups"],
         f"{journey.name or key}: conversion lift against the holdout, 95% interval (points)",
-        charts.palette([g["group"] for g in found["groups"]]),
     )
     return {"results": found, "lift_chart": chart}
 
