@@ -93,12 +93,13 @@ def test_the_templates_page_lists_and_previews_for_a_person(engine: Engine) -> N
     _put_template(engine, "news", NEWS)
     _put_template(engine, "recs", {"subject": "For you", "html": "{{ recommendations.html }}",
                                    "recommendations": {"placement": "nope"}})  # fmt: skip
+    _put_template(engine, "broken", {"subject": "Hi", "html": "{{ traits.first_name / 0 }}"})
     with signed_in(engine) as client:
         listing = client.get("/dashboard/templates")
         assert listing.status_code == 200
         rows = re.findall(r'<tr><td data-label="template"><a href="/dashboard/templates\?key='
                           r'(\w+)"', listing.text)  # fmt: skip
-        assert rows == ["news", "recs"]
+        assert rows == ["broken", "news", "recs"]
         shown = _text(listing.text)
         assert "Spring news Spring news for {{ traits.first_name or 'you' }}" in shown
         assert "recommendations from nope" in shown
@@ -119,6 +120,7 @@ def test_the_templates_page_lists_and_previews_for_a_person(engine: Engine) -> N
             ("news", "user_id:nobody"): "no profile for user_id:nobody.",
             ("news", "bogus:x"): "'bogus:x' is not a profile id nor an identity",
             ("recs", "user_id:ada"): "The template's blocks are unavailable:",
+            ("broken", "user_id:ada"): "The template does not render for this person: ",
             ("gone", ""): "No template 'gone'.",
         }
         for (key, who), said in problems.items():
