@@ -30,7 +30,7 @@ from decisions.records import DecisionIds
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
-from edge.pages import dashboard, demo, preferences
+from edge.pages import dashboard, demo, messaging, preferences
 from edge.routes import (
     broadcasts,
     decide,
@@ -210,6 +210,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *segments.routes,
             *models.routes,
             *dashboard.routes,
+            *messaging.routes,
             *products.routes,
             *journeys.routes,
             *templates.routes,

@@ -495,6 +495,16 @@ def _pages() -> list[Operation]:
         Operation("get", "/dashboard/subscriptions", "Subscriptions: people per group and "
                   "state, unsubscribes, the suppression list", "dashboard", (SESSION,),
                   answers={**page, **away}),
+        Operation("get", "/dashboard/templates", "Email templates, and one previewed for a "
+                  "person", "dashboard", (SESSION,),
+                  parameters=[query("key", {"type": "string"}, "the template to preview"),
+                              query("person", {"type": "string"},
+                                    "a profile id or identity to render it for")],
+                  answers={**page, **away, 404: ("No such template", _HTML)}),
+        Operation("get", "/dashboard/broadcasts", "Broadcasts with their progress, and one's "
+                  "results", "dashboard", (SESSION,),
+                  parameters=[query("key", {"type": "string"}, "the broadcast to show")],
+                  answers={**page, **away, 404: ("No such broadcast", _HTML)}),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
                   answers={**page}),
         Operation("post", "/dashboard/login", "Sign in with the secret key (form: key, csrf)",

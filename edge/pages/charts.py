@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from html import escape
+from typing import Any
 
 from markupsafe import Markup
 
-__all__ = ["COLORS", "axis_top", "funnel", "intervals", "lines", "palette"]
+__all__ = ["COLORS", "axis_top", "funnel", "holdout_lift", "intervals", "lines", "palette"]
 
 COLORS = ["#1b6ac9", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#666"]
 _W, _H, _L, _B = 640, 240, 56, 28  # width, height, left and bottom margins
@@ -131,6 +132,16 @@ def intervals(
         ]
     return Markup(f'<svg viewBox="0 0 {_W} {height}" class="chart" role="img">'
                   + "".join(parts) + "</svg>")  # fmt: skip
+
+
+def holdout_lift(groups: Sequence[Mapping[str, Any]], label: str) -> Markup:
+    """The difference in conversion rate of each group against the holdout, with its interval
+    (``groups``: ``journeys.lift.compare``'s, a journey's or a broadcast's)."""
+    return intervals(
+        [(g["group"], c["differenceCI"][0], c["difference"], c["differenceCI"][1])
+         for g in groups if g["vsHoldout"] for c in [g["vsHoldout"]["conversion"]]],
+        label, palette([g["group"] for g in groups]),
+    )  # fmt: skip
 
 
 def funnel(stages: Sequence[tuple[str, int]], label: str) -> Markup:

@@ -48,7 +48,7 @@ from journeys.subscriptions import groups as subscription_groups
 from journeys.suppression import size as suppressed
 from profiles.views import describe
 
-__all__ = ["routes"]
+__all__ = ["guarded", "page", "routes"]
 
 SESSION, CSRF = "kairos_session", "kairos_csrf"
 _HOURS = 12
@@ -79,7 +79,7 @@ def _signed_in(request: Request) -> str | None:
     return cookie if _same(signature, expected) else None
 
 
-def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     session = _signed_in(request)
     token = _sign(request.state.settings.secret_key, f"logout:{session}") if session else ""
     html = _TEMPLATES.get_template(template).render(signed_in=bool(session), logout_token=token,
@@ -87,14 +87,14 @@ def _page(request: Request, template: str, status: int = 200, **context: Any) ->
     return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})
 
 
-def _guarded(endpoint: Any) -> Any:
+def guarded(endpoint: Any) -> Any:
     async def guarded(request: Request) -> Response:
         if _signed_in(request) is None:
             return RedirectResponse("/dashboard/login", 303)
         try:
             return await endpoint(request)  # type: ignore[no-any-return]
         except (StoreUnavailable, QueryFailed) as exc:
-            return _page(
+            return page(
                 request, "error.html", 503, message=f"The event store is unavailable: {exc}"
             )
 
@@ -111,7 +111,7 @@ async def _sign_in_form(request: Request, status: int = 200, error: str = "") ->
     installed: a new user's way in)."""
     token = secrets.token_urlsafe(24)
     shop = await demo.installed(request.state.redis)
-    response = _page(request, "login.html", status, csrf=token, error=error, demo=shop)
+    response = page(request, "login.html", status, csrf=token, error=error, demo=shop)
     response.set_cookie(CSRF, token, httponly=True, samesite="strict", path="/dashboard")
     return response
 
@@ -122,7 +122,7 @@ async def login(request: Request) -> Response:
     form = await _form(request)
     token = str(form.get("csrf", ""))
     if not token or not _same(token, request.cookies.get(CSRF, "")):
-        return _page(request, "login.html", 400, csrf="", error="The form expired: try again.")
+        return page(request, "login.html", 400, csrf="", error="The form expired: try again.")
     secret = request.state.settings.secret_key
     if not _same(str(form.get("key", "")), secret):
         return await _sign_in_form(request, error="That is not the secret key.")
@@ -135,12 +135,12 @@ async def login(request: Request) -> Response:
     return response
 
 
-@_guarded
+@guarded
 async def logout(request: Request) -> Response:
     form = await _form(request)
     expected = _sign(request.state.settings.secret_key, f"logout:{_signed_in(request)}")
     if not _same(str(form.get("csrf", "")), expected):
-        return _page(request, "error.html", 400, message="The form expired: try again.")
+        return page(request, "error.html", 400, message="The form expired: try again.")
     response = RedirectResponse("/dashboard/login", 303)
     response.delete_cookie(SESSION, path="/dashboard")
     return response
@@ -202,7 +202,7 @@ def status(last: Any) -> str:
     return "live" if ago.total_seconds() < 3600 else "quiet"
 
 
-@_guarded
+@guarded
 async def overview(request: Request) -> Response:
     defined = await run_in_threadpool(placements, request.state.redis_sync)
     last = dict((await request.state.store.query(_LAST_DECISIONS, {}, limited=False)).rows)
@@ -214,16 +214,16 @@ async def overview(request: Request) -> Response:
                      "status": status(last.get(key)),
                      "units": sum(v["units"] for v in found["variants"])})  # fmt: skip
     models = (await models_summary(request))["models"]
-    return _page(request, "overview.html", placements=rows, models=models, section="overview")
+    return page(request, "overview.html", placements=rows, models=models, section="overview")
 
 
-@_guarded
+@guarded
 async def placement_page(request: Request) -> Response:
     key = request.path_params["key"]
     defined = await run_in_threadpool(placements, request.state.redis_sync)
     placement = defined.get(key)
     if placement is None:
-        return _page(request, "error.html", 404, message=f"No placement {key!r}.")
+        return page(request, "error.html", 404, message=f"No placement {key!r}.")
     found = await results_of(request, key, placement)
     since, until = found["window"]["since"], found["window"]["until"]
     curves = await timeline(request.state.store, key, placement, since=since, until=until)
@@ -245,12 +245,12 @@ async def placement_page(request: Request) -> Response:
          if v["variant"] != found["control"] and v["units"]],
         f"relative lift against {found['control']}, 95% interval", colors,
     )  # fmt: skip
-    return _page(request, "placement.html", key=key, placement=placement, found=found,
+    return page(request, "placement.html", key=key, placement=placement, found=found,
                  verdict=verdict(found), rate=rate, allocated=allocated, lifts=lifts,
                  section="overview")  # fmt: skip
 
 
-@_guarded
+@guarded
 async def profile_page(request: Request) -> Response:
     wanted = request.query_params.get("id", "").strip()
     profile, problem = None, None
@@ -261,7 +261,7 @@ async def profile_page(request: Request) -> Response:
         except (ValueError, NotFound) as exc:
             problem = str(exc)
     pretty = msgspec.json.format(msgspec.json.encode(_readable(profile))) if profile else b""
-    return _page(request, "profile.html", wanted=wanted, profile=profile, pretty=pretty.decode(),
+    return page(request, "profile.html", wanted=wanted, profile=profile, pretty=pretty.decode(),
                  problem=problem, section="profiles")  # fmt: skip
 
 
@@ -287,16 +287,16 @@ LIMIT 50
 """
 
 
-@_guarded
+@guarded
 async def live(request: Request) -> Response:
     """The newest events stored (the sink stores them within a second or two)."""
     rows = (await request.state.store.query(_LIVE, {}, limited=False)).rows
     events = [{"at": store_time(at), "type": kind, "name": name, "who": who, "path": path}
               for at, kind, name, who, path in rows]  # fmt: skip
-    return _page(request, "live.html", events=events, section="live")
+    return page(request, "live.html", events=events, section="live")
 
 
-@_guarded
+@guarded
 async def models(request: Request) -> Response:
     found = await models_summary(request)
     calibration = {
@@ -308,12 +308,12 @@ async def models(request: Request) -> Response:
         for m in found["models"]
     }  # fmt: skip
     updated = found.get("updated")  # epoch seconds, from the learner's clock
-    return _page(request, "models.html", models=found["models"], ltv=found.get("ltv"),
+    return page(request, "models.html", models=found["models"], ltv=found.get("ltv"),
                  calibration=calibration, section="models",
                  updated=datetime.fromtimestamp(updated, UTC) if updated else None)  # fmt: skip
 
 
-@_guarded
+@guarded
 async def journeys_page(request: Request) -> Response:
     """Each journey as a funnel: entered, each action step, completed, converted."""
     client, store = request.state.redis_sync, request.state.store
@@ -334,7 +334,7 @@ async def journeys_page(request: Request) -> Response:
         chart = charts.funnel(stages, f"{journey.name or key}: people by stage")
         shown.append({"key": key, "journey": journey, "stats": stats, "active": active,
                       "chart": chart, **await _lift(store, key, journey)})  # fmt: skip
-    return _page(request, "journeys.html", journeys=shown, section="journeys")
+    return page(request, "journeys.html", journeys=shown, section="journeys")
 
 
 async def _lift(store: Any, key: str, journey: Journey) -> dict[str, Any]:
@@ -349,15 +349,9 @@ async def _lift(store: Any, key: str, journey: Journey) -> dict[str, Any]:
     held = next((g for g in found["groups"] if g["group"] == CONTROL), None)
     if not journey.holdout and not (held and held["people"]):
         return {}
-    against = [(g["group"], g["vsHoldout"]["conversion"]) for g in found["groups"]
-               if g["vsHoldout"]]  # fmt: skip
-    chart = charts.intervals(
-        [
-            (name, c["differenceCI"][0], c["difference"], c["differenceCI"][1])
-            for name, c in against
-        ],
+    chart = charts.holdout_lift(
+        found["groups"],
         f"{journey.name or key}: conversion lift against the holdout, 95% interval (points)",
-        charts.palette([g["group"] for g in found["groups"]]),
     )
     return {"results": found, "lift_chart": chart}
 
@@ -381,7 +375,7 @@ ORDER BY timestamp DESC LIMIT 20
 """
 
 
-@_guarded
+@guarded
 async def subscriptions_page(request: Request) -> Response:
     """People per group and state, the latest unsubscribes, the suppression list's size."""
     client, store = request.state.redis_sync, request.state.store
@@ -395,7 +389,7 @@ async def subscriptions_page(request: Request) -> Response:
               for at, group, source, pid in
               (await store.query(_UNSUBSCRIBES, {}, limited=False)).rows]  # fmt: skip
     size = await run_in_threadpool(suppressed, client)
-    return _page(request, "subscriptions.html", groups=rows, states=STATES, recent=recent,
+    return page(request, "subscriptions.html", groups=rows, states=STATES, recent=recent,
                  suppressed=size, section="subscriptions")  # fmt: skip
 
 

@@ -22,9 +22,10 @@ from edge.api.responses import Problem, error, json, path_key
 from journeys.actions import Api, ApiError
 from journeys.emails import DEFS, TEMPLATE, EmailTemplate, delete_template, put_template
 from journeys.links import link_secret
-from journeys.mailer import Mailer, SendPolicy
+from journeys.mailer import Mailer, Ready, SendPolicy
+from profiles.store import Snapshot
 
-__all__ = ["PreviewAsk", "routes"]
+__all__ = ["PreviewAsk", "rendered_for", "routes"]
 
 
 @secret
@@ -94,21 +95,25 @@ async def preview(request: Request) -> Response:
     snapshot = await run_in_threadpool(request.state.profiles.read, ask.person)
     if not snapshot.exists:
         return error(404, "not_found", f"$.person: no profile {ask.person!r}")
-    settings = request.state.settings
-    client = request.state.redis_sync
-
-    def rendered() -> dict[str, str]:
-        with httpx.Client(timeout=10.0) as http:
-            api = Api(str(request.base_url), settings.write_key, settings.secret_key, http)
-            # links point where the engine's settings say, else where this request came in
-            mailer = Mailer(client, settings.email, None, SendPolicy(), api, lambda: 0)
-            found = mailer.render(template, snapshot, "preview", ask.group, link_secret(client))
-            return msgspec.to_builtins(found)  # type: ignore[no-any-return]
-
     try:
-        return json({"key": key, "person": ask.person, **(await run_in_threadpool(rendered))})
+        found = await run_in_threadpool(rendered_for, request, template, snapshot, ask.group)
     except ApiError as exc:
         return error(503 if exc.retry else 409, "blocks_unavailable", str(exc))
+    return json({"key": key, "person": ask.person, **msgspec.to_builtins(found)})
+
+
+def rendered_for(request: Request, template: EmailTemplate, snapshot: Snapshot,
+                 group: str | None = None) -> Ready:  # fmt: skip
+    """The template as the person would get it (``Mailer.render``: their blocks asked of the
+    engine's own API, links tracked); blocking, so run it in a thread. ``ApiError`` when the
+    blocks cannot be had. The preview and the dashboard's template page both show this."""
+    settings = request.state.settings
+    client = request.state.redis_sync
+    with httpx.Client(timeout=10.0) as http:
+        api = Api(str(request.base_url), settings.write_key, settings.secret_key, http)
+        # links point where the engine's settings say, else where this request came in
+        mailer = Mailer(client, settings.email, None, SendPolicy(), api, lambda: 0)
+        return mailer.render(template, snapshot, "preview", group, link_secret(client))
 
 
 routes = [
