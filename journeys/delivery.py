@@ -124,8 +124,9 @@ class Courier:
                     queues.settle(self.client, shard, key, where, now, "dropped")
                 return 0
         elif isinstance(step, Discord | Telegram):
-            # A Telegram message to the person's own chat counts towards their frequency cap
-            # across channels, as email does (a Discord post is to a channel, not to them).
+            # A Telegram message to the person's own chat keeps their quiet hours and counts
+            # towards their frequency cap across channels, as email does (a Discord post is to
+            # a channel, not to them).
             direct = isinstance(step, Telegram) and step.chat_id_trait is not None
             policy = self.mailer.policy if self.mailer is not None else None
             if direct and policy is not None and capped(self.client, policy, item.pid, now):
@@ -136,6 +137,12 @@ class Courier:
                 queues.settle(self.client, shard, key, where, now, "skipped")
                 return 0
             traits = view_of(snapshot, now).traits if snapshot.exists else {}
+            zone = traits.get("timezone")
+            until = (policy.quiet_until(zone if isinstance(zone, str) else None, now)
+                     if direct and policy is not None else None)  # fmt: skip
+            if until is not None:  # quiet hours on the person's clock: it waits, as email does
+                queues.retry(self.client, shard, key, item, where, until, "quiet_hours")
+                return 0
             answer = self.channels.send(step, traits, now)
             if answer.skipped:
                 log.info("journey action skipped: %s", answer.detail, extra={"action": key})

@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from edge.runtime.config import Config, ConfigError, load_config
 from edge.runtime.workers import WORKERS, start
 from journeys.community import Channels, ChannelSettings, Sent
+from journeys.mailer import SendPolicy
 from journeys.spec import JOURNEY, Discord, Telegram
 from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, worker_needs
 from tests.helpers import bearer, eventually
@@ -734,3 +736,42 @@ def test_a_telegram_step_messages_people_and_a_channel(engine: Engine, services:
     rows = eventually(lambda: rows if len(rows := actions_sent(engine)) == 3 else None)
     assert rows == [["ada", "announce", "telegram"], ["ada", "thanks", "telegram"],
                     ["bob", "announce", "telegram"]]  # fmt: skip
+
+
+def test_a_telegram_message_to_a_person_keeps_their_quiet_hours_and_the_frequency_cap(
+    engine: Engine,
+) -> None:
+    # 20:30 UTC on 1 June is 22:30 in Berlin: inside Ada's quiet hours until 08:00 there.
+    clock = Clock()
+    evening = int(datetime(2026, 6, 1, 20, 30, tzinfo=UTC).timestamp() * 1000)
+    clock.offset = evening - clock()
+    telegram = FakeTelegram(BOT_TOKEN, clock)
+    config = Config(channels=ChannelSettings(telegram_url=telegram.url, telegram_token=BOT_TOKEN),
+                    messaging=SendPolicy(quiet_hours="21:00-08:00", frequency_cap=1))  # fmt: skip
+    needs = worker_needs(engine.settings.redis_url, "test-community", config)
+    stop = threading.Event()
+    thread = start("journeys", needs, stop, interval=0.05, clock=clock)
+    try:
+        put_journey(engine, "thanks", {
+            "trigger": {"kind": "event", "event": "Order Completed"},
+            "entry": {"reentry": "always"}, "start": "thanks",
+            "steps": {"thanks": {"type": "telegram", "chat_id_trait": "telegram_chat_id",
+                                 "text": "Thanks {{ first_name }}!", "next": "end"},
+                      "end": {"type": "end"}}})  # fmt: skip
+        identify(engine, "ada", first_name="Ada", telegram_chat_id=ADA_CHAT,
+                 timezone="Europe/Berlin")  # fmt: skip
+        track(engine, "ada", "Order Completed")
+        [(key, due)] = eventually(lambda: list(outbox(engine).items()))
+        morning = int(datetime(2026, 6, 2, 6, 0, tzinfo=UTC).timestamp() * 1000)
+        assert due == morning and telegram.received == []  # 08:00 in Berlin
+        clock.forward(9 * 60 + 31)  # 06:01 UTC
+        eventually(lambda: len(telegram.received) == 1)
+        track(engine, "ada", "Order Completed")  # a second thanks the same day: over the cap
+        skipped = eventually(lambda: engine.sql(
+            "SELECT JSONExtractString(properties, 'reason') FROM events "
+            "WHERE event = 'Message Skipped'"))  # fmt: skip
+        assert skipped == [["frequency_cap"]] and len(telegram.received) == 1
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        telegram.close()
