@@ -5,11 +5,16 @@ here (test modules never import each other)."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import numpy as np
 
 from collector import Spool, SpoolReader, read_request
@@ -170,3 +175,38 @@ def resolve_profiles(r: Any, layout: Any) -> None:
         updater.process(entries)
         reader.ack(entries, {})
     reader.release()
+
+
+@contextmanager
+def signed_in(engine: Engine) -> Iterator[httpx.Client]:
+    """A client holding the dashboard's session cookie, signed in through the form."""
+    with httpx.Client(base_url=engine.url, follow_redirects=False, timeout=30) as client:
+        form = client.get("/dashboard/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None, form.text
+        answer = client.post("/dashboard/login", data={"key": SECRET_KEY, "csrf": token.group(1)})
+        assert answer.status_code == 303, answer.text
+        yield client
+
+
+def page_text(markup: str) -> str:
+    """What a person reads of a page's markup (of its <main>, if it has one)."""
+    main = markup.split("<main>", 1)[-1]
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", main))).strip()
+
+
+# As the browser laid them out: how far the page and the results table's section scroll
+# sideways (what they clip), and the cells that stick out of the section or out of themselves
+# (visible ones: on a phone the headings are hidden and empty cells folded away).
+LAYOUT = """() => {
+  const section = document.querySelector("table.results").parentElement;
+  const box = section.getBoundingClientRect();
+  const cut = [...section.querySelectorAll("td, th")].filter(c => {
+    const r = c.getBoundingClientRect(), head = c.closest("thead");
+    if (head && head.getBoundingClientRect().width <= 1) return false;  // for screen readers
+    if (getComputedStyle(c).display === "none") return false;
+    return r.left < box.left - 0.5 || r.right > box.right + 0.5 || c.scrollWidth > c.clientWidth;
+  }).map(c => c.textContent.trim());
+  return {page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+          table: section.scrollWidth - section.clientWidth, cut: cut};
+}"""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -19,7 +17,7 @@ from playwright.sync_api import Browser
 from journeys.broadcasts import held_out
 from tests.browser import shot, watched
 from tests.conftest import SECRET_KEY, Engine
-from tests.helpers import bearer, eventually, members
+from tests.helpers import bearer, eventually, members, page_text, signed_in
 from tests.journeys.conftest import Inbox, MailWorker
 from tests.journeys.conftest import inbox as inbox  # noqa: F401 - the fixtures, used here
 from tests.journeys.conftest import mail_worker as mail_worker  # noqa: F401
@@ -38,24 +36,6 @@ NEWS = {
 
 def call(engine: Engine, method: str, path: str, body: Any = None) -> httpx.Response:
     return engine.client.request(method, f"{engine.url}{path}", json=body, headers=bearer())
-
-
-@contextmanager
-def signed_in(engine: Engine) -> Iterator[httpx.Client]:
-    """A client holding the dashboard's session cookie, signed in through the form."""
-    with httpx.Client(base_url=engine.url, follow_redirects=False, timeout=30) as client:
-        form = client.get("/dashboard/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
-        assert token is not None, form.text
-        answer = client.post("/dashboard/login", data={"key": SECRET_KEY, "csrf": token.group(1)})
-        assert answer.status_code == 303, answer.text
-        yield client
-
-
-def _text(markup: str) -> str:
-    """What a person reads of the markup's <main>."""
-    main = markup.split("<main>", 1)[-1]
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", main))).strip()
 
 
 def _person(engine: Engine) -> str:
@@ -100,13 +80,13 @@ def test_the_templates_page_lists_and_previews_for_a_person(engine: Engine) -> N
         rows = re.findall(r'<tr><td data-label="template"><a href="/dashboard/templates\?key='
                           r'(\w+)"', listing.text)  # fmt: skip
         assert rows == ["broken", "news", "recs"]
-        shown = _text(listing.text)
+        shown = page_text(listing.text)
         assert "Spring news Spring news for {{ traits.first_name or 'you' }}" in shown
         assert "recommendations from nope" in shown
         for who in ("user_id:ada", pid):
             page = client.get("/dashboard/templates", params={"key": "news", "person": who})
             assert page.status_code == 200
-            shown = _text(page.text)
+            shown = page_text(page.text)
             assert "Spring news for Ada 0 things saved" in shown
             assert "Hi Ada, spring is here: https://shop.example/spring" in shown  # the text part
             assert re.search(r'<pre class="text">Hi Ada, spring is here', page.text)
@@ -185,7 +165,7 @@ def _cells(page: str, group: str) -> dict[str, str]:
     for row in re.findall(r"<tr>(.*?)</tr>", table, re.S):
         cells = dict(re.findall(r'data-label="([^"]+)">(.*?)</td>', row, re.S))
         if cells.get("group") == group:
-            return {k: _text(v) for k, v in cells.items()}
+            return {k: page_text(v) for k, v in cells.items()}
     raise AssertionError(f"no row {group!r} in {table}")
 
 
@@ -194,18 +174,18 @@ def test_the_broadcasts_page_shows_progress_then_numbers_and_lift(
 ) -> None:
     kept = _draft(engine)
     with signed_in(engine) as client:
-        draft = _text(client.get("/dashboard/broadcasts").text)
+        draft = page_text(client.get("/dashboard/broadcasts").text)
         assert "Spring sale draft readers news" in draft
         assert "0 read of 12 members: 0 fed, 0 held out, 0 queued" in draft
         missing = client.get("/dashboard/broadcasts", params={"key": "nope"})
-        assert missing.status_code == 404 and "No broadcast 'nope'." in _text(missing.text)
+        assert missing.status_code == 404 and "No broadcast 'nope'." in page_text(missing.text)
     _send(engine, mail_worker, kept)
     treated = _results(engine)["groups"]["treated"]
     r0 = call(engine, "GET", "/v1/profiles/anonymous_id:r0").json()["id"]  # no address
     with signed_in(engine) as client:
         page = client.get("/dashboard/broadcasts", params={"key": "spring"})
         assert page.status_code == 200
-        shown = _text(page.text)
+        shown = page_text(page.text)
         assert (f"Spring sale completed readers news 12 read of 12 members: {12 - len(kept)} "
                 f"fed, {len(kept)} held out, 0 queued") in shown  # fmt: skip
         sent = treated["sent"]
@@ -231,7 +211,7 @@ def test_the_broadcasts_page_shows_progress_then_numbers_and_lift(
         finally:
             ch.command("ATTACH TABLE events")
         assert away.status_code == 200
-        said = _text(away.text)
+        said = page_text(away.text)
         assert "The results are unavailable: the event store does not answer" in said
         assert "12 read of 12 members" in said
 

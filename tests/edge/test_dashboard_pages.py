@@ -4,13 +4,9 @@ as times, and the results table fits a laptop window and a phone (real Chromium)
 
 from __future__ import annotations
 
-import html
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
@@ -18,7 +14,7 @@ from edge.pages import demo
 from tests.browser import shot as browser_shot
 from tests.browser import watched
 from tests.conftest import SECRET_KEY, Engine
-from tests.helpers import eventually, placement, run_experiment
+from tests.helpers import LAYOUT, eventually, page_text, placement, run_experiment, signed_in
 
 BANDIT = "hero_bandit"
 VISITORS = 80
@@ -32,35 +28,17 @@ def bandit(engine: Engine) -> Engine:
     return engine
 
 
-@contextmanager
-def signed_in(engine: Engine) -> Iterator[httpx.Client]:
-    """A client holding the dashboard's session cookie, signed in through the form."""
-    with httpx.Client(base_url=engine.url, follow_redirects=False, timeout=30) as client:
-        form = client.get("/dashboard/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
-        assert token is not None, form.text
-        answer = client.post("/dashboard/login", data={"key": SECRET_KEY, "csrf": token.group(1)})
-        assert answer.status_code == 303, answer.text
-        yield client
-
-
-def _text(markup: str) -> str:
-    """What a person reads of the markup (of its <main>, if it has one)."""
-    main = markup.split("<main>", 1)[-1]
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", main))).strip()
-
-
 def _overview_verdict(page: str, key: str) -> str:
     row = re.search(rf'href="/dashboard/placements/{key}">.*?data-label="verdict">(.*?)</td>',
                     page, re.S)  # fmt: skip
     assert row is not None, page
-    return _text(row.group(1))
+    return page_text(row.group(1))
 
 
 def _placement_verdict(page: str) -> str:
     found = re.search(r'<p class="verdict">(.*?)</p>', page, re.S)
     assert found is not None, page
-    return _text(found.group(1))
+    return page_text(found.group(1))
 
 
 def test_the_overview_and_the_placement_page_state_the_same_share(bandit: Engine) -> None:
@@ -99,7 +77,7 @@ def test_a_variant_has_one_colour_in_every_chart_and_times_are_readable(bandit: 
     assert all(re.fullmatch(r'<time datetime="[\dT:-]+Z" title="[^"]+">'
                             r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>", c) for c in cells)  # fmt: skip
     assert profile.status_code == 200
-    shown = _text(profile.text)
+    shown = page_text(profile.text)
     assert re.search(r"first seen (just now|\d+ (s|min) ago) last seen", shown), shown
     assert re.search(r'"first_seen": "\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"', shown), shown
     assert not re.search(r"\b1\d{12}\b", shown), shown  # no epoch milliseconds anywhere
@@ -129,25 +107,8 @@ def test_root_leads_to_the_dashboard_and_the_sign_in_mentions_the_demo(
     assert errors == []
 
 
-# As the browser laid them out: how far the page and the results table's section scroll
-# sideways (what they clip), and the cells that stick out of the section or out of themselves
-# (visible ones: on a phone the headings are hidden and empty cells folded away).
-_LAYOUT = """() => {
-  const section = document.querySelector("table.results").parentElement;
-  const box = section.getBoundingClientRect();
-  const cut = [...section.querySelectorAll("td, th")].filter(c => {
-    const r = c.getBoundingClientRect(), head = c.closest("thead");
-    if (head && head.getBoundingClientRect().width <= 1) return false;  // for screen readers
-    if (getComputedStyle(c).display === "none") return false;
-    return r.left < box.left - 0.5 || r.right > box.right + 0.5 || c.scrollWidth > c.clientWidth;
-  }).map(c => c.textContent.trim());
-  return {page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
-          table: section.scrollWidth - section.clientWidth, cut: cut};
-}"""
-
-
 def _fits(page: Page) -> dict[str, Any]:
-    return dict(page.evaluate(_LAYOUT))
+    return dict(page.evaluate(LAYOUT))
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)], ids=["laptop", "phone"])

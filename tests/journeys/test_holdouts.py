@@ -22,7 +22,7 @@ from journeys.spec import parse
 from journeys.store import actions_key
 from tests.browser import shot, watched
 from tests.conftest import SECRET_KEY, Engine
-from tests.helpers import bearer, eventually
+from tests.helpers import LAYOUT, bearer, eventually
 from tests.journeys.conftest import Clock, Receiver, put_journey, run_of
 
 pytestmark = pytest.mark.clickhouse_http  # also on the HTTP client path
@@ -233,22 +233,6 @@ def test_without_an_effect_the_interval_covers_zero(
     assert "not distinguishable from no difference yet" in _group(document, "treated")["summary"]
 
 
-# As the browser laid it out: how far the page and the results table's section scroll sideways,
-# and the visible cells that stick out of the section or out of themselves.
-_LAYOUT = """() => {
-  const section = document.querySelector("table.results").parentElement;
-  const box = section.getBoundingClientRect();
-  const cut = [...section.querySelectorAll("td, th")].filter(c => {
-    const r = c.getBoundingClientRect(), head = c.closest("thead");
-    if (head && head.getBoundingClientRect().width <= 1) return false;  // for screen readers
-    if (getComputedStyle(c).display === "none") return false;
-    return r.left < box.left - 0.5 || r.right > box.right + 0.5 || c.scrollWidth > c.clientWidth;
-  }).map(c => c.textContent.trim());
-  return {page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
-          table: section.scrollWidth - section.clientWidth, cut: cut};
-}"""
-
-
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)], ids=["laptop", "phone"])
 def test_the_journey_results_fit_a_laptop_and_a_phone(
     browser: Browser, engine: Engine, clock: Clock, receiver: Receiver, width: int, height: int
@@ -262,7 +246,7 @@ def test_the_journey_results_fit_a_laptop_and_a_phone(
     page.fill("input[name=key]", SECRET_KEY)
     page.click("button[type=submit]")
     page.goto(f"{engine.url}/dashboard/journeys")
-    layout = page.evaluate(_LAYOUT)
+    layout = page.evaluate(LAYOUT)
     shot(page, "dashboard", f"journey-results-{width}")
     assert layout == {"page": 0, "table": 0, "cut": []}, layout
     assert page.locator("table.results tbody td:visible").count() >= 12  # every figure shows
