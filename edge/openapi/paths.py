@@ -505,6 +505,16 @@ def _pages() -> list[Operation]:
                   "results", "dashboard", (SESSION,),
                   parameters=[query("key", {"type": "string"}, "the broadcast to show")],
                   answers={**page, **away, 404: ("No such broadcast", _HTML)}),
+        *(Operation("post", f"/dashboard/broadcasts/{{key}}/{action}", f"{action.capitalize()} "
+                    "a broadcast from its page (form: csrf)", "dashboard", (SESSION,),
+                    parameters=[path("key")], body="Form",
+                    media=("application/x-www-form-urlencoded",),
+                    answers={303: ("Back to the broadcast's page, or not signed in: to "
+                                   "/dashboard/login", None),
+                             400: ("The form's token is missing or stale", _HTML),
+                             404: ("No such broadcast", _HTML),
+                             409: ("Not allowed in the broadcast's status", _HTML)})
+          for action in ("start", "pause", "resume", "cancel")),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
                   answers={**page}),
         Operation("post", "/dashboard/login", "Sign in with the secret key (form: key, csrf)",

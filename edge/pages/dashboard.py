@@ -48,7 +48,7 @@ from journeys.subscriptions import groups as subscription_groups
 from journeys.suppression import size as suppressed
 from profiles.views import describe
 
-__all__ = ["guarded", "page", "routes"]
+__all__ = ["form_checked", "form_token", "guarded", "page", "routes"]
 
 SESSION, CSRF = "kairos_session", "kairos_csrf"
 _HOURS = 12
@@ -77,6 +77,18 @@ def _signed_in(request: Request) -> str | None:
         return None
     expected = _sign(secret, f"session:{expires}")
     return cookie if _same(signature, expected) else None
+
+
+def form_token(request: Request, purpose: str) -> str:
+    """The CSRF token of a form for ``purpose`` (e.g. ``broadcast:spring:pause``): bound to the
+    session, so another site's page cannot post it for a signed-in user."""
+    return _sign(request.state.settings.secret_key, f"{purpose}:{_signed_in(request)}")
+
+
+async def form_checked(request: Request, purpose: str) -> dict[str, str] | None:
+    """The posted form if its CSRF token is ``form_token``'s for ``purpose``, else None."""
+    form = await _form(request)
+    return form if _same(str(form.get("csrf", "")), form_token(request, purpose)) else None
 
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

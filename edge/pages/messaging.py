@@ -10,27 +10,32 @@ rewards no recommendation strategy (the offer's decision is logged, as for the A
 
 ``/dashboard/broadcasts`` lists every broadcast with its status and a progress bar; ``?key=``
 adds its results (``journeys.reports.broadcast_results``): what the messages of each group
-became and, with a goal, the lift against the holdout.
+became and, with a goal, the lift against the holdout; and the buttons its status allows
+(start, pause, resume, cancel: ``POST /dashboard/broadcasts/{key}/{action}``, each form with a
+CSRF token bound to the session and the action).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
 from edge.pages import charts
-from edge.pages.dashboard import guarded, page
+from edge.pages.dashboard import form_checked, form_token, guarded, page
 from edge.routes.profiles import NotFound, find_profile
 from edge.routes.templates import rendered_for
 from journeys.actions import ApiError
-from journeys.broadcasts import Broadcast, broadcasts, state_of
+from journeys.broadcasts import ACTIONS, Broadcast, broadcasts, control, state_of
+from journeys.broadcasts import DEFS as BROADCASTS
 from journeys.emails import templates
 from journeys.reports import broadcast_results
 from profiles.membership import member_key
@@ -156,11 +161,42 @@ async def broadcasts_page(request: Request) -> Response:
     elif chosen is not None:
         state = await run_in_threadpool(state_of, client, key)
         shown = await _results(request, key, chosen["broadcast"], state)
+        shown["actions"] = [(action, form_token(request, f"broadcast:{key}:{action}"))
+                            for action in _ALLOWED.get(state["status"], ())]  # fmt: skip
     return page(request, "broadcasts.html", status, broadcasts=rows, key=key, chosen=chosen,
                  section="broadcasts", **shown)  # fmt: skip
+
+
+_ALLOWED = {"draft": ("start", "cancel"), "scanning": ("pause", "cancel"),
+            "sending": ("pause", "cancel"), "paused": ("resume", "cancel")}  # fmt: skip
+
+
+def _acting(action: str) -> Any:
+    @guarded
+    async def act(request: Request) -> Response:
+        """Start, pause, resume or cancel the broadcast (``journeys.broadcasts.control``), then
+        back to its page; a form without its token, or an action its status does not allow,
+        is a page that says so."""
+        key = request.path_params["key"]
+        if await form_checked(request, f"broadcast:{key}:{action}") is None:
+            return page(request, "error.html", 400, message="The form expired: try again.")
+        client = request.state.redis_sync
+        if not await run_in_threadpool(client.hexists, BROADCASTS, key):
+            return page(request, "error.html", 404, message=f"No broadcast {key!r}.")
+        try:
+            await run_in_threadpool(control, client, key, action, int(time.time() * 1000))
+        except ValueError as exc:
+            return page(request, "error.html", 409, message=f"Not done: {exc}.")
+        return RedirectResponse(f"/dashboard/broadcasts?key={quote(key)}", 303)
+
+    return act
 
 
 routes = [
     Route("/dashboard/templates", templates_page),
     Route("/dashboard/broadcasts", broadcasts_page),
+    *(
+        Route(f"/dashboard/broadcasts/{{key}}/{action}", _acting(action), methods=["POST"])
+        for action in ACTIONS
+    ),
 ]

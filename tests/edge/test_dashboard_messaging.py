@@ -129,6 +129,10 @@ def _results(engine: Engine) -> dict[str, Any]:
     return dict(call(engine, "GET", "/v1/broadcasts/spring/results").json())
 
 
+def status(engine: Engine) -> dict[str, Any]:
+    return dict(call(engine, "GET", "/v1/broadcasts/spring").json()["progress"])
+
+
 def _draft(engine: Engine) -> set[str]:
     """The spring broadcast to 12 readers (r0 without an address), a quarter held out, as a
     draft. The held-out readers' profile ids."""
@@ -214,6 +218,44 @@ def test_the_broadcasts_page_shows_progress_then_numbers_and_lift(
         said = page_text(away.text)
         assert "The results are unavailable: the event store does not answer" in said
         assert "12 read of 12 members" in said
+
+
+def test_the_broadcast_page_starts_pauses_resumes_and_cancels_with_its_buttons(
+    engine: Engine,
+) -> None:
+    _draft(engine)
+
+    def buttons(client: httpx.Client) -> dict[str, str]:
+        shown = client.get("/dashboard/broadcasts", params={"key": "spring"}).text
+        forms = re.findall(r'action="/dashboard/broadcasts/spring/(\w+)">\s*<input type="hidden" '
+                           r'name="csrf" value="([^"]+)"', shown)  # fmt: skip
+        return dict(forms)
+
+    with signed_in(engine) as client:
+        draft = buttons(client)
+        assert sorted(draft) == ["cancel", "start"]
+        stale = client.post("/dashboard/broadcasts/spring/start", data={"csrf": "x"})
+        assert stale.status_code == 400 and "The form expired" in page_text(stale.text)
+        other = client.post("/dashboard/broadcasts/spring/start", data={"csrf": draft["cancel"]})
+        assert other.status_code == 400  # a token is bound to its action
+        assert status(engine)["status"] == "draft"
+        started = client.post("/dashboard/broadcasts/spring/start", data={"csrf": draft["start"]})
+        assert started.status_code == 303
+        assert started.headers["location"] == "/dashboard/broadcasts?key=spring"
+        assert status(engine)["status"] in ("scanning", "sending")  # no worker runs it here
+        running = buttons(client)
+        assert sorted(running) == ["cancel", "pause"]
+        client.post("/dashboard/broadcasts/spring/pause", data={"csrf": running["pause"]})
+        assert status(engine)["status"] == "paused"
+        wrong = client.post("/dashboard/broadcasts/spring/pause", data={"csrf": running["pause"]})
+        assert wrong.status_code == 409
+        assert ("pause: the broadcast is paused; pause is for a broadcast that is scanning or "
+                "sending") in page_text(wrong.text)  # fmt: skip
+        paused = buttons(client)
+        assert sorted(paused) == ["cancel", "resume"]
+        client.post("/dashboard/broadcasts/spring/resume", data={"csrf": paused["resume"]})
+        client.post("/dashboard/broadcasts/spring/cancel", data={"csrf": paused["cancel"]})
+        assert status(engine)["status"] == "cancelled" and buttons(client) == {}
 
 
 # As the browser laid it out: how far the page scrolls sideways, and per section how far it

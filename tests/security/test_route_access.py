@@ -118,6 +118,12 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/dashboard/models"): ("session", None),
     ("GET", "/dashboard/journeys"): ("session", None),
     ("GET", "/dashboard/subscriptions"): ("session", None),
+    ("GET", "/dashboard/templates"): ("session", None),
+    ("GET", "/dashboard/broadcasts"): ("session", None),
+    ("POST", "/dashboard/broadcasts/{key}/start"): ("session", None),
+    ("POST", "/dashboard/broadcasts/{key}/pause"): ("session", None),
+    ("POST", "/dashboard/broadcasts/{key}/resume"): ("session", None),
+    ("POST", "/dashboard/broadcasts/{key}/cancel"): ("session", None),
     # The links in emails people click or load: a decision id is all they carry.
     ("GET", "/v1/r/{decision}/{item:path}"): ("public", None),
     ("GET", "/v1/o/{decision}.gif"): ("public", None),
