@@ -301,7 +301,7 @@ def _broadcasts() -> list[Operation]:
             (SECRET,),
             parameters=one,
             body_required=False,
-            answers={200: ("Its status now", "BroadcastStatus"), **_MISSING, **running},
+            answers={200: ("Its status now", "BroadcastStatus"), **_BAD, **_MISSING, **running},
         )
         for action, summary in (
             ("start", "Start sending (a draft)"),
