@@ -181,10 +181,11 @@ def test_a_trainer_hand_over_learns_every_example_once(
                 turn(one)
         one.reader.leases.stop_renewing()  # its leases and the trainer's role lapse
     # The other instance's next balances take the partitions once the leases lapse (600 ms;
-    # a busy machine may run the last renewal late).
-    deadline = time.monotonic() + 5
+    # a busy machine may run the last renewal late: a full suite beside other work once took
+    # more than 5 s, so the bound only guards against a hang).
+    deadline = time.monotonic() + 30
     while not two.reader.balance(force=True):
-        assert time.monotonic() < deadline, "the partitions did not move within 5 s"
+        assert time.monotonic() < deadline, "the partitions did not move within 30 s"
         time.sleep(0.05)
     two.recover()
     drive(two)
