@@ -256,7 +256,8 @@ class Mailer:
             return skipped("frequency_cap")
         assert template is not None and self.sender is not None and address is not None
         try:
-            ready = self.render(template, snapshot, key, group, link_secret(self.client))
+            ready = self.render(template, snapshot, key, group, link_secret(self.client),
+                                person)  # fmt: skip
         except ApiError as exc:
             return Sent("retry" if exc.retry else "failed", str(exc))
         message = compose(self.sender, address, ready.subject, ready.html, ready.text, key=key,
@@ -280,11 +281,13 @@ class Mailer:
         return Sent("retry", f"SMTP {answer.code}: {answer.detail}"[:500])
 
     def render(self, template: EmailTemplate, snapshot: Snapshot, key: str, group: str | None,
-               secret: bytes) -> Ready:  # fmt: skip
+               secret: bytes, person: dict[str, Any] | None = None) -> Ready:  # fmt: skip
         """The message ``key`` as the person gets it: rendered, links tracked, with its
-        unsubscribe link (``ApiError`` when the blocks cannot be had)."""
-        person: dict[str, Any] = (describe(snapshot, self.clock()) if snapshot.exists
-                                  else {"id": snapshot.id, "traits": {}})  # fmt: skip
+        unsubscribe link (``ApiError`` when the blocks cannot be had). ``person``: the profile
+        document, when the caller has it already."""
+        if person is None:
+            person = (describe(snapshot, self.clock()) if snapshot.exists
+                      else {"id": snapshot.id, "traits": {}})  # fmt: skip
         variables = self._variables(template, snapshot, person, group, secret)
         rendered = render(template, variables)
         public = self.public_url
