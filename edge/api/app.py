@@ -27,6 +27,8 @@ from decisions.catalog import REFRESH_SECONDS, Catalog
 from decisions.choice import Decider
 from decisions.identity import Verifier
 from decisions.records import DecisionIds
+from edge.access.keys import REFRESH_SECONDS as KEYS_REFRESH
+from edge.access.keys import Keyring
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
@@ -85,6 +87,21 @@ async def _refresh_catalog(catalog: Catalog, client: redis.asyncio.Redis) -> Non
                 log.warning("placements not refreshed; keeping the last", extra={"error": str(exc)})
             failing = True
         await asyncio.sleep(REFRESH_SECONDS)
+
+
+async def _refresh_keys(keyring: Keyring, client: redis.asyncio.Redis) -> None:
+    """Reload the named keys every few seconds: a key revoked on another instance stops
+    working here within ``edge.access.keys.REFRESH_SECONDS``."""
+    failing = False
+    while True:
+        await asyncio.sleep(KEYS_REFRESH)
+        try:
+            await keyring.refresh(client)
+            failing = False
+        except (redis.RedisError, OSError) as exc:
+            if not failing:
+                log.warning("API keys not reloaded; keeping the last", extra={"error": str(exc)})
+            failing = True
 
 
 # What a shop's pages call from their own origin with the public write key: the only paths
@@ -159,8 +176,15 @@ def create_app(settings: Settings) -> ASGIApp:
             await asyncio.wait_for(catalog.refresh(client), 2.0)
         except (TimeoutError, redis.RedisError, OSError) as exc:
             log.warning("placements not loaded yet", extra={"error": str(exc)})
+        keyring = Keyring()
+        try:
+            await asyncio.wait_for(keyring.refresh(client), 2.0)
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            log.warning("API keys not loaded yet", extra={"error": str(exc)})
+        limited.keyring = keyring
         tasks = [
             asyncio.create_task(_refresh(suppression, client)),
+            asyncio.create_task(_refresh_keys(keyring, client)),
             asyncio.create_task(_refresh_catalog(catalog, client)),
         ]
         # The decide path has its own pipeline: its timeout must not touch ingestion's.
@@ -180,6 +204,8 @@ def create_app(settings: Settings) -> ASGIApp:
         try:
             yield {
                 "settings": settings,
+                "keyring": keyring,
+                "limits": limited,
                 "redis": client,
                 "redis_sync": client_sync,
                 "spool": spool,

@@ -6,9 +6,11 @@ per API process: with N API processes on one port a client may get up to N times
 
 Who counts against what:
 
-- a request with the secret key counts against the secret key's bucket only (servers: an email
-  system pulling recommendations from one address is not a flood);
-- a request with the write key counts against its client IP's bucket and the write key's;
+- a request with the secret key, or a named server key (one with neither ``track`` nor
+  ``decide``), counts against its key's bucket only (servers: an email system pulling
+  recommendations from one address is not a flood);
+- a request with the write key or another named key counts against its client IP's bucket and
+  its key's;
 - any other request (no key, a wrong key, the dashboard) against its client IP's bucket.
 
 The client IP is the connecting peer's, or — when the peer is one of ``trusted_proxies`` — the
@@ -44,6 +46,7 @@ import msgspec
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collector.errors import Unauthorized
+from edge.access.keys import Keyring
 from edge.api.auth import key_from_header
 
 __all__ = ["Buckets", "Limits", "RequestLimits", "answer"]
@@ -145,7 +148,8 @@ class RequestLimits:
         self.max_body = limits.max_body_kb * 1024
         self.write_key = write_key.encode()
         self.secret_key = secret_key.encode()
-        self._keys: dict[bytes, str | None] = {}  # Authorization header -> "write", "secret"
+        self._keys: dict[bytes, tuple[str, bool] | None] = {}  # header -> (bucket, per-IP too)
+        self.keyring: Keyring | None = None  # the named keys (the app sets it at startup)
         networks = [ipaddress.ip_network(p, strict=False) for p in limits.trusted_proxies]
 
         @functools.lru_cache(maxsize=4096)
@@ -159,8 +163,9 @@ class RequestLimits:
         self.trusted = trusted
         self.off = self.per_ip is None and self.per_key is None and not self.max_body
 
-    def _key(self, authorization: bytes) -> str | None:
-        """Which of the engine's keys an ``Authorization`` header carries, if either."""
+    def _key(self, authorization: bytes) -> tuple[str, bool] | None:
+        """The bucket of the key an ``Authorization`` header carries (``secret``, ``write``,
+        ``key <name>``), and whether its client IP's bucket counts too; None for no key."""
         try:
             return self._keys[authorization]
         except KeyError:
@@ -169,11 +174,15 @@ class RequestLimits:
             given = (key_from_header(authorization.decode("latin-1")) or "").encode()
         except Unauthorized:
             given = b""
-        found = (
-            "secret" if hmac.compare_digest(given, self.secret_key)
-            else "write" if hmac.compare_digest(given, self.write_key)
-            else None
-        )  # fmt: skip
+        found: tuple[str, bool] | None = None
+        if hmac.compare_digest(given, self.secret_key):
+            found = ("secret", False)
+        elif hmac.compare_digest(given, self.write_key):
+            found = ("write", True)
+        elif given and self.keyring is not None:
+            who = self.keyring.find(given.decode("latin-1"))
+            if who is not None:
+                found = (f"{who.name!r}", bool(who.scopes & {"track", "decide"}))
         if len(self._keys) >= 1024:  # a flood of made-up keys must not grow this
             self._keys.clear()
         self._keys[authorization] = found
@@ -220,7 +229,7 @@ class RequestLimits:
             forwarded = [v for n, v in scope["headers"] if n == b"x-forwarded-for"]
         key = self._key(authorization) if authorization is not None else None
         now = monotonic()
-        if key != "secret" and self.per_ip is not None:
+        if (key is None or key[1]) and self.per_ip is not None:
             ip = self.client_ip(scope, forwarded)
             if ip is not None:
                 wait = self.per_ip.take(ip, now)
@@ -228,9 +237,9 @@ class RequestLimits:
                     limit = f"the per-IP limit of {self.limits.per_ip:g} requests/s for {ip}"
                     return self._too_many(limit, wait)
         if key is not None and self.per_key is not None:
-            wait = self.per_key.take(key, now)
+            wait = self.per_key.take(key[0], now)
             if wait:
-                limit = f"the {key} key's limit of {self.limits.per_key:g} requests/s"
+                limit = f"the {key[0]} key's limit of {self.limits.per_key:g} requests/s"
                 return self._too_many(limit, wait)
         length = headers.get(b"content-length")
         if self.max_body and length is not None:

@@ -170,7 +170,7 @@ class JourneyRow(Struct):
 
 class JourneyList(Struct):
     journeys: list[JourneyRow]
-    webhook_secret: str
+    webhook_secret: str = ""  # what webhooks are signed with: only for the admin scope
 
 
 class JourneyShown(Struct):
@@ -320,7 +320,7 @@ class SubscriptionGroup(Struct):
 class SubscriptionList(Struct):
     groups: list[SubscriptionGroup]
     suppressed: int  # addresses on the suppression list
-    feedback_secret: str  # what POST /v1/messaging/feedback is signed with
+    feedback_secret: str = ""  # what POST /v1/messaging/feedback is signed with (admin only)
 
 
 class GroupSaved(Struct):

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
 from decisions.placements import DEFS as PLACEMENTS
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import Problem, error, json, path_key
 from journeys.broadcasts import (
     ACTIONS,
@@ -56,7 +56,7 @@ def _missing(client: Any, broadcast: Broadcast) -> str | None:
     return None
 
 
-@secret
+@needs("messaging:write")
 async def put(request: Request) -> Response:
     key = path_key(request)
     try:
@@ -92,7 +92,7 @@ def _progress(state: dict[str, str]) -> dict[str, Any]:
     return {"status": state["status"], **counts, **stamps}
 
 
-@secret
+@needs("read")
 async def get_one(request: Request) -> Response:
     """The definition and its progress: status, members read, held out, fed to the outbox,
     still queued (for their send time or the throttle)."""
@@ -102,7 +102,7 @@ async def get_one(request: Request) -> Response:
     return json({"key": key, **msgspec.to_builtins(broadcast), "progress": _progress(state)})
 
 
-@secret
+@needs("read")
 async def list_all(request: Request) -> Response:
     client = request.state.redis_sync
     found = await run_in_threadpool(client.hgetall, DEFS)
@@ -115,7 +115,7 @@ async def list_all(request: Request) -> Response:
     return json({"broadcasts": rows})
 
 
-@secret
+@needs("messaging:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
     try:
@@ -143,7 +143,7 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-@secret
+@needs("read")
 async def preview_audience(request: Request) -> Response:
     """Who would receive it now (nothing is sent): audience, held out, skipped by reason."""
     key = path_key(request)
@@ -154,7 +154,7 @@ async def preview_audience(request: Request) -> Response:
     return json({"key": key, **report})
 
 
-@secret
+@needs("read")
 async def results(request: Request) -> Response:
     """Per variant and the holdout: targeted, sent, skipped by reason, bounced, opened and
     clicked (people), with their rates; with a goal, conversion and revenue against the
@@ -178,7 +178,7 @@ routes = [
     *(
         Route(
             f"/v1/broadcasts/{{key}}/{action}",
-            secret(partial(act, action=action)),
+            needs("messaging:send")(partial(act, action=action)),
             methods=["POST"],
         )
         for action in ACTIONS

@@ -9,7 +9,6 @@ needs its ``userHash`` (``decisions.identity``).
 from __future__ import annotations
 
 import functools
-import hmac
 from typing import Any
 
 import msgspec
@@ -19,8 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from collector.errors import InvalidInput, Unauthorized, with_path
 from decisions.choice import Answer, UnknownPlacement, read_ask
-from edge.api.auth import key_from_header, require_key
-from edge.api.responses import error
+from edge.api.auth import identify, key_from_header, permit
+from edge.api.responses import Problem, error
 
 __all__ = ["MAX_BODY", "DecideEndpoint", "routes"]
 
@@ -50,17 +49,16 @@ async def _read(receive: Receive, declared: bytes | None) -> bytes:
         chunks.append(chunk)
 
 
-def _trusted(header_key: str | None, body_key: str | None, settings: Any) -> bool:
-    """False for the write key (a browser), True for the secret key in the header (a server);
-    Unauthorized for anything else."""
-    try:
-        require_key(header_key or body_key, settings.write_key, "write key")
-        return False
-    except Unauthorized:
-        secret = settings.secret_key.encode()
-        if header_key is None or not hmac.compare_digest(header_key.encode(), secret):
-            raise
-        return True
+def _trusted(
+    header_key: str | None, body_key: str | None, scope: Scope, headers: dict[bytes, bytes]
+) -> bool:
+    """Whether the key may name a userId without its userHash: a key with ``decide:trusted``
+    (the secret key: a server) in the header. Unauthorized (401) or ``Problem`` (403) for a
+    key that may not decide here."""
+    state = scope["state"]
+    who = identify(header_key or body_key, state)
+    permit(who, "decide", scope, headers, state)
+    return header_key is not None and who.allows("decide:trusted")
 
 
 async def _answer(
@@ -71,7 +69,7 @@ async def _answer(
         authorization = headers.get(b"authorization")
         header_key = _key(authorization.decode("latin-1") if authorization else None)
         ask = read_ask(await _read(receive, headers.get(b"content-length")))
-        trusted = _trusted(header_key, ask.write_key, state["settings"])
+        trusted = _trusted(header_key, ask.write_key, scope, headers)
         agent = headers.get(b"user-agent")
         try:
             decisions, identity = await state["decider"].decide(
@@ -87,6 +85,8 @@ async def _answer(
         return error(
             401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'}
         )
+    except Problem as exc:
+        return exc.response()
     unknown = {k: f"no placement {k!r}" for k in ask.placements if k not in decisions}
     return _encoder.encode(Answer(decisions, unknown or None, identity))
 

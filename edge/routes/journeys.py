@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +21,7 @@ from starlette.routing import Route
 
 from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
-from edge.api.auth import secret
+from edge.api.auth import holds, needs
 from edge.api.responses import Problem, error, json, path_key
 from edge.routes.placements import check_window
 from journeys.actions import webhook_secret
@@ -34,7 +35,7 @@ from journeys.templates import examples
 __all__ = ["routes"]
 
 
-@secret
+@needs("journeys:write")
 async def put(request: Request) -> Response:
     key = path_key(request)
     try:
@@ -57,13 +58,13 @@ async def _journey(request: Request, key: str) -> Journey:
     return JOURNEY.decode(raw)
 
 
-@secret
+@needs("read")
 async def get_one(request: Request) -> Response:
     key = path_key(request)
     return json({"key": key, **msgspec.to_builtins(await _journey(request, key))})
 
 
-@secret
+@needs("journeys:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
     if not await run_in_threadpool(delete_journey, request.state.redis_sync, key):
@@ -71,7 +72,7 @@ async def delete(request: Request) -> Response:
     return json({"key": key, "deleted": True})
 
 
-@secret
+@needs("read")
 async def stats(request: Request) -> Response:
     """Entered, active per step, completed, exited by reason, converted, actions per step."""
     key = path_key(request)
@@ -91,7 +92,7 @@ class ResultsQuery(msgspec.Struct, forbid_unknown_fields=True):
     until: datetime | None = None
 
 
-@secret
+@needs("read")
 async def results(request: Request) -> Response:
     """Per group (treated, holdout): people entered, converted within the goal window, revenue
     per person; the treated against the holdout with always-valid intervals."""
@@ -120,7 +121,7 @@ class SimulateAsk(msgspec.Struct, forbid_unknown_fields=True):
     journey: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
 
-@secret
+@needs("journeys:write")
 async def simulate_journey(request: Request) -> Response:
     """Replay ``since``..``until`` (default: the last 7 days) through the journey, sending
     nothing: who would have entered, what each step would have sent, who would have converted."""
@@ -152,21 +153,23 @@ async def simulate_journey(request: Request) -> Response:
     return json({"key": key, "since": since, "until": until, **dataclasses.asdict(report)})
 
 
-@secret
+@needs("read")
 async def templates(request: Request) -> Response:
     """The journey templates, filled with example URLs: change them and PUT."""
     return json({"templates": examples()})
 
 
-@secret
+@needs("read")
 async def list_all(request: Request) -> Response:
     client = request.state.redis_sync
     found = await run_in_threadpool(journeys, client)
-    signing = await run_in_threadpool(webhook_secret, client)
     listed = [{"key": k, "name": j.name, "trigger": msgspec.to_builtins(j.trigger),
                "active": j.active, "steps": len(j.steps), "revision": j.revision}
               for k, j in sorted(found.items())]  # fmt: skip
-    return json({"journeys": listed, "webhook_secret": signing.decode()})
+    body: dict[str, Any] = {"journeys": listed}
+    if holds(request, "admin"):  # what webhooks are signed with: not for every reader
+        body["webhook_secret"] = (await run_in_threadpool(webhook_secret, client)).decode()
+    return json(body)
 
 
 routes = [

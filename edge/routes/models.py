@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import json
 from profiles.learner import SUMMARY
 from profiles.valuation import LTV
@@ -31,7 +31,7 @@ async def models_summary(request: Request) -> dict[str, Any]:
     return found
 
 
-@secret
+@needs("read")
 async def list_models(request: Request) -> Response:
     return json(await models_summary(request))
 

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from collector.errors import InvalidInput, SpoolFull, Unauthorized, with_path
 from collector.onchain import ONCHAIN, SEEN_TTL, seen_key, to_message
-from edge.api.auth import require_secret, secret
+from edge.api.auth import needs, require
 from edge.api.responses import Problem, error, json
 from edge.routes.tracking import read_body
 
@@ -44,7 +44,7 @@ async def _secret(client: redis.asyncio.Redis) -> bytes:
 async def _authorized(request: Request, body: bytes) -> None:
     signature = request.headers.get("x-kairos-signature")
     if signature is None:
-        require_secret(request)  # a 403 for the write key
+        require(request, "onchain")
         return
     stamp, _, digest = signature.partition(",v1=")
     if not stamp.startswith("t=") or not stamp[2:].isdecimal():
@@ -92,7 +92,7 @@ async def ingest(request: Request) -> Response:
     return json({"accepted": len(fresh), "duplicates": len(batch.events) - len(fresh)})
 
 
-@secret
+@needs("admin")
 async def show_secret(request: Request) -> Response:
     return json({"secret": (await _secret(request.state.redis)).decode(),
                  "signature": "X-Kairos-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "

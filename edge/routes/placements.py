@@ -36,7 +36,7 @@ from decisions.placements import (
     state_key,
 )
 from decisions.results import placement_results
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import Problem, error, json, path_key
 from profiles.membership import member_key
 from profiles.store import profile_keys
@@ -106,7 +106,7 @@ async def _serve_now(request: Request) -> None:
         log.warning("catalog not refreshed after a change", extra={"error": str(exc)})
 
 
-@secret
+@needs("placements:write")
 async def put(request: Request) -> Response:
     key = path_key(request)
     try:
@@ -125,7 +125,7 @@ async def put(request: Request) -> Response:
     return json(body, 201 if not existed else 200)
 
 
-@secret
+@needs("read")
 async def get_one(request: Request) -> Response:
     key = path_key(request)
     placement = await _placement(request, key)
@@ -139,7 +139,7 @@ async def get_one(request: Request) -> Response:
     )
 
 
-@secret
+@needs("read")
 async def list_all(request: Request) -> Response:
     found = await run_in_threadpool(placements, request.state.redis_sync)
     return json(
@@ -158,7 +158,7 @@ async def list_all(request: Request) -> Response:
     )
 
 
-@secret
+@needs("placements:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
     if not await run_in_threadpool(delete_placement, request.state.redis_sync, key):
@@ -167,7 +167,7 @@ async def delete(request: Request) -> Response:
     return json({"key": key, "deleted": True})
 
 
-@secret
+@needs("placements:write")
 async def evaluate(request: Request) -> Response:
     key = path_key(request)
     placement = await _placement(request, key)
@@ -262,7 +262,7 @@ class ResultsQuery(msgspec.Struct, forbid_unknown_fields=True):
     segment: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_][a-z0-9_-]{0,63}$")] | None = None
 
 
-@secret
+@needs("read")
 async def results(request: Request) -> Response:
     key = path_key(request)
     placement = await _placement(request, key)

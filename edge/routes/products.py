@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import Problem, error, json
 from profiles.products import ITEM, ITEMS, Item, delete_item, get_items, put_items
 
@@ -46,7 +46,7 @@ def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise Problem(400, "invalid_json", f"$: {exc}") from None
 
 
-@secret
+@needs("catalog:write")
 async def put(request: Request) -> Response:
     item_id = _id(request)
     item = _decode(ITEM, await request.body())
@@ -59,7 +59,7 @@ async def put(request: Request) -> Response:
     return json({"item": saved, "created": not existed}, 200 if existed else 201)
 
 
-@secret
+@needs("catalog:write")
 async def bulk(request: Request) -> Response:
     found = _decode(BULK, await request.body())
     for index, item in enumerate(found.items):
@@ -70,7 +70,7 @@ async def bulk(request: Request) -> Response:
     return json({"upserted": len(items)})
 
 
-@secret
+@needs("read")
 async def get_one(request: Request) -> Response:
     item_id = _id(request)
     (item,) = await run_in_threadpool(get_items, request.state.redis_sync, [item_id])
@@ -79,7 +79,7 @@ async def get_one(request: Request) -> Response:
     return json({"item": item, "recommendable": item.recommendable()})
 
 
-@secret
+@needs("catalog:write")
 async def delete(request: Request) -> Response:
     item_id = _id(request)
     if not await run_in_threadpool(delete_item, request.state.redis_sync, item_id):
@@ -87,7 +87,7 @@ async def delete(request: Request) -> Response:
     return json({"id": item_id, "deleted": True})
 
 
-@secret
+@needs("read")
 async def list_items(request: Request) -> Response:
     cursor = request.query_params.get("cursor", "0")
     if not cursor.isdecimal():

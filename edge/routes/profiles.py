@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
 from collector.identifiers import checksum_address
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import Problem, error, json
 from profiles.privacy import erase
 from profiles.store import ProfileStore, Snapshot
@@ -128,13 +128,13 @@ def _rows(result: Any) -> list[dict[str, Any]]:
     return events
 
 
-@secret
+@needs("profiles:read")
 async def get_profile(request: Request) -> Response:
     found = await _profile(request)
     return json(describe(found, int(time.time() * 1000)))
 
 
-@secret
+@needs("profiles:read")
 async def get_events(request: Request) -> Response:
     found = await _profile(request)
     try:
@@ -168,7 +168,7 @@ async def get_events(request: Request) -> Response:
     return json({"profile": found.id, "events": events, "next_cursor": next_cursor})
 
 
-@secret
+@needs("profiles:read")
 async def export(request: Request) -> Response:
     found = await _profile(request)
     parameters = _history_parameters(found)
@@ -188,7 +188,7 @@ async def export(request: Request) -> Response:
     )
 
 
-@secret
+@needs("profiles:erase")
 async def delete_profile(request: Request) -> Response:
     found = await _profile(request)
     erasure = await run_in_threadpool(erase, request.state.profiles, found.id)

@@ -46,7 +46,7 @@ from collector.store import QueryFailed, StoreUnavailable
 from decisions.choice import Decider, Decision, UnknownPlacement
 from decisions.placements import KEY
 from decisions.records import plain_shape, signed_shape
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import Problem, error, json
 from edge.routes.profiles import parse_identity
 from profiles.products import ITEM, ITEMS
@@ -180,7 +180,7 @@ def _template(name: str | None) -> str:
     return name
 
 
-@secret
+@needs("recommendations")
 async def recommendations(request: Request) -> Response:
     placement, n = _parameters(request)
     _check(request, placement)
@@ -188,7 +188,7 @@ async def recommendations(request: Request) -> Response:
     return json(_answer(request, placement, decision), headers=_NO_STORE)
 
 
-@secret
+@needs("recommendations")
 async def render(request: Request) -> Response:
     placement, n = _parameters(request)
     template = _template(request.query_params.get("template", "grid"))
@@ -198,7 +198,7 @@ async def render(request: Request) -> Response:
                 headers=_NO_STORE)  # fmt: skip
 
 
-@secret
+@needs("recommendations")
 async def batch(request: Request) -> Response:
     try:
         ask = BATCH.decode(await request.body())
@@ -225,7 +225,7 @@ async def batch(request: Request) -> Response:
     return json({"results": results}, headers=_NO_STORE)
 
 
-@secret
+@needs("catalog:write")
 async def refresh(request: Request) -> Response:
     """Ask the recommendations worker to recompute the candidate lists now (after a catalog
     import, a backfill of history): 202, as the worker does it at its next pass, not this call."""

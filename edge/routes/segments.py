@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import error, json, path_key
 from profiles.membership import delete_segment, member_key, put_segment, segments
 from profiles.segments import SEGMENT
@@ -22,7 +22,7 @@ from profiles.segments import SEGMENT
 __all__ = ["routes"]
 
 
-@secret
+@needs("segments:write")
 async def put(request: Request) -> Response:
     key = path_key(request)
     try:
@@ -38,7 +38,7 @@ async def put(request: Request) -> Response:
     return json(body, 201 if not existed else 200)
 
 
-@secret
+@needs("read")
 async def get_one(request: Request) -> Response:
     key = path_key(request)
     client = request.state.profiles.client
@@ -49,7 +49,7 @@ async def get_one(request: Request) -> Response:
     return json({"key": key, **msgspec.to_builtins(found), "members": members})
 
 
-@secret
+@needs("read")
 async def list_all(request: Request) -> Response:
     client = request.state.profiles.client
     found = await run_in_threadpool(segments, client)
@@ -67,7 +67,7 @@ async def list_all(request: Request) -> Response:
     )
 
 
-@secret
+@needs("read")
 async def members(request: Request) -> Response:
     key = path_key(request)
     client = request.state.profiles.client
@@ -86,7 +86,7 @@ async def members(request: Request) -> Response:
     )
 
 
-@secret
+@needs("segments:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
     if not await run_in_threadpool(delete_segment, request.state.profiles.client, key):

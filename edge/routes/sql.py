@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable, with_path
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import error, json
 
 __all__ = ["routes"]
@@ -27,7 +27,7 @@ class SqlRequest(msgspec.Struct, forbid_unknown_fields=True):
 _decode = msgspec.json.Decoder(SqlRequest).decode
 
 
-@secret
+@needs("sql")
 async def sql(request: Request) -> Response:
     state = request.state
     try:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import InvalidInput, Unauthorized, with_path
-from edge.api.auth import require_secret, secret
+from edge.api.auth import holds, needs, require
 from edge.api.responses import Problem, error, json, path_key
 from edge.routes.profiles import NotFound, find_profile
 from edge.routes.tracking import read_body
@@ -53,17 +53,20 @@ def _shown(key: str, group: subs.Group) -> dict[str, Any]:
     return {"key": key, **msgspec.to_builtins(group)}
 
 
-@secret
+@needs("read")
 async def list_all(request: Request) -> Response:
     client = request.state.redis_sync
     found = await run_in_threadpool(subs.groups, client)
-    signing = await run_in_threadpool(suppression.feedback_secret, client)
     size = await run_in_threadpool(suppression.size, client)
-    return json({"groups": [_shown(k, g) for k, g in sorted(found.items())],
-                 "suppressed": size, "feedback_secret": signing.decode()})  # fmt: skip
+    body = {"groups": [_shown(k, g) for k, g in sorted(found.items())], "suppressed": size}
+    if holds(request, "admin"):  # what the provider signs feedback with: not for every reader
+        body["feedback_secret"] = (
+            await run_in_threadpool(suppression.feedback_secret, client)
+        ).decode()
+    return json(body)
 
 
-@secret
+@needs("messaging:write")
 async def put(request: Request) -> Response:
     key = path_key(request)
     try:
@@ -86,13 +89,13 @@ async def _group(request: Request, key: str) -> subs.Group:
     return found[key]
 
 
-@secret
+@needs("read")
 async def get_one(request: Request) -> Response:
     key = path_key(request)
     return json(_shown(key, await _group(request, key)))
 
 
-@secret
+@needs("messaging:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
     if not await run_in_threadpool(subs.delete_group, request.state.redis_sync, key):
@@ -106,7 +109,7 @@ def _person(client: Any, pid: str) -> dict[str, Any]:
             for key, group in sorted(subs.groups(client).items())}  # fmt: skip
 
 
-@secret
+@needs("profiles:read")
 async def profile_states(request: Request) -> Response:
     found = await _profile(request)
     shown = await run_in_threadpool(_person, request.state.redis_sync, found.id)
@@ -160,7 +163,7 @@ async def _confirm(request: Request, pid: str, key: str, group: subs.Group) -> d
             f"{outcome.code} {outcome.detail}".rstrip()}  # fmt: skip
 
 
-@secret
+@needs("messaging:send")
 async def set_profile_states(request: Request) -> Response:
     found = await _profile(request)
     client = request.state.redis_sync
@@ -196,7 +199,7 @@ def _email(request: Request) -> str:
     return suppression.normalized("email", address)
 
 
-@secret
+@needs("profiles:read")
 async def get_suppression(request: Request) -> Response:
     address = _email(request)
     found = await run_in_threadpool(suppression.entry, request.state.redis_sync, "email", address)
@@ -205,7 +208,7 @@ async def get_suppression(request: Request) -> Response:
     return json({"email": address, **msgspec.to_builtins(found)})
 
 
-@secret
+@needs("messaging:send")
 async def delete_suppression(request: Request) -> Response:
     address = _email(request)
     if not await run_in_threadpool(suppression.unblock, request.state.redis_sync, "email",
@@ -218,7 +221,7 @@ async def _signed(request: Request, body: bytes) -> None:
     """The secret key, or the provider's signature under the feedback secret."""
     header = request.headers.get("x-kairos-signature")
     if header is None:
-        require_secret(request)  # a 403 for the write key
+        require(request, "messaging:send")
         return
     key = await run_in_threadpool(suppression.feedback_secret, request.state.redis_sync)
     problem = suppression.verify_signature(key, body, header)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
-from edge.api.auth import secret
+from edge.api.auth import needs
 from edge.api.responses import Problem, error, json, path_key
 from journeys.actions import Api, ApiError
 from journeys.emails import DEFS, TEMPLATE, EmailTemplate, delete_template, put_template
@@ -28,7 +28,7 @@ from profiles.store import Snapshot
 __all__ = ["PreviewAsk", "rendered_for", "routes"]
 
 
-@secret
+@needs("messaging:write")
 async def put(request: Request) -> Response:
     key = path_key(request)
     try:
@@ -51,13 +51,13 @@ async def _template(request: Request, key: str) -> EmailTemplate:
     return TEMPLATE.decode(raw)
 
 
-@secret
+@needs("read")
 async def get_one(request: Request) -> Response:
     key = path_key(request)
     return json({"key": key, **msgspec.to_builtins(await _template(request, key))})
 
 
-@secret
+@needs("read")
 async def list_all(request: Request) -> Response:
     found = await run_in_threadpool(request.state.redis_sync.hgetall, DEFS)
     rows = [{"key": k.decode(), **msgspec.to_builtins(TEMPLATE.decode(v))}
@@ -65,7 +65,7 @@ async def list_all(request: Request) -> Response:
     return json({"templates": rows})
 
 
-@secret
+@needs("messaging:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
     if not await run_in_threadpool(delete_template, request.state.redis_sync, key):
@@ -81,7 +81,7 @@ class PreviewAsk(msgspec.Struct, forbid_unknown_fields=True):
 _PREVIEW = msgspec.json.Decoder(PreviewAsk)
 
 
-@secret
+@needs("messaging:write")
 async def preview(request: Request) -> Response:
     """The template rendered for ``person``: subject, preheader, HTML (links tracked) and text."""
     key = path_key(request)

@@ -18,8 +18,8 @@ from starlette.routing import Route
 from collector import STATS, InvalidInput, SpoolFull, Unauthorized, read_request
 from collector.errors import NotReplicated
 from collector.wire import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES
-from edge.api.auth import key_from_header, require_key
-from edge.api.responses import error
+from edge.api.auth import key_from_header, require
+from edge.api.responses import Problem, error
 
 __all__ = ["KINDS", "routes"]
 
@@ -52,7 +52,7 @@ async def collect(request: Request, kind: str) -> Response:
     try:
         header_key = key_from_header(request.headers.get("authorization"))
         if header_key is not None:
-            require_key(header_key, state.settings.write_key, "write key")
+            require(request, "track")
         body = await read_body(request, MAX_BATCH_BYTES if kind == "batch" else MAX_MESSAGE_BYTES)
         intake = read_request(
             body,
@@ -65,7 +65,7 @@ async def collect(request: Request, kind: str) -> Response:
             suppressed=state.suppression.hashes,
         )
         if header_key is None:
-            require_key(intake.write_key, state.settings.write_key, "write key")
+            require(request, "track", intake.write_key)
         await state.spool.append(intake)
         if intake.withheld:
             await state.redis.hincrby(STATS, "withheld", intake.withheld)
@@ -77,6 +77,9 @@ async def collect(request: Request, kind: str) -> Response:
         return error(
             401, exc.code, exc.message, headers={"WWW-Authenticate": 'Basic realm="kairos"'}
         )
+    except Problem as exc:  # a key without the track scope, or from elsewhere than allowed
+        await _count_rejected(state, exc.code)
+        return exc.response()
     except (SpoolFull, NotReplicated) as exc:
         await _count_rejected(state, exc.code)
         return error(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})

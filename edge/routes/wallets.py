@@ -27,8 +27,8 @@ from starlette.routing import Route
 from collector import wire
 from collector.errors import Unauthorized, with_path
 from collector.identifiers import checksum_address
-from edge.api.auth import key_from_header, require_key
-from edge.api.responses import error, json
+from edge.api.auth import require
+from edge.api.responses import Problem, error, json
 
 __all__ = ["routes"]
 
@@ -46,8 +46,7 @@ class Link(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 def _write_key(request: Request, given: str | None = None) -> None:
-    key = key_from_header(request.headers.get("authorization")) or given
-    require_key(key, request.state.settings.write_key, "write key")
+    require(request, "decide", given)
 
 
 async def nonce(request: Request) -> Response:
@@ -55,6 +54,8 @@ async def nonce(request: Request) -> Response:
         _write_key(request)
     except Unauthorized as exc:
         return error(401, exc.code, exc.message)
+    except Problem as exc:
+        return exc.response()
     value = secrets.token_urlsafe(16)
     await request.state.redis.set(_NONCE + value, 1, ex=_NONCE_SECONDS)
     return json({"nonce": value, "expiresIn": _NONCE_SECONDS})
@@ -70,6 +71,8 @@ async def link(request: Request) -> Response:
         return error(400, "invalid_json", f"$: {exc}")
     except Unauthorized as exc:
         return error(401, exc.code, exc.message)
+    except Problem as exc:
+        return exc.response()
     stated = _ADDRESS.search(ask.message)
     fields = dict(_FIELD.findall(ask.message))
     if stated is None or "Nonce" not in fields:
