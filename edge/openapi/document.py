@@ -178,6 +178,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{op.method}_{op.path}").strip("_"),
         "tags": [op.tag],
         "security": [{scheme: []} for scheme in op.security],
+        **({"x-kairos-scope": op.scope} if op.scope else {}),
         "responses": {str(status): _answer(*answers[status]) for status in sorted(answers)},
     }
     if any(p["in"] == "path" for p in op.parameters):  # a path no route matches: the router's

@@ -58,6 +58,7 @@ class Operation:
     body_required: bool = True
     parameters: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    scope: str = ""  # what the caller's key (or dashboard user's role) must hold; "" = none
 
 
 def path(name: str, schema: dict[str, Any] | None = None, about: str = "") -> dict[str, Any]:
