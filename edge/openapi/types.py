@@ -413,8 +413,39 @@ class Health(Struct):
     spool: dict[str, Any] | None = None
 
 
+class KeyShown(Struct):
+    """A named key as listed: never the key itself, only its first characters."""
+
+    name: str
+    scopes: list[str]
+    created: int  # unix seconds
+    prefix: str
+    last_used: int | None  # unix seconds, up to the revocation delay behind; None: never
+    origins: list[str] = []
+    networks: list[str] = []
+    expires: int = 0  # unix seconds; 0: never
+
+
+class KeyCreated(KeyShown):
+    key: str = ""  # the key: shown this once, never again
+
+
+class KeyList(Struct):
+    keys: list[KeyShown]
+    revocation_delay_seconds: float  # how long a revoked key may still work on other instances
+
+
+class KeyRevoked(Struct):
+    name: str
+    revoked: bool
+    revocation_delay_seconds: float
+
+
 ANSWERS = [
     Error,
+    KeyCreated,
+    KeyList,
+    KeyRevoked,
     BroadcastStatus,
     BroadcastShown,
     BroadcastList,
