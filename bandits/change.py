@@ -14,16 +14,15 @@ term and its conversion, when it comes, adds the difference, so the sums are tho
 (pull, outcome) pairs, taken in the order outcomes become known.
 
 Examples:
-    >>> detector = ChangeDetector(1, threshold=8.0)
-    >>> rng = np.random.default_rng(1)
-    >>> found = None
+    >>> detector, rng = ChangeDetector(1), np.random.default_rng(1)
+    >>> n = c = 0
     >>> for t in range(4000):  # a 10% rate that falls to 3% after 2,000 pulls
-    ...     rate = 0.10 if t < 2000 else 0.03
-    ...     n, c = float(t), float(round(0.10 * min(t, 2000) + 0.03 * max(t - 2000, 0)))
-    ...     converted = rng.random() < rate
-    ...     found = found or detector.pulled(0, n + 1, c) or (
-    ...         converted and detector.converted(0, n + 1, c + 1))
-    ...     if found and t >= 2000:
+    ...     n += 1
+    ...     found = detector.pulled(0, n, c)
+    ...     if not found and rng.random() < (0.10 if t < 2000 else 0.03):
+    ...         c += 1
+    ...         found = detector.converted(0, n, c)
+    ...     if found:
     ...         break
     >>> found, 2000 < t < 2600
     ('fell', True)
@@ -40,8 +39,8 @@ __all__ = ["Change", "ChangeDetector"]
 
 
 class Change(NamedTuple):
-    """A change the detector found: the arm, which way its rate went, its rate until then,
-    and the policy's pull count when it was found."""
+    """A change the detector found: the arm, which way its rate went, its rate since the
+    previous restart (the change's own pulls included), and the policy's pull count then."""
 
     arm: int
     direction: str  # "fell" or "rose"

@@ -25,9 +25,9 @@ KEPT = 100
 
 class Detected(msgspec.Struct, kw_only=True):
     """One change: when (ms since the epoch, the time of the decision or event that showed
-    it), the variant whose rate moved, which way ("fell" or "rose"), its rate until then,
-    and the spool partition whose worker found it (each partition's policy tests its own
-    traffic)."""
+    it), the variant whose rate moved, which way ("fell" or "rose"), its rate since the
+    previous restart (the change's own decisions included), and the spool partition whose
+    worker found it (each partition's policy tests its own traffic)."""
 
     at: int
     variant: str

@@ -253,8 +253,8 @@ async def placement_page(request: Request) -> Response:
     changes = []
     if placement.policy.detect_changes:
         changes = await run_in_threadpool(detected, request.state.redis_sync, key)
-    marks = [(c.at / 1000, f"{c.variant} {c.direction} (was {c.rate:.2%}): restarted")
-             for c in changes]  # fmt: skip
+    marks = [(c.at / 1000, f"{c.variant} {c.direction} ({c.rate:.2%} since the previous "
+              "restart): restarted") for c in changes]  # fmt: skip
     allocated = charts.lines(shares, "share of decisions", percent=True,
                              x_labels=_span({"": [(b["at"], 0) for b in counts]}),
                              colors=colors, marks=marks)  # fmt: skip

@@ -35,12 +35,12 @@ GUIDE = [
      "thompson + detect_changes",
      "restarts when a variant's rate moves; as good as plain Thompson when nothing does"),
     ("Appeal drifts slowly and steadily", "thompson + window",
-     "forgets evidence older than about `window` decisions; costs reward when nothing drifts"),
+     "forgets evidence older than about window decisions; costs reward when nothing drifts"),
     ("Revenue, when the variant that converts most may not earn most", "revenue_thompson",
      "models conversion and order value apart, so a rarely converting high-value variant "
      "is found"),
     ("The best variant depends on who the visitor is (device, source, segment)", "linucb",
-     "reads the context (`features`); linear_thompson is its Thompson twin"),
+     "reads the context (features); linear_thompson is its Thompson twin"),
     ("You want the best variant named quickly, not the most reward meanwhile",
      "top_two_thompson", "keeps showing the runner-up"),
 ]  # fmt: skip
