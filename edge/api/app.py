@@ -32,7 +32,7 @@ from edge.access.keys import Keyring
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
-from edge.pages import dashboard, demo, messaging, preferences
+from edge.pages import dashboard, demo, messaging, policies, preferences
 from edge.routes import (
     broadcasts,
     decide,
@@ -238,6 +238,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *models.routes,
             *dashboard.routes,
             *messaging.routes,
+            *policies.routes,
             *products.routes,
             *journeys.routes,
             *templates.routes,

@@ -519,6 +519,9 @@ def _pages() -> list[Operation]:
                   answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/models", "Model metrics", "dashboard", (SESSION,),
                   answers={**page, **away}, scope="read"),
+        Operation("get", "/dashboard/policies", "Choosing a policy: which for which situation, "
+                  "and each policy's regret on the bench's scenarios", "dashboard", (SESSION,),
+                  answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/journeys", "Journeys as funnels", "dashboard", (SESSION,),
                   answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/subscriptions", "Subscriptions: people per group and "

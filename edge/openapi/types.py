@@ -8,7 +8,7 @@ own JSON (a variant's content, an event's properties).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from msgspec import Struct
 
@@ -64,11 +64,23 @@ class PlacementList(Struct):
     placements: list[PlacementRow]
 
 
+class DetectedChange(Struct):
+    """A change in a variant's rate that a policy with ``detect_changes`` found."""
+
+    at: str
+    variant: str
+    direction: Literal["fell", "rose"]
+    rate: float
+    partition: int
+
+
 class Learned(Struct):
     policy: str
     revision: int
     decisions: float
     variants: list[dict[str, Any]]
+    restarts: int | None = None  # with detect_changes: how many times the policy restarted
+    changes: list[DetectedChange] | None = None  # with detect_changes: newest first
 
 
 class PlacementShown(Struct):

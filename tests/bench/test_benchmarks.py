@@ -29,7 +29,7 @@ BENCHMARKS = {
     "journeys": ["| naive |", "| worker |", "lateness:"],
     "learner": ["| naive |", "| learner |", "| 1 instance |", "| 2 instances |", "in process:",
                 "each exactly once"],
-    "bandits": ["## bernoulli", "## contextual"],
+    "bandits": ["## stationary", "## contextual", "## drifting", "## revenue", "## Targets"],
     "access": ["| write key |", "| named key |", "In process, the key check"],
     "recs_quality": ["## k = 4", "## Reading"],
     "replicas": ["| replicas-0 |", "| replicas-1 |"],

@@ -119,6 +119,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/dashboard/profiles"): ("session", None),
     ("GET", "/dashboard/live"): ("session", None),
     ("GET", "/dashboard/models"): ("session", None),
+    ("GET", "/dashboard/policies"): ("session", None),
     ("GET", "/dashboard/journeys"): ("session", None),
     ("GET", "/dashboard/subscriptions"): ("session", None),
     ("GET", "/dashboard/templates"): ("session", None),
