@@ -381,8 +381,8 @@ class Learner(SpoolWorker):
         if not training:
             models = self._published.get(self.client, load_published) or models
 
-        def predict(z: dict[str, float]) -> dict[str, float]:
-            return {target: model.predict(z) for target, model in models.items()}
+        def predict(z: dict[str, float]) -> dict[str, tuple[float, float]]:
+            return {target: model.scores(z) for target, model in models.items()}
 
         context: dict[str, Any] = {"client": self.client, "settings": self.settings,
                                    "scoring": self.scoring, "predict": predict}  # fmt: skip
