@@ -27,7 +27,8 @@ from numpy.typing import NDArray
 
 __all__ = ["PosteriorSampler", "position_shares"]
 
-_CHUNK = 10_000  # draws at a time: arms × 10,000 floats stay a few MB
+_CHUNK = 10_000  # draws at a time (fewer with many arms: arms × draws ≤ _CELLS floats)
+_CELLS = 1_000_000
 
 
 class PosteriorSampler(Protocol):
@@ -53,7 +54,7 @@ def position_shares(
     counts = np.zeros((policy.n_arms, positions))
     done = 0
     while done < draws:
-        size = min(_CHUNK, draws - done)
+        size = min(_CHUNK, max(_CELLS // policy.n_arms, 1), draws - done)
         samples = policy.posterior_samples(size)  # arms × size
         top = np.argpartition(-samples, positions - 1, axis=0)[:positions]
         order = np.argsort(-np.take_along_axis(samples, top, axis=0), axis=0)

@@ -6,7 +6,7 @@ The format is CSV with a header row; it reads the Open Bandit Dataset's files as
 
 | column | also named | holds |
 |---|---|---|
-| ``action`` | ``item_id`` | the arm shown: an integer from 0 |
+| ``action`` | ``item_id`` | the arm shown: an integer from 0 (below ``MAX_ARMS``) |
 | ``reward`` | ``click`` | what it earned: a number |
 | ``propensity`` | ``propensity_score`` | the probability it was shown with: in (0, 1] |
 | ``position`` | | where in the list, 1 first (optional: 1) |
@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from bandits.ope import Log
 
-__all__ = ["COLUMNS", "MAX_LEVELS", "MAX_ROUNDS", "LogFileError", "Rounds", "read_log"]
+__all__ = ["COLUMNS", "MAX_ARMS", "MAX_LEVELS", "MAX_ROUNDS", "LogFileError", "Rounds", "read_log"]
 
 COLUMNS = {  # what each column is called, in this format and in the Open Bandit Dataset's
     "action": ("action", "item_id"),
@@ -50,7 +50,8 @@ COLUMNS = {  # what each column is called, in this format and in the Open Bandit
 }
 _IGNORED = ("", "timestamp")
 MAX_LEVELS = 100  # values a categorical context column may take
-MAX_ROUNDS = 2_000_000
+MAX_ROUNDS = 1_000_000
+MAX_ARMS = 1_000
 
 
 class LogFileError(ValueError):
@@ -119,9 +120,11 @@ def read_log(text: str) -> Rounds:
             raise LogFileError(f"{len(row)} cells, the header has {len(names)}", line)
         if len(arms) >= MAX_ROUNDS:
             raise LogFileError(f"more than {MAX_ROUNDS:,} rounds", line)
-        arms.append(_integer(row, where["action"], names, line, least=0))
+        arms.append(_integer(row, where["action"], names, line, 0, MAX_ARMS - 1))
         positions.append(
-            _integer(row, where["position"], names, line, least=1) - 1 if "position" in where else 0
+            _integer(row, where["position"], names, line, 1, MAX_ARMS) - 1
+            if "position" in where
+            else 0
         )
         rewards.append(_number(row, where["reward"], names, line))
         p = _number(row, where["propensity"], names, line)
@@ -154,10 +157,11 @@ def _number(row: list[str], i: int, names: list[str], line: int) -> float:
     return value
 
 
-def _integer(row: list[str], i: int, names: list[str], line: int, least: int) -> int:
+def _integer(row: list[str], i: int, names: list[str], line: int, least: int, most: int) -> int:
     text = row[i].strip()
-    if not text.lstrip("-").isdigit() or int(text) < least:
-        raise LogFileError(f"must be an integer of at least {least}, got {text!r}", line, names[i])
+    if not text.lstrip("-").isdigit() or not least <= int(text) <= most:
+        raise LogFileError(f"must be an integer from {least} to {most}, got {text!r}", line,
+                           names[i])  # fmt: skip
     return int(text)
 
 

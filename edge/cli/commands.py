@@ -304,6 +304,7 @@ def evaluate(args: argparse.Namespace) -> int:
     """``kairos evaluate --log FILE``: off-policy evaluation on a logged-bandit file, here."""
     import msgspec
 
+    from collector.errors import with_path
     from decisions.logfile import LogFileError, read_log
     from decisions.offline import Prior, evaluate_log
 
@@ -327,7 +328,7 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"kairos evaluate: {args.log}: {exc}", file=sys.stderr)
         return 1
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        print(f"kairos evaluate: {args.prior}: {exc}", file=sys.stderr)
+        print(f"kairos evaluate: {args.prior}: {with_path(str(exc), of=Prior)}", file=sys.stderr)
         return 1
     bar = Progress(args.draws, "posterior rankings")
     try:
