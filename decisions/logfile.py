@@ -34,6 +34,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -96,6 +97,13 @@ def read_log(text: str) -> Rounds:
     """Parse and check a logged-bandit CSV (see the module); ``LogFileError`` names the line
     and the column of the first problem."""
     reader = csv.reader(io.StringIO(text))
+    try:
+        return _read(reader)
+    except csv.Error as exc:  # (a NUL byte, a field over the csv module's limit, …)
+        raise LogFileError(f"not CSV: {exc}", reader.line_num) from None
+
+
+def _read(reader: Any) -> Rounds:
     header = next(reader, None)
     if not header:
         raise LogFileError("the file is empty: a header row comes first", 1)

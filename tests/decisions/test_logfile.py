@@ -40,6 +40,8 @@ def test_position_is_optional() -> None:
                      "column (action or item_id)", id="two-actions"),
         pytest.param(HEADER + "\n0,1,1,0.5\n0,1,1\n", "line 3: 3 cells, the header has 4",
                      id="short-row"),
+        pytest.param(HEADER + "\n0,1,1," + "9" * 200_000 + "\n", "line 2: not CSV: field "
+                     "larger than field limit (131072)", id="huge-field"),
         pytest.param(HEADER + "\n-1,1,1,0.5\n", "line 2, column action: must be an integer "
                      "from 0 to 999, got '-1'", id="negative-action"),
         pytest.param(HEADER + "\n0,0,1,0.5\n", "line 2, column position: must be an integer "
