@@ -41,11 +41,11 @@ meet an empty scaler.)
 
 **Publication.** When it has learned since — as often as publishing costs a tenth of its time
 at most (after every round, for the default logistic models; a forest less often), at least
-every ``publish_seconds`` (5), and at each checkpoint — the trainer writes the classifiers to
-``{learn}:published`` and bumps ``{learn}:published:version``; feature sides elsewhere load
-them again when the version moves, so their scores lag the trainer's models by up to that
-interval and a batch. It also keeps the summary ``GET /v1/models`` shows (``{learn}:models``)
-every two seconds.
+every ``publish_seconds`` (5), and at each checkpoint — the trainer writes the classifiers and
+their calibrators (``profiles.calibration``) to ``{learn}:published`` and bumps
+``{learn}:published:version``; feature sides elsewhere load them again when the version moves,
+so their scores lag the trainer's models by up to that interval and a batch. It also keeps
+the summary ``GET /v1/models`` shows (``{learn}:models``) every two seconds.
 """
 
 from __future__ import annotations

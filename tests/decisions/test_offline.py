@@ -75,22 +75,30 @@ def test_thompson_sampling_on_the_open_bandit_dataset_matches_obp(obd: dict[str,
 
 
 def test_kairos_evaluate_prints_the_estimates(
-    obd: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    obd: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    log, prior = tmp_path / "all.csv", tmp_path / "prior.json"
-    log.write_text(obd["log"])
-    prior.write_text(json.dumps({"alpha": obd["prior"].alpha, "beta": obd["prior"].beta}))
-    argv = ["evaluate", "--log", str(log), "--prior", str(prior), "--seed", "12345"]
-    assert main([*argv, "--draws", "20000"]) == 0
+    """The command of docs/results.md, verbatim, in a directory holding its two files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "all.csv").write_text(obd["log"])
+    prior = {"alpha": obd["prior"].alpha, "beta": obd["prior"].beta}
+    (tmp_path / "prior.json").write_text(json.dumps(prior))
+    command = ".venv/bin/kairos evaluate --log all.csv --prior prior.json --seed 12345"
+    assert command in (Path(__file__).parents[2] / "docs" / "results.md").read_text()
+    argv = command.split()[1:]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "10,000 rounds judged (0 learned from), 80 arms × 3 positions" in out
+    assert "all.csv: 10,000 rounds judged (0 learned from), 80 arms × 3 positions" in out
     header, _, *rows = out.splitlines()[2:8]
     assert [c.strip() for c in header.split("|")] == [
         "estimator", "value", "95% interval", "relative", "effective rounds"]  # fmt: skip
     assert [r.split("|")[0].strip() for r in rows] == ["logged", "ips", "snips", "dr"]
+    assert abs(float(rows[1].split("|")[3]) - PUBLISHED) <= 0.01
     assert main([*argv, "--draws", "20000", "--format", "json"]) == 0
     found = json.loads(capsys.readouterr().out)
-    assert abs(found["estimates"]["ips"]["relative"] - PUBLISHED) < 0.05  # (fewer draws)
+    assert found["draws"] == 20_000 and set(found["estimates"]) == {"logged", "ips", "snips", "dr"}
 
 
 def test_a_candidate_that_learns_from_the_first_half(obd: dict[str, Any]) -> None:
