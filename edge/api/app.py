@@ -36,6 +36,7 @@ from edge.pages import dashboard, demo, messaging, policies, preferences
 from edge.routes import (
     broadcasts,
     decide,
+    evaluation,
     journeys,
     keys,
     messages,
@@ -232,6 +233,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *decide.routes,  # what _DecideFirst does not take (OPTIONS, other methods)
             *tracking.routes,
             *placements.routes,
+            *evaluation.routes,
             *sql.routes,
             *profiles.routes,
             *segments.routes,
