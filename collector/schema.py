@@ -313,6 +313,31 @@ _DECISIONS = Table(
     shard_by="if(profileId != '', profileId, anonymousId)",
 )
 
+# Who changed what, when, from where (collector.audit): one row per change, deduplicated by
+# ``id`` (an entry stored twice by a sink that died before its acknowledgement is one row with
+# FINAL). Not sharded by a person: an entry names none.
+_AUDIT = Table(
+    "audit",
+    """
+    id String,
+    timestamp DateTime64(3, 'UTC'),
+    actor String COMMENT 'key:<name>, user:<email>, config:file, webhook:feedback',
+    via LowCardinality(String) COMMENT 'api, dashboard, cli, config',
+    address String COMMENT 'the client IP, as the trusted proxies tell it',
+    action LowCardinality(String),
+    resource LowCardinality(String),
+    resource_key String,
+    before String CODEC(ZSTD(3)) COMMENT 'the definition before (JSON), empty if none',
+    after String CODEC(ZSTD(3)) COMMENT 'the definition after (JSON), empty if none',
+    changes String CODEC(ZSTD(3)) COMMENT 'JSON list of {path, before, after}',
+    INDEX idx_actor actor TYPE bloom_filter(0.01) GRANULARITY 1
+""",
+    partition_by="toYYYYMM(timestamp)",
+    order_by="(timestamp, id)",
+    shard_by="id",
+    engine="ReplacingMergeTree",
+)
+
 Migration = Table | Statement | AddColumn
 
 # (version, name, what it changes)
@@ -335,6 +360,7 @@ MIGRATIONS: list[tuple[int, str, list[Migration]]] = [
         "events by person, for history pages",
         [_EVENTS_BY_PERSON, _EVENTS_BY_PERSON_VIEW, _EVENTS_BY_PERSON_COPY],
     ),
+    (5, "audit log", [_AUDIT]),
 ]
 
 _LEDGER_BODY = """
@@ -388,7 +414,7 @@ def _array(values: list[str]) -> str:
 def drop_tables(client: Any) -> None:
     """Drop every table that holds rows and the migrations' ledger (tests and benchmarks start
     from an empty store with it; the intake, a Null table, holds none and stays)."""
-    for table in ("events_by_person_mv", "events_by_person", "events", "decisions",
+    for table in ("events_by_person_mv", "events_by_person", "events", "decisions", "audit",
                   "schema_migrations"):  # fmt: skip
         client.command(f"DROP TABLE IF EXISTS {table} SYNC")
 
@@ -416,8 +442,9 @@ def migrate(client: Any, shape: Shape | None = None) -> list[int]:
     return applied
 
 
-RETAINED = ("events", "decisions")  # the tables a retention applies to
-_COPIES = {"events": ("events", "events_by_person"), "decisions": ("decisions",)}
+RETAINED = ("events", "decisions", "audit")  # the tables a retention applies to
+_COPIES = {"events": ("events", "events_by_person"), "decisions": ("decisions",),
+           "audit": ("audit",)}  # fmt: skip
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -10,6 +10,9 @@ holds the data meanwhile.
 
 Payloads go to ClickHouse as they are (JSON lines); the schema's materialized view maps them to
 rows, so the sink does no per-message work in Python.
+
+Between batches the sink also drains the audit log's stream into the ``audit`` table
+(``collector.audit.AuditDrain``), every ``_AUDIT_SECONDS`` at most.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import msgspec
 import redis
 
+from collector.audit import AuditDrain
 from collector.partitions import Partition
 from collector.reader import SUPPRESSED, Entry, SpoolReader, oldest_unapplied, trim
 from collector.schema import INTAKE_SETTINGS, Shape, erasure
@@ -35,6 +39,7 @@ log = logging.getLogger("kairos.sink")
 
 INSERT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HOUSEKEEPING_SECONDS = 5.0
+_AUDIT_SECONDS = 0.5
 # ClickHouse error codes that mean "this data cannot be stored" rather than "not now": parse and
 # conversion failures (CANNOT_PARSE_*, TYPE_MISMATCH, INCORRECT_DATA, out-of-range values).
 _DATA_ERRORS = re.compile(r"Code: (6|26|27|38|41|53|69|70|72|117|131|321|407)\.")
@@ -76,11 +81,18 @@ class Sink(SpoolWorker):
         self.profile_wait = profile_wait
         self._per_entry = 100  # messages per spool entry, as last seen
         self._next_housekeeping = 0.0
+        self.audit = AuditDrain(reader.client, store, self.shape, reader.consumer)
+        self._next_audit = 0.0
 
     def between(self) -> None:
         if time.monotonic() >= self._next_housekeeping:
             self._housekeeping(self.stopping)
             self._next_housekeeping = time.monotonic() + _HOUSEKEEPING_SECONDS
+        if time.monotonic() >= self._next_audit:
+            stored = self.audit.once()
+            if stored:
+                self._count({"sink_audit_entries": stored})
+            self._next_audit = time.monotonic() + _AUDIT_SECONDS
 
     def process(self, entries: list[Entry]) -> dict[str, float]:
         counters = self._store(entries, self.stopping)
@@ -211,7 +223,10 @@ class Sink(SpoolWorker):
                           for field in ("profiles", "anonymous_ids", "user_ids")]  # fmt: skip
                 for statement in erasure(self.shape, *people):
                     self.store.command(statement)
-                log.info("erased a person's events", extra={"entry": entry.ref})
+                log.info(
+                    "erased a person's events",
+                    extra={"entry": entry.ref, "request": command.get("request", "")},
+                )
                 self._count({"sink_erasures": 1})
                 return True
             except Exception as exc:

@@ -4,10 +4,15 @@
 holds, nor anything sent later, brings them back), then deletes their Redis profile, merged
 profiles, identity links and segment memberships, and last queues a spool command that deletes
 their rows in ClickHouse — in order, after every event of theirs accepted before it.
+
+Each erasure has a request id (``er_…``): the API answers it, the spool command carries it (the
+sink's log line names it when the rows are gone), and the audit log names the erasure by it,
+never by the person.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +32,7 @@ class Erasure:
     profiles: list[str]  # the profile and those merged into it
     identities: list[str]
     commands: list[str]  # the spool entries (one per partition) that delete the events
+    request: str = ""  # the erasure's id (er_…): what the audit log and the sink's log name
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -34,11 +40,13 @@ class Erasure:
             "profiles": self.profiles,
             "identities": len(self.identities),
             "events": "deleting",
+            "request": self.request,
         }
 
 
 def erase(store: ProfileStore, pid: str) -> Erasure:
     client: redis.Redis = store.client
+    request = f"er_{secrets.token_hex(8)}"
     snapshot = store.read(pid)
     profiles = [pid, *snapshot.merged_from]
     pairs = [identity.partition(":")[::2] for identity in snapshot.identities]
@@ -59,9 +67,10 @@ def erase(store: ProfileStore, pid: str) -> Erasure:
         client,
         {
             "kind": "erase",
+            "request": request,
             "profiles": profiles,
             "anonymous_ids": [v for k, v in pairs if k == "anonymous_id"],
             "user_ids": [v for k, v in pairs if k == "user_id"],
         },
     )
-    return Erasure(pid, profiles, snapshot.identities, commands)
+    return Erasure(pid, profiles, snapshot.identities, commands, request)

@@ -32,8 +32,10 @@ from edge.access.keys import Keyring
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
+from edge.pages import audit as audit_page
 from edge.pages import dashboard, demo, messaging, policies, preferences
 from edge.routes import (
+    audit,
     broadcasts,
     decide,
     evaluation,
@@ -241,6 +243,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *dashboard.routes,
             *messaging.routes,
             *policies.routes,
+            *audit_page.routes,
             *products.routes,
             *journeys.routes,
             *templates.routes,
@@ -251,6 +254,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *onchain.routes,
             *wallets.routes,
             *recommendations.routes,
+            *audit.routes,
             *ops.routes,
             *keys.routes,
             *openapi.routes,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import json
 import re
 import sys
@@ -20,11 +21,31 @@ import httpx
 from edge.cli.progress import Progress
 from edge.runtime.keys import KEY_ENV, find_key
 
-__all__ = ["evaluate", "key_action", "keys", "ltv", "recs_refresh", "report", "simulate", "sql"]
+__all__ = [
+    "evaluate",
+    "key_action",
+    "keys",
+    "ltv",
+    "recs_refresh",
+    "report",
+    "simulate",
+    "sql",
+    "user_agent",
+]
 
 
 class Failed(Exception):
     pass
+
+
+def user_agent() -> str:
+    """What the CLI's API calls say they are: the audit log records their changes as ``cli``
+    (``edge.access.audit.CLI_AGENT``)."""
+    try:
+        version = importlib.metadata.version("kairos")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return f"kairos-cli/{version}"
 
 
 def _api(args: argparse.Namespace, path: str, body: Any = None, method: str | None = None) -> Any:
@@ -36,7 +57,11 @@ def _api(args: argparse.Namespace, path: str, body: Any = None, method: str | No
     request = urllib.request.Request(
         args.url.rstrip("/") + path,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {secret}",
+            "User-Agent": user_agent(),
+        },
         method=method,
     )
     try:

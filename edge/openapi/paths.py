@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector import wire
+from collector.audit import RESOURCES, VIAS
 from collector.onchain import OnchainBatch
 from decisions.choice import Answer, Ask
 from decisions.placements import KEY, Placement
@@ -482,6 +483,34 @@ def _recommendations() -> list[Operation]:
     ]  # fmt: skip
 
 
+def _audit() -> list[Operation]:
+    text = {"type": "string", "minLength": 1, "maxLength": 320}
+    filters = [
+        query("resource", {"type": "string", "enum": list(RESOURCES)}, "what was changed"),
+        query("key", text, "the resource's key (a suppression's: the address, or its hash)"),
+        query("actor", text, "who: key:<name>, user:<email>, config:file"),
+        query("via", {"type": "string", "enum": list(VIAS)}, "how"),
+        query(
+            "action",
+            {"type": "string", "pattern": "^[a-z_]{1,32}$"},
+            "create, update, delete, start, pause, resume, cancel, erase, …",
+        ),
+        *_SINCE_UNTIL,
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 500},
+            "entries per page (default 100)",
+        ),
+        _CURSOR,
+    ]
+    return [
+        Operation("get", "/v1/audit", "The audit log: who changed what, when, how and from "
+                  "where, newest first", "audit", (SECRET,), parameters=filters,
+                  answers={200: ("A page of entries", "AuditPage"), **_BAD, **_STORE_DOWN},
+                  scope="admin"),
+    ]  # fmt: skip
+
+
 def _operations_and_sdk() -> list[Operation]:
     script = {200: ("The script", "application/javascript")}
     cached = {304: ("Not modified (If-None-Match)", None)}
@@ -553,6 +582,15 @@ def _pages() -> list[Operation]:
                              409: ("Not allowed in the broadcast's status", _HTML)},
                     scope="messaging:send")
           for action in ("start", "pause", "resume", "cancel")),
+        Operation("get", "/dashboard/audit", "The audit log, filtered (admins: once the "
+                  "dashboard has roles, the admin role)", "dashboard", (SESSION,),
+                  parameters=[query(name, {"type": "string"}, about) for name, about in (
+                      ("resource", "what was changed"), ("key", "the resource's key"),
+                      ("actor", "who"), ("via", "api, dashboard, cli or config"),
+                      ("since", "ISO 8601"), ("until", "ISO 8601"),
+                      ("cursor", "the next page's"))],
+                  answers={**page, **away, 400: ("A filter is invalid: the page says which",
+                                                 _HTML)}, scope="admin"),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
                   answers={**page}),
         Operation("post", "/dashboard/login", "Sign in with the secret key (form: key, csrf)",
@@ -610,5 +648,5 @@ def _access() -> list[Operation]:
 def operations() -> list[Operation]:
     return [*_tracking(), *_deciding(), *_placements(), *_profiles(), *_segments(), *_catalog(),
             *_journeys(), *_messaging(), *_subscriptions(), *_wallets_and_chain(),
-            *_recommendations(), *_access(),
+            *_recommendations(), *_access(), *_audit(),
             *_operations_and_sdk(), *_pages()]  # fmt: skip

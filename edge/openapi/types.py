@@ -8,6 +8,7 @@ own JSON (a variant's content, an event's properties).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from msgspec import Struct
@@ -150,6 +151,7 @@ class Erasure(Struct):
     profiles: list[str]
     identities: int
     events: str
+    request: str  # the erasure request's id: what the audit log names (never the person)
 
 
 class SegmentShown(Struct):
@@ -462,6 +464,37 @@ class RefreshRequested(Struct):
     message: str
 
 
+class AuditChange(Struct):
+    """One path of a definition that changed (absent on one side: null there)."""
+
+    path: str
+    before: Any = None
+    after: Any = None
+
+
+class AuditEntry(Struct):
+    """Who changed what, when, how and from where; the definition before and after."""
+
+    id: str
+    time: datetime
+    actor: str  # key:<name>, user:<email>, config:file, webhook:feedback
+    via: str  # api, dashboard, cli, config
+    address: str  # the client's IP
+    action: str  # create, update, delete, start, pause, resume, cancel, erase, …
+    resource: str
+    key: str
+    before: Any
+    after: Any
+    changes: list[AuditChange]
+
+
+class AuditPage(Struct):
+    """``GET /v1/audit``: entries newest first; ``next_cursor`` is null on the last page."""
+
+    entries: list[AuditEntry]
+    next_cursor: str | None
+
+
 class Health(Struct):
     status: str
     redis: str | None = None
@@ -550,5 +583,6 @@ ANSWERS = [
     Linked,
     Recommendation,
     Recommendations,
+    AuditPage,
     Health,
 ]

@@ -34,6 +34,9 @@ from collector.errors import QueryFailed, StoreUnavailable
 from decisions.changes import detected
 from decisions.placements import placements
 from decisions.results import allocation, store_time, timeline
+from edge.access.scopes import BOOTSTRAP_SECRET
+from edge.api.auth import PRINCIPAL
+from edge.api.responses import Problem
 from edge.pages import charts, demo
 from edge.pages.text import exact, plural, when
 from edge.routes.models import models_summary
@@ -101,15 +104,21 @@ def page(request: Request, template: str, status: int = 200, **context: Any) -> 
 
 
 def guarded(endpoint: Any) -> Any:
+    """Signed in, or to the sign-in form; the request acts for the secret key (what signs in
+    here), as the audit log names it."""
+
     async def guarded(request: Request) -> Response:
         if _signed_in(request) is None:
             return RedirectResponse("/dashboard/login", 303)
+        request.scope[PRINCIPAL] = BOOTSTRAP_SECRET
         try:
             return await endpoint(request)  # type: ignore[no-any-return]
         except (StoreUnavailable, QueryFailed) as exc:
             return page(
                 request, "error.html", 503, message=f"The event store is unavailable: {exc}"
             )
+        except Problem as exc:  # the audit log could not take a change (audit_unavailable)
+            return page(request, "error.html", exc.status, message=exc.message)
 
     return guarded
 

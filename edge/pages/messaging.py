@@ -29,6 +29,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
+from edge.access import audit
 from edge.pages import charts
 from edge.pages.dashboard import form_checked, form_token, guarded, page
 from edge.routes.profiles import NotFound, find_profile
@@ -183,10 +184,13 @@ def _acting(action: str) -> Any:
         client = request.state.redis_sync
         if not await run_in_threadpool(client.hexists, BROADCASTS, key):
             return page(request, "error.html", 404, message=f"No broadcast {key!r}.")
+        was = (await run_in_threadpool(state_of, client, key))["status"]
         try:
-            await run_in_threadpool(control, client, key, action, int(time.time() * 1000))
+            status = await run_in_threadpool(control, client, key, action,
+                                             int(time.time() * 1000))  # fmt: skip
         except ValueError as exc:
             return page(request, "error.html", 409, message=f"Not done: {exc}.")
+        await audit.record(request, "broadcast", key, action, {"status": was}, {"status": status})
         return RedirectResponse(f"/dashboard/broadcasts?key={quote(key)}", 303)
 
     return act

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
 from decisions.placements import DEFS as PLACEMENTS
+from edge.access import audit
 from edge.api.auth import needs
 from edge.api.responses import Problem, error, json, path_key
 from journeys.broadcasts import (
@@ -69,13 +70,14 @@ async def put(request: Request) -> Response:
     missing = await run_in_threadpool(_missing, client, broadcast)
     if missing is not None:
         return error(400, "invalid_broadcast", missing)
-    existed = await run_in_threadpool(client.hexists, DEFS, key)
+    before = await audit.stored(request, "broadcast", key)
     try:
         changed = await run_in_threadpool(put_broadcast, client, key, broadcast)
     except ValueError as exc:
         return error(409, "not_a_draft", str(exc))
-    return json({"key": key, "created": not existed, "changed": changed},
-                200 if existed else 201)  # fmt: skip
+    await audit.changed(request, "broadcast", key, before)
+    return json({"key": key, "created": before is None, "changed": changed},
+                201 if before is None else 200)  # fmt: skip
 
 
 async def _broadcast(request: Request, key: str) -> Broadcast:
@@ -118,12 +120,14 @@ async def list_all(request: Request) -> Response:
 @needs("messaging:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
+    before = await audit.stored(request, "broadcast", key)
     try:
         deleted = await run_in_threadpool(delete_broadcast, request.state.redis_sync, key)
     except ValueError as exc:
         return error(409, "running", str(exc))
     if not deleted:
         return error(404, "not_found", f"no broadcast {key!r}")
+    await audit.changed(request, "broadcast", key, before)
     return json({"key": key, "deleted": True})
 
 
@@ -132,10 +136,13 @@ async def act(request: Request, action: str) -> Response:
     action is for."""
     key = path_key(request)
     await _broadcast(request, key)
+    client = request.state.redis_sync
+    was = (await run_in_threadpool(state_of, client, key))["status"]
     try:
-        status = await run_in_threadpool(control, request.state.redis_sync, key, action, _now())
+        status = await run_in_threadpool(control, client, key, action, _now())
     except ValueError as exc:
         return error(409, "wrong_status", str(exc))
+    await audit.record(request, "broadcast", key, action, {"status": was}, {"status": status})
     return json({"key": key, "status": status})
 
 

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
+from edge.access import audit
 from edge.api.auth import holds, needs
 from edge.api.responses import Problem, error, json, path_key
 from edge.routes.placements import check_window
@@ -45,10 +46,11 @@ async def put(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     client = request.state.redis_sync
-    existed = await run_in_threadpool(client.hexists, DEFS, key)
+    before = await audit.stored(request, "journey", key)
     changed = await run_in_threadpool(put_journey, client, key, journey)
-    return json({"key": key, "created": not existed, "changed": changed},
-                200 if existed else 201)  # fmt: skip
+    await audit.changed(request, "journey", key, before)
+    return json({"key": key, "created": before is None, "changed": changed},
+                201 if before is None else 200)  # fmt: skip
 
 
 async def _journey(request: Request, key: str) -> Journey:
@@ -67,8 +69,10 @@ async def get_one(request: Request) -> Response:
 @needs("journeys:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
+    before = await audit.stored(request, "journey", key)
     if not await run_in_threadpool(delete_journey, request.state.redis_sync, key):
         return error(404, "not_found", f"no journey {key!r}")
+    await audit.changed(request, "journey", key, before)
     return json({"key": key, "deleted": True})
 
 

@@ -38,6 +38,7 @@ from decisions.placements import (
     state_key,
 )
 from decisions.results import placement_results
+from edge.access import audit
 from edge.api.auth import needs
 from edge.api.responses import Problem, error, json, path_key
 from profiles.membership import member_key
@@ -119,10 +120,12 @@ async def put(request: Request) -> Response:
         return error(400, "invalid_json", f"$: {exc}")
     _check_policy(key, placement)
     client = request.state.redis_sync
-    existed = await run_in_threadpool(client.hexists, "{plc}:defs", key)
+    before = await audit.stored(request, "placement", key)
     changed = await run_in_threadpool(put_placement, client, key, placement)
     revision = (await run_in_threadpool(placements, client))[key].revision
     await _serve_now(request)
+    await audit.changed(request, "placement", key, before)
+    existed = before is not None
     body = {"key": key, "created": not existed, "changed": changed, "revision": revision}
     return json(body, 201 if not existed else 200)
 
@@ -166,9 +169,11 @@ async def list_all(request: Request) -> Response:
 @needs("placements:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
+    before = await audit.stored(request, "placement", key)
     if not await run_in_threadpool(delete_placement, request.state.redis_sync, key):
         return error(404, "not_found", f"no placement {key!r}")
     await _serve_now(request)
+    await audit.changed(request, "placement", key, before)
     return json({"key": key, "deleted": True})
 
 

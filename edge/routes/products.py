@@ -4,7 +4,7 @@ index), and ``GET /v1/catalog/items?cursor=`` to page through it (``profiles.pro
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
+from edge.access import audit
 from edge.api.auth import needs
 from edge.api.responses import Problem, error, json
 from profiles.products import ITEM, ITEMS, Item, delete_item, get_items, put_items
@@ -53,10 +54,11 @@ async def put(request: Request) -> Response:
     if item.id is not None and item.id != item_id:
         return error(400, "invalid_item", f"$.id: {item.id!r} is not the id in the path")
     client = request.state.redis_sync
-    existed = await run_in_threadpool(client.hexists, ITEMS, item_id)
+    before = await audit.stored(request, "catalog_item", item_id)
     saved = msgspec.structs.replace(item, id=item_id, source="api")
     await run_in_threadpool(put_items, client, [saved])
-    return json({"item": saved, "created": not existed}, 200 if existed else 201)
+    await audit.changed(request, "catalog_item", item_id, before)
+    return json({"item": saved, "created": before is None}, 201 if before is None else 200)
 
 
 @needs("catalog:write")
@@ -66,8 +68,24 @@ async def bulk(request: Request) -> Response:
         if item.id is None:
             return error(400, "invalid_item", f"$.items[{index}].id: required in a bulk upsert")
     items = [msgspec.structs.replace(item, source="api") for item in found.items]
-    await run_in_threadpool(put_items, request.state.redis_sync, items)
+    client = request.state.redis_sync
+    ids = [str(item.id) for item in items]
+    was = await run_in_threadpool(get_items, client, ids)
+    await run_in_threadpool(put_items, client, items)
+    before, after = _changed_items(ids, was, await run_in_threadpool(get_items, client, ids))
+    await audit.record(request, "catalog", "items", "upsert", before, after)
     return json({"upserted": len(items)})
+
+
+def _changed_items(ids: list[str], was: list[Item | None],
+                   now: list[Item | None]) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The items a bulk upsert changed, before and after, by id (an item new: null before)."""
+    before, after = {}, {}
+    for item_id, old, new in zip(ids, was, now):
+        if old != new:
+            before[item_id] = msgspec.to_builtins(old)
+            after[item_id] = msgspec.to_builtins(new)
+    return before, after
 
 
 @needs("read")
@@ -82,8 +100,10 @@ async def get_one(request: Request) -> Response:
 @needs("catalog:write")
 async def delete(request: Request) -> Response:
     item_id = _id(request)
+    before = await audit.stored(request, "catalog_item", item_id)
     if not await run_in_threadpool(delete_item, request.state.redis_sync, item_id):
         return error(404, "not_found", f"no item {item_id!r}")
+    await audit.changed(request, "catalog_item", item_id, before)
     return json({"id": item_id, "deleted": True})
 
 

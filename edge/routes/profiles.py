@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
 from collector.identifiers import checksum_address
+from edge.access import audit
 from edge.api.auth import needs
 from edge.api.responses import Problem, error, json
 from profiles.privacy import erase
@@ -193,6 +194,15 @@ async def delete_profile(request: Request) -> Response:
     found = await _profile(request)
     erasure = await run_in_threadpool(erase, request.state.profiles, found.id)
     await request.state.suppression.refresh(request.state.redis)
+    # The request, never the person: no id, identity or path of theirs in the log.
+    await audit.record(
+        request,
+        "erasure",
+        erasure.request,
+        "erase",
+        None,
+        {"profiles": len(erasure.profiles), "identities": len(erasure.identities)},
+    )
     return json(erasure.as_json(), 202)
 
 

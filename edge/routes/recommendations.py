@@ -46,6 +46,7 @@ from collector.store import QueryFailed, StoreUnavailable
 from decisions.choice import Decider, Decision, UnknownPlacement
 from decisions.placements import KEY
 from decisions.records import plain_shape, signed_shape
+from edge.access import audit
 from edge.api.auth import needs
 from edge.api.responses import Problem, error, json
 from edge.routes.profiles import parse_identity
@@ -232,6 +233,7 @@ async def refresh(request: Request) -> Response:
     client = request.state.redis_sync
     await run_in_threadpool(request_refresh, client)
     lists = await run_in_threadpool(client.hlen, RECS)
+    await audit.record(request, "recommendations", "lists", "refresh")
     return json({"requested": True, "lists": lists,
                  "message": "the recommendations worker recomputes the candidate lists at its "
                             "next pass (within a second while it runs, then as long as the SQL "

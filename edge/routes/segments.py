@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
+from edge.access import audit
 from edge.api.auth import needs
 from edge.api.responses import error, json, path_key
 from profiles.membership import delete_segment, member_key, put_segment, segments
@@ -32,10 +33,11 @@ async def put(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     client = request.state.profiles.client
-    existed = await run_in_threadpool(client.hexists, "{seg}:defs", key)
+    before = await audit.stored(request, "segment", key)
     changed = await run_in_threadpool(put_segment, client, key, segment)
-    body = {"key": key, "created": not existed, "changed": changed, "backfill": changed}
-    return json(body, 201 if not existed else 200)
+    await audit.changed(request, "segment", key, before)
+    body = {"key": key, "created": before is None, "changed": changed, "backfill": changed}
+    return json(body, 201 if before is None else 200)
 
 
 @needs("read")
@@ -89,8 +91,10 @@ async def members(request: Request) -> Response:
 @needs("segments:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
+    before = await audit.stored(request, "segment", key)
     if not await run_in_threadpool(delete_segment, request.state.profiles.client, key):
         return error(404, "not_found", f"no segment {key!r}")
+    await audit.changed(request, "segment", key, before)
     return json({"key": key, "deleted": True})
 
 

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import InvalidInput, Unauthorized, with_path
+from edge.access import audit
 from edge.api.auth import holds, needs, require
 from edge.api.responses import Problem, error, json, path_key
 from edge.routes.profiles import NotFound, find_profile
@@ -77,8 +78,10 @@ async def put(request: Request) -> Response:
         return error(400, "invalid_json", f"$: {exc}")
     except ValueError as exc:
         return error(400, "invalid_group", str(exc))
+    before = await audit.stored(request, "subscription_group", key)
     created, changed = await run_in_threadpool(subs.put_group, request.state.redis_sync, key,
                                                group)  # fmt: skip
+    await audit.changed(request, "subscription_group", key, before)
     return json({"key": key, "created": created, "changed": changed}, 201 if created else 200)
 
 
@@ -98,8 +101,10 @@ async def get_one(request: Request) -> Response:
 @needs("messaging:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
+    before = await audit.stored(request, "subscription_group", key)
     if not await run_in_threadpool(subs.delete_group, request.state.redis_sync, key):
         return error(404, "not_found", f"no subscription group {key!r}")
+    await audit.changed(request, "subscription_group", key, before)
     return json({"key": key, "deleted": True})
 
 
@@ -185,6 +190,9 @@ async def set_profile_states(request: Request) -> Response:
         if state == "pending":
             confirmations[key] = await _confirm(request, found.id, key, group)
     shown = await run_in_threadpool(_person, client, found.id)
+    was = {key: held[key].state if key in held else None for key in changed}
+    now = {key: shown[key]["state"] for key in changed}
+    await audit.record(request, "subscriptions", found.id, "update", was, now)
     answer: dict[str, Any] = {"profile": found.id, "subscriptions": shown, "changed": changed}
     if confirmations:
         answer["confirmations"] = confirmations
@@ -214,6 +222,8 @@ async def delete_suppression(request: Request) -> Response:
     if not await run_in_threadpool(suppression.unblock, request.state.redis_sync, "email",
                                    address):  # fmt: skip
         return error(404, "not_found", f"{address} is not on the suppression list")
+    await audit.record(request, "suppression", suppression.address_hash("email", address),
+                       "delete", {"suppressed": True}, {"suppressed": False})  # fmt: skip
     return json({"email": address, "deleted": True})
 
 
@@ -251,6 +261,13 @@ async def feedback(request: Request) -> Response:
     done = await run_in_threadpool(suppression.record_feedback, client, report)
     if report.type == "complaint":
         await run_in_threadpool(_complained, request, report.email)
+    if done == "suppressed":  # (a soft bounce is only counted)
+        try:
+            await audit.record(request, "suppression", suppression.address_hash(
+                "email", report.email), "suppress", None, {"reason": report.type},
+                actor="webhook:feedback")  # fmt: skip
+        except Problem as exc:
+            return exc.response()
     return json({"email": suppression.normalized("email", report.email), "result": done})
 
 

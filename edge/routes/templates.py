@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
+from edge.access import audit
 from edge.api.auth import needs
 from edge.api.responses import Problem, error, json, path_key
 from journeys.actions import Api, ApiError
@@ -38,10 +39,11 @@ async def put(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         return error(400, "invalid_json", f"$: {exc}")
     client = request.state.redis_sync
-    existed = await run_in_threadpool(client.hexists, DEFS, key)
+    before = await audit.stored(request, "template", key)
     changed = await run_in_threadpool(put_template, client, key, template)
-    return json({"key": key, "created": not existed, "changed": changed},
-                200 if existed else 201)  # fmt: skip
+    await audit.changed(request, "template", key, before)
+    return json({"key": key, "created": before is None, "changed": changed},
+                201 if before is None else 200)  # fmt: skip
 
 
 async def _template(request: Request, key: str) -> EmailTemplate:
@@ -68,8 +70,10 @@ async def list_all(request: Request) -> Response:
 @needs("messaging:write")
 async def delete(request: Request) -> Response:
     key = path_key(request)
+    before = await audit.stored(request, "template", key)
     if not await run_in_threadpool(delete_template, request.state.redis_sync, key):
         return error(404, "not_found", f"no template {key!r}")
+    await audit.changed(request, "template", key, before)
     return json({"key": key, "deleted": True})
 
 

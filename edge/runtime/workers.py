@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the table is read by ``kairos --help``: workers are imported when built
@@ -104,13 +105,14 @@ HISTORY_COUNTS = (  # a segment's backfill: each person's count of an event in D
 def _profiles(needs: Needs, interval: float = 0.2) -> ProfileUpdater:
     from collector import SpoolReader
     from collector.spool import append_now
+    from edge.access.audit import from_config
     from profiles import ProfileStore, ProfileUpdater
     from profiles.membership import Membership, put_segment
 
     client, config, events = needs.redis, needs.config, needs.history
     store = ProfileStore(client, config.lead_score.half_life_ms)
     for key, segment in config.segments.items():
-        if put_segment(client, key, segment):
+        if from_config(client, "segment", key, partial(put_segment, client, key, segment)):
             log.info("segment from the config file installed", extra={"segment": key})
     membership = Membership(
         store, lambda messages: append_now(client, messages), config.lead_score.half_life_days
@@ -139,9 +141,11 @@ def _rewards(needs: Needs, interval: float = 0.2) -> RewardWorker:
     from collector import SpoolReader
     from decisions.placements import put_placement
     from decisions.rewards import RewardWorker
+    from edge.access.audit import from_config
 
     for key, placement in needs.config.placements.items():
-        if put_placement(needs.redis, key, placement):
+        if from_config(needs.redis, "placement", key,
+                       partial(put_placement, needs.redis, key, placement)):  # fmt: skip
             log.info("placement from the config file installed", extra={"placement": key})
     reader = SpoolReader(needs.redis, "rewards", needs.consumer)
     return RewardWorker(reader, needs.redis, interval=interval)
@@ -198,6 +202,7 @@ def _journeys(
     import httpx
 
     from collector import SpoolReader
+    from edge.access.audit import from_config
     from edge.runtime.logs import redact
     from edge.runtime.stores import smtp_url
     from journeys.actions import Api
@@ -206,7 +211,8 @@ def _journeys(
     from journeys.worker import JourneyWorker
 
     for key, journey in needs.config.journeys.items():
-        if put_journey(needs.redis, key, journey):
+        if from_config(needs.redis, "journey", key,
+                       partial(put_journey, needs.redis, key, journey)):  # fmt: skip
             log.info("journey installed from the config file", extra={"journey": key})
     # The environment's bot token wins over the file's (a secret is better kept out of files).
     channels = needs.config.channels.with_token(os.environ.get("KAIROS_TELEGRAM_TOKEN"))

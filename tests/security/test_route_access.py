@@ -111,6 +111,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/recommendations/refresh"): ("secret", None),
     ("GET", "/v1/recommendations/{id:path}/render"): ("secret", None),
     ("GET", "/v1/recommendations/{id:path}"): ("secret", None),
+    ("GET", "/v1/audit"): ("secret", None),  # admin
     ("GET", "/"): ("public", None),  # a redirect to /dashboard
     ("GET", "/dashboard/login"): ("public", None),
     ("POST", "/dashboard/login"): ("public", None),
@@ -125,6 +126,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/dashboard/subscriptions"): ("session", None),
     ("GET", "/dashboard/templates"): ("session", None),
     ("GET", "/dashboard/broadcasts"): ("session", None),
+    ("GET", "/dashboard/audit"): ("session", None),  # admins only, once the dashboard has roles
     ("POST", "/dashboard/broadcasts/{key}/start"): ("session", None),
     ("POST", "/dashboard/broadcasts/{key}/pause"): ("session", None),
     ("POST", "/dashboard/broadcasts/{key}/resume"): ("session", None),
