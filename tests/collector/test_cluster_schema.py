@@ -27,8 +27,8 @@ from edge.runtime.config import ConfigError, load_config
 
 def test_cluster_ddl_parses(ch: Any) -> None:
     cluster = statements(Shape("kairos"))
-    # A Distributed table beside each of the three tables, the added column on one of them too.
-    assert len(cluster) == len(statements(Shape())) + 4
+    # A Distributed table beside each of the four tables, the added column on one of them too.
+    assert len(cluster) == len(statements(Shape())) + 5
     for statement in cluster + erasure(Shape("kairos"), ["p'1"], [], ["u"]):
         if statement.startswith("INSERT"):  # through the Distributed tables, from any node
             assert statement.startswith("INSERT INTO events_by_person SELECT * FROM events ")
@@ -123,7 +123,7 @@ def test_cluster_schema_creates_and_migrates_in_chdb(tmp_path: Path) -> None:
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["clusters"] == [[1, 1, "clickhouse-1"], [1, 2, "clickhouse-2"],
                                  [2, 1, "clickhouse-3"], [2, 2, "clickhouse-4"]]  # fmt: skip
-    assert found["first"] == [1, 2, 3, 4] and found["second"] == []
+    assert found["first"] == [1, 2, 3, 4, 5] and found["second"] == []
     engines = {name: (engine, full) for name, engine, full, _ in found["tables"]}
     assert engines["events_local"][0] == engines["decisions_local"][0] == "MergeTree"
     assert engines["events"] == (
@@ -137,6 +137,8 @@ def test_cluster_schema_creates_and_migrates_in_chdb(tmp_path: Path) -> None:
     assert engines["events_by_person_local"][0] == "ReplacingMergeTree"
     assert engines["events_by_person"][1].endswith("'events_by_person_local', "
                                                    "cityHash64(if(profile_id != '', profile_id, anonymous_id)))")  # fmt: skip
+    assert engines["audit_local"][0] == "ReplacingMergeTree"  # entries dedup by id
+    assert engines["audit"][1].endswith("'audit_local', cityHash64(id))")
     assert engines["events_intake"][0] == "Null"
     assert engines["events_intake_mv"][0] == "MaterializedView"
     intake_view = next(ddl for name, _, _, ddl in found["tables"] if name == "events_intake_mv")

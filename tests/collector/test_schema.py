@@ -160,6 +160,15 @@ def test_retention_drops_old_rows_and_is_changed_only_when_it_differs(ch: Any) -
     assert retain(ch, StoreSettings()) == []
 
 
+def test_the_audit_log_keeps_what_its_retention_says(ch: Any) -> None:
+    migrate(ch)
+    year = StoreSettings(retention_days={"audit": 365})
+    assert retain(ch, year) == [
+        "ALTER TABLE audit MODIFY TTL toDateTime(timestamp) + toIntervalDay(365)"
+    ]
+    assert retain(ch, year) == []
+
+
 def test_migration_4_copies_the_events_stored_before_it_once(
     ch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,7 +178,7 @@ def test_migration_4_copies_the_events_stored_before_it_once(
     ch.command("INSERT INTO events (message_id, profile_id) SELECT concat('m', toString(number)), "
                "concat('p', toString(number % 10)) FROM numbers(1000)")  # fmt: skip
     monkeypatch.undo()
-    assert migrate(ch) == [4]
+    assert migrate(ch) == [4, 5]
     ch.command("INSERT INTO events (message_id, profile_id) VALUES ('later', 'p1')")  # the view's
     assert ch.query("SELECT count(), uniqExact(message_id) FROM events_by_person").result_rows == [
         (1001, 1001)
