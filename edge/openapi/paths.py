@@ -98,6 +98,10 @@ _MISSING = {404: ("No such resource", "Error")}
 _STORE_DOWN = {503: ("A store is unavailable or the spool is full; retry after Retry-After",
                      "Error")}  # fmt: skip
 _HTML = "text/html"
+# Every change is recorded in the audit log before it answers (edge.access.audit).
+_LOGGED = {503: ("The change was made, but the audit log could not take its entry "
+                 "(audit_unavailable); retry after Retry-After", "Error")}  # fmt: skip
+_SAVED = {200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD, **_LOGGED}
 
 
 def _tracking() -> list[Operation]:
@@ -144,7 +148,7 @@ def _placements() -> list[Operation]:
                   answers={200: ("The placements", "PlacementList")}, scope="read"),
         Operation("put", "/v1/placements/{key}", "Create or replace a placement", "placements",
                   (SECRET,), "Placement", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  answers=_SAVED,
                   scope="placements:write"),
         Operation("get", "/v1/placements/{key}", "A placement and what its policy learned",
                   "placements", (SECRET,), parameters=one,
@@ -152,7 +156,7 @@ def _placements() -> list[Operation]:
                   scope="read"),
         Operation("delete", "/v1/placements/{key}", "Delete a placement", "placements",
                   (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **_LOGGED},
                   scope="placements:write"),
         Operation("get", "/v1/placements/{key}/evaluate", "Off-policy evaluation of a candidate "
                   "policy on the placement's decision log", "placements", (SECRET,),
@@ -184,7 +188,7 @@ def _profiles() -> list[Operation]:
                   scope="profiles:read"),
         Operation("delete", "/v1/profiles/{id}", "Erase a person (GDPR): profile, identities, "
                   "events", "profiles", (SECRET,), parameters=one,
-                  answers={202: ("Erasure under way", "Erasure"), **_BAD, **_MISSING},
+                  answers={202: ("Erasure under way", "Erasure"), **_BAD, **_MISSING, **_LOGGED},
                   scope="profiles:erase"),
         Operation("get", "/v1/profiles/{id}/events", "A person's events, newest first",
                   "profiles", (SECRET,), parameters=[*one, *events],
@@ -204,14 +208,14 @@ def _segments() -> list[Operation]:
                   answers={200: ("The segments", "SegmentList")}, scope="read"),
         Operation("put", "/v1/segments/{key}", "Create or replace a segment (queues its "
                   "backfill)", "segments", (SECRET,), "Segment", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  answers=_SAVED,
                   scope="segments:write"),
         Operation("get", "/v1/segments/{key}", "A segment", "segments", (SECRET,),
                   parameters=one,
                   answers={200: ("The segment", "SegmentShown"), **_BAD, **_MISSING}, scope="read"),
         Operation("delete", "/v1/segments/{key}", "Delete a segment", "segments", (SECRET,),
                   parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **_LOGGED},
                   scope="segments:write"),
         Operation("get", "/v1/segments/{key}/members", "A page of the segment's profile ids",
                   "segments", (SECRET,), parameters=[*one, _CURSOR],
@@ -227,17 +231,19 @@ def _catalog() -> list[Operation]:
                   answers={200: ("Items", "ItemPage"), **_BAD}, scope="read"),
         Operation("post", "/v1/catalog/items", "Upsert up to 1,000 items, all or nothing",
                   "catalog", (SECRET,), "Bulk",
-                  answers={200: ("Upserted", "Upserted"), **_BAD}, scope="catalog:write"),
+                  answers={200: ("Upserted", "Upserted"), **_BAD, **_LOGGED},
+                  scope="catalog:write"),
         Operation("put", "/v1/catalog/items/{id}", "Create or replace an item", "catalog",
                   (SECRET,), "Item", parameters=one,
                   answers={200: ("Replaced", "ItemShown"), 201: ("Created", "ItemShown"),
-                           **_BAD}, scope="catalog:write"),
+                           **_BAD, **_LOGGED}, scope="catalog:write"),
         Operation("get", "/v1/catalog/items/{id}", "An item", "catalog", (SECRET,),
                   parameters=one,
                   answers={200: ("The item", "ItemShown"), **_BAD, **_MISSING}, scope="read"),
         Operation("delete", "/v1/catalog/items/{id}", "Delete an item", "catalog", (SECRET,),
                   parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}, scope="catalog:write"),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **_LOGGED},
+                  scope="catalog:write"),
     ]  # fmt: skip
 
 
@@ -265,14 +271,14 @@ def _journeys() -> list[Operation]:
                            **_BAD, **_MISSING, **_STORE_DOWN}, scope="journeys:write"),
         Operation("put", "/v1/journeys/{key}", "Create or replace a journey", "journeys",
                   (SECRET,), "Journey", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  answers=_SAVED,
                   scope="journeys:write"),
         Operation("get", "/v1/journeys/{key}", "A journey's definition", "journeys", (SECRET,),
                   parameters=one,
                   answers={200: ("The journey", "JourneyShown"), **_BAD, **_MISSING}, scope="read"),
         Operation("delete", "/v1/journeys/{key}", "Delete a journey", "journeys", (SECRET,),
                   parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **_LOGGED},
                   scope="journeys:write"),
     ]  # fmt: skip
 
@@ -285,7 +291,7 @@ def _messaging() -> list[Operation]:
                   answers={200: ("Templates", "EmailTemplateList")}, scope="read"),
         Operation("put", "/v1/templates/{key}", "Create or replace an email template",
                   "messaging", (SECRET,), "EmailTemplate", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  answers=_SAVED,
                   scope="messaging:write"),
         Operation("get", "/v1/templates/{key}", "An email template", "messaging", (SECRET,),
                   parameters=one,
@@ -293,7 +299,7 @@ def _messaging() -> list[Operation]:
                   scope="read"),
         Operation("delete", "/v1/templates/{key}", "Delete an email template", "messaging",
                   (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **_LOGGED},
                   scope="messaging:write"),
         Operation("post", "/v1/templates/{key}/preview", "The template rendered for one "
                   "person (their recommendations and offer included)", "messaging", (SECRET,),
@@ -325,7 +331,13 @@ def _broadcasts() -> list[Operation]:
             (SECRET,),
             parameters=one,
             body_required=False,
-            answers={200: ("Its status now", "BroadcastStatus"), **_BAD, **_MISSING, **running},
+            answers={
+                200: ("Its status now", "BroadcastStatus"),
+                **_BAD,
+                **_MISSING,
+                **running,
+                **_LOGGED,
+            },
             scope="messaging:send",
         )
         for action, summary in (
@@ -341,14 +353,14 @@ def _broadcasts() -> list[Operation]:
         Operation("put", "/v1/broadcasts/{key}", "Create or replace a broadcast (a draft)",
                   "messaging", (SECRET,), "Broadcast", parameters=one,
                   answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD,
-                           **running}, scope="messaging:write"),
+                           **running, **_LOGGED}, scope="messaging:write"),
         Operation("get", "/v1/broadcasts/{key}", "A broadcast and its progress", "messaging",
                   (SECRET,), parameters=one,
                   answers={200: ("The broadcast", "BroadcastShown"), **_BAD, **_MISSING},
                   scope="read"),
         Operation("delete", "/v1/broadcasts/{key}", "Delete a broadcast (not while it runs)",
                   "messaging", (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **running},
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **running, **_LOGGED},
                   scope="messaging:write"),
         *acts,
         Operation("post", "/v1/broadcasts/{key}/dry-run", "Who would receive it now (sends "
@@ -376,14 +388,14 @@ def _subscriptions() -> list[Operation]:
         Operation("put", "/v1/subscriptions/{key}", "Create or replace a subscription group",
                   "subscriptions", (SECRET,), "SubscriptionDefinition", parameters=one,
                   answers={200: ("Replaced", "GroupSaved"), 201: ("Created", "GroupSaved"),
-                           **_BAD}, scope="messaging:write"),
+                           **_BAD, **_LOGGED}, scope="messaging:write"),
         Operation("get", "/v1/subscriptions/{key}", "A subscription group", "subscriptions",
                   (SECRET,), parameters=one,
                   answers={200: ("The group", "SubscriptionGroup"), **_BAD, **_MISSING},
                   scope="read"),
         Operation("delete", "/v1/subscriptions/{key}", "Delete a subscription group",
                   "subscriptions", (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **_LOGGED},
                   scope="messaging:write"),
         Operation("get", "/v1/profiles/{id}/subscriptions", "A person's state in every group",
                   "subscriptions", (SECRET,), parameters=[_PROFILE_ID],
@@ -394,19 +406,20 @@ def _subscriptions() -> list[Operation]:
                   "as pending and gets a confirmation email", "subscriptions", (SECRET,),
                   "StateChange", parameters=[_PROFILE_ID],
                   answers={200: ("The states now", "ProfileSubscriptions"), **_BAD,
-                           **_MISSING}, scope="messaging:send"),
+                           **_MISSING, **_LOGGED}, scope="messaging:send"),
         Operation("get", "/v1/suppressions/{email}", "An address's suppression entry",
                   "subscriptions", (SECRET,), parameters=email,
                   answers={200: ("The entry", "SuppressionShown"), **_BAD, **_MISSING},
                   scope="profiles:read"),
         Operation("delete", "/v1/suppressions/{email}", "Take an address off the suppression "
                   "list", "subscriptions", (SECRET,), parameters=email,
-                  answers={200: ("Taken off", "SuppressionDeleted"), **_BAD, **_MISSING},
+                  answers={200: ("Taken off", "SuppressionDeleted"), **_BAD, **_MISSING, **_LOGGED},
                   scope="messaging:send"),
         Operation("post", "/v1/messaging/feedback", "A bounce or complaint from the email "
                   "provider (X-Kairos-Signature under the feedback secret, or the secret key)",
                   "subscriptions", (SECRET, FEEDBACK_SIGNED), "Feedback",
-                  answers={200: ("Recorded", "FeedbackRecorded"), **_BAD}, scope="messaging:send"),
+                  answers={200: ("Recorded", "FeedbackRecorded"), **_BAD, **_LOGGED},
+                  scope="messaging:send"),
         Operation("get", "/v1/preferences/{token}", "A person's preference page (signed link)",
                   "subscriptions", parameters=token, answers={**page, **invalid}),
         Operation("post", "/v1/preferences/{token}", "Save the preference page's toggles "
@@ -460,7 +473,7 @@ def _recommendations() -> list[Operation]:
                            **_BAD, **_MISSING, **unavailable}, scope="recommendations"),
         Operation("post", "/v1/recommendations/refresh", "Recompute the candidate lists now "
                   "(the recommendations worker does it at its next pass)", "recommendations",
-                  (SECRET,), answers={202: ("Asked; not yet done", "RefreshRequested")},
+                  (SECRET,), answers={202: ("Asked; not yet done", "RefreshRequested"), **_LOGGED},
                   scope="catalog:write"),
         Operation("get", "/v1/recommendations/{id}/render", "Recommendations rendered as an "
                   "email block (html and text)", "recommendations", (SECRET,),
