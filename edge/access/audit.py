@@ -17,11 +17,13 @@ change's 200 goes out; the sink moves it into ClickHouse within a second or two.
 fails, the change has been made but the answer is a 503 ``audit_unavailable`` that says so (and
 the entry goes to the error log): a caller never gets a 200 for a change the log lacks. A PUT
 that changes nothing is not recorded. The config file's definitions, installed by the workers
-at start, are recorded with ``from_config`` (actor ``config:file``, via ``config``).
+at start, are recorded with ``from_config`` (actor ``config:file``, via ``config``); a CLI
+command that writes Redis itself records with ``record_local`` (via ``cli``).
 """
 
 from __future__ import annotations
 
+import getpass
 import logging
 import socket
 from collections.abc import Callable
@@ -43,8 +45,8 @@ from journeys.subscriptions import GROUPS
 from profiles.membership import DEFS as SEGMENTS
 from profiles.products import ITEMS
 
-__all__ = ["CLI_AGENT", "STORED", "address_of", "changed", "from_config", "record", "stored",
-           "via_of"]  # fmt: skip
+__all__ = ["CLI_AGENT", "STORED", "address_of", "changed", "from_config", "record",
+           "record_local", "stored", "via_of"]  # fmt: skip
 
 log = logging.getLogger("kairos.audit")
 
@@ -116,6 +118,24 @@ async def record(request: Request, resource: str, key: str, action: str, before:
                       "answers", headers={"Retry-After": "5"}) from None  # fmt: skip
 
 
+def record_local(client: redis.Redis, resource: str, key: str, action: str, before: Any = None,
+                 after: Any = None, actor: str = "", via: str = "cli") -> None:  # fmt: skip
+    """Record a change made on this machine without the API (blocking): the config file's
+    installs, or a CLI command that writes Redis itself. ``actor`` defaults to
+    ``cli:<OS user>``; the address is this host's name. Redis errors propagate."""
+    if before is not None and before == after:
+        return
+    actor = actor or f"cli:{_os_user()}"
+    append(client, entry(actor, via, socket.gethostname(), action, resource, key, before, after))
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "unknown"
+
+
 def from_config(client: redis.Redis, resource: str, key: str, apply: Callable[[], bool]) -> bool:
     """Install a definition from the config file (``apply`` saves it and says whether it
     changed) and record the change; whether it changed."""
@@ -123,8 +143,6 @@ def from_config(client: redis.Redis, resource: str, key: str, apply: Callable[[]
     if not apply():
         return False
     after = _decoded(client.hget(STORED[resource], key))
-    if before != after:
-        action = "create" if before is None else "update"
-        append(client, entry("config:file", "config", socket.gethostname(), action, resource,
-                             key, before, after))  # fmt: skip
+    action = "create" if before is None else "update"
+    record_local(client, resource, key, action, before, after, "config:file", "config")
     return True
