@@ -647,14 +647,15 @@ def _access() -> list[Operation]:
     return [
         Operation("post", "/v1/keys", "Make a named key with scopes (shown once: only its "
                   "digest is kept)", "access", (SECRET,), "KeyAsk",
-                  answers={201: ("The key, shown this once", "KeyCreated"), **_BAD,
+                  answers={201: ("The key, shown this once", "KeyCreated"), **_BAD, **_LOGGED,
                            409: ("A key of that name exists", "Error")}, scope="admin"),
         Operation("get", "/v1/keys", "Every named key (never the key itself)", "access",
                   (SECRET,), answers={200: ("The keys", "KeyList")}, scope="admin"),
         Operation("delete", "/v1/keys/{name}", "Revoke a named key: at once here, within the "
                   "revocation delay on every other instance", "access", (SECRET,),
                   parameters=name,
-                  answers={200: ("Revoked", "KeyRevoked"), **_BAD, **_MISSING}, scope="admin"),
+                  answers={200: ("Revoked", "KeyRevoked"), **_BAD, **_MISSING, **_LOGGED},
+                  scope="admin"),
     ]  # fmt: skip
 
 

@@ -3,7 +3,8 @@
 /v1/keys/{name}`` revokes one.
 
 A key revoked here stops working on this instance at once and on every other within
-``edge.access.keys.REFRESH_SECONDS``.
+``edge.access.keys.REFRESH_SECONDS``. Both changes go to the audit log (the key's record, never
+the key).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.errors import with_path
-from edge.access import keys
+from edge.access import audit, keys
 from edge.api.auth import needs
 from edge.api.responses import error, json
 
@@ -39,6 +40,7 @@ async def create(request: Request) -> Response:
         return error(409, "name_taken", f"$.name: a key named {ask.name!r} exists: revoke it "
                                         "first, or choose another name")  # fmt: skip
     await request.state.keyring.refresh(request.state.redis)  # usable here at once
+    await audit.record(request, "key", ask.name, "create", None, msgspec.to_builtins(record))
     shown = {**msgspec.to_builtins(record), "key": key, "last_used": None}
     return json(shown, 201)
 
@@ -59,6 +61,7 @@ async def revoke(request: Request) -> Response:
     if found is None:
         return error(404, "not_found", f"no key named {name!r}")
     request.state.keyring.forget(name)
+    await audit.record(request, "key", name, "delete", msgspec.to_builtins(found), None)
     return json({"name": name, "revoked": True,
                  "revocation_delay_seconds": keys.REFRESH_SECONDS})  # fmt: skip
 

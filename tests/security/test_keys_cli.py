@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from tests.conftest import SECRET_KEY, Engine
+from tests.edge.test_audit import logged
 
 
 def _kairos(engine: Engine, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,6 +42,11 @@ def test_create_list_and_revoke_a_key_from_the_command_line(engine: Engine) -> N
     assert answer.status_code == 401
     missing = _kairos(engine, "revoke", "email-system")
     assert missing.returncode == 1 and "not_found: no key named 'email-system'" in missing.stderr
+    # Both changes are in the audit log, made by the CLI with the secret key; never the key.
+    entries = logged(engine, 2, resource="key", key="email-system")
+    assert {(e["action"], e["via"], e["actor"]) for e in entries} == {
+        ("create", "cli", "key:secret key"), ("delete", "cli", "key:secret key")}  # fmt: skip
+    assert key not in str(entries) and "read" in str(entries)
 
 
 def test_a_bad_scope_is_refused_by_the_command_line_with_the_valid_ones() -> None:
