@@ -33,6 +33,7 @@ from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
 from edge.pages import dashboard, demo, messaging, preferences
+from edge.pages import sessions as session_pages
 from edge.routes import (
     broadcasts,
     decide,
@@ -51,6 +52,7 @@ from edge.routes import (
     subscriptions,
     templates,
     tracking,
+    users,
     wallets,
 )
 from edge.routes.decide import DecideEndpoint
@@ -237,6 +239,8 @@ def create_app(settings: Settings) -> ASGIApp:
             *models.routes,
             *dashboard.routes,
             *messaging.routes,
+            *session_pages.routes,
+            *users.routes,
             *products.routes,
             *journeys.routes,
             *templates.routes,

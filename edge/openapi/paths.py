@@ -16,6 +16,7 @@ from collector import wire
 from collector.onchain import OnchainBatch
 from decisions.choice import Answer, Ask
 from decisions.placements import KEY, Placement
+from edge.access.users import MIN_PASSWORD, UserAsk, UserChange
 from edge.routes.journeys import SimulateAsk
 from edge.routes.placements import Evaluation
 from edge.routes.products import Bulk
@@ -36,7 +37,7 @@ __all__ = ["BODIES", "Operation", "operations"]
 BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
           Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
           SimulateAsk, OnchainBatch, RecommendationBatch, Link, EmailTemplate,
-          PreviewAsk, Broadcast, Group, Feedback]  # fmt: skip
+          PreviewAsk, Broadcast, Group, Feedback, UserAsk, UserChange]  # fmt: skip
 
 WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
 FEEDBACK_SIGNED = "feedbackSignature"
@@ -473,59 +474,107 @@ def _operations_and_sdk() -> list[Operation]:
     ]  # fmt: skip
 
 
+def _accounts() -> list[Operation]:
+    email = [path("email", {"type": "string", "minLength": 1, "maxLength": 254},
+                  "the user's email")]  # fmt: skip
+    session = [path("id", {"type": "string", "minLength": 1}, "the session's id (32 hex "
+                    "digits, as GET /v1/sessions lists it)")]  # fmt: skip
+    return [
+        Operation("get", "/v1/users", "Every dashboard user (no password, no hash) and their "
+                  "live sessions", "access", (SECRET,), scope="admin",
+                  answers={200: ("The users", "UserList")}),
+        Operation("post", "/v1/users", "Add a dashboard user (email, role, password of at "
+                  f"least {MIN_PASSWORD} characters)", "access", (SECRET,), "UserAsk",
+                  scope="admin",
+                  answers={201: ("Added", "UserShown"), **_BAD,
+                           409: ("The email has an account already", "Error")}),
+        Operation("put", "/v1/users/{email}", "Change a user's role (from their next page) or "
+                  "password (their sessions end)", "access", (SECRET,), "UserChange",
+                  parameters=email, scope="admin",
+                  answers={200: ("Changed", "UserShown"), **_BAD, **_MISSING}),
+        Operation("delete", "/v1/users/{email}", "Remove a user: their sessions end",
+                  "access", (SECRET,), parameters=email, scope="admin",
+                  answers={200: ("Removed", "UserDeleted"), **_BAD, **_MISSING}),
+        Operation("get", "/v1/sessions", "Every live dashboard session, the newest first",
+                  "access", (SECRET,), scope="admin",
+                  parameters=[query("user", {"type": "string"}, "one user's (an email)")],
+                  answers={200: ("The sessions", "SessionList")}),
+        Operation("delete", "/v1/sessions/{id}", "Revoke a session: it ends at its next page",
+                  "access", (SECRET,), parameters=session, scope="admin",
+                  answers={200: ("Revoked", "Deleted"), **_BAD, **_MISSING}),
+    ]  # fmt: skip
+
+
 def _pages() -> list[Operation]:
     page = {200: ("The page", _HTML)}
     away = {303: ("Not signed in: to /dashboard/login", None)}
+    denied = {403: ("Signed in, but the role lacks the scope (the page names the roles that "
+                    "have it)", _HTML)}  # fmt: skip
     dashboard = [
         Operation("get", "/", "Nothing of its own: to the dashboard", "dashboard",
                   answers={303: ("To /dashboard (which asks to sign in)", None)}),
         Operation("get", "/dashboard", "Overview: placements with a verdict, models",
-                  "dashboard", (SESSION,), answers={**page, **away}),
+                  "dashboard", (SESSION,), scope="read", answers={**page, **away}),
         Operation("get", "/dashboard/placements/{key}", "A placement's results and charts",
-                  "dashboard", (SESSION,), parameters=[path("key")],
+                  "dashboard", (SESSION,), scope="read", parameters=[path("key")],
                   answers={**page, **away, 404: ("No such placement", _HTML)}),
-        Operation("get", "/dashboard/profiles", "Profile lookup", "dashboard", (SESSION,),
+        Operation("get", "/dashboard/profiles", "Profile lookup (a viewer: contact fields "
+                  "hidden, no lookup by email)", "dashboard", (SESSION,), scope="read",
                   parameters=[query("id", {"type": "string"}, "a profile id or identity")],
                   answers={**page, **away}),
         Operation("get", "/dashboard/live", "The newest events", "dashboard", (SESSION,),
-                  answers={**page, **away}),
+                  scope="read", answers={**page, **away}),
         Operation("get", "/dashboard/models", "Model metrics", "dashboard", (SESSION,),
-                  answers={**page, **away}),
+                  scope="read", answers={**page, **away}),
         Operation("get", "/dashboard/journeys", "Journeys as funnels", "dashboard", (SESSION,),
-                  answers={**page, **away}),
+                  scope="read", answers={**page, **away}),
         Operation("get", "/dashboard/subscriptions", "Subscriptions: people per group and "
                   "state, unsubscribes, the suppression list", "dashboard", (SESSION,),
-                  answers={**page, **away}),
+                  scope="read", answers={**page, **away}),
         Operation("get", "/dashboard/templates", "Email templates, and one previewed for a "
-                  "person", "dashboard", (SESSION,),
+                  "person", "dashboard", (SESSION,), scope="read",
                   parameters=[query("key", {"type": "string"}, "the template to preview"),
                               query("person", {"type": "string"},
-                                    "a profile id or identity to render it for")],
-                  answers={**page, **away, 404: ("No such template", _HTML)}),
+                                    "a profile id or identity to render it for (needs "
+                                    "profiles:read)")],
+                  answers={**page, **away, **denied, 404: ("No such template", _HTML)}),
         Operation("get", "/dashboard/broadcasts", "Broadcasts with their progress, and one's "
-                  "results", "dashboard", (SESSION,),
+                  "results", "dashboard", (SESSION,), scope="read",
                   parameters=[query("key", {"type": "string"}, "the broadcast to show")],
                   answers={**page, **away, 404: ("No such broadcast", _HTML)}),
         *(Operation("post", f"/dashboard/broadcasts/{{key}}/{action}", f"{action.capitalize()} "
                     "a broadcast from its page (form: csrf)", "dashboard", (SESSION,),
-                    parameters=[path("key")], body="Form",
+                    scope="messaging:send", parameters=[path("key")], body="Form",
                     media=("application/x-www-form-urlencoded",),
                     answers={303: ("Back to the broadcast's page, or not signed in: to "
                                    "/dashboard/login", None),
-                             400: ("The form's token is missing or stale", _HTML),
+                             400: ("The form's token is missing or stale", _HTML), **denied,
                              404: ("No such broadcast", _HTML),
                              409: ("Not allowed in the broadcast's status", _HTML)})
           for action in ("start", "pause", "resume", "cancel")),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
                   answers={**page}),
-        Operation("post", "/dashboard/login", "Sign in with the secret key (form: key, csrf)",
-                  "dashboard", body="Form", media=("application/x-www-form-urlencoded",),
+        Operation("post", "/dashboard/login", "Sign in with an email and password (form: "
+                  "email, password, csrf), or with the secret key (form: key, csrf) unless "
+                  "[access] secret_key_sign_in = false", "dashboard", body="Form",
+                  media=("application/x-www-form-urlencoded",),
                   answers={**page, 303: ("Signed in: to /dashboard", None),
                            400: ("The form expired", _HTML)}),
         Operation("post", "/dashboard/logout", "Sign out (form: csrf)", "dashboard", (SESSION,),
                   body="Form", media=("application/x-www-form-urlencoded",),
                   answers={303: ("Signed out, or not signed in: to /dashboard/login", None),
                            400: ("The form expired", _HTML)}),
+        Operation("get", "/dashboard/sessions", "Where you are signed in (an admin: every "
+                  "session), with revoke buttons", "dashboard", (SESSION,),
+                  answers={**page, **away}),
+        Operation("post", "/dashboard/sessions/{id}/revoke", "Revoke a session: one's own, or "
+                  "(an admin) anyone's (form: csrf)", "dashboard", (SESSION,),
+                  parameters=[path("id")], body="Form",
+                  media=("application/x-www-form-urlencoded",),
+                  answers={303: ("To the sessions page; one's own session: signed out, to "
+                                 "/dashboard/login; not signed in: to /dashboard/login", None),
+                           400: ("The form's token is missing or stale", _HTML),
+                           404: ("No such session of yours", _HTML)}),
     ]  # fmt: skip
     demo = [
         Operation("get", "/demo", "Demo shop: home", "demo", answers={**page}),
@@ -557,5 +606,5 @@ def _pages() -> list[Operation]:
 def operations() -> list[Operation]:
     return [*_tracking(), *_deciding(), *_placements(), *_profiles(), *_segments(), *_catalog(),
             *_journeys(), *_messaging(), *_subscriptions(), *_wallets_and_chain(),
-            *_recommendations(),
+            *_recommendations(), *_accounts(),
             *_operations_and_sdk(), *_pages()]  # fmt: skip
