@@ -27,7 +27,17 @@ class Failed(Exception):
     pass
 
 
-def _api(args: argparse.Namespace, path: str, body: Any = None) -> Any:
+def _agent() -> str:
+    """How the CLI names itself to the engine (the audit log tells it from a browser)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"kairos-cli/{version('kairos')}"
+    except PackageNotFoundError:
+        return "kairos-cli"
+
+
+def _api(args: argparse.Namespace, path: str, body: Any = None, method: str | None = None) -> Any:
     """Call the engine's API with the secret key; Failed says why not, in one line."""
     secret = find_key("secret_key", args.secret_key, args.data_dir)
     if not secret:
@@ -36,8 +46,10 @@ def _api(args: argparse.Namespace, path: str, body: Any = None) -> Any:
     request = urllib.request.Request(
         args.url.rstrip("/") + path,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"},
-    )
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}",
+                 "User-Agent": _agent()},
+        method=method,
+    )  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
             return json.loads(answer.read())

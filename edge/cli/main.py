@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge.cli import users
 from edge.runtime.workers import ALL, WORKERS, select
 
 __all__ = ["main"]
@@ -359,6 +360,8 @@ def _parser() -> argparse.ArgumentParser:
         help="where keys.json is (default: %(default)s)",
     )  # fmt: skip
     keys.set_defaults(run=lambda args: _lazy_command("keys")(args))
+
+    users.parser(commands, _api_options)
 
     simulate = commands.add_parser(
         "simulate",
