@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
 
 from edge.access import lockout, sessions
 from edge.access.contact import HIDDEN
 from edge.access.settings import AccessSettings
 from edge.pages.signin import KEY_OFF, WRONG, WRONG_KEY
+from tests.browser import shot, watched
 from tests.conftest import SECRET_KEY, Engine
 from tests.helpers import add_user, bearer, eventually, page_text, sign_in_form, signed_in
 
@@ -125,7 +127,7 @@ def test_roles_hold_on_every_page(engine: Engine) -> None:
             assert viewer.get(path).status_code == 200, path
         acted = viewer.post("/dashboard/broadcasts/spring/start", data={"csrf": "x"})
         assert acted.status_code == 403
-        assert "needs the messaging:send scope: the editor or admin roles" in page_text(acted.text)
+        assert "needs the messaging:send scope: the editor or admin role" in page_text(acted.text)
         assert "You are signed in as viewer@example.com (viewer)" in page_text(acted.text)
         preview = viewer.get("/dashboard/templates", params={"key": "t", "person": "user_id:grace"})
         assert preview.status_code == 403 and "profiles:read" in preview.text
@@ -259,3 +261,36 @@ def test_with_the_break_glass_sign_in_off_the_secret_key_signs_no_one_in(
     add_user(off, "ada@example.com", "admin", PASSWORD)
     with signed_in(off, "ada@example.com", PASSWORD) as client:
         assert client.get("/dashboard/sessions").status_code == 200
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)], ids=["laptop", "phone"])
+def test_a_user_signs_in_in_a_browser_and_the_header_says_who(
+    browser: Browser, engine: Engine, width: int, height: int
+) -> None:
+    add_user(engine, "ada.lovelace@example.com", "viewer", PASSWORD)
+    page = browser.new_page(viewport={"width": width, "height": height}, is_mobile=width < 600)
+    errors = watched(page)
+    page.goto(f"{engine.url}/dashboard")
+    assert page.url.endswith("/dashboard/login")
+    shot(page, "dashboard", f"accounts-login-{width}")
+    page.fill("input[name=email]", "ada.lovelace@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form:has(input[name=email]) button[type=submit]")
+    assert page.url.endswith("/dashboard")
+    assert page.inner_text("header a.who") == "ada.lovelace@example.com viewer"
+    page.click("header a.who")
+    assert page.url.endswith("/dashboard/sessions") and "this one" in page.inner_text("main")
+    for path in ("/dashboard/sessions", "/dashboard/broadcasts/spring/start"):
+        if path.endswith("start"):  # a viewer's 403 page, reached as a form would
+            page.goto(f"{engine.url}/dashboard/broadcasts")
+            page.evaluate(f"""() => {{ const f = document.createElement("form");
+                f.method = "post"; f.action = "{path}"; document.body.append(f); f.submit(); }}""")
+            page.wait_for_url(f"**{path}")
+            assert "the editor or admin role" in page.inner_text("[role=alert]")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, (path, overflow)
+        shot(page, "dashboard", f"accounts-{path.rsplit('/', 1)[-1]}-{width}")
+    page.close()
+    assert errors == [
+        "Failed to load resource: the server responded with a status of 403 (Forbidden)"
+    ]
