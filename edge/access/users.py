@@ -146,8 +146,10 @@ def verify(client: redis.Redis, record: UserRecord | None, password: str) -> boo
     """Whether ``password`` is the user's. Without a user a dummy hash is checked, so an
     unknown email costs the same time as a wrong password. A hash of old parameters is
     remade."""
+    if len(password) > MAX_PASSWORD:  # no one's (and hashing a body costs too much)
+        record, password = None, password[:MAX_PASSWORD]
     try:
-        _HASHER.verify(record.hash if record else _dummy(), password[:MAX_PASSWORD])
+        _HASHER.verify(record.hash if record else _dummy(), password)
     except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         return False
     if record is None:

@@ -510,6 +510,7 @@ def _pages() -> list[Operation]:
     away = {303: ("Not signed in: to /dashboard/login", None)}
     denied = {403: ("Signed in, but the role lacks the scope (the page names the roles that "
                     "have it)", _HTML)}  # fmt: skip
+    redis_down = {503: ("Redis is unavailable", _HTML)}
     dashboard = [
         Operation("get", "/", "Nothing of its own: to the dashboard", "dashboard",
                   answers={303: ("To /dashboard (which asks to sign in)", None)}),
@@ -553,13 +554,13 @@ def _pages() -> list[Operation]:
                              409: ("Not allowed in the broadcast's status", _HTML)})
           for action in ("start", "pause", "resume", "cancel")),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
-                  answers={**page}),
+                  answers={**page, **redis_down}),
         Operation("post", "/dashboard/login", "Sign in with an email and password (form: "
                   "email, password, csrf), or with the secret key (form: key, csrf) unless "
                   "[access] secret_key_sign_in = false", "dashboard", body="Form",
                   media=("application/x-www-form-urlencoded",),
                   answers={**page, 303: ("Signed in: to /dashboard", None),
-                           400: ("The form expired", _HTML)}),
+                           400: ("The form expired", _HTML), **redis_down}),
         Operation("post", "/dashboard/logout", "Sign out (form: csrf)", "dashboard", (SESSION,),
                   body="Form", media=("application/x-www-form-urlencoded",),
                   answers={303: ("Signed out, or not signed in: to /dashboard/login", None),

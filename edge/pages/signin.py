@@ -17,6 +17,7 @@ import math
 import secrets
 from typing import Any
 
+import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -107,6 +108,13 @@ def _with_password(client: Any, email: str, password: str, where: str | None,
 
 
 async def login(request: Request) -> Response:
+    try:
+        return await _login(request)
+    except redis.RedisError as exc:
+        return page(request, "error.html", 503, message=f"Redis is unavailable: {exc}")
+
+
+async def _login(request: Request) -> Response:
     if request.method == "GET":
         return await _sign_in_form(request)
     posted = await form(request)
