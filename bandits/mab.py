@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bandits.change import Change, ChangeDetector
 from bandits.policy import Features, Policy, one_hot
 
 __all__ = ["UCB1", "BetaThompson", "EpsilonGreedy", "GaussianThompson"]
@@ -117,12 +118,25 @@ class UCB1(_ArmStats):
 
 
 class _Thompson(_ArmStats):
+    """Batched Thompson sampling, with an optional change detector on each arm's conversions
+    (``detect_changes``): when an arm's rate moves, the policy restarts (``_restart``), and
+    the change waits in ``changes`` for whoever runs the policy to announce it."""
+
     def __init__(
-        self, n_arms: int, draws: int = 1000, refresh_every: int = 50, **options: Any
+        self,
+        n_arms: int,
+        draws: int = 1000,
+        refresh_every: int = 50,
+        detect_changes: bool = False,
+        change_threshold: float = 10.0,
+        **options: Any,
     ) -> None:
         super().__init__(n_arms, **options)
         self.draws = draws
         self.refresh_every = refresh_every
+        self.detector = ChangeDetector(n_arms, change_threshold) if detect_changes else None
+        self.restarts = 0  # changes found (summed over shards by ``merge``)
+        self.changes: list[Change] = []  # found and not yet taken (``take_changes``)
         self._pi: NDArray[np.float64] | None = None
         self._stale = 0
 
@@ -135,12 +149,64 @@ class _Thompson(_ArmStats):
         """Recompute the choice probabilities from the current posterior now."""
         self._pi = None
 
+    def take_changes(self) -> list[Change]:
+        """The changes found since the last call (the reward worker logs each as an event)."""
+        found, self.changes = self.changes, []
+        return found
+
+    def _conversions(self, arm: int) -> tuple[float, float]:
+        """The arm's pulls and conversions since the last restart (what the detector tests)."""
+        return float(self.n[arm]), float(np.clip(self.s[arm], 0.0, self.n[arm]))
+
+    def _pull(self, arm: int, context: Features | None) -> None:
+        super()._pull(arm, context)
+        if self.detector is not None:
+            self._found(arm, self.detector.pulled(arm, *self._conversions(arm)))
+
+    def _reward(self, arm: int, value: float, context: Features | None) -> None:
+        super()._reward(arm, value, context)
+        if self.detector is not None:
+            self._found(arm, self.detector.converted(arm, *self._conversions(arm), value=value))
+
+    def _found(self, arm: int, direction: str | None) -> None:
+        if direction is None:
+            return
+        n, c = self._conversions(arm)
+        self.changes.append(Change(arm, direction, c / n if n else 0.0, self.pulls))
+        self.restarts += 1
+        self._restart()
+
+    def _restart(self) -> None:
+        """After a change: every arm's evidence is forgotten (the policy starts again from the
+        prior and relearns the new order of the arms). Forgetting only the arm that changed is
+        not enough: when a promotion ends, another variant may have become the best, and its
+        old evidence would keep it from being shown."""
+        self.n[:] = 0.0
+        self.s[:] = 0.0
+        self.q[:] = 0.0
+        if self.detector is not None:
+            self.detector.clear()
+        self._pi = None
+
+    def state(self) -> dict[str, Any]:
+        state = super().state()
+        if self.detector is not None or self.restarts:
+            state["restarts"] = self.restarts
+        if self.detector is not None:
+            state |= self.detector.state()
+        return state
+
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
+        self.restarts = int(state.get("restarts", 0))
+        if self.detector is not None:
+            self.detector.load(state)
         self._pi = None
 
     def merge(self, other: Policy) -> None:
         super().merge(other)
+        if isinstance(other, _Thompson):
+            self.restarts += other.restarts
         self._pi = None
 
     def _probabilities(self, context: Features | None) -> NDArray[np.float64]:

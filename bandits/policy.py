@@ -9,7 +9,7 @@ Options every policy takes:
 - ``burn_in``: the first pulls are uniform (every arm gets seen before any is favoured);
 - ``min_share``: each arm keeps at least this probability (exploration that never stops);
 - ``discount``: each update first multiplies what was learned by this factor (< 1 forgets old
-  evidence, for content whose appeal drifts).
+  evidence, for content whose appeal drifts; ``PolicySpec.window`` sets it in decisions).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+
+from bandits.change import Change
 
 __all__ = ["Choice", "Features", "Policy"]
 
@@ -101,6 +103,11 @@ class Policy(ABC):
         """Add a reward to an earlier pull of ``arm`` in ``context`` (a click, an order)."""
         self._check(arm)
         self._reward(arm, float(value), context)
+
+    def take_changes(self) -> list[Change]:
+        """The changes in an arm's rate found since the last call (``bandits.change``; the
+        reward worker logs each one): none for a policy that does not look for them."""
+        return []
 
     def _check(self, arm: int) -> None:
         if not 0 <= arm < self.n_arms:

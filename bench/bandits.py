@@ -1,16 +1,34 @@
-"""Policy simulation: how much each policy loses while it learns, on seeded simulated traffic.
+"""Policy simulation: how much each policy earns and loses while it learns, on seeded traffic
+through the path a policy takes in the engine (``bench/learning_path.py``: built from a
+placement, served from its saved state, taught by pulls and later rewards as the reward
+worker teaches it).
 
-Two scenarios, every policy run on the same seeds:
+Four scenarios, every policy of a scenario run on the same seeds:
 
-1. bernoulli    five variants with click rates 4, 5, 6, 8 and 10%: the classic bandit;
-2. contextual   three segments of visitors, each with its own best variant (12% against 2–3%):
-                only a policy that reads the context can do well.
+1. stationary  five variants with click rates 4, 5, 6, 8 and 10%: the classic bandit;
+2. contextual  three segments of visitors, each with its own best variant (12% against 2–3%):
+               only a policy that reads the context can do well;
+3. drifting    four variants at 4, 5, 6 and 10% until halfway, when the promotion on the
+               fourth ends (it falls to 3%) and the second becomes the best (8%);
+4. revenue     four variants converting 5, 4, 3 and 2% with orders worth 20, 25, 40 and 100 on
+               average (log-normal): the best-converting variant earns half what the rarest
+               one does per decision. Twice as many decisions (revenue is noisier), and at
+               least 10 seeds.
 
-Regret is what a policy lost against always showing the best variant (in expected clicks),
-summed over the rounds; an even A/B split is the baseline that never learns. Prints a table,
-writes bench/reports/bandits.md and a chart of the regret curves, bench/reports/bandits.svg.
+The oracle always shows the variant with the best expected reward; a policy's ratio is its
+expected reward over the oracle's. Targets (the run fails, exit 1, when one is missed; not
+checked with ``--quick``, whose runs are too short to learn anything):
 
-No HTTP and no engine: in-process simulation only, so no answers to count and no limits to set.
+- drifting: Thompson sampling with change detection earns ≥ 0.90 of the oracle over the half
+  after the change, in every seed;
+- stationary: it earns ≥ 0.97 of what plain Thompson sampling earns (mean over the seeds);
+- revenue: revenue Thompson earns ≥ 0.95 of the oracle's revenue per decision in every one of
+  the (at least 10) seeds.
+
+Prints a table, writes bench/reports/bandits.md and a cumulative-regret chart per scenario
+beside it (``bandits-<scenario>.svg``); a full run also writes those charts into docs/img/ and
+their curves into edge/pages/policies.json (the dashboard's "Choosing a policy" page).
+No HTTP and no engine: in process only, so no answers to count and no limits to set.
 
     python bench/bandits.py --rounds 20000 --seeds 5
     python bench/bandits.py --quick
@@ -19,106 +37,201 @@ No HTTP and no engine: in-process simulation only, so no answers to count and no
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bandits.abtest import ABTest  # noqa: E402
-from bandits.linear import LinearThompson, LinUCB  # noqa: E402
-from bandits.mab import UCB1, BetaThompson, EpsilonGreedy  # noqa: E402
-from bandits.policy import Policy  # noqa: E402
-from bandits.simulate import BernoulliArms, ContextualArms, simulate  # noqa: E402
+from bandits.simulate import (  # noqa: E402
+    BernoulliArms,
+    ContextualArms,
+    Environment,
+    RevenueArms,
+    ShiftingArms,
+)
+from bandits.spec import PolicySpec  # noqa: E402
 from bench.harness import add_options, parse, publish  # noqa: E402
+from bench.learning_path import Trace, placement_for, run  # noqa: E402
 from edge.cli.progress import Progress  # noqa: E402
+from edge.pages.charts import regret_svg  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "bandits.md"
+DOCS_IMG = ROOT / "docs" / "img"
+DASHBOARD = ROOT / "edge" / "pages" / "policies.json"
 QUICK = {"rounds": 400, "seeds": 1}
-COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666"]
+POINTS = 200  # per curve in the charts
 
-Maker = Callable[[int], Policy]
-BERNOULLI = BernoulliArms([0.04, 0.05, 0.06, 0.08, 0.10])
-CONTEXTUAL = ContextualArms([[0.12, 0.02, 0.03], [0.02, 0.12, 0.03], [0.03, 0.02, 0.12]])
-SCENARIOS: dict[str, tuple[BernoulliArms | ContextualArms, dict[str, Maker]]] = {
-    "bernoulli": (BERNOULLI, {
-        "A/B split (even)": lambda seed: ABTest([1] * 5, salt="sim", seed=seed),
-        "ε-greedy (0.1)": lambda seed: EpsilonGreedy(5, epsilon=0.1, seed=seed),
-        "UCB1": lambda seed: UCB1(5, seed=seed),
-        "Thompson sampling": lambda seed: BetaThompson(5, seed=seed),
-        "top-two Thompson": lambda seed: BetaThompson(5, top_two=True, seed=seed),
-    }),
-    "contextual": (CONTEXTUAL, {
-        "A/B split (even)": lambda seed: ABTest([1] * 3, salt="sim", seed=seed),
-        "UCB1": lambda seed: UCB1(3, seed=seed),
-        "Thompson sampling": lambda seed: BetaThompson(3, seed=seed),
-        "LinUCB": lambda seed: LinUCB(3, CONTEXTUAL.dimensions, alpha=0.5, seed=seed),
-        "linear Thompson": lambda seed: LinearThompson(3, CONTEXTUAL.dimensions, scale=0.3,
-                                                       seed=seed),
-    }),
+SEGMENTS = ["bias", "segment:a", "segment:b", "segment:c"]
+AB = PolicySpec(kind="ab")
+THOMPSON = PolicySpec()
+DETECTING = PolicySpec(detect_changes=True)
+WINDOW = PolicySpec(window=2000)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    title: str
+    env: Environment
+    arms: int
+    policies: dict[str, PolicySpec]
+    revenue: bool = False
+    length: float = 1.0  # rounds, as a multiple of --rounds
+    least_seeds: int = 1
+
+
+SCENARIOS = {
+    "stationary": Scenario("five variants at 4–10%", BernoulliArms([0.04, 0.05, 0.06, 0.08, 0.10]),
+                           5, {"A/B split (even)": AB,
+                               "ε-greedy (0.1)": PolicySpec(kind="epsilon_greedy", epsilon=0.1),
+                               "UCB1": PolicySpec(kind="ucb1"),
+                               "Thompson sampling": THOMPSON,
+                               "top-two Thompson": PolicySpec(kind="top_two_thompson"),
+                               "Thompson, change detection": DETECTING,
+                               "Thompson, window 2,000": WINDOW}),
+    "contextual": Scenario("each segment its own best variant",
+                           ContextualArms([[0.12, 0.02, 0.03], [0.02, 0.12, 0.03],
+                                           [0.03, 0.02, 0.12]]),
+                           3, {"A/B split (even)": AB, "UCB1": PolicySpec(kind="ucb1"),
+                               "Thompson sampling": THOMPSON,
+                               "LinUCB": PolicySpec(kind="linucb", alpha=0.5, features=SEGMENTS),
+                               "linear Thompson": PolicySpec(kind="linear_thompson", scale=0.3,
+                                                             features=SEGMENTS)}),
+    "drifting": Scenario("the best variant changes halfway",
+                         ShiftingArms([0.04, 0.05, 0.06, 0.10], [0.04, 0.08, 0.06, 0.03], at=0),
+                         4, {"A/B split (even)": AB, "Thompson sampling": THOMPSON,
+                             "Thompson, discount 0.995": PolicySpec(discount=0.995),
+                             "Thompson, window 2,000": WINDOW,
+                             "Thompson, change detection": DETECTING}),
+    "revenue": Scenario("a rare variant earns the most", RevenueArms([0.05, 0.04, 0.03, 0.02],
+                                                                     [20.0, 25.0, 40.0, 100.0]),
+                        4, {"A/B split (even)": AB,
+                            "Gaussian Thompson": PolicySpec(kind="gaussian_thompson"),
+                            "revenue Thompson": PolicySpec(kind="revenue_thompson")},
+                        revenue=True, length=2.0, least_seeds=10),
 }  # fmt: skip
 
+Results = dict[str, dict[str, list[Trace]]]  # scenario -> policy -> one trace per seed
 
-def run(rounds: int, seeds: int) -> dict[str, dict[str, NDArray[np.float64]]]:
-    """Per scenario and policy, the cumulative regret curve averaged over the seeds."""
-    curves: dict[str, dict[str, NDArray[np.float64]]] = {}
-    for scenario, (env, makers) in SCENARIOS.items():
-        progress = Progress(len(makers) * seeds, f"{scenario:<10}")
-        curves[scenario] = {}
-        for name, make in makers.items():
-            runs = []
-            for seed in range(seeds):
-                runs.append(simulate(make(seed), env, rounds=rounds, seed=seed).regret)
+
+def rounds_of(scenario: Scenario, rounds: int) -> int:
+    return int(rounds * scenario.length)
+
+
+def environment(scenario: Scenario, rounds: int) -> Environment:
+    """The scenario's environment for a run of ``rounds`` (a shift happens halfway)."""
+    env = scenario.env
+    if isinstance(env, ShiftingArms):
+        return ShiftingArms(env.before, env.after, at=rounds // 2)
+    return env
+
+
+def simulate_all(rounds: int, seeds: int) -> Results:
+    results: Results = {}
+    for name, scenario in SCENARIOS.items():
+        n = rounds_of(scenario, rounds)
+        env = environment(scenario, n)
+        runs = max(seeds, scenario.least_seeds)
+        progress = Progress(len(scenario.policies) * runs, f"{name:<10}")
+        results[name] = {}
+        for policy, spec in scenario.policies.items():
+            placement = placement_for(spec, scenario.arms, revenue=scenario.revenue)
+            traces = []
+            for seed in range(runs):
+                traces.append(run(placement, env, n, seed))
                 progress.advance()
-            curves[scenario][name] = np.mean(runs, axis=0)
-    return curves
+            results[name][policy] = traces
+    return results
 
 
-def chart(curves: dict[str, dict[str, NDArray[np.float64]]], rounds: int) -> str:
-    """The regret curves as an SVG: one panel per scenario, lower is better."""
-    width, height, pad = 440, 260, 48
-    names = list(dict.fromkeys(name for lines in curves.values() for name in lines))
-    colors = {name: COLORS[i % len(COLORS)] for i, name in enumerate(names)}  # same in each panel
-    panels = []
-    for i, (scenario, lines) in enumerate(curves.items()):
-        top = max(float(c[-1]) for c in lines.values()) * 1.05
-        x0 = i * (width + 20)
-        step = max(1, rounds // 200)
-        parts = [f'<g transform="translate({x0},0)">',
-                 f'<text x="{pad}" y="20" font-weight="bold">{scenario}: cumulative regret '
-                 "(lower is better)</text>",
-                 f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" '
-                 'stroke="#444"/>',
-                 f'<line x1="{pad}" y1="30" x2="{pad}" y2="{height - pad}" stroke="#444"/>',
-                 f'<text x="{pad}" y="{height - pad + 16}">0</text>',
-                 f'<text x="{width - 10}" y="{height - pad + 16}" text-anchor="end">'
-                 f"{rounds:,} rounds</text>",
-                 f'<text x="{pad - 4}" y="36" text-anchor="end">{top:,.0f}</text>']  # fmt: skip
-        for j, (name, curve) in enumerate(lines.items()):
-            xs = np.arange(0, rounds, step)
-            points = " ".join(
-                f"{pad + (width - 10 - pad) * x / rounds:.1f},"
-                f"{height - pad - (height - pad - 30) * float(curve[x]) / top:.1f}"
-                for x in xs
-            )
-            color = colors[name]
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
-                         f'points="{points}"/>')  # fmt: skip
-            y = height - 22
-            parts.append(f'<rect x="{pad + (j % 3) * 130}" y="{y + (j // 3) * 14 - 8}" '
-                         f'width="10" height="10" fill="{color}"/>'
-                         f'<text x="{pad + (j % 3) * 130 + 14}" y="{y + (j // 3) * 14 + 1}">'
-                         f"{name}</text>")  # fmt: skip
-        parts.append("</g>")
-        panels.append("".join(parts))
-    total = len(curves) * (width + 20)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{height + 10}" '
-            'font-family="sans-serif" font-size="11">' + "".join(panels) + "</svg>\n")  # fmt: skip
+@dataclass(frozen=True)
+class Target:
+    what: str
+    measured: float
+    least: float
+
+    @property
+    def met(self) -> bool:
+        return self.measured >= self.least
+
+
+def targets(results: Results, rounds: int) -> list[Target]:
+    drifting = results["drifting"]["Thompson, change detection"]
+    half = rounds_of(SCENARIOS["drifting"], rounds) // 2
+    stationary = results["stationary"]
+    detecting = np.mean([t.gained.sum() for t in stationary["Thompson, change detection"]])
+    plain = np.mean([t.gained.sum() for t in stationary["Thompson sampling"]])
+    revenue = results["revenue"]["revenue Thompson"]
+    return [
+        Target("drifting: change detection / oracle after the change, lowest seed",
+               min(t.ratio(half) for t in drifting), 0.90),
+        Target("stationary: change detection / plain Thompson", float(detecting / plain), 0.97),
+        Target(f"revenue: revenue Thompson / oracle, lowest of {len(revenue)} seeds",
+               min(t.ratio() for t in revenue), 0.95),
+    ]  # fmt: skip
+
+
+def curves(traces: dict[str, list[Trace]]) -> dict[str, list[tuple[float, float]]]:
+    """Each policy's cumulative regret, mean over the seeds, at ``POINTS`` rounds."""
+    found = {}
+    for policy, runs in traces.items():
+        regret = np.mean([t.regret for t in runs], axis=0)
+        at = np.unique(np.linspace(0, len(regret) - 1, POINTS).astype(int))
+        found[policy] = [(float(x + 1), round(float(regret[x]), 2)) for x in at]
+    return found
+
+
+def table(name: str, traces: dict[str, list[Trace]], rounds: int) -> list[str]:
+    n = rounds_of(SCENARIOS[name], rounds)
+    half, quarter = n // 2, n * 3 // 4
+    head = "| policy | regret | × oracle | × oracle, lowest seed | × oracle, last quarter |"
+    if name == "drifting":
+        head += " × oracle after the change | changes found (mean) |"
+    lines = ["", f"## {name}", "", f"{SCENARIOS[name].title}; {n:,} decisions, "
+             f"{len(next(iter(traces.values())))} seed(s).", "", head,
+             "|---" + "|---:" * (head.count("|") - 2) + "|"]  # fmt: skip
+    for policy, runs in traces.items():
+        cells = [f"{np.mean([t.regret[-1] for t in runs]):,.1f}",
+                 f"{np.mean([t.ratio() for t in runs]):.3f}",
+                 f"{min(t.ratio() for t in runs):.3f}",
+                 f"{np.mean([t.ratio(quarter) for t in runs]):.3f}"]  # fmt: skip
+        if name == "drifting":
+            cells += [f"{np.mean([t.ratio(half) for t in runs]):.3f}",
+                      f"{np.mean([len(t.changes) for t in runs]):.1f}"]  # fmt: skip
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_charts(results: Results, rounds: int, folder: Path, stem: str) -> list[Path]:
+    written = []
+    for name, traces in results.items():
+        path = folder / f"{stem}-{name}.svg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = rounds_of(SCENARIOS[name], rounds)
+        title = f"{name}: {SCENARIOS[name].title} — cumulative regret (lower is better)"
+        path.write_text(regret_svg(curves(traces), title, f"{n:,} decisions"))
+        written.append(path)
+    return written
+
+
+def dashboard_data(results: Results, rounds: int, seeds: int) -> dict[str, object]:
+    """What the dashboard's "Choosing a policy" page draws: the same curves as the charts."""
+    return {
+        "measured": f"{datetime.now(UTC):%Y-%m-%d}",
+        "seeds": seeds,
+        "scenarios": {
+            name: {"title": SCENARIOS[name].title, "decisions": rounds_of(SCENARIOS[name], rounds),
+                   "ratios": {p: round(float(np.mean([t.ratio() for t in runs])), 3)
+                              for p, runs in traces.items()},
+                   "curves": curves(traces)}
+            for name, traces in results.items()
+        },
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,34 +244,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_options(parser, REPORT, engine=False)
     args = parse(parser, QUICK, argv)
-    curves = run(args.rounds, args.seeds)
-    chart_path = args.report.with_suffix(".svg")  # beside the report, which links it
-    chart_path.parent.mkdir(parents=True, exist_ok=True)
-    chart_path.write_text(chart(curves, args.rounds))
+    results = simulate_all(args.rounds, args.seeds)
+    charts = write_charts(results, args.rounds, args.report.parent, args.report.stem)
+    if not args.quick:
+        write_charts(results, args.rounds, DOCS_IMG, "regret")
+        DASHBOARD.write_text(json.dumps(dashboard_data(results, args.rounds, args.seeds)) + "\n")
     lines = [
         f"# Policy simulation, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"{args.rounds:,} rounds, mean of {args.seeds} seeded runs per policy. Regret: expected "
-        f"clicks lost against always showing the best variant. Chart: `{chart_path.name}`.",
+        f"{args.rounds:,} decisions per run ({rounds_of(SCENARIOS['revenue'], args.rounds):,} "
+        f"for revenue), {args.seeds} seeded runs per policy (at least 10 for revenue), through "
+        "the engine's learning path: the served state reloaded every 100 decisions, each reward "
+        "arriving 30 decisions after its decision on average. Regret: expected reward lost "
+        "against the oracle, which always shows the best variant; × oracle: expected reward "
+        "over the oracle's.",
         "",
-        f"![cumulative regret]({chart_path.name})",
+        *[f"![{path.stem}]({path.name})" for path in charts],
         "",
-        "Top-two Thompson sampling spends more pulls on the runner-up on purpose (it is made to "
-        "identify the best variant quickly, not to earn the most while doing so). In the "
-        "contextual scenario every variant pays the same on average, so the policies that do not "
-        "read the context do no better than the even split: their curves lie on top of it.",
+        "Top-two Thompson sampling spends more decisions on the runner-up on purpose (it is made "
+        "to identify the best variant quickly, not to earn the most while doing so). In the "
+        "contextual scenario every variant pays the same on average, so the policies that do "
+        "not read the context do no better than the even split.",
     ]
-    for scenario, by_policy in curves.items():
-        best = min(float(c[-1]) for c in by_policy.values())
-        lines += ["", f"## {scenario}", "", "| policy | regret | × best | regret, last quarter |",
-                  "|---|---:|---:|---:|"]  # fmt: skip
-        quarter = args.rounds * 3 // 4
-        for name, curve in by_policy.items():
-            final = float(curve[-1])
-            lines.append(f"| {name} | {final:,.1f} | {final / best:.1f} | "
-                         f"{final - float(curve[quarter - 1]):,.1f} |")  # fmt: skip
+    for name, traces in results.items():
+        lines += table(name, traces, args.rounds)
+    found = targets(results, args.rounds)
+    lines += ["", "## Targets", ""]
+    for target in found:
+        verdict = "not checked (--quick)" if args.quick else ("met" if target.met else "MISSED")
+        lines.append(f"- {target.what}: **{target.measured:.3f}** (target ≥ {target.least}): "
+                     f"{verdict}")  # fmt: skip
     publish(args.report, lines)
-    print(f"(chart: {chart_path})")
+    missed = [t for t in found if not t.met]
+    if missed and not args.quick:
+        for target in missed:
+            print(f"FAILED: {target.what} was {target.measured:.3f}, below {target.least}")
+        return 1
     return 0
 
 

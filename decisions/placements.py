@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from bandits.policy import Policy
 from bandits.spec import CONTEXTUAL, PolicySpec, build, remap
 from collector.partitions import layout_of
+from decisions.changes import changes_key
 from decisions.features import check_features
 from profiles.recommend import STRATEGIES, Filters
 from profiles.segments import Rule
@@ -271,7 +272,7 @@ def learned_keys(client: redis.Redis, placement: str) -> list[str]:
     """Every key of what a placement learned (one slot: one DEL)."""
     count = layout_of(client).count
     parts = [f"{{pol:{placement}}}:part:{p}" for p in range(count)] if count > 1 else []
-    return [state_key(placement), f"{{pol:{placement}}}:sources", *parts]
+    return [state_key(placement), f"{{pol:{placement}}}:sources", changes_key(placement), *parts]
 
 
 def placements(client: redis.Redis) -> dict[str, Placement]:

@@ -19,6 +19,8 @@ It reads the spool in order — decisions (logged by ``/v1/decide``) and events 
   a revenue placement;
 - appends a "Decision Rewarded" event for each reward (so results and off-policy evaluation
   see them in ClickHouse), with a deterministic messageId;
+- records the changes a policy with ``detect_changes`` found (``decisions.changes``: it
+  restarted, and the dashboard marks when);
 - saves the changed policy states to Redis (``{pol:<key>}``) with the spool position they
   include, bumps their revision in ``{plc}:revs`` (API processes reload within a second), and
   only then acknowledges the batch.
@@ -70,6 +72,7 @@ from collector.scripts import lua
 from collector.spool import append_now
 from collector.versioned import Versioned
 from collector.worker import SpoolWorker
+from decisions.changes import Detected, record
 from decisions.placements import (
     LEARNED,
     REVS,
@@ -161,6 +164,7 @@ class Batch:
     expiry: dict[str, int] = field(default_factory=dict)  # {rw:…} -> when it may go (ms)
     visitors: dict[str, dict[str, str]] = field(default_factory=dict)  # {dv:…} -> fields to set
     rewarded: list[wire.Message] = field(default_factory=list)
+    changes: dict[str, list[Detected]] = field(default_factory=dict)  # placement -> found
     counters: dict[str, float] = field(default_factory=dict)
 
     def count(self, name: str, value: float = 1) -> None:
@@ -338,6 +342,7 @@ class RewardWorker(SpoolWorker):
             x = np.asarray(features) if learner.policy.contextual else None
             learner.policy.pull(arm, x)
             learner.applied, learner.dirty = at, True
+            self._detected(learner, decision.timestamp, batch)
         known["features"][decision.decision_id] = features
         claim = claim_of(decision.decision_id)  # (a plain id: logged before ids were signed)
         if claim is not None:  # what a later event of this batch may reward
@@ -434,12 +439,27 @@ class RewardWorker(SpoolWorker):
             elif value:
                 batch.count("rewards_unlearned")  # see the module's docstring
             learner.applied, learner.dirty = at, True
+            self._detected(learner, when, batch)
         marks[touch.decision_id] = at
         bucket = reward_key(touch.placement, touch.at)
         batch.marks.setdefault(bucket, {})[touch.decision_id] = at
         batch.expiry[bucket] = reward_expiry(touch.at, window)
         batch.count("rewards")
         batch.rewarded.append(_announcement(touch, arms[touch.arm], value, learner, event, when))
+
+    def _detected(self, learner: PolicyTrainer, when: datetime, batch: Batch) -> None:
+        """Record the changes the policy found in its last update (it has restarted)."""
+        for change in learner.policy.take_changes():
+            variant = learner.placement.arms()[change.arm]
+            found = Detected(at=int(when.timestamp() * 1000), variant=variant,
+                             direction=change.direction, rate=round(change.rate, 6),
+                             partition=self._partition)  # fmt: skip
+            batch.changes.setdefault(learner.key, []).append(found)
+            batch.count("policy_changes")
+            log.info("policy change detected; the policy restarts",
+                     extra={"placement": learner.key, "variant": variant,
+                            "direction": change.direction, "rate": found.rate,
+                            "partition": self._partition})  # fmt: skip
 
     # -- saving --
 
@@ -459,6 +479,8 @@ class RewardWorker(SpoolWorker):
         for key, fields in batch.visitors.items():
             pipe.hset(key, mapping=fields)
             pipe.expire(key, VISITOR_TTL)
+        for key, found in batch.changes.items():
+            record(pipe, key, found)
         pipe.execute()
         for learner in changed:
             learner.dirty = False

@@ -32,12 +32,13 @@ from edge.access.keys import Keyring
 from edge.api.cors import CORS
 from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
-from edge.pages import dashboard, demo, messaging, preferences
+from edge.pages import dashboard, demo, messaging, policies, preferences
 from edge.pages import sessions as session_pages
 from edge.routes import (
     broadcasts,
     decide,
     journeys,
+    keys,
     messages,
     models,
     onchain,
@@ -239,6 +240,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *models.routes,
             *dashboard.routes,
             *messaging.routes,
+            *policies.routes,
             *session_pages.routes,
             *users.routes,
             *products.routes,
@@ -252,6 +254,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *wallets.routes,
             *recommendations.routes,
             *ops.routes,
+            *keys.routes,
             *openapi.routes,
             *sdk.routes,
             *demo.routes,

@@ -20,7 +20,7 @@ import httpx
 from edge.cli.progress import Progress
 from edge.runtime.keys import KEY_ENV, find_key
 
-__all__ = ["keys", "ltv", "recs_refresh", "report", "simulate", "sql"]
+__all__ = ["key_action", "keys", "ltv", "recs_refresh", "report", "simulate", "sql"]
 
 
 class Failed(Exception):
@@ -155,6 +155,53 @@ def keys(args: argparse.Namespace) -> int:
     identity = found["identity_secret"] or "none yet (the next `kairos up` makes it)"
     print(f"identity    {identity}   (private: your server signs userHash with it)")
     return 0
+
+
+def key_action(args: argparse.Namespace) -> int:
+    """``kairos keys create|list|revoke``."""
+    try:
+        if args.action == "create":
+            found = _api(args, "/v1/keys", _key_ask(args))
+        elif args.action == "list":
+            found = _api(args, "/v1/keys")
+        else:
+            found = _api(args, f"/v1/keys/{urllib.parse.quote(args.name)}", method="DELETE")
+    except (Failed, ValueError) as exc:
+        print(f"kairos keys {args.action}: {exc}", file=sys.stderr)
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(found, indent=2))
+    elif args.action == "create":
+        print(found["key"])
+        print(f"the key {found['name']!r} ({', '.join(found['scopes'])}): copy it now, it is "
+              "not shown again", file=sys.stderr)  # fmt: skip
+    elif args.action == "list":
+        rows = [[k["name"], k["prefix"] + "…", " ".join(k["scopes"]),
+                 " ".join(k.get("origins", []) + k.get("networks", [])) or "anywhere",
+                 _day(k["created"]), _day(k["last_used"]) if k["last_used"] else "never",
+                 _day(k["expires"]) if k.get("expires") else "never"]
+                for k in found["keys"]]  # fmt: skip
+        columns = ["name", "key", "scopes", "from", "created", "last used", "expires"]
+        _print_result({"columns": columns, "rows": rows}, "table")
+    else:
+        print(f"revoked {args.name!r}: it stops working on every instance within "
+              f"{found['revocation_delay_seconds']:g} s")  # fmt: skip
+    return 0
+
+
+def _key_ask(args: argparse.Namespace) -> dict[str, Any]:
+    ask: dict[str, Any] = {"name": args.name, "scopes": args.scope, "origins": args.origin,
+                           "networks": args.network}  # fmt: skip
+    if args.expires:
+        moment = datetime.fromisoformat(_moment(args.expires).replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        ask["expires"] = int(moment.timestamp())
+    return ask
+
+
+def _day(stamp: int) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def simulate(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge.access.scopes import SCOPES
 from edge.cli import users
 from edge.runtime.workers import ALL, WORKERS, select
 
@@ -360,6 +361,7 @@ def _parser() -> argparse.ArgumentParser:
         help="where keys.json is (default: %(default)s)",
     )  # fmt: skip
     keys.set_defaults(run=lambda args: _lazy_command("keys")(args))
+    _key_actions(keys)
 
     users.parser(commands, _api_options)
 
@@ -421,6 +423,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     ltv.set_defaults(run=lambda args: _lazy_command("ltv")(args))
     return parser
+
+
+def _key_actions(keys: argparse.ArgumentParser) -> None:
+    """``kairos keys create|list|revoke``: named keys, through a running engine's API."""
+    actions = keys.add_subparsers(dest="action", metavar="ACTION")
+    scopes = ", ".join(SCOPES)
+    create = actions.add_parser(
+        "create",
+        help="make a named key with scopes (printed once: only its digest is kept)",
+        description="Make a named API key through POST /v1/keys of a running engine. The key "
+        "is printed once; the engine keeps only its SHA-256 digest. Scopes: " + scopes + ".",
+        epilog="examples:\n"
+        "  kairos keys create email-system --scope recommendations --network 10.0.0.0/8\n"
+        "  kairos keys create shop-browser --scope track --scope decide "
+        "--origin https://shop.example\n"
+        "  kairos keys create analyst --scope read --scope sql --expires 2027-03-31",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    create.add_argument("name", help="lower-case letters, digits, . _ -")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="SCOPE",
+        choices=list(SCOPES),
+        help="a scope it holds (repeat for more)",
+    )
+    create.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser key: the only page origin that may use it (repeat)",
+    )
+    create.add_argument(
+        "--network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a server key: the only addresses that may use it (repeat)",
+    )
+    create.add_argument(
+        "--expires",
+        metavar="DATE",
+        help="when it stops working: a date (UTC midnight) or ISO 8601 time",
+    )
+    create.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    listing = actions.add_parser(
+        "list",
+        help="every named key: scopes, limits, last use",
+        description="List the named keys (never a key itself: its "
+        "first characters) through GET /v1/keys.",
+    )
+    listing.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a named key",
+        description="Revoke a named key through DELETE /v1/keys/NAME: it stops working at once "
+        "on the engine you call and within seconds on every other instance. To rotate a key: "
+        "create the new one, move its integrations to it, then revoke the old one.",
+    )
+    revoke.add_argument("name")
+    for parser in (create, listing, revoke):
+        _api_options(parser)
+        parser.set_defaults(run=lambda args: _lazy_command("key_action")(args))
 
 
 def _worker_names(text: str) -> list[str]:

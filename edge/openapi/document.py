@@ -28,18 +28,21 @@ EXCLUDED = {
 }
 _DESCRIPTION = """\
 Kairos: the tracking API (Segment-compatible), decisions, and the admin, results and profile
-APIs. Keys travel as HTTP Basic username or as a Bearer token: the **write key** (public, for
-browsers and SDKs) on tracking, decide and wallet proofs, the **secret key** on everything
-else (and on decide, for servers). Every error is JSON `{"code", "message"}` whose message
-leads with the field path.
+APIs. Keys travel as HTTP Basic username or as a Bearer token. Each operation names the
+**scope** it needs (`x-kairos-scope`, and its description): a named key (`POST /v1/keys`)
+holding that scope or `admin` may call it. The bootstrap keys keep working: the **write key**
+(public, for browsers and SDKs) holds `track` and `decide`, the **secret key** holds `admin`.
+A missing, wrong, revoked or expired key is a 401 (which of them is not said); a key without
+the scope, or used from an origin or address it is not allowed from, is a 403 that says so.
+Every error is JSON `{"code", "message"}` whose message leads with the field path.
 
 Any operation may answer **413** (a body over `[limits] max_body_kb`) and **429** (over a
 `[limits]` rate; retry after `Retry-After`).
 
-The dashboard (`/dashboard…`, signed in with a user's email and password, or the secret key,
-through a form: a session cookie)
-and the demo shop (`/demo…`) are HTML for people: they are listed so that the document covers
-every route, but their markup is not a contract. Not listed: {excluded}.
+The dashboard (`/dashboard…`, signed in through a form with a user's email and password, or
+the secret key: a session cookie; a user's role must hold the operation's scope) and the demo
+shop (`/demo…`) are HTML for people: they are listed so that the document covers every route,
+but their markup is not a contract. Not listed: {excluded}.
 """
 _NAMES = {
     "collector.wire.Batch": "Batch",
@@ -67,9 +70,11 @@ _DEMO_FORM = {
 }
 _SECURITY = {
     "writeKey": {"type": "http", "scheme": "basic",
-                 "description": "the write key as the username, empty password (or Bearer)"},
+                 "description": "the write key (or a named browser key with the scope) as the "
+                                "username, empty password (or Bearer)"},
     "secretKey": {"type": "http", "scheme": "bearer",
-                  "description": "the secret key (or as the HTTP Basic username)"},
+                  "description": "a named key holding the operation's scope, or the secret key "
+                                 "(admin); or as the HTTP Basic username"},
     "onchainSignature": {"type": "apiKey", "in": "header", "name": "X-Kairos-Signature",
                          "description": 't=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>"> '
                                         "under the on-chain secret (GET /v1/onchain)"},
@@ -178,11 +183,15 @@ def _operation(op: Operation) -> dict[str, Any]:
     answers = dict(op.answers)
     if op.security and op.security[0] != "dashboardSession":
         answers.setdefault(401, ("Missing or wrong key", "Error"))
-    if op.security[:1] == ("secretKey",):  # not where the write key may do too (decide)
-        answers.setdefault(403, ("The write key where the secret key is needed", "Error"))
+    if op.scope and "dashboardSession" in op.security:
+        answers.setdefault(403, (f"The signed-in user's role lacks {op.scope!r}", "text/html"))
+    elif op.scope:
+        answers.setdefault(403, (f"The key lacks {op.scope!r}, or is used from an origin or "
+                                 "address it is not allowed from", "Error"))  # fmt: skip
     answers.update(_LIMITS)
     found: dict[str, Any] = {
         "summary": op.summary,
+        **({"description": f"Scope: `{op.scope}`."} if op.scope else {}),
         "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{op.method}_{op.path}").strip("_"),
         "tags": [op.tag],
         "security": [{scheme: []} for scheme in op.security],

@@ -16,6 +16,7 @@ from collector import wire
 from collector.onchain import OnchainBatch
 from decisions.choice import Answer, Ask
 from decisions.placements import KEY, Placement
+from edge.access.keys import NAME, KeyAsk
 from edge.access.users import MIN_PASSWORD, UserAsk, UserChange
 from edge.routes.journeys import SimulateAsk
 from edge.routes.placements import Evaluation
@@ -37,7 +38,8 @@ __all__ = ["BODIES", "Operation", "operations"]
 BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
           Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
           SimulateAsk, OnchainBatch, RecommendationBatch, Link, EmailTemplate,
-          PreviewAsk, Broadcast, Group, Feedback, UserAsk, UserChange]  # fmt: skip
+          PreviewAsk, Broadcast, Group, Feedback, KeyAsk, UserAsk,
+          UserChange]  # fmt: skip
 
 WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
 FEEDBACK_SIGNED = "feedbackSignature"
@@ -102,13 +104,14 @@ def _tracking() -> list[Operation]:
     found = [Operation("post", "/v1/batch", "Segment batch: up to 500 KB, each message up to "
                        "32 KB; atomic (a 400 lists every invalid message)", "tracking", (WRITE,),
                        "Batch", ("application/json", "text/plain"),
-                       answers={**_OK_STORED, **_BAD, **_STORE_DOWN})]  # fmt: skip
+                       answers={**_OK_STORED, **_BAD, **_STORE_DOWN}, scope="track")]  # fmt: skip
     for cls in (wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group):
         tag = cls.__struct_config__.tag
         found.append(Operation("post", f"/v1/{tag}", f"One Segment {tag} message (up to 32 KB)",
                                "tracking", (WRITE,), cls.__name__,
                                ("application/json", "text/plain"),
-                               answers={**_OK_STORED, **_BAD, **_STORE_DOWN}))  # fmt: skip
+                               answers={**_OK_STORED, **_BAD, **_STORE_DOWN},
+                               scope="track"))  # fmt: skip
     return found
 
 
@@ -121,7 +124,7 @@ def _deciding() -> list[Operation]:
                   "decide", (WRITE, SECRET),
                   "Ask", answers={200: ("The decisions; placements that do not exist are named "
                                         "in errors", "Answer"), **_BAD,
-                                  404: ("None of the placements exists", "Error")}),
+                                  404: ("None of the placements exists", "Error")}, scope="decide"),
     ]  # fmt: skip
 
 
@@ -138,28 +141,32 @@ def _placements() -> list[Operation]:
                                       "exclusiveMaximum": 1})]  # fmt: skip
     return [
         Operation("get", "/v1/placements", "Every placement", "placements", (SECRET,),
-                  answers={200: ("The placements", "PlacementList")}),
+                  answers={200: ("The placements", "PlacementList")}, scope="read"),
         Operation("put", "/v1/placements/{key}", "Create or replace a placement", "placements",
                   (SECRET,), "Placement", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  scope="placements:write"),
         Operation("get", "/v1/placements/{key}", "A placement and what its policy learned",
                   "placements", (SECRET,), parameters=one,
-                  answers={200: ("The placement", "PlacementShown"), **_BAD, **_MISSING}),
+                  answers={200: ("The placement", "PlacementShown"), **_BAD, **_MISSING},
+                  scope="read"),
         Operation("delete", "/v1/placements/{key}", "Delete a placement", "placements",
                   (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  scope="placements:write"),
         Operation("get", "/v1/placements/{key}/evaluate", "Off-policy evaluation of a candidate "
                   "policy on the placement's decision log", "placements", (SECRET,),
                   parameters=[*one, *evaluate],
                   answers={200: ("Estimates", "EvaluationResult"),
-                           **_BAD, **_MISSING, **_STORE_DOWN}),
+                           **_BAD, **_MISSING, **_STORE_DOWN}, scope="placements:write"),
         Operation("post", "/v1/placements/{key}/evaluate", "Off-policy evaluation (the candidate "
                   "as a JSON body)", "placements", (SECRET,), "Evaluation", parameters=one,
                   answers={200: ("Estimates", "EvaluationResult"),
-                           **_BAD, **_MISSING, **_STORE_DOWN}),
+                           **_BAD, **_MISSING, **_STORE_DOWN}, scope="placements:write"),
         Operation("get", "/v1/placements/{key}/results", "Experiment results per variant",
                   "placements", (SECRET,), parameters=[*one, *results],
-                  answers={200: ("Results", "Results"), **_BAD, **_MISSING, **_STORE_DOWN}),
+                  answers={200: ("Results", "Results"), **_BAD, **_MISSING, **_STORE_DOWN},
+                  scope="read"),
     ]  # fmt: skip
 
 
@@ -169,18 +176,20 @@ def _profiles() -> list[Operation]:
     return [
         Operation("get", "/v1/profiles/{id}", "A profile: identities, traits, computed traits, "
                   "scores, segments", "profiles", (SECRET,), parameters=one,
-                  answers={200: ("The profile", "Profile"), **_BAD, **_MISSING}),
+                  answers={200: ("The profile", "Profile"), **_BAD, **_MISSING},
+                  scope="profiles:read"),
         Operation("delete", "/v1/profiles/{id}", "Erase a person (GDPR): profile, identities, "
                   "events", "profiles", (SECRET,), parameters=one,
-                  answers={202: ("Erasure under way", "Erasure"), **_BAD, **_MISSING}),
+                  answers={202: ("Erasure under way", "Erasure"), **_BAD, **_MISSING},
+                  scope="profiles:erase"),
         Operation("get", "/v1/profiles/{id}/events", "A person's events, newest first",
                   "profiles", (SECRET,), parameters=[*one, *events],
                   answers={200: ("A page of events", "ProfileEvents"),
-                           **_BAD, **_MISSING, **_STORE_DOWN}),
+                           **_BAD, **_MISSING, **_STORE_DOWN}, scope="profiles:read"),
         Operation("get", "/v1/profiles/{id}/export", "Everything about a person (GDPR export)",
                   "profiles", (SECRET,), parameters=one,
                   answers={200: ("The export", "ProfileExport"),
-                           **_BAD, **_MISSING, **_STORE_DOWN}),
+                           **_BAD, **_MISSING, **_STORE_DOWN}, scope="profiles:read"),
     ]  # fmt: skip
 
 
@@ -188,19 +197,21 @@ def _segments() -> list[Operation]:
     one = [_SEGMENT_KEY]
     return [
         Operation("get", "/v1/segments", "Every segment and its size", "segments", (SECRET,),
-                  answers={200: ("The segments", "SegmentList")}),
+                  answers={200: ("The segments", "SegmentList")}, scope="read"),
         Operation("put", "/v1/segments/{key}", "Create or replace a segment (queues its "
                   "backfill)", "segments", (SECRET,), "Segment", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  scope="segments:write"),
         Operation("get", "/v1/segments/{key}", "A segment", "segments", (SECRET,),
                   parameters=one,
-                  answers={200: ("The segment", "SegmentShown"), **_BAD, **_MISSING}),
+                  answers={200: ("The segment", "SegmentShown"), **_BAD, **_MISSING}, scope="read"),
         Operation("delete", "/v1/segments/{key}", "Delete a segment", "segments", (SECRET,),
                   parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  scope="segments:write"),
         Operation("get", "/v1/segments/{key}/members", "A page of the segment's profile ids",
                   "segments", (SECRET,), parameters=[*one, _CURSOR],
-                  answers={200: ("Members", "Members"), **_BAD}),
+                  answers={200: ("Members", "Members"), **_BAD}, scope="read"),
     ]  # fmt: skip
 
 
@@ -209,20 +220,20 @@ def _catalog() -> list[Operation]:
     return [
         Operation("get", "/v1/catalog/items", "A page of the product catalog", "catalog",
                   (SECRET,), parameters=[_CURSOR],
-                  answers={200: ("Items", "ItemPage"), **_BAD}),
+                  answers={200: ("Items", "ItemPage"), **_BAD}, scope="read"),
         Operation("post", "/v1/catalog/items", "Upsert up to 1,000 items, all or nothing",
                   "catalog", (SECRET,), "Bulk",
-                  answers={200: ("Upserted", "Upserted"), **_BAD}),
+                  answers={200: ("Upserted", "Upserted"), **_BAD}, scope="catalog:write"),
         Operation("put", "/v1/catalog/items/{id}", "Create or replace an item", "catalog",
                   (SECRET,), "Item", parameters=one,
                   answers={200: ("Replaced", "ItemShown"), 201: ("Created", "ItemShown"),
-                           **_BAD}),
+                           **_BAD}, scope="catalog:write"),
         Operation("get", "/v1/catalog/items/{id}", "An item", "catalog", (SECRET,),
                   parameters=one,
-                  answers={200: ("The item", "ItemShown"), **_BAD, **_MISSING}),
+                  answers={200: ("The item", "ItemShown"), **_BAD, **_MISSING}, scope="read"),
         Operation("delete", "/v1/catalog/items/{id}", "Delete an item", "catalog", (SECRET,),
                   parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}, scope="catalog:write"),
     ]  # fmt: skip
 
 
@@ -230,32 +241,35 @@ def _journeys() -> list[Operation]:
     one = [_JOURNEY_KEY]
     return [
         Operation("get", "/v1/journeys", "Every journey, and the secret webhooks are signed "
-                  "with", "journeys", (SECRET,), answers={200: ("Journeys", "JourneyList")}),
+                  "with", "journeys", (SECRET,), answers={200: ("Journeys", "JourneyList")},
+                  scope="read"),
         Operation("get", "/v1/journeys/templates", "Journey templates to start from",
-                  "journeys", (SECRET,), answers={200: ("Templates", "Templates")}),
+                  "journeys", (SECRET,), answers={200: ("Templates", "Templates")}, scope="read"),
         Operation("get", "/v1/journeys/{key}/stats", "Entered, active per step, completed, "
                   "exited, converted", "journeys", (SECRET,), parameters=one,
                   answers={200: ("Counts", "JourneyStats"),
-                           **_BAD, **_MISSING, **_STORE_DOWN}),
+                           **_BAD, **_MISSING, **_STORE_DOWN}, scope="read"),
         Operation("get", "/v1/journeys/{key}/results", "Treated against held-out people: "
                   "conversion and revenue lift", "journeys", (SECRET,),
                   parameters=[*one, *_SINCE_UNTIL],
                   answers={200: ("Results", "JourneyResults"),
-                           **_BAD, **_MISSING, **_STORE_DOWN}),
+                           **_BAD, **_MISSING, **_STORE_DOWN}, scope="read"),
         Operation("post", "/v1/journeys/{key}/simulate", "Dry run over past events (sends "
                   "nothing)", "journeys", (SECRET,), "SimulateAsk", parameters=one,
                   body_required=False,
                   answers={200: ("What would have happened", "Simulation"),
-                           **_BAD, **_MISSING, **_STORE_DOWN}),
+                           **_BAD, **_MISSING, **_STORE_DOWN}, scope="journeys:write"),
         Operation("put", "/v1/journeys/{key}", "Create or replace a journey", "journeys",
                   (SECRET,), "Journey", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  scope="journeys:write"),
         Operation("get", "/v1/journeys/{key}", "A journey's definition", "journeys", (SECRET,),
                   parameters=one,
-                  answers={200: ("The journey", "JourneyShown"), **_BAD, **_MISSING}),
+                  answers={200: ("The journey", "JourneyShown"), **_BAD, **_MISSING}, scope="read"),
         Operation("delete", "/v1/journeys/{key}", "Delete a journey", "journeys", (SECRET,),
                   parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  scope="journeys:write"),
     ]  # fmt: skip
 
 
@@ -264,22 +278,26 @@ def _messaging() -> list[Operation]:
     token = [path("token", {"type": "string", "minLength": 10}, "a signed link token")]
     return [
         Operation("get", "/v1/templates", "Every email template", "messaging", (SECRET,),
-                  answers={200: ("Templates", "EmailTemplateList")}),
+                  answers={200: ("Templates", "EmailTemplateList")}, scope="read"),
         Operation("put", "/v1/templates/{key}", "Create or replace an email template",
                   "messaging", (SECRET,), "EmailTemplate", parameters=one,
-                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD}),
+                  answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD},
+                  scope="messaging:write"),
         Operation("get", "/v1/templates/{key}", "An email template", "messaging", (SECRET,),
                   parameters=one,
-                  answers={200: ("The template", "EmailTemplateShown"), **_BAD, **_MISSING}),
+                  answers={200: ("The template", "EmailTemplateShown"), **_BAD, **_MISSING},
+                  scope="read"),
         Operation("delete", "/v1/templates/{key}", "Delete an email template", "messaging",
                   (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  scope="messaging:write"),
         Operation("post", "/v1/templates/{key}/preview", "The template rendered for one "
                   "person (their recommendations and offer included)", "messaging", (SECRET,),
                   "PreviewAsk", parameters=one,
                   answers={200: ("The message as they would get it", "EmailPreview"), **_BAD,
                            **_MISSING, 409: ("A block cannot be had", "Error"),
-                           503: ("The engine's API is unavailable", "Error")}),
+                           503: ("The engine's API is unavailable", "Error")},
+                  scope="messaging:write"),
         *_broadcasts(),
         Operation("get", "/v1/m/c/{token}", "Tracked link of a sent message: records Email "
                   "Clicked and redirects", "messaging", parameters=token,
@@ -304,6 +322,7 @@ def _broadcasts() -> list[Operation]:
             parameters=one,
             body_required=False,
             answers={200: ("Its status now", "BroadcastStatus"), **_BAD, **_MISSING, **running},
+            scope="messaging:send",
         )
         for action, summary in (
             ("start", "Start sending (a draft)"),
@@ -314,25 +333,28 @@ def _broadcasts() -> list[Operation]:
     ]
     return [
         Operation("get", "/v1/broadcasts", "Every broadcast, with its progress", "messaging",
-                  (SECRET,), answers={200: ("Broadcasts", "BroadcastList")}),
+                  (SECRET,), answers={200: ("Broadcasts", "BroadcastList")}, scope="read"),
         Operation("put", "/v1/broadcasts/{key}", "Create or replace a broadcast (a draft)",
                   "messaging", (SECRET,), "Broadcast", parameters=one,
                   answers={200: ("Replaced", "Saved"), 201: ("Created", "Saved"), **_BAD,
-                           **running}),
+                           **running}, scope="messaging:write"),
         Operation("get", "/v1/broadcasts/{key}", "A broadcast and its progress", "messaging",
                   (SECRET,), parameters=one,
-                  answers={200: ("The broadcast", "BroadcastShown"), **_BAD, **_MISSING}),
+                  answers={200: ("The broadcast", "BroadcastShown"), **_BAD, **_MISSING},
+                  scope="read"),
         Operation("delete", "/v1/broadcasts/{key}", "Delete a broadcast (not while it runs)",
                   "messaging", (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **running}),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING, **running},
+                  scope="messaging:write"),
         *acts,
         Operation("post", "/v1/broadcasts/{key}/dry-run", "Who would receive it now (sends "
                   "nothing)", "messaging", (SECRET,), parameters=one, body_required=False,
-                  answers={200: ("The audience", "BroadcastDryRun"), **_BAD, **_MISSING}),
+                  answers={200: ("The audience", "BroadcastDryRun"), **_BAD, **_MISSING},
+                  scope="read"),
         Operation("get", "/v1/broadcasts/{key}/results", "Outcomes per variant and the "
                   "holdout", "messaging", (SECRET,), parameters=one,
                   answers={200: ("Results", "BroadcastResults"), **_BAD, **_MISSING,
-                           **_STORE_DOWN}),
+                           **_STORE_DOWN}, scope="read"),
     ]  # fmt: skip
 
 
@@ -346,36 +368,41 @@ def _subscriptions() -> list[Operation]:
     return [
         Operation("get", "/v1/subscriptions", "Every subscription group, the suppression "
                   "list's size and the feedback webhook's secret", "subscriptions", (SECRET,),
-                  answers={200: ("The groups", "SubscriptionList")}),
+                  answers={200: ("The groups", "SubscriptionList")}, scope="read"),
         Operation("put", "/v1/subscriptions/{key}", "Create or replace a subscription group",
                   "subscriptions", (SECRET,), "SubscriptionDefinition", parameters=one,
                   answers={200: ("Replaced", "GroupSaved"), 201: ("Created", "GroupSaved"),
-                           **_BAD}),
+                           **_BAD}, scope="messaging:write"),
         Operation("get", "/v1/subscriptions/{key}", "A subscription group", "subscriptions",
                   (SECRET,), parameters=one,
-                  answers={200: ("The group", "SubscriptionGroup"), **_BAD, **_MISSING}),
+                  answers={200: ("The group", "SubscriptionGroup"), **_BAD, **_MISSING},
+                  scope="read"),
         Operation("delete", "/v1/subscriptions/{key}", "Delete a subscription group",
                   "subscriptions", (SECRET,), parameters=one,
-                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING}),
+                  answers={200: ("Deleted", "Deleted"), **_BAD, **_MISSING},
+                  scope="messaging:write"),
         Operation("get", "/v1/profiles/{id}/subscriptions", "A person's state in every group",
                   "subscriptions", (SECRET,), parameters=[_PROFILE_ID],
-                  answers={200: ("The states", "ProfileSubscriptions"), **_BAD, **_MISSING}),
+                  answers={200: ("The states", "ProfileSubscriptions"), **_BAD, **_MISSING},
+                  scope="profiles:read"),
         Operation("put", "/v1/profiles/{id}/subscriptions", "Subscribe or unsubscribe a person "
                   '({"<group>": "subscribed" | "unsubscribed"}); a double opt-in group waits '
                   "as pending and gets a confirmation email", "subscriptions", (SECRET,),
                   "StateChange", parameters=[_PROFILE_ID],
                   answers={200: ("The states now", "ProfileSubscriptions"), **_BAD,
-                           **_MISSING}),
+                           **_MISSING}, scope="messaging:send"),
         Operation("get", "/v1/suppressions/{email}", "An address's suppression entry",
                   "subscriptions", (SECRET,), parameters=email,
-                  answers={200: ("The entry", "SuppressionShown"), **_BAD, **_MISSING}),
+                  answers={200: ("The entry", "SuppressionShown"), **_BAD, **_MISSING},
+                  scope="profiles:read"),
         Operation("delete", "/v1/suppressions/{email}", "Take an address off the suppression "
                   "list", "subscriptions", (SECRET,), parameters=email,
-                  answers={200: ("Taken off", "SuppressionDeleted"), **_BAD, **_MISSING}),
+                  answers={200: ("Taken off", "SuppressionDeleted"), **_BAD, **_MISSING},
+                  scope="messaging:send"),
         Operation("post", "/v1/messaging/feedback", "A bounce or complaint from the email "
                   "provider (X-Kairos-Signature under the feedback secret, or the secret key)",
                   "subscriptions", (SECRET, FEEDBACK_SIGNED), "Feedback",
-                  answers={200: ("Recorded", "FeedbackRecorded"), **_BAD}),
+                  answers={200: ("Recorded", "FeedbackRecorded"), **_BAD}, scope="messaging:send"),
         Operation("get", "/v1/preferences/{token}", "A person's preference page (signed link)",
                   "subscriptions", parameters=token, answers={**page, **invalid}),
         Operation("post", "/v1/preferences/{token}", "Save the preference page's toggles "
@@ -406,14 +433,15 @@ def _wallets_and_chain() -> list[Operation]:
         Operation("post", "/v1/onchain", "Normalised on-chain events from an indexer (secret key, "
                   "or X-Kairos-Signature under the on-chain secret)", "onchain",
                   (SECRET, SIGNED), "OnchainBatch",
-                  answers={200: ("In the spool", "OnchainAccepted"), **_BAD, **_STORE_DOWN}),
+                  answers={200: ("In the spool", "OnchainAccepted"), **_BAD, **_STORE_DOWN},
+                  scope="onchain"),
         Operation("get", "/v1/onchain", "The on-chain webhook secret", "onchain", (SECRET,),
-                  answers={200: ("The secret", "OnchainSecret")}),
+                  answers={200: ("The secret", "OnchainSecret")}, scope="admin"),
         Operation("post", "/v1/wallets/nonce", "A nonce for one Sign-In with Ethereum proof",
-                  "wallets", (WRITE,), answers={200: ("The nonce", "Nonce")}),
+                  "wallets", (WRITE,), answers={200: ("The nonce", "Nonce")}, scope="decide"),
         Operation("post", "/v1/wallets/link", "Link a wallet to a user by its SIWE signature",
                   "wallets", (WRITE,), "Link",
-                  answers={200: ("Linked", "Linked"), **_BAD}),
+                  answers={200: ("Linked", "Linked"), **_BAD}, scope="decide"),
     ]  # fmt: skip
 
 
@@ -425,19 +453,20 @@ def _recommendations() -> list[Operation]:
         Operation("post", "/v1/recommendations/batch", "Recommendations for up to 1,000 "
                   "recipients", "recommendations", (SECRET,), "Batch_1",
                   answers={200: ("One result per recipient", "Recommendations"),
-                           **_BAD, **_MISSING, **unavailable}),
+                           **_BAD, **_MISSING, **unavailable}, scope="recommendations"),
         Operation("post", "/v1/recommendations/refresh", "Recompute the candidate lists now "
                   "(the recommendations worker does it at its next pass)", "recommendations",
-                  (SECRET,), answers={202: ("Asked; not yet done", "RefreshRequested")}),
+                  (SECRET,), answers={202: ("Asked; not yet done", "RefreshRequested")},
+                  scope="catalog:write"),
         Operation("get", "/v1/recommendations/{id}/render", "Recommendations rendered as an "
                   "email block (html and text)", "recommendations", (SECRET,),
                   parameters=[*one, *_RECOMMEND, template],
                   answers={200: ("The rendered block", "Recommendation"),
-                           **_BAD, **_MISSING, **unavailable}),
+                           **_BAD, **_MISSING, **unavailable}, scope="recommendations"),
         Operation("get", "/v1/recommendations/{id}", "Recommendations for one person",
                   "recommendations", (SECRET,), parameters=[*one, *_RECOMMEND],
                   answers={200: ("The items", "Recommendation"),
-                           **_BAD, **_MISSING, **unavailable}),
+                           **_BAD, **_MISSING, **unavailable}, scope="recommendations"),
         Operation("get", "/v1/r/{decision}/{item}", "Click-tracking redirect to an item's URL "
                   "(records Decision Clicked)", "recommendations",
                   parameters=[path("decision", {"type": "string", "pattern": "^d_[0-9a-f]{24}$"}),
@@ -456,9 +485,9 @@ def _operations_and_sdk() -> list[Operation]:
     return [
         Operation("post", "/v1/sql", "Read-only SQL over the event store", "sql", (SECRET,),
                   "SqlRequest", answers={200: ("columns, types, rows", "QueryResult"),
-                                         **_BAD, **_STORE_DOWN}),
+                                         **_BAD, **_STORE_DOWN}, scope="sql"),
         Operation("get", "/v1/models", "The learner's models and how well they predict",
-                  "models", (SECRET,), answers={200: ("Models", "Models")}),
+                  "models", (SECRET,), answers={200: ("Models", "Models")}, scope="read"),
         Operation("get", "/healthz", "Stores and spool lag", "operations",
                   answers={200: ("Healthy", "Health"), 503: ("Degraded", "Health")}),
         Operation("get", "/metrics", "Prometheus metrics", "operations",
@@ -515,23 +544,26 @@ def _pages() -> list[Operation]:
         Operation("get", "/", "Nothing of its own: to the dashboard", "dashboard",
                   answers={303: ("To /dashboard (which asks to sign in)", None)}),
         Operation("get", "/dashboard", "Overview: placements with a verdict, models",
-                  "dashboard", (SESSION,), scope="read", answers={**page, **away}),
+                  "dashboard", (SESSION,), answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/placements/{key}", "A placement's results and charts",
-                  "dashboard", (SESSION,), scope="read", parameters=[path("key")],
-                  answers={**page, **away, 404: ("No such placement", _HTML)}),
+                  "dashboard", (SESSION,), parameters=[path("key")],
+                  answers={**page, **away, 404: ("No such placement", _HTML)}, scope="read"),
         Operation("get", "/dashboard/profiles", "Profile lookup (a viewer: contact fields "
-                  "hidden, no lookup by email)", "dashboard", (SESSION,), scope="read",
+                  "hidden, no lookup by email)", "dashboard", (SESSION,),
                   parameters=[query("id", {"type": "string"}, "a profile id or identity")],
-                  answers={**page, **away}),
+                  answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/live", "The newest events", "dashboard", (SESSION,),
-                  scope="read", answers={**page, **away}),
+                  answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/models", "Model metrics", "dashboard", (SESSION,),
-                  scope="read", answers={**page, **away}),
+                  answers={**page, **away}, scope="read"),
+        Operation("get", "/dashboard/policies", "Choosing a policy: which for which situation, "
+                  "and each policy's regret on the bench's scenarios", "dashboard", (SESSION,),
+                  answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/journeys", "Journeys as funnels", "dashboard", (SESSION,),
-                  scope="read", answers={**page, **away}),
+                  answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/subscriptions", "Subscriptions: people per group and "
                   "state, unsubscribes, the suppression list", "dashboard", (SESSION,),
-                  scope="read", answers={**page, **away}),
+                  answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/templates", "Email templates, and one previewed for a "
                   "person", "dashboard", (SESSION,), scope="read",
                   parameters=[query("key", {"type": "string"}, "the template to preview"),
@@ -545,13 +577,14 @@ def _pages() -> list[Operation]:
                   answers={**page, **away, 404: ("No such broadcast", _HTML)}),
         *(Operation("post", f"/dashboard/broadcasts/{{key}}/{action}", f"{action.capitalize()} "
                     "a broadcast from its page (form: csrf)", "dashboard", (SESSION,),
-                    scope="messaging:send", parameters=[path("key")], body="Form",
+                    parameters=[path("key")], body="Form",
                     media=("application/x-www-form-urlencoded",),
                     answers={303: ("Back to the broadcast's page, or not signed in: to "
                                    "/dashboard/login", None),
                              400: ("The form's token is missing or stale", _HTML), **denied,
                              404: ("No such broadcast", _HTML),
-                             409: ("Not allowed in the broadcast's status", _HTML)})
+                             409: ("Not allowed in the broadcast's status", _HTML)},
+                    scope="messaging:send")
           for action in ("start", "pause", "resume", "cancel")),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
                   answers={**page, **redis_down}),
@@ -604,8 +637,24 @@ def _pages() -> list[Operation]:
     return dashboard + demo
 
 
+def _access() -> list[Operation]:
+    name = [path("name", {"type": "string", "pattern": f"^{NAME.pattern}$"}, "the key's name")]
+    return [
+        Operation("post", "/v1/keys", "Make a named key with scopes (shown once: only its "
+                  "digest is kept)", "access", (SECRET,), "KeyAsk",
+                  answers={201: ("The key, shown this once", "KeyCreated"), **_BAD,
+                           409: ("A key of that name exists", "Error")}, scope="admin"),
+        Operation("get", "/v1/keys", "Every named key (never the key itself)", "access",
+                  (SECRET,), answers={200: ("The keys", "KeyList")}, scope="admin"),
+        Operation("delete", "/v1/keys/{name}", "Revoke a named key: at once here, within the "
+                  "revocation delay on every other instance", "access", (SECRET,),
+                  parameters=name,
+                  answers={200: ("Revoked", "KeyRevoked"), **_BAD, **_MISSING}, scope="admin"),
+    ]  # fmt: skip
+
+
 def operations() -> list[Operation]:
     return [*_tracking(), *_deciding(), *_placements(), *_profiles(), *_segments(), *_catalog(),
             *_journeys(), *_messaging(), *_subscriptions(), *_wallets_and_chain(),
-            *_recommendations(), *_accounts(),
+            *_recommendations(), *_access(), *_accounts(),
             *_operations_and_sdk(), *_pages()]  # fmt: skip

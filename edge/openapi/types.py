@@ -8,7 +8,7 @@ own JSON (a variant's content, an event's properties).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from msgspec import Struct
 
@@ -64,11 +64,23 @@ class PlacementList(Struct):
     placements: list[PlacementRow]
 
 
+class DetectedChange(Struct):
+    """A change in a variant's rate that a policy with ``detect_changes`` found."""
+
+    at: str
+    variant: str
+    direction: Literal["fell", "rose"]
+    rate: float
+    partition: int
+
+
 class Learned(Struct):
     policy: str
     revision: int
     decisions: float
     variants: list[dict[str, Any]]
+    restarts: int | None = None  # with detect_changes: how many times the policy restarted
+    changes: list[DetectedChange] | None = None  # with detect_changes: newest first
 
 
 class PlacementShown(Struct):
@@ -451,6 +463,34 @@ class SessionList(Struct):
     sessions: list[SessionShown]
 
 
+class KeyShown(Struct):
+    """A named key as listed: never the key itself, only its first characters."""
+
+    name: str
+    scopes: list[str]
+    created: int  # unix seconds
+    prefix: str
+    last_used: int | None  # unix seconds, up to the revocation delay behind; None: never
+    origins: list[str] = []
+    networks: list[str] = []
+    expires: int = 0  # unix seconds; 0: never
+
+
+class KeyCreated(KeyShown):
+    key: str = ""  # the key: shown this once, never again
+
+
+class KeyList(Struct):
+    keys: list[KeyShown]
+    revocation_delay_seconds: float  # how long a revoked key may still work on other instances
+
+
+class KeyRevoked(Struct):
+    name: str
+    revoked: bool
+    revocation_delay_seconds: float
+
+
 ANSWERS = [
     Error,
     UserShown,
@@ -458,6 +498,9 @@ ANSWERS = [
     UserDeleted,
     SessionShown,
     SessionList,
+    KeyCreated,
+    KeyList,
+    KeyRevoked,
     BroadcastStatus,
     BroadcastShown,
     BroadcastList,

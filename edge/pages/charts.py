@@ -18,7 +18,16 @@ from typing import Any
 
 from markupsafe import Markup
 
-__all__ = ["COLORS", "axis_top", "funnel", "holdout_lift", "intervals", "lines", "palette"]
+__all__ = [
+    "COLORS",
+    "axis_top",
+    "funnel",
+    "holdout_lift",
+    "intervals",
+    "lines",
+    "palette",
+    "regret_svg",
+]
 
 COLORS = ["#1b6ac9", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#666"]
 _W, _H, _L, _B = 640, 240, 56, 28  # width, height, left and bottom margins
@@ -60,14 +69,55 @@ def lines(
     percent: bool = False,
     x_labels: tuple[str, str] = ("", ""),
     colors: Mapping[str, str] | None = None,
+    marks: Sequence[tuple[float, str]] = (),
 ) -> Markup:
     """One line per series of (x, y) points (x: any increasing number, e.g. a timestamp).
     ``percent``: the values are rates (0 to 1), and the axis ends at 100% at most; ``colors``:
-    the page's ``palette`` (by default, one of the series in their order)."""
-    points = [p for values in series.values() for p in values]
-    if not points:
+    the page's ``palette`` (by default, one of the series in their order); ``marks``: moments
+    (x, what happened) drawn as dashed vertical lines, e.g. a change a policy detected."""
+    if not any(series.values()):
         return Markup('<p class="muted">No data yet.</p>')
     colors = colors or palette(list(series))
+    return _svg(
+        _plot(series, label, percent, x_labels, colors, marks), _legend(list(series), colors)
+    )
+
+
+def regret_svg(series: dict[str, Sequence[tuple[float, float]]], title: str, x_label: str) -> str:
+    """A standalone SVG document of ``series`` (cumulative regret per policy over decisions),
+    its title and legend inside it: what the docs show, and the dashboard inlines.
+
+    Examples:
+        >>> svg = regret_svg({"Thompson": [(1.0, 0.0), (100.0, 3.5)]}, "stationary", "100")
+        >>> svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and "Thompson" in svg
+        True
+    """
+    colors = palette(list(series))
+    rows = (len(series) + 2) // 3
+    legend = "".join(
+        f'<rect x="{_L + (i % 3) * 190}" y="{_H + 26 + (i // 3) * 16}" width="10" height="10" '
+        f'fill="{colors[name]}"/><text x="{_L + (i % 3) * 190 + 14}" '
+        f'y="{_H + 35 + (i // 3) * 16}">{escape(name)}</text>'
+        for i, name in enumerate(series)
+    )
+    height = _H + 32 + 16 * rows
+    body = "".join(_plot(series, "regret", False, ("0", x_label), colors))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 -22 {_W} {height + 22}" '
+            f'width="{_W}" font-family="sans-serif" font-size="11" fill="#1d2433">'
+            f'<text x="{_L}" y="-6" font-weight="bold">{escape(title)}</text>'
+            f"{body}{legend}</svg>\n")  # fmt: skip
+
+
+def _plot(
+    series: dict[str, Sequence[tuple[float, float]]],
+    label: str,
+    percent: bool,
+    x_labels: tuple[str, str],
+    colors: Mapping[str, str],
+    marks: Sequence[tuple[float, str]] = (),
+) -> list[str]:
+    """The axes, the lines and the marks of a ``lines`` chart, as SVG elements."""
+    points = [p for values in series.values() for p in values]
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
     top = axis_top(max(p[1] for p in points), rate=percent)
     span = (x1 - x0) or 1.0
@@ -86,6 +136,11 @@ def lines(
         f'<text x="{_L}" y="{_H - 8}">{escape(x_labels[0])}</text>',
         f'<text x="{_W - 10}" y="{_H - 8}" text-anchor="end">{escape(x_labels[1])}</text>',
     ]
+    for at, what in marks:
+        if x0 <= at <= x1:
+            parts.append(f'<line x1="{x(at):.1f}" y1="10" x2="{x(at):.1f}" y2="{_H - _B}" '
+                         f'stroke="#c0392b" stroke-dasharray="4 3" class="mark">'
+                         f"<title>{escape(what)}</title></line>")  # fmt: skip
     for name, values in series.items():
         color = colors.get(name, COLORS[-1])
         coords = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in values)
@@ -95,7 +150,7 @@ def lines(
             a, b = values[-1]
             parts.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3.5" fill="{color}">'
                          f"<title>{escape(name)}: {shown(b)}</title></circle>")  # fmt: skip
-    return _svg(parts, _legend(list(series), colors))
+    return parts
 
 
 def intervals(

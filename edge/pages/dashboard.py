@@ -23,6 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
+from decisions.changes import detected
 from decisions.placements import placements
 from decisions.results import allocation, store_time, timeline
 from edge.access.contact import CONTACT_IDENTITIES, masked
@@ -136,9 +137,14 @@ async def placement_page(request: Request) -> Response:
         total = sum(bucket["decisions"].values())
         for variant in shares:
             shares[variant].append((_x(bucket["at"]), bucket["decisions"].get(variant, 0) / total))
+    changes = []
+    if placement.policy.detect_changes:
+        changes = await run_in_threadpool(detected, request.state.redis_sync, key)
+    marks = [(c.at / 1000, f"{c.variant} {c.direction} ({c.rate:.2%} since the previous "
+              "restart): restarted") for c in changes]  # fmt: skip
     allocated = charts.lines(shares, "share of decisions", percent=True,
                              x_labels=_span({"": [(b["at"], 0) for b in counts]}),
-                             colors=colors)  # fmt: skip
+                             colors=colors, marks=marks)  # fmt: skip
     lifts = charts.intervals(
         [(v["variant"], v["liftCI"][0], v["lift"], v["liftCI"][1]) for v in found["variants"]
          if v["variant"] != found["control"] and v["units"]],
@@ -146,6 +152,7 @@ async def placement_page(request: Request) -> Response:
     )  # fmt: skip
     return page(request, "placement.html", key=key, placement=placement, found=found,
                  verdict=verdict(found), rate=rate, allocated=allocated, lifts=lifts,
+                 changes=[(datetime.fromtimestamp(c.at / 1000, UTC), c) for c in changes],
                  section="overview")  # fmt: skip
 
 

@@ -4,7 +4,8 @@
 
 ``GET /v1/placements/{key}`` shows the definition and what the policy has learned so far: per
 variant, the decisions it counted, the reward they earned, the mean, and (for policies that do
-not depend on the context) the probability each variant is shown with now.
+not depend on the context) the probability each variant is shown with now; with
+``detect_changes``, the changes it found (newest first) and how many times it restarted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from bandits.spec import PolicySpec
 from collector.errors import with_path
 from collector.store import QueryFailed, StoreUnavailable
+from decisions.changes import Detected, detected
 from decisions.evaluate import evaluate_placement
 from decisions.placements import (
     LEARNED,
@@ -130,13 +132,16 @@ async def get_one(request: Request) -> Response:
     key = path_key(request)
     placement = await _placement(request, key)
     raw = await run_in_threadpool(request.state.redis_sync.get, state_key(key))
-    return json(
-        {
-            "key": key,
-            **msgspec.to_builtins(placement),
-            "learned": learned_summary(key, placement, raw),
-        }
-    )
+    learned = learned_summary(key, placement, raw)
+    if placement.policy.detect_changes:
+        found = await run_in_threadpool(detected, request.state.redis_sync, key)
+        learned["changes"] = [_shown(change) for change in found]
+    return json({"key": key, **msgspec.to_builtins(placement), "learned": learned})
+
+
+def _shown(change: Detected) -> dict[str, Any]:
+    at = datetime.fromtimestamp(change.at / 1000, UTC).isoformat().replace("+00:00", "Z")
+    return {**msgspec.to_builtins(change), "at": at}
 
 
 @needs("read")
@@ -226,12 +231,15 @@ def learned_summary(key: str, placement: Placement, raw: bytes | None) -> dict[s
                 round(float(q), 6) for q in sp.beta.ppf([0.025, 0.975], alpha, beta)
             ]
         variants.append(row)
-    return {
+    summary = {
         "policy": placement.policy.kind,
         "revision": learned.rev if learned else 0,
         "decisions": round(policy.pulls, 3),
         "variants": variants,
     }
+    if placement.policy.detect_changes:
+        summary["restarts"] = int(state.get("restarts", 0))
+    return summary
 
 
 async def results_of(

@@ -41,7 +41,7 @@ _SHAPES = re.compile(
     r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"  # an Authorization header's credentials
     r"|(?i:\b(authorization['\"]?\s*[:=,]\s*['\"]?)[^'\",;\s]+(?:\s+[^'\",;\s]+)?)"
     r"|\b(kairos_session=)[^;\s\"']+"  # the dashboard's session cookie
-    r"|\b(sk|wk|whsec|ocsec|idsec)_[A-Za-z0-9_-]{12,}"  # generated keys and signing secrets
+    r"|\b(sk|wk|kk|whsec|ocsec|idsec)_[A-Za-z0-9_-]{12,}"  # generated keys and signing secrets
 )
 
 

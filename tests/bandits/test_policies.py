@@ -13,6 +13,7 @@ from bandits.abtest import ABTest
 from bandits.linear import LinearThompson, LinUCB
 from bandits.mab import UCB1, BetaThompson, EpsilonGreedy, GaussianThompson
 from bandits.policy import Policy
+from bandits.revenue import RevenueThompson
 from bandits.simulate import BernoulliArms, ContextualArms, simulate
 
 BERNOULLI = BernoulliArms([0.04, 0.05, 0.06, 0.08, 0.10])
@@ -82,6 +83,8 @@ def make(kind: str, seed: int = 9) -> Policy:
         "thompson": lambda: BetaThompson(3, seed=seed),
         "top_two": lambda: BetaThompson(3, seed=seed, top_two=True),
         "gaussian_thompson": lambda: GaussianThompson(3, seed=seed),
+        "revenue_thompson": lambda: RevenueThompson(3, seed=seed),
+        "detecting": lambda: BetaThompson(3, seed=seed, detect_changes=True, change_threshold=3),
         "linucb": lambda: LinUCB(3, 2, seed=seed),
         "linear_thompson": lambda: LinearThompson(3, 2, seed=seed),
         "ab": lambda: ABTest([1, 1, 2], salt="s"),
@@ -94,6 +97,8 @@ KINDS = [
     "thompson",
     "top_two",
     "gaussian_thompson",
+    "revenue_thompson",
+    "detecting",
     "linucb",
     "linear_thompson",
     "ab",
@@ -139,7 +144,8 @@ def test_same_seed_same_choices(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["epsilon_greedy", "ucb1", "thompson", "gaussian_thompson", "linucb"]
+    "kind",
+    ["epsilon_greedy", "ucb1", "thompson", "gaussian_thompson", "revenue_thompson", "linucb"],
 )
 def test_merging_two_shards_equals_learning_everything(kind: str) -> None:
     whole, left, right = make(kind), make(kind), make(kind)

@@ -29,7 +29,8 @@ BENCHMARKS = {
     "journeys": ["| naive |", "| worker |", "lateness:"],
     "learner": ["| naive |", "| learner |", "| 1 instance |", "| 2 instances |", "in process:",
                 "each exactly once"],
-    "bandits": ["## bernoulli", "## contextual"],
+    "bandits": ["## stationary", "## contextual", "## drifting", "## revenue", "## Targets"],
+    "access": ["| write key |", "| named key |", "In process, the key check"],
     "recs_quality": ["## k = 4", "## Reading"],
     "replicas": ["| replicas-0 |", "| replicas-1 |"],
     "decision_memory": ["| per decision |", "| per million decisions |"],
@@ -41,7 +42,7 @@ BENCHMARKS = {
     "memory": ["## `--worker-processes each`: 8 processes", "## `--worker-processes one`: 3 "
                "processes", "| **total** |", "One worker process instead of one per kind"],
 }  # fmt: skip
-WRK = {"decide", "ingest", "profiles", "recs", "api_workers", "replicas"}
+WRK = {"decide", "ingest", "profiles", "recs", "api_workers", "replicas", "access"}
 
 
 def _run(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

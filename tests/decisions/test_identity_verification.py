@@ -168,7 +168,9 @@ def test_the_secret_key_is_trusted_as_it_is(shop: Engine) -> None:
     assert [i["id"] for i in found["items"]] == ["hat2", "hat1"]
     wrong = shop.post("/v1/decide", {"placements": ["greeting"], "userId": "victoria"},
                       key=SECRET_KEY + "x")  # fmt: skip
-    assert wrong.status_code == 401 and wrong.json()["message"] == "wrong write key"
+    assert wrong.status_code == 401 and wrong.json()["message"] == (
+        "wrong key: no key of this engine (or one revoked or expired)"
+    )
 
 
 def test_with_verification_off_a_userid_is_taken_as_given(

@@ -14,7 +14,7 @@ from edge.runtime.config import ConfigError, load_config
 from tests.conftest import Engine
 from tests.helpers import bearer, put_placement
 
-KINDS = "ab, epsilon_greedy, gaussian_thompson, linear_thompson, linucb, thompson, top_two_thompson, ucb1"
+KINDS = "ab, epsilon_greedy, gaussian_thompson, linear_thompson, linucb, revenue_thompson, thompson, top_two_thompson, ucb1"
 DURATION = (
     "must be a number and a unit with nothing between, the unit s (seconds), m (minutes), "
     'h (hours) or d (days): like "30s", "15m", "1h", "1.5h" or "7d"'
@@ -35,6 +35,24 @@ CASES = [
     pytest.param(
         "PUT", "/v1/placements/p1", {"policy": {"kind": "thomson"}, "variants": [{"key": "a"}]},
         f"$.policy.kind: Invalid enum value 'thomson' — expected one of {KINDS}", id="policy-kind",
+    ),
+    pytest.param(
+        "PUT", "/v1/placements/p1", {"policy": {"kind": "ucb1", "detect_changes": True}, "variants": [{"key": "a"}]},
+        "$.policy.detect_changes: must go with kind thompson, top_two_thompson, revenue_thompson, got 'ucb1'",
+        id="detect-changes-kind",
+    ),
+    pytest.param(
+        "PUT", "/v1/placements/p1", {"policy": {"window": 500, "discount": 0.99}, "variants": [{"key": "a"}]},
+        "$.policy.window: must not be given with `discount` (both set the memory: give one), got window 500 and discount 0.99",
+        id="window-and-discount",
+    ),
+    pytest.param(
+        "PUT", "/v1/placements/p1", {"policy": {"window": 1}, "variants": [{"key": "a"}]},
+        "$.policy.window: Expected `int` >= 2", id="window-too-short",
+    ),
+    pytest.param(
+        "PUT", "/v1/placements/p1", {"policy": {"detect_changes": True, "change_threshold": 0.5}, "variants": [{"key": "a"}]},
+        "$.policy.change_threshold: Expected `float` >= 1.0", id="change-threshold",
     ),
     pytest.param(
         "PUT", "/v1/placements/p1", {"reward": {"kind": "clicks"}, "variants": [{"key": "a"}]},

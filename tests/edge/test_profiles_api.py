@@ -126,7 +126,9 @@ def test_history_pages_with_a_cursor(engine: Engine) -> None:
 
 def test_the_profile_api_wants_the_secret_key(engine: Engine) -> None:
     answer = engine.client.get(engine.url + "/v1/profiles/user_id:x", headers=bearer(WRITE_KEY))
-    assert answer.status_code == 403 and "needs the secret key" in answer.json()["message"]
+    assert (
+        answer.status_code == 403 and "needs the 'profiles:read' scope" in answer.json()["message"]
+    )
     assert get(engine, "/v1/profiles/user_id:nobody").status_code == 404
     bad = get(engine, "/v1/profiles/phone:123")
     assert bad.status_code == 400 and bad.json()["message"].startswith(

@@ -339,4 +339,7 @@ def test_a_refresh_is_asked_through_the_api_and_the_cli(engine: Engine, r: redis
     wrong = subprocess.run([sys.executable, "-m", "edge.cli", "recs", "refresh", "--url",
                             engine.url, "--secret-key", WRITE_KEY],
                            capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert wrong.returncode == 1 and "forbidden: this endpoint needs the secret key" in wrong.stderr
+    assert (
+        wrong.returncode == 1
+        and "forbidden: this endpoint needs the 'catalog:write' scope" in wrong.stderr
+    )

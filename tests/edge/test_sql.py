@@ -73,7 +73,7 @@ def test_sql_needs_the_secret_key(engine: Engine) -> None:
         engine.url + "/v1/sql", json={"query": "SELECT 1"}, headers=basic(WRITE_KEY)
     )
     assert answer.status_code == 403
-    assert answer.json()["message"].startswith("this endpoint needs the secret key")
+    assert answer.json()["message"].startswith("this endpoint needs the 'sql' scope")
 
 
 @pytest.mark.parametrize(

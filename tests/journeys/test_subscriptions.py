@@ -434,7 +434,7 @@ def test_the_feedback_webhook_suppresses_on_hard_bounces_and_complaints(engine: 
             _feedback(engine, hard, secret, at=int(time.time()) - 3600),
         "X-Kairos-Signature: expected t=<unix seconds>,v1=<hex HMAC-SHA256>":
             _feedback(engine, hard, None, **{"X-Kairos-Signature": "v1=abc"}),
-        "missing secret key: send it as HTTP Basic username or Bearer token":
+        "missing key: send it as HTTP Basic username or Bearer token":
             _feedback(engine, hard, None),
     }  # fmt: skip
     for message, answer in refused.items():

@@ -104,6 +104,9 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/subscriptions/confirm/{token}"): ("public", None),
     ("POST", "/v1/onchain"): ("secret", {"events": []}),  # or an indexer's signature
     ("GET", "/v1/onchain"): ("secret", None),
+    ("POST", "/v1/keys"): ("secret", {"name": "probe", "scopes": ["read"]}),
+    ("GET", "/v1/keys"): ("secret", None),
+    ("DELETE", "/v1/keys/{name}"): ("secret", None),
     ("POST", "/v1/recommendations/batch"): ("secret", {}),
     ("POST", "/v1/recommendations/refresh"): ("secret", None),
     ("GET", "/v1/recommendations/{id:path}/render"): ("secret", None),
@@ -123,6 +126,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/dashboard/profiles"): ("session", None),
     ("GET", "/dashboard/live"): ("session", None),
     ("GET", "/dashboard/models"): ("session", None),
+    ("GET", "/dashboard/policies"): ("session", None),
     ("GET", "/dashboard/journeys"): ("session", None),
     ("GET", "/dashboard/subscriptions"): ("session", None),
     ("GET", "/dashboard/templates"): ("session", None),
@@ -190,6 +194,7 @@ def _routes_of(who: str) -> list[tuple[str, str, Any]]:
 
 
 def test_secret_routes_refuse_everything_but_the_secret_key(engine: Engine) -> None:
+    """The bootstrap keys only (named keys and their scopes: tests/security/test_permissions)."""
     for method, path, body in _routes_of("secret"):
         for headers in ({}, basic("sk_wrong"), {"Authorization": "Bearer sk_wrong"}):
             answer = _call(engine, method, path, body, headers=headers)
@@ -198,11 +203,11 @@ def test_secret_routes_refuse_everything_but_the_secret_key(engine: Engine) -> N
         for headers in (basic(WRITE_KEY), {"Authorization": f"Bearer {WRITE_KEY}"}):
             answer = _call(engine, method, path, body, headers=headers)
             assert answer.status_code == 403, (method, path, answer.text)
-            assert answer.json() == {
-                "code": "forbidden",
-                "message": "this endpoint needs the secret key: the write key is public "
-                "(browsers, SDKs) and cannot read or change anything here",
-            }
+            assert answer.json()["code"] == "forbidden"
+            message = answer.json()["message"]
+            assert message.startswith("this endpoint needs the '"), message
+            assert message.endswith("scope: the write key (it is public: browsers, SDKs) has "
+                                    "decide, track"), message  # fmt: skip
         secret = {"Authorization": f"Bearer {SECRET_KEY}"}
         answer = _call(engine, method, path, body, headers=secret)
         assert answer.status_code not in (401, 403), (method, path, answer.text)
