@@ -225,6 +225,11 @@ class _Thompson(_ArmStats):
     def _posterior(self, draws: int) -> NDArray[np.float64]:
         raise NotImplementedError
 
+    def posterior_samples(self, draws: int) -> NDArray[np.float64]:
+        """``draws`` samples of every arm's mean from the posterior (arms × draws), from the
+        policy's own random stream: what its choice probabilities are estimated from."""
+        return self._posterior(draws)
+
 
 class BetaThompson(_Thompson):
     """Thompson sampling for 0/1 rewards with Beta(1 + successes, 1 + failures) posteriors.

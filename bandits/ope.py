@@ -9,6 +9,10 @@ With wᵢ = πᵢ / pᵢ:
 - doubly robust: mean(q̂(π)ᵢ + wᵢ (rᵢ − q̂ᵢ)) with a reward model q̂ — unbiased if either the
   model or the propensities are right.
 
+A log of lists (several positions per page, as in the Open Bandit Dataset) is evaluated per
+position: πᵢ is then the candidate's probability of putting the logged arm at the logged
+position (``evaluate_positions``, with ``bandits.slates`` for Thompson sampling).
+
 Intervals are percentile bootstraps over decisions, seeded. A log may come grouped (one row per
 distinct arm, propensity, features and reward, with a count — what a SQL aggregate returns):
 pass ``counts`` and every estimate, interval and the bootstrap are as over the expanded log.
@@ -31,7 +35,16 @@ from numpy.typing import NDArray
 
 from bandits.policy import Policy
 
-__all__ = ["Estimate", "Log", "doubly_robust", "evaluate", "ips", "reward_model", "snips"]
+__all__ = [
+    "Estimate",
+    "Log",
+    "doubly_robust",
+    "evaluate",
+    "evaluate_positions",
+    "ips",
+    "reward_model",
+    "snips",
+]
 
 Array = NDArray[np.float64]
 
@@ -176,13 +189,14 @@ def reward_model(
 class Log:
     """A grouped decision log: row i stands for ``counts[i]`` decisions that showed ``arms[i]``
     with probability ``propensities[i]`` in ``contexts[i]`` (n × d; d may be 0) and earned
-    ``rewards[i]`` each."""
+    ``rewards[i]`` each; at ``positions[i]`` of a list (0 first), when the log has them."""
 
     arms: NDArray[np.int64]
     propensities: Array
     rewards: Array
     counts: Array
     contexts: Array
+    positions: NDArray[np.int64] | None = None
 
     @property
     def size(self) -> int:
@@ -217,6 +231,41 @@ def evaluate(
     p, r, c = test.propensities, test.rewards, test.counts
     dr = doubly_robust(
         r, p, target, q[rows, test.arms], (pi * q).sum(axis=1), level, resamples, seed, c
+    )
+    return {
+        "logged": replace(ips(r, p, p, level, resamples, seed, c), method="logged"),
+        "ips": ips(r, p, target, level, resamples, seed, c),
+        "snips": snips(r, p, target, level, resamples, seed, c),
+        "dr": dr,
+    }
+
+
+def evaluate_positions(
+    shares: Array,
+    log: Log,
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int | None = None,
+) -> dict[str, Estimate]:
+    """How a candidate that puts arm *a* at position *k* with probability ``shares[a, k]``
+    (arms × positions, the same in every context) would have done on ``log``, per logged
+    (arm, position): IPS, SNIPS and doubly robust, beside ``logged``. The reward model of DR
+    is a ridge regression per arm on the context and the position, fitted on ``log``."""
+    n_arms, slots = shares.shape
+    positions = log.positions if log.positions is not None else np.zeros(len(log.arms), int)
+    if len(log.arms) and (log.arms.max() >= n_arms or positions.max() >= slots):
+        raise ValueError(f"the log has an arm or position beyond the candidate's {n_arms} arms "
+                         f"× {slots} positions")  # fmt: skip
+    rows = np.arange(len(log.arms))
+    target = shares[log.arms, positions]
+    at = np.zeros((len(rows), max(slots - 1, 0)))  # the position, one-hot (the first: none)
+    at[positions > 0, positions[positions > 0] - 1] = 1.0
+    x = _bias(np.hstack([at, np.asarray(log.contexts, dtype=float)]))
+    q = reward_model(x, log.arms, log.rewards, n_arms, counts=log.counts)(x)  # rows × arms
+    p, r, c = log.propensities, log.rewards, log.counts
+    chosen = shares[:, positions].T  # rows × arms: the candidate's shares at the row's position
+    dr = doubly_robust(
+        r, p, target, q[rows, log.arms], (chosen * q).sum(axis=1), level, resamples, seed, c
     )
     return {
         "logged": replace(ips(r, p, p, level, resamples, seed, c), method="logged"),

@@ -85,7 +85,8 @@ TAKE = lua(__file__, "take.lua")
 APPLIED = lua(__file__, "applied.lua")
 RECORD = lua(__file__, "record.lua")
 
-Predict = Callable[[dict[str, float]], dict[str, float]]
+# Scaled features -> per target (calibrated score, raw score).
+Predict = Callable[[dict[str, float]], dict[str, tuple[float, float]]]
 
 
 def learner_key(pid: str) -> str:
@@ -322,10 +323,11 @@ class Run:
             at=event.at,
             deadline=event.at + int(self.settings.churn_days * DAY_MS),
             session=h.session_start,
-            p=p["churn"],
+            p=p["churn"][0],
             x=x,
+            raw=p["churn"][1],
         )
-        for target, value in p.items():
+        for target, (value, _) in p.items():
             if abs(h.scores.get(target, -1.0) - value) > _SCORE_STEP:
                 h.scores[target] = person.scores[target] = round(value, 4)
 
@@ -336,7 +338,7 @@ class Run:
         target: str,
         at: int,
         days: float,
-        p: dict[str, float],
+        p: dict[str, tuple[float, float]],
         x: dict[str, float],
     ) -> None:
         h = person.record
@@ -348,8 +350,9 @@ class Run:
             at=at,
             deadline=at + int(days * DAY_MS),
             session=h.session_start,
-            p=p[target],
+            p=p[target][0],
             x=x,
+            raw=p[target][1],
         )
         person.queued.append(example)
         h.open.append(Open(target, at, example.deadline, h.session_start))

@@ -64,6 +64,7 @@ class Example(msgspec.Struct, array_like=True, kw_only=True):
     session: int  # the session it was made in (its start, ms)
     p: float  # what the model predicted then (prequential: tested before it is learned)
     x: dict[str, float]
+    raw: float | None = None  # the uncalibrated score then (None: made before calibration)
 
     @property
     def id(self) -> str:

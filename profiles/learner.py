@@ -9,8 +9,10 @@ Three models (``profiles.models``), trained online, test-then-train:
 - ``churn``: P(no activity in the next ``churn_days``, default 30), one example per session,
   made from the person as they were at the session's last event.
 
-An example holds the features as they were when it was made (``profiles.history``) and the
-prediction made then. It waits in the delayed-label queue — a sorted set by deadline,
+Each model's raw score goes through its calibrator (``profiles.calibration``), learned on the
+same delayed labels, so a score of 0.7 comes true seven times in ten. An example holds the
+features as they were when it was made (``profiles.history``) and the prediction made then
+(calibrated, and raw beside it). It waits in the delayed-label queue — a sorted set by deadline,
 ``{learn}:queue`` — until its deadline has passed, and is learned then, with its label: an order
 in time settles a conversion example as 1 (``{learn}:labels``), a return settles the churn
 example as 0; with no such event a conversion example is 0 and a churn example 1. Learning every
@@ -381,8 +383,8 @@ class Learner(SpoolWorker):
         if not training:
             models = self._published.get(self.client, load_published) or models
 
-        def predict(z: dict[str, float]) -> dict[str, float]:
-            return {target: model.predict(z) for target, model in models.items()}
+        def predict(z: dict[str, float]) -> dict[str, tuple[float, float]]:
+            return {target: model.scores(z) for target, model in models.items()}
 
         context: dict[str, Any] = {"client": self.client, "settings": self.settings,
                                    "scoring": self.scoring, "predict": predict}  # fmt: skip

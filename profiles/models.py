@@ -13,8 +13,11 @@ tree).
 
 Quality is measured prequentially: each example's label is compared with the prediction made
 for it *before* the model learned from it (the prediction stored when the example was made), over
-a rolling window: ROC AUC, log loss, and calibration by decile (mean prediction against the
-observed rate in each tenth of the probability range).
+a rolling window: ROC AUC, log loss, expected calibration error (ECE) and calibration by decile
+(mean prediction against the observed rate in each tenth of the probability range). Each
+model's raw score goes through a ``profiles.calibration.Calibrator`` (``[models] calibrate``,
+on by default), learned on the same delayed labels; the quality of the raw scores, as they
+were when predicted, is kept beside (``uncalibrated``), so the two compare on the same examples.
 
 Examples:
     >>> scale, model = Scaler(["views"]), Model("conversion")
@@ -47,6 +50,8 @@ from typing import Any
 import msgspec
 from river import forest, linear_model, metrics, optim, preprocessing, tree
 from river.base import Classifier
+
+from profiles.calibration import Calibrator, expected_calibration_error
 
 __all__ = ["ESTIMATORS", "TARGETS", "Model", "ModelSettings", "Quality", "Scaler", "Stats"]
 
@@ -168,40 +173,80 @@ class Quality:
             for i, (n, s, o) in enumerate(bins) if n
         ]  # fmt: skip
 
-    def summary(self) -> dict[str, Any]:
-        loss = self.log_loss()
+    def ece(self) -> float | None:
+        """Expected calibration error over the window (10 equal-width bins)."""
+        return expected_calibration_error(self.recent) if self.recent else None
+
+    def brief(self) -> dict[str, Any]:
+        """ROC AUC, log loss and ECE over the window (None before there is any)."""
+        loss, ece = self.log_loss(), self.ece()
         have_both = 0 < sum(y for _, y in self.recent) < len(self.recent)
+        return {
+            "roc_auc": round(self.auc.get(), 4) if have_both else None,
+            "log_loss": round(loss, 4) if loss is not None else None,
+            "ece": round(ece, 4) if ece is not None else None,
+        }
+
+    def summary(self) -> dict[str, Any]:
         return {
             "examples": self.examples,
             "positives": self.positives,
             "window": len(self.recent),
-            "roc_auc": round(self.auc.get(), 4) if have_both else None,
-            "log_loss": round(loss, 4) if loss is not None else None,
+            **self.brief(),
             "calibration": self.calibration(),
         }
 
 
 class Model:
-    """One target's classifier (on scaled features) and its quality."""
+    """One target's classifier (on scaled features), its calibrator and its quality: of the
+    scores as served (``quality``) and of the raw scores beside them (``raw_quality``)."""
 
-    def __init__(self, target: str, estimator: str = "logistic", window: int = 5_000):
+    def __init__(
+        self, target: str, estimator: str = "logistic", window: int = 5_000, calibrate: bool = True
+    ):
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
         self.target = target
         self.estimator = estimator
         self.classifier = ESTIMATORS[estimator]()
+        self.calibrator: Calibrator | None = Calibrator() if calibrate else None
         self.quality = Quality(window)
+        self.raw_quality = Quality(window)
 
-    def predict(self, z: dict[str, float]) -> float:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A checkpoint from before calibration: no calibrator yet (one starts learning)."""
+        if "calibrator" not in state:
+            state["calibrator"] = Calibrator()
+            state["raw_quality"] = Quality(state["quality"].window)
+        self.__dict__.update(state)
+
+    def raw(self, z: dict[str, float]) -> float:
+        """The classifier's own probability, before calibration."""
         return float(self.classifier.predict_proba_one(z).get(True, 0.0))
 
-    def learn(self, z: dict[str, float], y: bool, p: float) -> None:
-        """Score ``p`` (predicted before the label was known), then learn ``z`` -> ``y``."""
+    def scores(self, z: dict[str, float]) -> tuple[float, float]:
+        """(calibrated, raw) for ``z``."""
+        raw = self.raw(z)
+        return (self.calibrator(raw) if self.calibrator is not None else raw), raw
+
+    def predict(self, z: dict[str, float]) -> float:
+        return self.scores(z)[0]
+
+    def learn(self, z: dict[str, float], y: bool, p: float, raw: float | None = None) -> None:
+        """Score ``p`` and ``raw`` (served and raw, predicted before the label was known; raw
+        unknown for examples made before calibration), then learn ``z`` -> ``y``: the
+        calibrator from the classifier's score now, then the classifier."""
         self.quality.update(y, p)
+        if raw is not None:
+            self.raw_quality.update(y, raw)
+        if self.calibrator is not None:
+            self.calibrator.learn(self.raw(z), y)
         self.classifier.learn_one(z, y)
 
     def summary(self) -> dict[str, Any]:
-        return {"target": self.target, "estimator": self.estimator, **self.quality.summary()}
+        return {"target": self.target, "estimator": self.estimator,
+                "calibrated": self.calibrator is not None, **self.quality.summary(),
+                "uncalibrated": self.raw_quality.brief()}  # fmt: skip
 
 
 class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -213,6 +258,7 @@ class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     churn_days: float = 30.0
     checkpoint_seconds: float = 60.0
     window: int = 5_000  # labelled examples the rolling metrics cover
+    calibrate: bool = True  # scores through each model's calibrator (profiles.calibration)
     ltv_horizon_days: float = 90.0
     ltv_refit_hours: float = 24.0
 
@@ -225,4 +271,5 @@ class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
 
     def models(self) -> dict[str, Model]:
         """A fresh model per target, in ``TARGETS`` order."""
-        return {t: Model(t, self.estimators.get(t, self.estimator), self.window) for t in TARGETS}
+        return {t: Model(t, self.estimators.get(t, self.estimator), self.window, self.calibrate)
+                for t in TARGETS}  # fmt: skip

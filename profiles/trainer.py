@@ -41,11 +41,11 @@ meet an empty scaler.)
 
 **Publication.** When it has learned since — as often as publishing costs a tenth of its time
 at most (after every round, for the default logistic models; a forest less often), at least
-every ``publish_seconds`` (5), and at each checkpoint — the trainer writes the classifiers to
-``{learn}:published`` and bumps ``{learn}:published:version``; feature sides elsewhere load
-them again when the version moves, so their scores lag the trainer's models by up to that
-interval and a batch. It also keeps the summary ``GET /v1/models`` shows (``{learn}:models``)
-every two seconds.
+every ``publish_seconds`` (5), and at each checkpoint — the trainer writes the classifiers and
+their calibrators (``profiles.calibration``) to ``{learn}:published`` and bumps
+``{learn}:published:version``; feature sides elsewhere load them again when the version moves,
+so their scores lag the trainer's models by up to that interval and a batch. It also keeps
+the summary ``GET /v1/models`` shows (``{learn}:models``) every two seconds.
 """
 
 from __future__ import annotations
@@ -101,8 +101,21 @@ LEARNED = lua(__file__, "learned.lua")
 CHECKPOINTED = lua(__file__, "checkpointed.lua")
 CLAIM = lua(__file__, "claim.lua")
 EXAMPLE = msgspec.json.Decoder(Example)
+
+
+class _Redo(msgspec.Struct, array_like=True):
+    """A line of the redo log: an example as it was learned (``raw`` missing in lines written
+    before calibration)."""
+
+    target: str
+    z: dict[str, float]
+    label: bool
+    p: float
+    raw: float | None = None
+
+
 # MessagePack rather than JSON: a scaled feature may be inf or nan, and must come back as it was.
-_REDO = msgspec.msgpack.Decoder(tuple[str, dict[str, float], bool, float])
+_REDO = msgspec.msgpack.Decoder(_Redo)
 _REDO_ENCODE = msgspec.msgpack.Encoder().encode
 
 
@@ -193,8 +206,8 @@ class Trainer:
         if raw is not None:
             self.models = pickle.loads(raw)["models"]  # noqa: S301 - our own, in our own Redis
         for line in redo:
-            target, z, label, p = _REDO.decode(line)
-            self.models[target].learn(z, label, p)
+            done = _REDO.decode(line)
+            self.models[done.target].learn(done.z, done.label, done.p, done.raw)
         self.round, self._redo = int(round_ or 0), len(redo)
         self.watermark = max(self.watermark, int(trained or 0))
         if raw is not None or redo:
@@ -238,8 +251,8 @@ class Trainer:
         for example, raw in zip(examples, labels):
             label = bool(int(raw)) if raw is not None else example.target == "churn"
             z = scale(example.x)
-            self.models[example.target].learn(z, label, example.p)
-            lines.append(_REDO_ENCODE((example.target, z, label, example.p)))
+            self.models[example.target].learn(z, label, example.p, example.raw)
+            lines.append(_REDO_ENCODE((example.target, z, label, example.p, example.raw)))
             counts[example.target] = counts.get(example.target, 0) + 1
             done.append((example, label))
         args: list[Any] = [start, self.watermark, len(members), *members, *ids, len(lines), *lines]
@@ -296,11 +309,11 @@ class Trainer:
             self.summarize()
 
     def publish(self) -> None:
-        """The classifiers for feature sides elsewhere (a new version)."""
+        """The classifiers and their calibrators for feature sides elsewhere (a new version)."""
         began = time.monotonic()
-        classifiers = {t: m.classifier for t, m in self.models.items()}
+        predictors = {t: (m.classifier, m.calibrator) for t, m in self.models.items()}
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(PUBLISHED, pickle.dumps(classifiers))
+        pipe.set(PUBLISHED, pickle.dumps(predictors))
         pipe.incr(VERSION)
         pipe.execute()
         self._published_at, self._unpublished = time.monotonic(), False
@@ -330,10 +343,13 @@ def load_published(client: redis.Redis) -> dict[str, Model] | None:
     raw = client.get(PUBLISHED)
     if raw is None:
         return None
-    classifiers = pickle.loads(raw)  # noqa: S301 - our own, in our own Redis
+    predictors = pickle.loads(raw)  # noqa: S301 - our own, in our own Redis
     models = {}
-    for target, classifier in classifiers.items():
+    for target, predictor in predictors.items():
         model = Model(target)
-        model.classifier = classifier
+        # (A trainer from before calibration published the classifier alone.)
+        model.classifier, model.calibrator = (
+            predictor if isinstance(predictor, tuple) else (predictor, None)
+        )
         models[target] = model
     return models

@@ -37,6 +37,7 @@ from edge.pages import sessions as session_pages
 from edge.routes import (
     broadcasts,
     decide,
+    evaluation,
     journeys,
     keys,
     messages,
@@ -234,6 +235,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *decide.routes,  # what _DecideFirst does not take (OPTIONS, other methods)
             *tracking.routes,
             *placements.routes,
+            *evaluation.routes,
             *sql.routes,
             *profiles.routes,
             *segments.routes,

@@ -1,6 +1,6 @@
 """The commands beyond running the engine: ``kairos sql``, ``kairos report`` and ``kairos recs
-refresh`` (through a running engine's API), ``kairos simulate`` and ``kairos ltv`` (long work,
-with a progress bar)."""
+refresh`` (through a running engine's API), ``kairos simulate``, ``kairos ltv`` and ``kairos
+evaluate`` (long work, with a progress bar)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import httpx
 from edge.cli.progress import Progress
 from edge.runtime.keys import KEY_ENV, find_key
 
-__all__ = ["key_action", "keys", "ltv", "recs_refresh", "report", "simulate", "sql"]
+__all__ = ["evaluate", "key_action", "keys", "ltv", "recs_refresh", "report", "simulate", "sql"]
 
 
 class Failed(Exception):
@@ -308,6 +308,61 @@ def ltv(args: argparse.Namespace) -> int:
           f"{fit['seconds']} s")  # fmt: skip
     print("BG/NBD " + " ".join(f"{k}={v:.3f}" for k, v in fit["beta_geo"].items()))
     print("Gamma-Gamma " + " ".join(f"{k}={v:.3f}" for k, v in fit["gamma_gamma"].items()))
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """``kairos evaluate --log FILE``: off-policy evaluation on a logged-bandit file, here."""
+    import msgspec
+
+    from collector.errors import with_path
+    from decisions.logfile import LogFileError, read_log
+    from decisions.offline import Prior, evaluate_log
+
+    problem = None
+    if args.draws < 1:
+        problem = f"--draws must be at least 1, got {args.draws}"
+    elif not 0.0 <= args.train_share < 1.0:
+        problem = f"--train-share must lie in [0, 1), got {args.train_share}"
+    if problem:
+        print(f"kairos evaluate: {problem}", file=sys.stderr)
+        return 2
+    try:
+        rounds = read_log(args.log.read_text(encoding="utf-8"))
+        prior = None
+        if args.prior is not None:
+            prior = msgspec.json.decode(args.prior.read_bytes(), type=Prior)
+    except OSError as exc:
+        print(f"kairos evaluate: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except LogFileError as exc:
+        print(f"kairos evaluate: {args.log}: {exc}", file=sys.stderr)
+        return 1
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        print(f"kairos evaluate: {args.prior}: {with_path(str(exc), of=Prior)}", file=sys.stderr)
+        return 1
+    bar = Progress(args.draws, "posterior rankings")
+    try:
+        found = evaluate_log(rounds, args.policy, prior, args.draws, args.seed, args.train_share,
+                             progress=bar.advance)  # fmt: skip
+    except ValueError as exc:
+        print(f"kairos evaluate: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    rounds_of = found["rounds"]
+    print(f"{args.log}: {rounds_of['evaluate']:,} rounds judged ({rounds_of['train']:,} learned "
+          f"from), {found['arms']} arms × {found['positions']} positions, "
+          f"{found['context']} context features; mean reward {found['mean_reward']}")  # fmt: skip
+    print(f"candidate: {found['policy']}" + (" with the prior" if found["prior"] else "")
+          + f", {found['draws']:,} posterior rankings, seed {found['seed']}")  # fmt: skip
+    columns = ["estimator", "value", "95% interval", "relative", "effective rounds"]
+    rows = [[name, e["value"], f"[{e['low']}, {e['high']}]", e["relative"],
+             e["effective_decisions"]] for name, e in found["estimates"].items()]  # fmt: skip
+    _print_result({"columns": columns, "rows": rows}, "table")
+    print("  · relative: the estimate over the log's mean reward (1: as good as the logging "
+          "policy)")  # fmt: skip
     return 0
 
 

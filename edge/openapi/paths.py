@@ -18,6 +18,7 @@ from decisions.choice import Answer, Ask
 from decisions.placements import KEY, Placement
 from edge.access.keys import NAME, KeyAsk
 from edge.access.users import MIN_PASSWORD, UserAsk, UserChange
+from edge.routes.evaluation import LogEvaluation
 from edge.routes.journeys import SimulateAsk
 from edge.routes.placements import Evaluation
 from edge.routes.products import Bulk
@@ -38,7 +39,7 @@ __all__ = ["BODIES", "Operation", "operations"]
 BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
           Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
           SimulateAsk, OnchainBatch, RecommendationBatch, Link, EmailTemplate,
-          PreviewAsk, Broadcast, Group, Feedback, KeyAsk, UserAsk,
+          PreviewAsk, Broadcast, Group, Feedback, KeyAsk, LogEvaluation, UserAsk,
           UserChange]  # fmt: skip
 
 WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
@@ -163,6 +164,10 @@ def _placements() -> list[Operation]:
                   "as a JSON body)", "placements", (SECRET,), "Evaluation", parameters=one,
                   answers={200: ("Estimates", "EvaluationResult"),
                            **_BAD, **_MISSING, **_STORE_DOWN}, scope="placements:write"),
+        Operation("post", "/v1/evaluate", "Off-policy evaluation of a candidate policy on a "
+                  "logged-bandit file (CSV text in the body; rounds another system logged)",
+                  "placements", (SECRET,), "LogEvaluation",
+                  answers={200: ("Estimates", "LogEvaluationResult"), **_BAD}, scope="read"),
         Operation("get", "/v1/placements/{key}/results", "Experiment results per variant",
                   "placements", (SECRET,), parameters=[*one, *results],
                   answers={200: ("Results", "Results"), **_BAD, **_MISSING, **_STORE_DOWN},

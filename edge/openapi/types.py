@@ -108,6 +108,23 @@ class EvaluationResult(Struct):
     estimates: dict[str, Any]
 
 
+class LogEvaluationResult(Struct):
+    """``POST /v1/evaluate``: the candidate, the rounds learned from and judged, and per
+    estimator (``logged``, ``ips``, ``snips``, ``dr``) the value, its interval, the value over
+    the log's mean reward (``relative``) and the effective number of rounds."""
+
+    policy: str
+    prior: bool
+    arms: int
+    positions: int
+    draws: int
+    seed: int
+    rounds: dict[str, int]
+    context: int
+    mean_reward: float | None
+    estimates: dict[str, Any]
+
+
 class Profile(Struct):
     id: str
     identities: dict[str, Any]
@@ -151,8 +168,35 @@ class Members(Struct):
     next_cursor: str | None
 
 
+class ModelQuality(Struct):
+    """Prequential quality of the raw (uncalibrated) scores, on the same examples."""
+
+    roc_auc: float | None
+    log_loss: float | None
+    ece: float | None
+
+
+class ModelShown(Struct):
+    """One model: over the last ``window`` labelled examples, each prediction made before its
+    label was known, ROC AUC, log loss, expected calibration error (``ece``: 10 equal-width
+    bins, the gap between mean prediction and observed rate weighted by each bin's share) and
+    calibration by decile; the same for the raw scores in ``uncalibrated``."""
+
+    target: str
+    estimator: str
+    examples: int
+    positives: int
+    window: int
+    roc_auc: float | None
+    log_loss: float | None
+    calibration: list[dict[str, Any]]
+    ece: float | None = None  # (None in a summary from before calibration)
+    calibrated: bool | None = None
+    uncalibrated: ModelQuality | None = None
+
+
 class Models(Struct):
-    models: list[dict[str, Any]]
+    models: list[ModelShown]
     ltv: dict[str, Any] | None
 
 
@@ -518,6 +562,7 @@ ANSWERS = [
     PlacementShown,
     Results,
     EvaluationResult,
+    LogEvaluationResult,
     Profile,
     ProfileEvents,
     ProfileExport,

@@ -148,9 +148,14 @@ async def metrics(request: Request) -> Response:
     for name, key, help_ in (
         ("kairos_model_roc_auc", "roc_auc", "Prequential ROC AUC over the model's window."),
         ("kairos_model_log_loss", "log_loss", "Prequential log loss over the model's window."),
+        (
+            "kairos_model_ece",
+            "ece",
+            "Prequential expected calibration error (10 equal-width bins) over the model's window.",
+        ),
     ):
         samples = [(f'{{model="{m["target"]}"}}', float(m[key])) for m in models
-                   if m[key] is not None]  # fmt: skip
+                   if m.get(key) is not None]  # fmt: skip
         metric(name, "gauge", help_, samples)
     metric("kairos_model_examples_total", "counter", "Labelled examples each model learned.",
            [(f'{{model="{m["target"]}"}}', float(m["examples"])) for m in models])  # fmt: skip

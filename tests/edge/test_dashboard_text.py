@@ -123,6 +123,17 @@ def test_the_models_page_words_its_counts_and_times(n: int, noun: str) -> None:
     assert 'title="2026-12-01 14:03:22 UTC"' in _html("models.html", **context)  # … but exact
 
 
+def test_the_models_page_shows_calibration_error_beside_roc_auc() -> None:
+    model = {"target": "conversion", "estimator": "logistic", "examples": 10, "positives": 3,
+             "window": 10, "roc_auc": 0.8123, "log_loss": 0.41, "ece": 0.0321,
+             "calibrated": True, "calibration": [],
+             "uncalibrated": {"roc_auc": 0.8101, "log_loss": 0.45, "ece": 0.0876}}  # fmt: skip
+    text = _render("models.html", models=[model], ltv=None, calibration={"conversion": ""},
+                   updated=None)  # fmt: skip
+    assert "ROC AUC 0.812, log loss 0.410, calibration error (ECE) 0.032." in text
+    assert "Calibrated scores; the raw scores: ROC AUC 0.810, ECE 0.088." in text
+
+
 @pytest.mark.parametrize("n", [0, 1, 2])
 def test_the_journeys_page_words_its_counts(n: int) -> None:
     people = "person" if n == 1 else "people"

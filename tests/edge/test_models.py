@@ -73,9 +73,12 @@ def test_scores_reach_profiles_segments_and_the_models_api(
     # learner's own tests measure quality on fixed batches).
     assert models["churn"]["examples"] > 100 and models["churn"]["calibration"]
     assert models["churn"]["roc_auc"] > 0.5
+    assert 0.0 <= models["churn"]["ece"] <= 1.0 and models["churn"]["calibrated"]
+    assert set(models["churn"]["uncalibrated"]) == {"roc_auc", "log_loss", "ece"}
     assert engine.client.get(f"{engine.url}/v1/models").status_code == 401
     metrics = engine.client.get(f"{engine.url}/metrics").text
     assert 'kairos_model_roc_auc{model="churn"}' in metrics
+    assert 'kairos_model_ece{model="churn"}' in metrics
     assert "kairos_learner_messages_total" in metrics
 
 

@@ -44,6 +44,7 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/v1/placements/{key}/evaluate"): ("secret", {}),
     ("GET", "/v1/placements/{key}/results"): ("secret", None),
     ("POST", "/v1/sql"): ("secret", {"query": "SELECT 1"}),
+    ("POST", "/v1/evaluate"): ("secret", {"log": "action,reward,propensity\n0,1,0.5\n"}),
     ("GET", "/v1/profiles/{id}"): ("secret", None),
     ("DELETE", "/v1/profiles/{id}"): ("secret", None),
     ("GET", "/v1/profiles/{id}/events"): ("secret", None),
