@@ -177,16 +177,30 @@ def resolve_profiles(r: Any, layout: Any) -> None:
     reader.release()
 
 
+def sign_in_form(client: httpx.Client, **fields: str) -> httpx.Response:
+    """Post the dashboard's sign-in form as a browser would (its CSRF token and cookie)."""
+    form = client.get("/dashboard/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None, form.text
+    return client.post("/dashboard/login", data={**fields, "csrf": token.group(1)})
+
+
 @contextmanager
-def signed_in(engine: Engine) -> Iterator[httpx.Client]:
-    """A client holding the dashboard's session cookie, signed in through the form."""
+def signed_in(engine: Engine, email: str = "", password: str = "") -> Iterator[httpx.Client]:
+    """A client holding the dashboard's session cookie, signed in through the form: with the
+    secret key, or as the user ``email``."""
     with httpx.Client(base_url=engine.url, follow_redirects=False, timeout=30) as client:
-        form = client.get("/dashboard/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
-        assert token is not None, form.text
-        answer = client.post("/dashboard/login", data={"key": SECRET_KEY, "csrf": token.group(1)})
+        fields = {"email": email, "password": password} if email else {"key": SECRET_KEY}
+        answer = sign_in_form(client, **fields)
         assert answer.status_code == 303, answer.text
         yield client
+
+
+def add_user(engine: Engine, email: str, role: str, password: str = "a long password 1") -> None:
+    """A dashboard user, made through the API with the secret key."""
+    body = {"email": email, "role": role, "password": password}
+    answer = engine.client.post(f"{engine.url}/v1/users", json=body, headers=bearer())
+    assert answer.status_code == 201, answer.text
 
 
 def page_text(markup: str) -> str:

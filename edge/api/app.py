@@ -34,6 +34,7 @@ from edge.api.limits import RequestLimits, answer
 from edge.openapi import document as openapi
 from edge.pages import audit as audit_page
 from edge.pages import dashboard, demo, messaging, policies, preferences
+from edge.pages import sessions as session_pages
 from edge.routes import (
     audit,
     broadcasts,
@@ -55,6 +56,7 @@ from edge.routes import (
     subscriptions,
     templates,
     tracking,
+    users,
     wallets,
 )
 from edge.routes.decide import DecideEndpoint
@@ -244,6 +246,8 @@ def create_app(settings: Settings) -> ASGIApp:
             *messaging.routes,
             *policies.routes,
             *audit_page.routes,
+            *session_pages.routes,
+            *users.routes,
             *products.routes,
             *journeys.routes,
             *templates.routes,

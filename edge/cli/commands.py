@@ -63,7 +63,7 @@ def _api(args: argparse.Namespace, path: str, body: Any = None, method: str | No
             "User-Agent": user_agent(),
         },
         method=method,
-    )
+    )  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
             return json.loads(answer.read())

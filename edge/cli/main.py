@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.access.scopes import SCOPES
+from edge.cli import users
 from edge.runtime.workers import ALL, WORKERS, select
 
 __all__ = ["main"]
@@ -361,6 +362,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     keys.set_defaults(run=lambda args: _lazy_command("keys")(args))
     _key_actions(keys)
+
+    users.parser(commands, _api_options)
 
     simulate = commands.add_parser(
         "simulate",

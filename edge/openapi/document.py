@@ -39,10 +39,10 @@ Every error is JSON `{"code", "message"}` whose message leads with the field pat
 Any operation may answer **413** (a body over `[limits] max_body_kb`) and **429** (over a
 `[limits]` rate; retry after `Retry-After`).
 
-The dashboard (`/dashboard…`, signed in through a form: a session cookie; a user's role must
-hold the operation's scope) and the demo shop (`/demo…`) are HTML for people: they are listed
-so that the document covers every route, but their markup is not a contract. Not listed:
-{excluded}.
+The dashboard (`/dashboard…`, signed in through a form with a user's email and password, or
+the secret key: a session cookie; a user's role must hold the operation's scope) and the demo
+shop (`/demo…`) are HTML for people: they are listed so that the document covers every route,
+but their markup is not a contract. Not listed: {excluded}.
 """
 _NAMES = {
     "collector.wire.Batch": "Batch",
@@ -54,8 +54,14 @@ _NAMES = {
 _OBJECTS = ("context", "properties", "traits")
 _FORM = {
     "type": "object",
-    "properties": {"key": {"type": "string"}, "csrf": {"type": "string"}},
-    "description": "A urlencoded form: the secret key (sign-in) and the form's CSRF token",
+    "properties": {
+        "email": {"type": "string"},
+        "password": {"type": "string"},
+        "key": {"type": "string"},
+        "csrf": {"type": "string"},
+    },
+    "description": "A urlencoded form: a user's email and password, or the secret key "
+    "(sign-in), and the form's CSRF token",
 }
 _DEMO_FORM = {
     "type": "object",
@@ -76,7 +82,8 @@ _SECURITY = {
                           "description": 't=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>"> '
                                          "under the feedback secret (GET /v1/subscriptions)"},
     "dashboardSession": {"type": "apiKey", "in": "cookie", "name": "kairos_session",
-                         "description": "set by POST /dashboard/login"},
+                         "description": "set by POST /dashboard/login; its role's scopes "
+                                        "apply (x-kairos-scope)"},
 }  # fmt: skip
 _NO_ROUTE = "No such resource; text/plain when no route takes a path of this shape"
 _LIMITS = {

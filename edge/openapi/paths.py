@@ -18,6 +18,7 @@ from collector.onchain import OnchainBatch
 from decisions.choice import Answer, Ask
 from decisions.placements import KEY, Placement
 from edge.access.keys import NAME, KeyAsk
+from edge.access.users import MIN_PASSWORD, UserAsk, UserChange
 from edge.routes.evaluation import LogEvaluation
 from edge.routes.journeys import SimulateAsk
 from edge.routes.placements import Evaluation
@@ -39,7 +40,8 @@ __all__ = ["BODIES", "Operation", "operations"]
 BODIES = [wire.Batch, wire.Track, wire.Page, wire.Screen, wire.Identify, wire.Alias, wire.Group,
           Ask, Answer, SqlRequest, Placement, Evaluation, Segment, Item, Bulk, Journey,
           SimulateAsk, OnchainBatch, RecommendationBatch, Link, EmailTemplate,
-          PreviewAsk, Broadcast, Group, Feedback, KeyAsk, LogEvaluation]  # fmt: skip
+          PreviewAsk, Broadcast, Group, Feedback, KeyAsk, LogEvaluation, UserAsk,
+          UserChange]  # fmt: skip
 
 WRITE, SECRET, SIGNED, SESSION = "writeKey", "secretKey", "onchainSignature", "dashboardSession"
 FEEDBACK_SIGNED = "feedbackSignature"
@@ -548,9 +550,43 @@ def _operations_and_sdk() -> list[Operation]:
     ]  # fmt: skip
 
 
+def _accounts() -> list[Operation]:
+    email = [path("email", {"type": "string", "minLength": 1, "maxLength": 254},
+                  "the user's email")]  # fmt: skip
+    session = [path("id", {"type": "string", "minLength": 1}, "the session's id (32 hex "
+                    "digits, as GET /v1/sessions lists it)")]  # fmt: skip
+    return [
+        Operation("get", "/v1/users", "Every dashboard user (no password, no hash) and their "
+                  "live sessions", "access", (SECRET,), scope="admin",
+                  answers={200: ("The users", "UserList")}),
+        Operation("post", "/v1/users", "Add a dashboard user (email, role, password of at "
+                  f"least {MIN_PASSWORD} characters)", "access", (SECRET,), "UserAsk",
+                  scope="admin",
+                  answers={201: ("Added", "UserShown"), **_BAD, **_LOGGED,
+                           409: ("The email has an account already", "Error")}),
+        Operation("put", "/v1/users/{email}", "Change a user's role (from their next page) or "
+                  "password (their sessions end)", "access", (SECRET,), "UserChange",
+                  parameters=email, scope="admin",
+                  answers={200: ("Changed", "UserShown"), **_BAD, **_MISSING, **_LOGGED}),
+        Operation("delete", "/v1/users/{email}", "Remove a user: their sessions end",
+                  "access", (SECRET,), parameters=email, scope="admin",
+                  answers={200: ("Removed", "UserDeleted"), **_BAD, **_MISSING, **_LOGGED}),
+        Operation("get", "/v1/sessions", "Every live dashboard session, the newest first",
+                  "access", (SECRET,), scope="admin",
+                  parameters=[query("user", {"type": "string"}, "one user's (an email)")],
+                  answers={200: ("The sessions", "SessionList")}),
+        Operation("delete", "/v1/sessions/{id}", "Revoke a session: it ends at its next page",
+                  "access", (SECRET,), parameters=session, scope="admin",
+                  answers={200: ("Revoked", "Deleted"), **_BAD, **_MISSING, **_LOGGED}),
+    ]  # fmt: skip
+
+
 def _pages() -> list[Operation]:
     page = {200: ("The page", _HTML)}
     away = {303: ("Not signed in: to /dashboard/login", None)}
+    denied = {403: ("Signed in, but the role lacks the scope (the page names the roles that "
+                    "have it)", _HTML)}  # fmt: skip
+    redis_down = {503: ("Redis is unavailable", _HTML)}
     dashboard = [
         Operation("get", "/", "Nothing of its own: to the dashboard", "dashboard",
                   answers={303: ("To /dashboard (which asks to sign in)", None)}),
@@ -559,7 +595,8 @@ def _pages() -> list[Operation]:
         Operation("get", "/dashboard/placements/{key}", "A placement's results and charts",
                   "dashboard", (SESSION,), parameters=[path("key")],
                   answers={**page, **away, 404: ("No such placement", _HTML)}, scope="read"),
-        Operation("get", "/dashboard/profiles", "Profile lookup", "dashboard", (SESSION,),
+        Operation("get", "/dashboard/profiles", "Profile lookup (a viewer: contact fields "
+                  "hidden, no lookup by email)", "dashboard", (SESSION,),
                   parameters=[query("id", {"type": "string"}, "a profile id or identity")],
                   answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/live", "The newest events", "dashboard", (SESSION,),
@@ -575,28 +612,29 @@ def _pages() -> list[Operation]:
                   "state, unsubscribes, the suppression list", "dashboard", (SESSION,),
                   answers={**page, **away}, scope="read"),
         Operation("get", "/dashboard/templates", "Email templates, and one previewed for a "
-                  "person", "dashboard", (SESSION,),
+                  "person", "dashboard", (SESSION,), scope="read",
                   parameters=[query("key", {"type": "string"}, "the template to preview"),
                               query("person", {"type": "string"},
-                                    "a profile id or identity to render it for")],
-                  answers={**page, **away, 404: ("No such template", _HTML)}, scope="read"),
+                                    "a profile id or identity to render it for (needs "
+                                    "profiles:read)")],
+                  answers={**page, **away, **denied, 404: ("No such template", _HTML)}),
         Operation("get", "/dashboard/broadcasts", "Broadcasts with their progress, and one's "
-                  "results", "dashboard", (SESSION,),
+                  "results", "dashboard", (SESSION,), scope="read",
                   parameters=[query("key", {"type": "string"}, "the broadcast to show")],
-                  answers={**page, **away, 404: ("No such broadcast", _HTML)}, scope="read"),
+                  answers={**page, **away, 404: ("No such broadcast", _HTML)}),
         *(Operation("post", f"/dashboard/broadcasts/{{key}}/{action}", f"{action.capitalize()} "
                     "a broadcast from its page (form: csrf)", "dashboard", (SESSION,),
                     parameters=[path("key")], body="Form",
                     media=("application/x-www-form-urlencoded",),
                     answers={303: ("Back to the broadcast's page, or not signed in: to "
                                    "/dashboard/login", None),
-                             400: ("The form's token is missing or stale", _HTML),
+                             400: ("The form's token is missing or stale", _HTML), **denied,
                              404: ("No such broadcast", _HTML),
                              409: ("Not allowed in the broadcast's status", _HTML)},
                     scope="messaging:send")
           for action in ("start", "pause", "resume", "cancel")),
-        Operation("get", "/dashboard/audit", "The audit log, filtered (admins: once the "
-                  "dashboard has roles, the admin role)", "dashboard", (SESSION,),
+        Operation("get", "/dashboard/audit", "The audit log, filtered (the admin role)",
+                  "dashboard", (SESSION,),
                   parameters=[query(name, {"type": "string"}, about) for name, about in (
                       ("resource", "what was changed"), ("key", "the resource's key"),
                       ("actor", "who"), ("via", "api, dashboard, cli or config"),
@@ -605,15 +643,28 @@ def _pages() -> list[Operation]:
                   answers={**page, **away, 400: ("A filter is invalid: the page says which",
                                                  _HTML)}, scope="admin"),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
-                  answers={**page}),
-        Operation("post", "/dashboard/login", "Sign in with the secret key (form: key, csrf)",
-                  "dashboard", body="Form", media=("application/x-www-form-urlencoded",),
+                  answers={**page, **redis_down}),
+        Operation("post", "/dashboard/login", "Sign in with an email and password (form: "
+                  "email, password, csrf), or with the secret key (form: key, csrf) unless "
+                  "[access] secret_key_sign_in = false", "dashboard", body="Form",
+                  media=("application/x-www-form-urlencoded",),
                   answers={**page, 303: ("Signed in: to /dashboard", None),
-                           400: ("The form expired", _HTML)}),
+                           400: ("The form expired", _HTML), **redis_down}),
         Operation("post", "/dashboard/logout", "Sign out (form: csrf)", "dashboard", (SESSION,),
                   body="Form", media=("application/x-www-form-urlencoded",),
                   answers={303: ("Signed out, or not signed in: to /dashboard/login", None),
                            400: ("The form expired", _HTML)}),
+        Operation("get", "/dashboard/sessions", "Where you are signed in (an admin: every "
+                  "session), with revoke buttons", "dashboard", (SESSION,),
+                  answers={**page, **away}),
+        Operation("post", "/dashboard/sessions/{id}/revoke", "Revoke a session: one's own, or "
+                  "(an admin) anyone's (form: csrf)", "dashboard", (SESSION,),
+                  parameters=[path("id")], body="Form",
+                  media=("application/x-www-form-urlencoded",),
+                  answers={303: ("To the sessions page; one's own session: signed out, to "
+                                 "/dashboard/login; not signed in: to /dashboard/login", None),
+                           400: ("The form's token is missing or stale", _HTML),
+                           404: ("No such session of yours", _HTML)}),
     ]  # fmt: skip
     demo = [
         Operation("get", "/demo", "Demo shop: home", "demo", answers={**page}),
@@ -662,5 +713,5 @@ def _access() -> list[Operation]:
 def operations() -> list[Operation]:
     return [*_tracking(), *_deciding(), *_placements(), *_profiles(), *_segments(), *_catalog(),
             *_journeys(), *_messaging(), *_subscriptions(), *_wallets_and_chain(),
-            *_recommendations(), *_access(), *_audit(),
+            *_recommendations(), *_access(), *_accounts(), *_audit(),
             *_operations_and_sdk(), *_pages()]  # fmt: skip

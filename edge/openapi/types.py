@@ -502,6 +502,44 @@ class Health(Struct):
     spool: dict[str, Any] | None = None
 
 
+class UserShown(Struct):
+    """A dashboard user (``edge.access.users``): never their password or its hash."""
+
+    email: str
+    role: str
+    created: int  # unix seconds
+    password_changed: int
+    sessions: int  # live ones
+    sessions_ended: int | None = None  # a PUT: the sessions a new password ended
+
+
+class UserList(Struct):
+    users: list[UserShown]
+
+
+class UserDeleted(Struct):
+    email: str
+    deleted: bool
+    sessions_ended: int
+
+
+class SessionShown(Struct):
+    """A dashboard session (``edge.access.sessions``): its id signs no one in."""
+
+    id: str
+    user: str  # an email, or "secret key" (the break-glass admin)
+    kind: str  # "user" or "bootstrap"
+    created: int  # unix seconds
+    seen: int
+    expires: int
+    agent: str | None = None
+    address: str | None = None
+
+
+class SessionList(Struct):
+    sessions: list[SessionShown]
+
+
 class KeyShown(Struct):
     """A named key as listed: never the key itself, only its first characters."""
 
@@ -532,6 +570,11 @@ class KeyRevoked(Struct):
 
 ANSWERS = [
     Error,
+    UserShown,
+    UserList,
+    UserDeleted,
+    SessionShown,
+    SessionList,
     KeyCreated,
     KeyList,
     KeyRevoked,

@@ -2,8 +2,8 @@
 
 The same filters as ``GET /v1/audit`` (resource, key, actor, via, since, until) as a form; each
 entry with its changes (``path: before → after``). It reads ``edge.routes.audit.entries``, so
-the page and the API show the same entries. The log is an admin's: once the dashboard has
-roles, this page takes the admin role (``guarded`` is what guards every page today).
+the page and the API show the same entries. The log is an admin's: the page takes the admin
+role.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from collector.audit import RESOURCES, VIAS
 from edge.api.responses import Problem
-from edge.pages.dashboard import guarded, page
+from edge.pages.frame import needing, page
 from edge.routes.audit import asked, entries
 
 __all__ = ["routes", "shown"]
@@ -38,7 +38,7 @@ def shown(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "…"
 
 
-@guarded
+@needing("admin")
 async def audit_page(request: Request) -> Response:
     wanted = {name: request.query_params[name].strip() for name in _FILTERS
               if request.query_params.get(name, "").strip()}  # fmt: skip

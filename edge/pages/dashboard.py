@@ -6,39 +6,32 @@ intervals, method notes), a profile lookup, a live tail of incoming events, the 
 metrics, and subscriptions (people per group and state, unsubscribes, the
 suppression list).
 
-Sign-in is with the secret key: a session cookie (HttpOnly, SameSite=Strict, 12 hours) holding
-its expiry signed with HMAC-SHA256 under the secret key, so rotating the key signs everyone
-out. Forms carry a CSRF token: on the sign-in form a random one mirrored in a cookie (double
-submit), on the sign-out form one derived from the session.
+Sign-in, sessions and roles: ``edge.pages.signin`` and ``edge.pages.frame`` (every page names
+the scope it needs; a viewer's profile hides its contact fields, ``edge.access.contact``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
 from decisions.changes import detected
 from decisions.placements import placements
 from decisions.results import allocation, store_time, timeline
-from edge.access.scopes import BOOTSTRAP_SECRET
-from edge.api.auth import PRINCIPAL
-from edge.api.responses import Problem
-from edge.pages import charts, demo
-from edge.pages.text import exact, plural, when
+from edge.access.contact import CONTACT_IDENTITIES, masked
+from edge.api.auth import holds
+from edge.pages import charts
+from edge.pages.frame import form_checked, form_token, guarded, page
+from edge.pages.signin import login, logout
+from edge.pages.text import exact, plural
 from edge.routes.models import models_summary
 from edge.routes.placements import results_of
 from edge.routes.profiles import NotFound, find_profile
@@ -52,128 +45,13 @@ from journeys.subscriptions import groups as subscription_groups
 from journeys.suppression import size as suppressed
 from profiles.views import describe
 
+# form_checked, form_token, guarded and page stay importable from here (edge.pages.frame's)
 __all__ = ["form_checked", "form_token", "guarded", "page", "routes"]
-
-SESSION, CSRF = "kairos_session", "kairos_csrf"
-_HOURS = 12
-_TEMPLATES = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates" / "dashboard"),
-    autoescape=select_autoescape(default=True),
-)
-_TEMPLATES.globals.update(plural=plural, when=when, exact=exact)
-
-
-def _sign(secret: str, text: str) -> str:
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
-def _same(given: str, expected: str) -> bool:
-    """Constant-time equality of any two texts (compare_digest refuses non-ASCII str)."""
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _signed_in(request: Request) -> str | None:
-    """The session cookie if it is valid, else None."""
-    cookie = request.cookies.get(SESSION, "")
-    expires, _, signature = cookie.partition(".")
-    secret = request.state.settings.secret_key
-    if not expires.isdecimal() or int(expires) < time.time():
-        return None
-    expected = _sign(secret, f"session:{expires}")
-    return cookie if _same(signature, expected) else None
-
-
-def form_token(request: Request, purpose: str) -> str:
-    """The CSRF token of a form for ``purpose`` (e.g. ``broadcast:spring:pause``): bound to the
-    session, so another site's page cannot post it for a signed-in user."""
-    return _sign(request.state.settings.secret_key, f"{purpose}:{_signed_in(request)}")
-
-
-async def form_checked(request: Request, purpose: str) -> dict[str, str] | None:
-    """The posted form if its CSRF token is ``form_token``'s for ``purpose``, else None."""
-    form = await _form(request)
-    return form if _same(str(form.get("csrf", "")), form_token(request, purpose)) else None
-
-
-def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    session = _signed_in(request)
-    token = _sign(request.state.settings.secret_key, f"logout:{session}") if session else ""
-    html = _TEMPLATES.get_template(template).render(signed_in=bool(session), logout_token=token,
-                                                    **context)  # fmt: skip
-    return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})
-
-
-def guarded(endpoint: Any) -> Any:
-    """Signed in, or to the sign-in form; the request acts for the secret key (what signs in
-    here), as the audit log names it."""
-
-    async def guarded(request: Request) -> Response:
-        if _signed_in(request) is None:
-            return RedirectResponse("/dashboard/login", 303)
-        request.scope[PRINCIPAL] = BOOTSTRAP_SECRET
-        try:
-            return await endpoint(request)  # type: ignore[no-any-return]
-        except (StoreUnavailable, QueryFailed) as exc:
-            return page(
-                request, "error.html", 503, message=f"The event store is unavailable: {exc}"
-            )
-        except Problem as exc:  # the audit log could not take a change (audit_unavailable)
-            return page(request, "error.html", exc.status, message=exc.message)
-
-    return guarded
 
 
 async def root(request: Request) -> Response:
     """``/`` has nothing of its own: send people to the dashboard (which asks them to sign in)."""
     return RedirectResponse("/dashboard", 303)
-
-
-async def _sign_in_form(request: Request, status: int = 200, error: str = "") -> Response:
-    """The sign-in form with a fresh CSRF token (and a word about the demo shop when it is
-    installed: a new user's way in)."""
-    token = secrets.token_urlsafe(24)
-    shop = await demo.installed(request.state.redis)
-    response = page(request, "login.html", status, csrf=token, error=error, demo=shop)
-    response.set_cookie(CSRF, token, httponly=True, samesite="strict", path="/dashboard")
-    return response
-
-
-async def login(request: Request) -> Response:
-    if request.method == "GET":
-        return await _sign_in_form(request)
-    form = await _form(request)
-    token = str(form.get("csrf", ""))
-    if not token or not _same(token, request.cookies.get(CSRF, "")):
-        return page(request, "login.html", 400, csrf="", error="The form expired: try again.")
-    secret = request.state.settings.secret_key
-    if not _same(str(form.get("key", "")), secret):
-        return await _sign_in_form(request, error="That is not the secret key.")
-    expires = str(int(time.time()) + _HOURS * 3600)
-    response = RedirectResponse("/dashboard", 303)
-    response.set_cookie(SESSION, f"{expires}.{_sign(secret, f'session:{expires}')}",
-                        max_age=_HOURS * 3600, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/dashboard")  # fmt: skip
-    response.delete_cookie(CSRF, path="/dashboard")
-    return response
-
-
-@guarded
-async def logout(request: Request) -> Response:
-    form = await _form(request)
-    expected = _sign(request.state.settings.secret_key, f"logout:{_signed_in(request)}")
-    if not _same(str(form.get("csrf", "")), expected):
-        return page(request, "error.html", 400, message="The form expired: try again.")
-    response = RedirectResponse("/dashboard/login", 303)
-    response.delete_cookie(SESSION, path="/dashboard")
-    return response
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """A urlencoded form (the dashboard's forms are no more than that)."""
-    body = await request.body()
-    if len(body) > 4096:
-        return {}
-    return dict(parse_qsl(body.decode("utf-8", "replace")))
 
 
 def verdict(found: dict[str, Any]) -> str:
@@ -280,17 +158,27 @@ async def placement_page(request: Request) -> Response:
 
 @guarded
 async def profile_page(request: Request) -> Response:
+    """A person's profile; without ``profiles:read`` (a viewer) its contact fields are hidden,
+    and a person cannot be looked up by one."""
     wanted = request.query_params.get("id", "").strip()
     profile, problem = None, None
-    if wanted:
+    contact = holds(request, "profiles:read")
+    if wanted and not contact and wanted.partition(":")[0] in CONTACT_IDENTITIES:
+        problem = (
+            "Looking a person up by a contact field needs the profiles:read scope (the "
+            "editor or admin role): give a profile id, user_id:… or anonymous_id:…."
+        )
+    elif wanted:
         try:
             snapshot = await run_in_threadpool(find_profile, request.state.profiles, wanted)
             profile = describe(snapshot, int(time.time() * 1000))
         except (ValueError, NotFound) as exc:
             problem = str(exc)
+    if profile is not None and not contact:
+        profile = masked(profile)
     pretty = msgspec.json.format(msgspec.json.encode(_readable(profile))) if profile else b""
     return page(request, "profile.html", wanted=wanted, profile=profile, pretty=pretty.decode(),
-                 problem=problem, section="profiles")  # fmt: skip
+                 problem=problem, contact=contact, section="profiles")  # fmt: skip
 
 
 _TIMES = ("first_seen", "last_seen")  # epoch ms in the API's profile

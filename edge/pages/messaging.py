@@ -12,7 +12,8 @@ rewards no recommendation strategy (the offer's decision is logged, as for the A
 adds its results (``journeys.reports.broadcast_results``): what the messages of each group
 became and, with a goal, the lift against the holdout; and the buttons its status allows
 (start, pause, resume, cancel: ``POST /dashboard/broadcasts/{key}/{action}``, each form with a
-CSRF token bound to the session and the action).
+CSRF token bound to the session and the action; the ``messaging:send`` scope, the editor's and
+the admin's). A preview for a person needs ``profiles:read`` too: it shows their data.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from starlette.routing import Route
 
 from collector.errors import QueryFailed, StoreUnavailable
 from edge.access import audit
+from edge.api.auth import holds
 from edge.pages import charts
-from edge.pages.dashboard import form_checked, form_token, guarded, page
+from edge.pages.frame import forbidden, form_checked, form_token, guarded, needing, page
 from edge.routes.profiles import NotFound, find_profile
 from edge.routes.templates import rendered_for
 from journeys.actions import ApiError
@@ -50,6 +52,8 @@ async def templates_page(request: Request) -> Response:
     key = request.query_params.get("key", "").strip()
     wanted = request.query_params.get("person", "").strip()
     chosen, preview, problem, status = found.get(key), None, None, 200
+    if wanted and not holds(request, "profiles:read"):
+        return forbidden(request, "profiles:read")
     if key and chosen is None:
         problem, status = f"No template {key!r}.", 404
     elif chosen is not None and wanted:
@@ -162,8 +166,9 @@ async def broadcasts_page(request: Request) -> Response:
     elif chosen is not None:
         state = await run_in_threadpool(state_of, client, key)
         shown = await _results(request, key, chosen["broadcast"], state)
+        allowed = _ALLOWED.get(state["status"], ()) if holds(request, "messaging:send") else ()
         shown["actions"] = [(action, form_token(request, f"broadcast:{key}:{action}"))
-                            for action in _ALLOWED.get(state["status"], ())]  # fmt: skip
+                            for action in allowed]  # fmt: skip
     return page(request, "broadcasts.html", status, broadcasts=rows, key=key, chosen=chosen,
                  section="broadcasts", **shown)  # fmt: skip
 
@@ -173,7 +178,7 @@ _ALLOWED = {"draft": ("start", "cancel"), "scanning": ("pause", "cancel"),
 
 
 def _acting(action: str) -> Any:
-    @guarded
+    @needing("messaging:send")
     async def act(request: Request) -> Response:
         """Start, pause, resume or cancel the broadcast (``journeys.broadcasts.control``), then
         back to its page; a form without its token, or an action its status does not allow,

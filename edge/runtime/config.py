@@ -51,6 +51,9 @@ data dir is read if it exists. Every section is optional. Example::
     telegram_url = "https://api.telegram.org"   # the default
     telegram_token = "123456789:AAE..."         # the bot's; KAIROS_TELEGRAM_TOKEN wins
 
+    [access]                    # the dashboard's sign-in (edge.access.settings)
+    secret_key_sign_in = false  # users' email and password only (default true: a new install)
+
     [limits]                    # rate and size limits (edge.api.limits); 0 turns one off
     per_ip = 200.0              # requests/s per client IP, sustained
     per_key = 5000.0            # requests/s per key (write or secret)
@@ -79,6 +82,7 @@ from collector.errors import expected
 from collector.schema import StoreSettings
 from decisions.identity import IdentityPolicy
 from decisions.placements import Placement
+from edge.access.settings import AccessSettings
 from edge.api.limits import Limits
 from journeys.community import ChannelSettings
 from journeys.mailer import SendPolicy
@@ -106,6 +110,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     email: EmailSettings = msgspec.field(default_factory=EmailSettings)
     messaging: SendPolicy = msgspec.field(default_factory=SendPolicy)
     channels: ChannelSettings = msgspec.field(default_factory=ChannelSettings)
+    access: AccessSettings = msgspec.field(default_factory=AccessSettings)
 
 
 class ConfigError(Exception):

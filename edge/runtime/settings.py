@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from collector.consent import ConsentPolicy
+from edge.access.settings import AccessSettings
 from edge.api.limits import Limits
 from journeys.mailer import SendPolicy
 from journeys.smtp import EmailSettings
@@ -37,3 +38,4 @@ class Settings:
     identity_verification: Literal["required", "off"] = "required"  # [identity] verification
     email: EmailSettings = field(default_factory=EmailSettings)  # [email]: sender, public URL
     messaging: SendPolicy = field(default_factory=SendPolicy)  # [messaging]: send-time rules
+    access: AccessSettings = field(default_factory=AccessSettings)  # [access]: the sign-in

@@ -120,6 +120,7 @@ def up(args: argparse.Namespace) -> int:
         limits=config.limits,
         email=config.email,
         messaging=config.messaging,
+        access=config.access,
     )
     if args.api_child:  # one of the API processes of a `kairos up --api-workers N`
         return _serve_api(settings)
@@ -458,6 +459,9 @@ def _banner(
         else:
             lines.append(f"  {label}  in {path}  ({use})")
     keys = "\n".join(lines)
+    sign_in = ("sign in with the secret key, or a user's email (kairos users add)"
+               if settings.access.secret_key_sign_in
+               else "sign in with a user's email: kairos users add")  # fmt: skip
     print(
         f"\nKairos is starting on {base}\n"
         f"  data dir    {data_dir}\n"
@@ -468,7 +472,7 @@ def _banner(
         f'            -d \'{{"userId": "u1", "event": "Signed Up"}}\' {base}/v1/track\n'
         f"  try:    kairos simulate --shoppers 1000 --days 30   (simulated shoppers)\n"
         f'  query:  kairos sql "SELECT type, event, count() FROM events GROUP BY ALL"\n'
-        f"  dashboard: {base}/dashboard (sign in with the secret key)\n"
+        f"  dashboard: {base}/dashboard ({sign_in})\n"
         f"  health: {base}/healthz   metrics: {base}/metrics\n\n"
         "Ctrl-C stops everything.\n",
         flush=True,

@@ -128,7 +128,7 @@ def test_the_docs_commands_are_written_for_a_newcomer() -> None:
     for page, block in blocks:
         assert not re.search(r"\b(wk|sk)_(\.\.\.|…)", block), page
         assert not re.search(
-            r"(?<![/\w])kairos (keys|report|sql|up|simulate|worker|ltv)\b", block
+            r"(?<![/\w])kairos (keys|report|sql|up|simulate|worker|ltv|users)\b", block
         ), page
         assert "127.0.0.1" not in block and "localhost" not in block, page
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from edge.pages.dashboard import _TEMPLATES, verdict
+from edge.pages.dashboard import verdict
+from edge.pages.frame import _TEMPLATES
 from edge.pages.text import exact, plural, when
 
 NOW = datetime(2026, 12, 1, 14, 3, 22, tzinfo=UTC)

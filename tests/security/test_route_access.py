@@ -20,6 +20,7 @@ from tests.conftest import SECRET_KEY, WRITE_KEY, Engine, basic
 
 SIG = "0x" + "ab" * 65
 TRACK = {"userId": "u1", "event": "Signed Up"}
+USER = {"email": "probe@example.com", "role": "viewer", "password": "a long enough password"}
 # (method, path) -> (who may call it, a body that passes validation where the key is checked
 # after the body is read). write: the public write key; secret: only the secret key (the
 # write key gets a 403 that says so); session: the dashboard's sign-in cookie; public: anyone.
@@ -112,6 +113,12 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("GET", "/v1/recommendations/{id:path}/render"): ("secret", None),
     ("GET", "/v1/recommendations/{id:path}"): ("secret", None),
     ("GET", "/v1/audit"): ("secret", None),  # admin
+    ("GET", "/v1/users"): ("secret", None),  # admin
+    ("POST", "/v1/users"): ("secret", USER),
+    ("PUT", "/v1/users/{email}"): ("secret", {"role": "editor"}),
+    ("DELETE", "/v1/users/{email}"): ("secret", None),
+    ("GET", "/v1/sessions"): ("secret", None),
+    ("DELETE", "/v1/sessions/{id}"): ("secret", None),
     ("GET", "/"): ("public", None),  # a redirect to /dashboard
     ("GET", "/dashboard/login"): ("public", None),
     ("POST", "/dashboard/login"): ("public", None),
@@ -131,6 +138,8 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/dashboard/broadcasts/{key}/pause"): ("session", None),
     ("POST", "/dashboard/broadcasts/{key}/resume"): ("session", None),
     ("POST", "/dashboard/broadcasts/{key}/cancel"): ("session", None),
+    ("GET", "/dashboard/sessions"): ("session", None),
+    ("POST", "/dashboard/sessions/{id}/revoke"): ("session", None),
     # The links in emails people click or load: a decision id is all they carry.
     ("GET", "/v1/r/{decision}/{item:path}"): ("public", None),
     ("GET", "/v1/o/{decision}.gif"): ("public", None),
