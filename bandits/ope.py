@@ -228,16 +228,8 @@ def evaluate(
     fit = train if train.size else test
     model = reward_model(_bias(fit.contexts), fit.arms, fit.rewards, n_arms, counts=fit.counts)
     q = model(_bias(test.contexts))
-    p, r, c = test.propensities, test.rewards, test.counts
-    dr = doubly_robust(
-        r, p, target, q[rows, test.arms], (pi * q).sum(axis=1), level, resamples, seed, c
-    )
-    return {
-        "logged": replace(ips(r, p, p, level, resamples, seed, c), method="logged"),
-        "ips": ips(r, p, target, level, resamples, seed, c),
-        "snips": snips(r, p, target, level, resamples, seed, c),
-        "dr": dr,
-    }
+    return _estimates(test, target, q[rows, test.arms], (pi * q).sum(axis=1), level, resamples,
+                      seed)  # fmt: skip
 
 
 def evaluate_positions(
@@ -262,16 +254,23 @@ def evaluate_positions(
     at[positions > 0, positions[positions > 0] - 1] = 1.0
     x = _bias(np.hstack([at, np.asarray(log.contexts, dtype=float)]))
     q = reward_model(x, log.arms, log.rewards, n_arms, counts=log.counts)(x)  # rows × arms
-    p, r, c = log.propensities, log.rewards, log.counts
     chosen = shares[:, positions].T  # rows × arms: the candidate's shares at the row's position
-    dr = doubly_robust(
-        r, p, target, q[rows, log.arms], (chosen * q).sum(axis=1), level, resamples, seed, c
-    )
+    return _estimates(log, target, q[rows, log.arms], (chosen * q).sum(axis=1), level,
+                      resamples, seed)  # fmt: skip
+
+
+def _estimates(log: Log, target: Array, q_logged: Array, q_target: Array, level: float,
+               resamples: int, seed: int | None) -> dict[str, Estimate]:  # fmt: skip
+    """What ``evaluate`` and ``evaluate_positions`` answer: the logging policy's own value,
+    IPS, SNIPS and DR of the candidate whose probability of each logged action is ``target``
+    (``q_logged``: the reward model at the logged action; ``q_target``: its expectation under
+    the candidate)."""
+    p, r, c = log.propensities, log.rewards, log.counts
     return {
         "logged": replace(ips(r, p, p, level, resamples, seed, c), method="logged"),
         "ips": ips(r, p, target, level, resamples, seed, c),
         "snips": snips(r, p, target, level, resamples, seed, c),
-        "dr": dr,
+        "dr": doubly_robust(r, p, target, q_logged, q_target, level, resamples, seed, c),
     }
 
 

@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             answer = http.post("/v1/keys", json={"name": "shop-browser",
                                                  "scopes": ["track", "decide"]})  # fmt: skip
             verdict.answers("set-up", 1, int(answer.status_code >= 300))
-            named = answer.json()["key"]
+        if not verdict.ok("set-up"):  # nothing to measure: say so, as every failed phase does
+            return verdict.exit_code()
+        named = answer.json()["key"]
         raw = redis_client(url).hgetall("{access}:keys")
         scripts = {"write key": _script(work, "write key", WRITE_KEY),
                    "named key": _script(work, "named key", named)}  # fmt: skip

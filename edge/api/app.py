@@ -8,9 +8,10 @@ it lives (collector.store).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -81,32 +82,29 @@ async def _refresh(suppression: SuppressionCache, client: redis.asyncio.Redis) -
         await asyncio.sleep(1.0)
 
 
-async def _refresh_catalog(catalog: Catalog, client: redis.asyncio.Redis) -> None:
-    """Keep this process's placements and policies current (see decisions.catalog)."""
+async def _load(what: str, refresh: Callable[[], Awaitable[None]]) -> None:
+    """The first load at startup: a Redis that does not answer in 2 s is logged, not fatal
+    (``_keep_current`` tries again)."""
+    try:
+        await asyncio.wait_for(refresh(), 2.0)
+    except (TimeoutError, redis.RedisError, OSError) as exc:
+        log.warning(f"{what} not loaded yet", extra={"error": str(exc)})
+
+
+async def _keep_current(what: str, refresh: Callable[[], Awaitable[None]], seconds: float) -> None:
+    """Reload this process's copy of ``what`` every ``seconds``; while Redis fails, keep the
+    last one (logged once). The placements and policies (see decisions.catalog), and the
+    named keys: a key revoked on another instance stops working here within
+    ``edge.access.keys.REFRESH_SECONDS``."""
     failing = False
     while True:
+        await asyncio.sleep(seconds)
         try:
-            await catalog.refresh(client)
+            await refresh()
             failing = False
         except (redis.RedisError, OSError) as exc:
             if not failing:
-                log.warning("placements not refreshed; keeping the last", extra={"error": str(exc)})
-            failing = True
-        await asyncio.sleep(REFRESH_SECONDS)
-
-
-async def _refresh_keys(keyring: Keyring, client: redis.asyncio.Redis) -> None:
-    """Reload the named keys every few seconds: a key revoked on another instance stops
-    working here within ``edge.access.keys.REFRESH_SECONDS``."""
-    failing = False
-    while True:
-        await asyncio.sleep(KEYS_REFRESH)
-        try:
-            await keyring.refresh(client)
-            failing = False
-        except (redis.RedisError, OSError) as exc:
-            if not failing:
-                log.warning("API keys not reloaded; keeping the last", extra={"error": str(exc)})
+                log.warning(f"{what} not reloaded; keeping the last", extra={"error": str(exc)})
             failing = True
 
 
@@ -177,21 +175,16 @@ def create_app(settings: Settings) -> ASGIApp:
         layout = layout_of(client_sync, settings.spool_partitions)
         spool = Spool(client, layout, limit=settings.spool_limit,
                       replicas=settings.spool_replicas)  # fmt: skip
-        catalog = Catalog()
-        try:
-            await asyncio.wait_for(catalog.refresh(client), 2.0)
-        except (TimeoutError, redis.RedisError, OSError) as exc:
-            log.warning("placements not loaded yet", extra={"error": str(exc)})
-        keyring = Keyring()
-        try:
-            await asyncio.wait_for(keyring.refresh(client), 2.0)
-        except (TimeoutError, redis.RedisError, OSError) as exc:
-            log.warning("API keys not loaded yet", extra={"error": str(exc)})
+        catalog, keyring = Catalog(), Keyring()
+        reload_catalog = functools.partial(catalog.refresh, client)
+        reload_keys = functools.partial(keyring.refresh, client)
+        await _load("placements", reload_catalog)
+        await _load("API keys", reload_keys)
         limited.keyring = keyring
         tasks = [
             asyncio.create_task(_refresh(suppression, client)),
-            asyncio.create_task(_refresh_keys(keyring, client)),
-            asyncio.create_task(_refresh_catalog(catalog, client)),
+            asyncio.create_task(_keep_current("API keys", reload_keys, KEYS_REFRESH)),
+            asyncio.create_task(_keep_current("placements", reload_catalog, REFRESH_SECONDS)),
         ]
         # The decide path has its own pipeline: its timeout must not touch ingestion's.
         decider = Decider(
