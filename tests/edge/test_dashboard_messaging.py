@@ -135,13 +135,17 @@ def status(engine: Engine) -> dict[str, Any]:
 
 def _draft(engine: Engine) -> set[str]:
     """The spring broadcast to 12 readers (r0 without an address), a quarter held out, as a
-    draft. The held-out readers' profile ids."""
+    draft. The held-out readers' profile ids.
+
+    Profile ids come from spool positions (times), so a quarter holds out none of the 12 in
+    about 3% of runs: the share is then widened until the holdout has someone and not everyone."""
     people = _readers(engine, 12)
-    kept = {p for p in people if held_out("spring", p, 0.25)}
-    assert 0 < len(kept) < 12
+    share, kept = next((share, kept) for share in (0.25, 0.5, 0.75)
+                       if 0 < len(kept := {p for p in people if held_out("spring", p, share)})
+                       < 12)  # fmt: skip
     _put_template(engine, "news", NEWS)
     body = {"name": "Spring sale", "segment": "readers", "template": "news", "throttle": 1000,
-            "holdout": 0.25, "goal": "Order Completed"}  # fmt: skip
+            "holdout": share, "goal": "Order Completed"}  # fmt: skip
     assert call(engine, "PUT", "/v1/broadcasts/spring", body).status_code == 201
     return kept
 
