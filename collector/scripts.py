@@ -13,8 +13,7 @@ know them — after a restart, a failover or ``SCRIPT FLUSH``:
   the call is an ``EVAL`` of the source, which the node caches;
 - the asyncio ``collector.coalesce.Coalescer`` loads and retries the one call that met NOSCRIPT.
 
-Scripts keep every key they touch in one hash slot (``{…}`` tags), as Redis Cluster requires
-(the engine does not run on a cluster yet: the clients and pipelines still assume one node).
+Scripts keep every key they touch in one hash slot (``{…}`` tags), as Redis Cluster requires.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Only the password's Argon2id hash is kept (argon2-cffi's defaults, RFC 9106's se
 recommended parameters: 64 MiB of memory, 3 passes, 4 lanes, a random 16-byte salt; a hash made
 with other parameters is remade at the owner's next sign-in). Emails are kept and compared
 lower-cased. Resetting a password or removing a user ends their sessions at once; a role change
-counts from their next request (the dashboard reads the user at every page).
+counts from their next request (the dashboard reads the user at every page). The last admin
+cannot be demoted or removed while other users remain (``LastAdmin``), so there is always a
+user who can manage the rest from the dashboard; checked and written in one script.
 
 Redis, in the ``{access}`` slot beside the keys: ``{access}:users`` email -> the record's JSON.
 """
@@ -21,15 +23,17 @@ import argon2
 import msgspec
 import redis
 
+from collector.scripts import lua
 from edge.access import sessions
 
-__all__ = ["EMAIL", "MIN_PASSWORD", "USERS", "UserAsk", "UserChange", "UserRecord", "add",
-           "change", "email_of", "find", "listed", "remove", "verify"]  # fmt: skip
+__all__ = ["EMAIL", "MIN_PASSWORD", "USERS", "LastAdmin", "UserAsk", "UserChange", "UserRecord",
+           "add", "change", "email_of", "find", "listed", "remove", "verify"]  # fmt: skip
 
 USERS = "{access}:users"
 MIN_PASSWORD, MAX_PASSWORD = 12, 1024  # characters; past 1 KiB it is a body, not a password
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 _HASHER = argon2.PasswordHasher()
+_WRITE = lua(__file__, "user_write.lua")
 Role = Literal["viewer", "editor", "admin"]
 Password = Annotated[
     str,
@@ -52,6 +56,14 @@ class UserChange(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
     role: Role | None = None
     password: Password | None = None
+
+
+class LastAdmin(Exception):
+    """The change would leave the other users without an admin."""
+
+    def __init__(self, email: str):
+        super().__init__(f"{email} is the last admin: make another user admin first (the "
+                         "secret key stays admin on the API)")  # fmt: skip
 
 
 class UserRecord(msgspec.Struct):
@@ -109,30 +121,40 @@ def listed(client: redis.Redis) -> list[UserRecord]:
     return sorted(found, key=lambda u: u.email)
 
 
+def _written(client: redis.Redis, email: str, record: UserRecord | None) -> bool:
+    """Write (None: remove) the user's record; False if there is no such user, LastAdmin if
+    it would demote or remove the last admin while other users remain."""
+    done = _WRITE(client, [USERS], [email, msgspec.json.encode(record) if record else ""])
+    if done == -1:
+        raise LastAdmin(email)
+    return bool(done)
+
+
 def change(client: redis.Redis, email: str, ask: UserChange) -> tuple[UserRecord, int] | None:
     """The user with the new role or password, and how many sessions a new password ended;
-    None if there is no such user, ValueError if the ask is empty or wrong."""
+    None if there is no such user, ValueError if the ask is empty or wrong, LastAdmin if it
+    demotes the last admin."""
     if ask.role is None and ask.password is None:
         raise ValueError("$: give a role, a password, or both")
     record = find(client, email)
     if record is None:
         return None
-    ended = 0
     if ask.role is not None:
         record.role = ask.role
     if ask.password is not None:
         record.hash = _HASHER.hash(_checked(ask.password))
         record.password_changed = int(time.time())
-    client.hset(USERS, email, msgspec.json.encode(record))
-    if ask.password is not None:
-        ended = sessions.end_for(client, email)
+    if not _written(client, email, record):
+        return None
+    ended = sessions.end_for(client, email) if ask.password is not None else 0
     return record, ended
 
 
 def remove(client: redis.Redis, email: str) -> tuple[UserRecord, int] | None:
-    """Forget the user and end their sessions: their record and how many ended, or None."""
+    """Forget the user and end their sessions: their record and how many ended, or None;
+    LastAdmin if they are the last admin and other users remain."""
     record = find(client, email)
-    if record is None or not client.hdel(USERS, email):
+    if record is None or not _written(client, email, None):
         return None
     return record, sessions.end_for(client, email)
 

@@ -36,6 +36,7 @@ from edge.openapi import document as openapi
 from edge.pages import audit as audit_page
 from edge.pages import dashboard, demo, messaging, policies, preferences
 from edge.pages import sessions as session_pages
+from edge.pages import users as user_pages
 from edge.routes import (
     audit,
     broadcasts,
@@ -240,6 +241,7 @@ def create_app(settings: Settings) -> ASGIApp:
             *policies.routes,
             *audit_page.routes,
             *session_pages.routes,
+            *user_pages.routes,
             *users.routes,
             *products.routes,
             *journeys.routes,

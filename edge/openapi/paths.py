@@ -555,6 +555,8 @@ def _accounts() -> list[Operation]:
                   "the user's email")]  # fmt: skip
     session = [path("id", {"type": "string", "minLength": 1}, "the session's id (32 hex "
                     "digits, as GET /v1/sessions lists it)")]  # fmt: skip
+    last_admin = {409: ("The user is the last admin and other users remain (last_admin): make "
+                        "another user admin first", "Error")}  # fmt: skip
     return [
         Operation("get", "/v1/users", "Every dashboard user (no password, no hash) and their "
                   "live sessions", "access", (SECRET,), scope="admin",
@@ -567,10 +569,12 @@ def _accounts() -> list[Operation]:
         Operation("put", "/v1/users/{email}", "Change a user's role (from their next page) or "
                   "password (their sessions end)", "access", (SECRET,), "UserChange",
                   parameters=email, scope="admin",
-                  answers={200: ("Changed", "UserShown"), **_BAD, **_MISSING, **_LOGGED}),
+                  answers={200: ("Changed", "UserShown"), **_BAD, **_MISSING, **_LOGGED,
+                           **last_admin}),
         Operation("delete", "/v1/users/{email}", "Remove a user: their sessions end",
                   "access", (SECRET,), parameters=email, scope="admin",
-                  answers={200: ("Removed", "UserDeleted"), **_BAD, **_MISSING, **_LOGGED}),
+                  answers={200: ("Removed", "UserDeleted"), **_BAD, **_MISSING, **_LOGGED,
+                           **last_admin}),
         Operation("get", "/v1/sessions", "Every live dashboard session, the newest first",
                   "access", (SECRET,), scope="admin",
                   parameters=[query("user", {"type": "string"}, "one user's (an email)")],
@@ -587,6 +591,10 @@ def _pages() -> list[Operation]:
     denied = {403: ("Signed in, but the role lacks the scope (the page names the roles that "
                     "have it)", _HTML)}  # fmt: skip
     redis_down = {503: ("Redis is unavailable", _HTML)}
+    users_back = {303: ("Done: to /dashboard/users, which says so; not signed in: to "
+                        "/dashboard/login", None)}  # fmt: skip
+    last_admin = {409: ("The user is the last admin and other users remain: the page says so",
+                        _HTML)}  # fmt: skip
     dashboard = [
         Operation("get", "/", "Nothing of its own: to the dashboard", "dashboard",
                   answers={303: ("To /dashboard (which asks to sign in)", None)}),
@@ -642,6 +650,27 @@ def _pages() -> list[Operation]:
                       ("cursor", "the next page's"))],
                   answers={**page, **away, 400: ("A filter is invalid: the page says which",
                                                  _HTML)}, scope="admin"),
+        Operation("get", "/dashboard/users", "Every dashboard user, with forms to add one, "
+                  "change a role or password, and remove one (the admin role)", "dashboard",
+                  (SESSION,), answers={**page, **away, **denied}, scope="admin"),
+        Operation("post", "/dashboard/users", "Add a user (form: email, role, password, csrf)",
+                  "dashboard", (SESSION,), body="Form",
+                  media=("application/x-www-form-urlencoded",),
+                  answers={**users_back, **denied, 400: ("A field is wrong, or the form "
+                                                         "expired: the page says which", _HTML),
+                           409: ("The email has an account already", _HTML)}, scope="admin"),
+        Operation("post", "/dashboard/users/{email}", "Change a user's role and/or password "
+                  "(form: role, password, csrf; an empty password keeps it)", "dashboard",
+                  (SESSION,), parameters=[path("email")], body="Form",
+                  media=("application/x-www-form-urlencoded",),
+                  answers={**users_back, **denied, 400: ("A field is wrong, or the form "
+                                                         "expired: the page says which", _HTML),
+                           404: ("No such user", _HTML), **last_admin}, scope="admin"),
+        Operation("post", "/dashboard/users/{email}/remove", "Remove a user: their sessions "
+                  "end (form: csrf)", "dashboard", (SESSION,), parameters=[path("email")],
+                  body="Form", media=("application/x-www-form-urlencoded",),
+                  answers={**users_back, **denied, 400: ("The form expired", _HTML),
+                           404: ("No such user", _HTML), **last_admin}, scope="admin"),
         Operation("get", "/dashboard/login", "The sign-in form", "dashboard",
                   answers={**page, **redis_down}),
         Operation("post", "/dashboard/login", "Sign in with an email and password (form: "

@@ -1,5 +1,6 @@
 """Dashboard users and their sessions (the ``admin`` scope): ``GET/POST /v1/users``,
 ``PUT/DELETE /v1/users/{email}``, ``GET /v1/sessions`` and ``DELETE /v1/sessions/{id}``.
+Demoting or removing the last admin while other users remain is a 409 ``last_admin``.
 
 What ``kairos users`` calls, so that every change goes through here (``edge.access.users``,
 ``edge.access.sessions``) and into the audit log. No answer and no audit entry carries a
@@ -21,14 +22,14 @@ from edge.access import audit, sessions, users
 from edge.api.auth import needs
 from edge.api.responses import Problem, error, json
 
-__all__ = ["routes"]
+__all__ = ["ASK", "CHANGE", "audited", "decoded", "routes"]
 
-_ASK = msgspec.json.Decoder(users.UserAsk)
-_CHANGE = msgspec.json.Decoder(users.UserChange)
+ASK = msgspec.json.Decoder(users.UserAsk)
+CHANGE = msgspec.json.Decoder(users.UserChange)
 _SHORT = f"$.password: at least {users.MIN_PASSWORD} characters"
 
 
-def _decoded(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+def decoded(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     """The body as the decoder's type, or a 400 ``Problem`` that names the field."""
     try:
         return decoder.decode(body)
@@ -50,7 +51,7 @@ def _email(request: Request) -> str:
         raise Problem(400, "invalid_email", str(exc)) from None
 
 
-def _audited(record: users.UserRecord | None) -> dict[str, Any] | None:
+def audited(record: users.UserRecord | None) -> dict[str, Any] | None:
     """What the audit log keeps of a user: never the password's hash."""
     if record is None:
         return None
@@ -73,7 +74,7 @@ async def list_users(request: Request) -> Response:
 
 @needs("admin")
 async def add_user(request: Request) -> Response:
-    ask = _decoded(_ASK, await request.body())
+    ask = decoded(ASK, await request.body())
     try:
         record = await run_in_threadpool(users.add, request.state.redis_sync, ask)
     except ValueError as exc:
@@ -81,23 +82,25 @@ async def add_user(request: Request) -> Response:
     except KeyError:
         return error(409, "exists", f"$.email: {users.email_of(ask.email)!r} has an account "
                      "already: PUT /v1/users/{email} changes its role or password")  # fmt: skip
-    await audit.record(request, "user", record.email, "create", None, _audited(record))
+    await audit.record(request, "user", record.email, "create", None, audited(record))
     return json(_shown(record, []), 201)
 
 
 @needs("admin")
 async def change_user(request: Request) -> Response:
     email = _email(request)
-    ask = _decoded(_CHANGE, await request.body())
+    ask = decoded(CHANGE, await request.body())
     before = await run_in_threadpool(users.find, request.state.redis_sync, email)
     try:
         found = await run_in_threadpool(users.change, request.state.redis_sync, email, ask)
     except ValueError as exc:
         return error(400, "invalid_user", str(exc))
+    except users.LastAdmin as exc:
+        return error(409, "last_admin", f"$.role: {exc}")
     if found is None:
         return error(404, "not_found", f"no user {email!r}")
     record, ended = found
-    await audit.record(request, "user", email, "update", _audited(before), _audited(record))
+    await audit.record(request, "user", email, "update", audited(before), audited(record))
     live = await run_in_threadpool(sessions.listed, request.state.redis_sync, email)
     return json({**_shown(record, live), "sessions_ended": ended})
 
@@ -105,10 +108,13 @@ async def change_user(request: Request) -> Response:
 @needs("admin")
 async def remove_user(request: Request) -> Response:
     email = _email(request)
-    found = await run_in_threadpool(users.remove, request.state.redis_sync, email)
+    try:
+        found = await run_in_threadpool(users.remove, request.state.redis_sync, email)
+    except users.LastAdmin as exc:
+        return error(409, "last_admin", str(exc))
     if found is None:
         return error(404, "not_found", f"no user {email!r}")
-    await audit.record(request, "user", email, "delete", _audited(found[0]), None)
+    await audit.record(request, "user", email, "delete", audited(found[0]), None)
     return json({"email": email, "deleted": True, "sessions_ended": found[1]})
 
 

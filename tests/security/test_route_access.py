@@ -138,6 +138,10 @@ ACCESS: dict[tuple[str, str], tuple[str, Any]] = {
     ("POST", "/dashboard/broadcasts/{key}/pause"): ("session", None),
     ("POST", "/dashboard/broadcasts/{key}/resume"): ("session", None),
     ("POST", "/dashboard/broadcasts/{key}/cancel"): ("session", None),
+    ("GET", "/dashboard/users"): ("session", None),  # admins only
+    ("POST", "/dashboard/users"): ("session", None),
+    ("POST", "/dashboard/users/{email}"): ("session", None),
+    ("POST", "/dashboard/users/{email}/remove"): ("session", None),
     ("GET", "/dashboard/sessions"): ("session", None),
     ("POST", "/dashboard/sessions/{id}/revoke"): ("session", None),
     # The links in emails people click or load: a decision id is all they carry.
