@@ -45,6 +45,8 @@ class KeyAsk(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     origins: list[str] = []  # e.g. https://shop.example: the only pages that may use it
     networks: list[str] = []  # e.g. 10.0.0.0/8: the only addresses that may use it
     expires: Annotated[int, msgspec.Meta(ge=0)] = 0  # unix seconds; 0 = never
+    rate: Annotated[float, msgspec.Meta(ge=0.0, description="its own limit in requests/s; 0: "
+                                        "the [limits] per_key rate")] = 0.0  # fmt: skip
 
 
 class KeyRecord(msgspec.Struct, omit_defaults=True):
@@ -57,6 +59,7 @@ class KeyRecord(msgspec.Struct, omit_defaults=True):
     origins: list[str] = []
     networks: list[str] = []
     expires: int = 0
+    rate: float = 0.0  # its own requests/s (0: the [limits] per_key rate)
 
 
 def digest(key: str) -> str:
@@ -86,7 +89,7 @@ def create(client: redis.Redis, ask: KeyAsk) -> tuple[str, KeyRecord]:
     check(ask)
     key = PREFIX + secrets.token_urlsafe(32)
     record = KeyRecord(ask.name, sorted(set(ask.scopes)), int(time.time()), key[:7],
-                       ask.origins, ask.networks, ask.expires)  # fmt: skip
+                       ask.origins, ask.networks, ask.expires, ask.rate)  # fmt: skip
     found = digest(key)
     if not client.hsetnx(NAMES, ask.name, found):
         raise KeyError(ask.name)
@@ -135,7 +138,7 @@ class Keyring:
             record = msgspec.json.decode(value, type=KeyRecord)
             who = Principal(record.name, "key", frozenset(record.scopes),
                             origins=tuple(record.origins),
-                            networks=tuple(record.networks))  # fmt: skip
+                            networks=tuple(record.networks), rate=record.rate)  # fmt: skip
             found[key.decode() if isinstance(key, bytes) else key] = (who, record.expires)
         self._by_digest = found
 

@@ -57,6 +57,7 @@ class Principal:
     role: str = ""  # a user's role
     origins: tuple[str, ...] = ()  # a browser key's allowed origins (empty: any)
     networks: tuple[str, ...] = field(default=())  # a server key's allowed networks (empty: any)
+    rate: float = 0.0  # a named key's own requests/s (0: the [limits] per_key rate)
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes

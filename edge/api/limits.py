@@ -13,6 +13,9 @@ Who counts against what:
   its key's;
 - any other request (no key, a wrong key, the dashboard) against its client IP's bucket.
 
+A named key made with a ``rate`` of its own has a bucket of that rate; every other key's holds
+``per_key`` requests a second.
+
 The client IP is the connecting peer's, or — when the peer is one of ``trusted_proxies`` — the
 last address in ``X-Forwarded-For`` that is not a trusted proxy. A trusted proxy's own requests
 (no ``X-Forwarded-For``) have no per-IP limit: they are the machine's own tools and workers, or
@@ -148,7 +151,9 @@ class RequestLimits:
         self.max_body = limits.max_body_kb * 1024
         self.write_key = write_key.encode()
         self.secret_key = secret_key.encode()
-        self._keys: dict[bytes, tuple[str, bool] | None] = {}  # header -> (bucket, per-IP too)
+        # header -> (bucket, per-IP too, the key's own rate or 0)
+        self._keys: dict[bytes, tuple[str, bool, float] | None] = {}
+        self._rated: dict[float, Buckets] = {}  # a rate of its own -> the keys' buckets
         self.keyring: Keyring | None = None  # the named keys (the app sets it at startup)
         networks = [ipaddress.ip_network(p, strict=False) for p in limits.trusted_proxies]
 
@@ -163,9 +168,10 @@ class RequestLimits:
         self.trusted = trusted
         self.off = self.per_ip is None and self.per_key is None and not self.max_body
 
-    def _key(self, authorization: bytes) -> tuple[str, bool] | None:
+    def _key(self, authorization: bytes) -> tuple[str, bool, float] | None:
         """The bucket of the key an ``Authorization`` header carries (``secret``, ``write``,
-        ``key <name>``), and whether its client IP's bucket counts too; None for no key."""
+        ``'<name>'``), whether its client IP's bucket counts too, and the key's own rate (0:
+        ``per_key``); None for no key."""
         try:
             return self._keys[authorization]
         except KeyError:
@@ -174,15 +180,15 @@ class RequestLimits:
             given = (key_from_header(authorization.decode("latin-1")) or "").encode()
         except Unauthorized:
             given = b""
-        found: tuple[str, bool] | None = None
+        found: tuple[str, bool, float] | None = None
         if hmac.compare_digest(given, self.secret_key):
-            found = ("secret", False)
+            found = ("secret", False, 0.0)
         elif hmac.compare_digest(given, self.write_key):
-            found = ("write", True)
+            found = ("write", True, 0.0)
         elif given and self.keyring is not None:
             who = self.keyring.find(given.decode("latin-1"))
             if who is not None:
-                found = (f"{who.name!r}", bool(who.scopes & {"track", "decide"}))
+                found = (f"{who.name!r}", bool(who.scopes & {"track", "decide"}), who.rate)
         if len(self._keys) >= 1024:  # a flood of made-up keys must not grow this
             self._keys.clear()
         self._keys[authorization] = found
@@ -236,16 +242,24 @@ class RequestLimits:
                 if wait:
                     limit = f"the per-IP limit of {self.limits.per_ip:g} requests/s for {ip}"
                     return self._too_many(limit, wait)
-        if key is not None and self.per_key is not None:
-            wait = self.per_key.take(key[0], now)
+        buckets = self._own(key[2]) if key is not None and key[2] else self.per_key
+        if key is not None and buckets is not None:
+            wait = buckets.take(key[0], now)
             if wait:
-                limit = f"the {key[0]} key's limit of {self.limits.per_key:g} requests/s"
+                limit = f"the {key[0]} key's limit of {buckets.rate:g} requests/s"
                 return self._too_many(limit, wait)
         length = headers.get(b"content-length")
         if self.max_body and length is not None:
             if not length.isdigit() or int(length) > self.max_body:
                 return self._too_large()
         return None
+
+    def _own(self, rate: float) -> Buckets:
+        """The buckets of the keys made with ``rate`` requests/s of their own."""
+        found = self._rated.get(rate)
+        if found is None:
+            found = self._rated[rate] = Buckets(rate, self.limits.burst)
+        return found
 
     async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A body without ``Content-Length`` (chunked): counted as it arrives; once over the cap

@@ -192,10 +192,11 @@ def key_action(args: argparse.Namespace) -> int:
     elif args.action == "list":
         rows = [[k["name"], k["prefix"] + "…", " ".join(k["scopes"]),
                  " ".join(k.get("origins", []) + k.get("networks", [])) or "anywhere",
+                 f"{k['rate']:g}/s" if k.get("rate") else "default",
                  _day(k["created"]), _day(k["last_used"]) if k["last_used"] else "never",
                  _day(k["expires"]) if k.get("expires") else "never"]
                 for k in found["keys"]]  # fmt: skip
-        columns = ["name", "key", "scopes", "from", "created", "last used", "expires"]
+        columns = ["name", "key", "scopes", "from", "rate", "created", "last used", "expires"]
         _print_result({"columns": columns, "rows": rows}, "table")
     else:
         print(f"revoked {args.name!r}: it stops working on every instance within "
@@ -205,7 +206,7 @@ def key_action(args: argparse.Namespace) -> int:
 
 def _key_ask(args: argparse.Namespace) -> dict[str, Any]:
     ask: dict[str, Any] = {"name": args.name, "scopes": args.scope, "origins": args.origin,
-                           "networks": args.network}  # fmt: skip
+                           "networks": args.network, "rate": args.rate}  # fmt: skip
     if args.expires:
         moment = datetime.fromisoformat(_moment(args.expires).replace("Z", "+00:00"))
         if moment.tzinfo is None:

@@ -479,7 +479,8 @@ def _key_actions(keys: argparse.ArgumentParser) -> None:
         "  kairos keys create email-system --scope recommendations --network 10.0.0.0/8\n"
         "  kairos keys create shop-browser --scope track --scope decide "
         "--origin https://shop.example\n"
-        "  kairos keys create analyst --scope read --scope sql --expires 2027-03-31",
+        "  kairos keys create analyst --scope read --scope sql --expires 2027-03-31\n"
+        "  kairos keys create agency --scope read --rate 5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("name", help="lower-case letters, digits, . _ -")
@@ -509,6 +510,13 @@ def _key_actions(keys: argparse.ArgumentParser) -> None:
         "--expires",
         metavar="DATE",
         help="when it stops working: a date (UTC midnight) or ISO 8601 time",
+    )
+    create.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="PER_SECOND",
+        help="its own limit in requests a second (default: the [limits] per_key rate)",
     )
     create.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     listing = actions.add_parser(

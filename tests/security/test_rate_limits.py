@@ -93,6 +93,40 @@ def test_each_key_has_its_own_limit(engine_factory: Any, settings: Any) -> None:
     assert wrong == [401] * 6
 
 
+def test_a_named_key_has_its_own_bucket_at_its_own_rate_or_the_default(
+    engine_factory: Any, settings: Any
+) -> None:
+    engine = engine_factory(settings, limits=Limits(per_ip=0, per_key=0.5, **SLOW), sink=False)
+    secret = {"Authorization": f"Bearer {SECRET_KEY}"}
+    made: dict[str, str] = {}
+    for name, rate in (("plain", None), ("fast", 100.0), ("slow", 0.25)):
+        ask = {"name": name, "scopes": ["read"], **({"rate": rate} if rate else {})}
+        answer = engine.client.post(engine.url + "/v1/keys", json=ask, headers=secret)
+        if answer.status_code == 429:  # the secret key's own bucket (two at once)
+            time.sleep(float(answer.headers["retry-after"]))
+            answer = engine.client.post(engine.url + "/v1/keys", json=ask, headers=secret)
+        assert answer.status_code == 201, answer.text
+        assert answer.json().get("rate", 0) == (rate or 0)
+        made[name] = answer.json()["key"]
+
+    def models(name: str) -> httpx.Response:
+        return engine.client.get(engine.url + "/v1/models",
+                                 headers={"Authorization": f"Bearer {made[name]}"})  # fmt: skip
+
+    passed, refused = first_refusal(lambda: models("plain"))
+    assert passed == 2 and refused.json()["message"].startswith(
+        "over the 'plain' key's limit of 0.5 requests/s (limits.burst 4 s)"
+    )
+    assert made["plain"] not in refused.text
+    passed, refused = first_refusal(lambda: models("slow"))  # 0.25/s × 4 s: one at once
+    assert passed == 1 and "the 'slow' key's limit of 0.25 requests/s" in refused.json()["message"]
+    assert [models("fast").status_code for _ in range(12)] == [200] * 12  # 100/s: its own
+    time.sleep(2.1)
+    wrong = engine.client.post(engine.url + "/v1/keys", headers=secret,
+                               json={"name": "bad", "scopes": ["read"], "rate": -1})  # fmt: skip
+    assert wrong.status_code == 400 and wrong.json()["message"].startswith("$.rate:"), wrong.text
+
+
 def test_bodies_over_the_cap_get_a_413(engine_factory: Any, settings: Any) -> None:
     engine = engine_factory(settings, limits=Limits(per_ip=0, per_key=0, max_body_kb=4), sink=False)
     big = {**TRACK, "properties": {"note": "x" * 5000}}
