@@ -45,7 +45,7 @@ from journeys.subscriptions import GROUPS
 from profiles.membership import DEFS as SEGMENTS
 from profiles.products import ITEMS
 
-__all__ = ["CLI_AGENT", "STORED", "address_of", "changed", "from_config", "record",
+__all__ = ["CLI_AGENT", "STORED", "address_of", "changed", "changed_items", "from_config", "record",
            "record_local", "stored", "via_of"]  # fmt: skip
 
 log = logging.getLogger("kairos.audit")
@@ -127,6 +127,21 @@ def record_local(client: redis.Redis, resource: str, key: str, action: str, befo
         return
     actor = actor or f"cli:{_os_user()}"
     append(client, entry(actor, via, socket.gethostname(), action, resource, key, before, after))
+
+
+Items = dict[str, Any]  # id -> item, as JSON values
+
+
+def changed_items(ids: list[str], was: list[Any], now: list[Any]) -> tuple[Items, Items]:
+    """The catalog items a bulk upsert changed, before and after, by id (an item new: null
+    before); ``was`` and ``now`` are the items of ``ids`` (None: absent) around the upsert."""
+    before: Items = {}
+    after: Items = {}
+    for item_id, old, new in zip(ids, was, now):
+        if old != new:
+            before[item_id] = msgspec.to_builtins(old)
+            after[item_id] = msgspec.to_builtins(new)
+    return before, after
 
 
 def _os_user() -> str:

@@ -50,9 +50,10 @@ from collector.leases import members_key
 from collector.partitions import layout_of
 from decisions.identity import Verifier, user_hash
 from decisions.placements import DEFS, PLACEMENT, put_placement
+from edge.access import audit
 from edge.routes.sdk import VERSION, snippet
 from profiles.live import LiveShop, slots_from_api
-from profiles.products import ITEM, ITEMS, Item, put_items
+from profiles.products import ITEM, ITEMS, Item, get_items, put_items
 from profiles.shoppers import CATALOG, ShopperStream, send
 from profiles.strategies import RECS, request_refresh
 
@@ -159,12 +160,21 @@ def _items(base: str) -> list[Item]:
 
 def install(client: redis.Redis, base: str) -> list[str]:
     """The demo catalog (its URLs under ``base``), and the placements that do not exist yet;
-    returns the placements created."""
-    put_items(client, _items(base))
+    returns the placements created. Each change is in the audit log, as the OS user's who ran
+    ``kairos up --demo``."""
+    items = _items(base)
+    ids = [str(item.id) for item in items]
+    was = get_items(client, ids)
+    put_items(client, items)
+    before, after = audit.changed_items(ids, was, get_items(client, ids))
+    if after:
+        audit.record_local(client, "catalog", "items", "upsert", before, after)
     created = []
     for key, body in PLACEMENTS.items():
         if not client.hexists(DEFS, key):
             put_placement(client, key, PLACEMENT.decode(msgspec.json.encode(body)))
+            audit.record_local(client, "placement", key, "create", None,
+                               msgspec.json.decode(client.hget(DEFS, key)))  # fmt: skip
             created.append(key)
     return created
 

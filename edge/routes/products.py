@@ -4,7 +4,7 @@ index), and ``GET /v1/catalog/items?cursor=`` to page through it (``profiles.pro
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -72,20 +72,9 @@ async def bulk(request: Request) -> Response:
     ids = [str(item.id) for item in items]
     was = await run_in_threadpool(get_items, client, ids)
     await run_in_threadpool(put_items, client, items)
-    before, after = _changed_items(ids, was, await run_in_threadpool(get_items, client, ids))
+    before, after = audit.changed_items(ids, was, await run_in_threadpool(get_items, client, ids))
     await audit.record(request, "catalog", "items", "upsert", before, after)
     return json({"upserted": len(items)})
-
-
-def _changed_items(ids: list[str], was: list[Item | None],
-                   now: list[Item | None]) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """The items a bulk upsert changed, before and after, by id (an item new: null before)."""
-    before, after = {}, {}
-    for item_id, old, new in zip(ids, was, now):
-        if old != new:
-            before[item_id] = msgspec.to_builtins(old)
-            after[item_id] = msgspec.to_builtins(new)
-    return before, after
 
 
 @needs("read")

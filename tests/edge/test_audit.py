@@ -22,6 +22,7 @@ import redis
 
 from collector.audit import STREAM
 from edge.access.keys import KeyAsk, create
+from edge.pages import demo
 from edge.runtime.config import Config
 from edge.runtime.settings import Settings
 from edge.runtime.stores import redis_client
@@ -218,6 +219,23 @@ def test_a_definition_from_the_config_file_is_logged_as_config(
     (entry,) = logged(engine, 1, via="config")
     assert (entry["resource"], entry["key"], entry["action"], entry["actor"]) == (
         "placement", "hero", "create", "config:file")  # fmt: skip
+
+
+def test_the_demo_installer_s_catalog_and_placements_are_logged_once(
+    engine: Engine, r: redis.Redis
+) -> None:
+    created = demo.install(r, engine.url)
+    assert created
+    entries = logged(engine, 1 + len(created), via="cli")
+    assert {(e["resource"], e["key"], e["action"]) for e in entries} == {
+        ("catalog", "items", "upsert"), *(("placement", key, "create") for key in created)}  # fmt: skip
+    assert all(e["actor"].startswith("cli:") for e in entries)
+    catalog = next(e for e in entries if e["resource"] == "catalog")
+    assert len(catalog["after"]) == len(demo.CATALOG) and catalog["before"] == {
+        item.id: None for item in demo.CATALOG}  # fmt: skip
+    assert demo.install(r, engine.url) == []  # installed already: nothing changes
+    time.sleep(1.5)  # the sink drains every 0.5 s: nothing more comes
+    assert len(audit(engine, via="cli").json()["entries"]) == len(entries)
 
 
 def test_filters_and_pages(engine_factory: Callable[..., Engine], settings: Settings) -> None:
