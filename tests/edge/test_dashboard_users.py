@@ -176,6 +176,9 @@ def test_the_users_page_fits_a_laptop_and_a_phone(
     assert _users(engine)["ana@shop.example"] == "editor"
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, overflow
+    cut = page.evaluate("""() => [...document.querySelectorAll("table.users td")]
+        .filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.textContent.trim())""")
+    assert cut == [], cut  # a long email wraps rather than running out of its cell
     shot(page, "dashboard", f"users-{width}")
     page.close()
     assert errors == []
