@@ -30,6 +30,16 @@ from tests.helpers import resolve_profiles
 
 FOUR = Layout(4)
 Labelled = list[tuple[Example, bool]]
+_READERS: list[SpoolReader] = []  # this test's, whose lease renewals stop when it ends
+
+
+@pytest.fixture(autouse=True)
+def _renewals_stop() -> Any:
+    """A reader's renewal thread outlives its test: the next test's instance of the same name
+    ("one") would find its leases renewed by it, and a hand-over would never come."""
+    yield
+    while _READERS:
+        _READERS.pop().leases.stop_renewing()
 
 
 def learner(
@@ -44,6 +54,7 @@ def learner(
     """A learner instance ``name``; ``held``: the partitions it takes (the others' leases go to
     ``elsewhere`` unless another instance was given them)."""
     reader = SpoolReader(r, group, name, FOUR, lease_ms=lease_ms)
+    _READERS.append(reader)
     reader.ensure_group()
     for p in sorted(held or ()):
         r.set(FOUR.partition(p).lease(group), name, px=lease_ms)
