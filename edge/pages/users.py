@@ -103,8 +103,6 @@ async def change(request: Request) -> Response:
     before = await run_in_threadpool(users.find, client, email)
     try:
         ask = decoded(CHANGE, msgspec.json.encode(wanted))
-        if before is not None and ask.role == before.role and ask.password is None:
-            return _back("changed", email)  # nothing to change: no audit entry
         found = await run_in_threadpool(users.change, client, email, ask)
     except Problem as exc:
         return await _page(request, exc.status, exc.message)
